@@ -1,0 +1,330 @@
+"""The ``atlas`` command line: a thin shell over the Python API.
+
+Every user mistake (an :class:`AtlasError`) ends as one line on stderr and exit status 2. Heavy
+modules (torch, transformer_lens, the ingest and query packages) are imported inside handlers so
+``atlas --help`` is instant. The ``ingest``/``queries`` imports here are the CLI's alone; the core
+``atlas`` modules never import them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from atlas.errors import AtlasError, ValidationError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), as for every other user mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"atlas: error: {message} (see '{self.prog} --help')\n")
+
+
+def _store_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("database (default: the embedded ArcadeDB server in the atlas home)")
+    g.add_argument("--uri", help="Bolt URI of a Neo4j server, e.g. bolt://localhost:7687 (env ATLAS_URI)")
+    g.add_argument("--user", help="user name for --uri (env ATLAS_USER; default neo4j)")
+    g.add_argument("--password", help="password for --uri (env ATLAS_PASSWORD)")
+    g.add_argument("--database", help="database name (env ATLAS_DATABASE; default: the server's)")
+    g.add_argument("--home", help="atlas home for the embedded server, zoo cache and password (env ATLAS_HOME; default ./.atlas)")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from atlas.config import resolve_store_settings
+
+    return resolve_store_settings(args.uri, args.user, args.password, args.database, args.home)
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    from atlas.store import Store
+
+    return Store.connect(_settings(args))
+
+
+def _print_frame(df: Any, fmt: str) -> None:
+    if fmt == "json":
+        records = df.to_dict("records")
+        print(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in records], indent=1, default=str))
+    elif fmt == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif df.empty:
+        print("(no rows)")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+            print(df.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        return v.item()
+    return v
+
+
+def _fmt(args: argparse.Namespace) -> str:
+    return "json" if getattr(args, "json", False) else "csv" if getattr(args, "csv", False) else "table"
+
+
+# -- handlers ----------------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace) -> int:
+    from atlas.server import server_status, start_server, stop_server
+
+    settings = _settings(args)
+    if not settings.embedded:
+        raise ValidationError("'atlas db' manages the embedded server only; a --uri server is managed by its owner")
+    home = settings.home
+    if args.action == "start":
+        info, started = start_server(home, quiet=True)
+        print(f"{'started' if started else 'already running'}: {info.uri} (pid {info.pid}, home {home})")
+    elif args.action == "stop":
+        print("stopped" if stop_server(home) else f"not running (home {home})")
+    else:
+        info = server_status(home)
+        if info is None:
+            print(f"not running (home {home})")
+            return 1
+        from atlas.store import Store
+
+        with Store.connect(settings, quiet=True) as store:
+            counts = store.counts()
+        print(f"running: {info.uri} (pid {info.pid}, home {home}); {counts['nodes']} nodes, {counts['relationships']} relationships")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.jobs import IngestConfig, run_ingest
+
+    config = IngestConfig(model=args.model, task=args.task, method=args.method, n_prompts=args.prompts, steps=args.steps, seed=args.seed)
+    config.validate()
+    settings = _settings(args)
+    from atlas.store import Store
+
+    with Store.connect(settings) as store:
+        result = run_ingest(store, config, settings.home, run_id=args.run_id, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({"runId": result.run_id, "status": result.status, "nNodes": result.n_nodes, "nEdges": result.n_edges, "seconds": result.seconds}))
+    elif result.status == "unchanged":
+        print(f"run {result.run_id} is already complete ({result.n_edges} edges); nothing changed")
+    else:
+        secs = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+        print(f"run {result.run_id}: {result.n_nodes} components, {result.n_edges} edges written ({secs})")
+    return 0
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValidationError(f"--param takes NAME=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        if not key.isidentifier():
+            raise ValidationError(f"--param name {key!r} is not a valid parameter name")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    cypher = args.cypher
+    if cypher == "-":
+        cypher = sys.stdin.read()
+    with _connect(args) as store:
+        df = store.run(cypher, _parse_params(args.param), write=args.write)
+    _print_frame(df, _fmt(args))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from queries.fetch import fetch_runs
+
+    with _connect(args) as store:
+        df = fetch_runs(store, args.model)
+    _print_frame(df, _fmt(args))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from queries.export import export_run_html
+
+    if not args.html:
+        raise ValidationError("say what to write: --html PATH")
+    with _connect(args) as store:
+        path, graph = export_run_html(store, args.run, Path(args.html), top=args.top, min_weight=args.min_weight)
+    print(f"wrote {path} ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges)")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from ingest.zoo import SHIPPED_DIR, ZOO, train_zoo_model, zoo_entry
+
+    settings = _settings(args)
+    if args.action == "list":
+        rows = [
+            {"name": e.name, "hasMlp": e.has_mlp, "task": e.task, "groundTruth": e.ground_truth, "description": e.description}
+            for e in ZOO.values()
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            import pandas as pd
+
+            _print_frame(pd.DataFrame(rows)[["name", "hasMlp", "task", "description"]], "table")
+        return 0
+    if not args.name:
+        raise ValidationError(f"'atlas zoo {args.action}' needs a model name: one of {sorted(ZOO)}")
+    entry = zoo_entry(args.name)
+    folder = settings.home / "zoo" / entry.name
+    if args.action == "train":
+        from ingest.jobs import make_progress
+
+        steps = args.steps or entry.default_steps
+        bar = make_progress(True)(steps, f"training {entry.name}")
+        t0 = time.perf_counter()
+        info = train_zoo_model(entry.name, folder, steps=steps, progress=bar.update, checkpoint_every=args.checkpoint_every)
+        bar.close()
+        print(f"trained {entry.name} in {time.perf_counter() - t0:.1f} s (final loss {info['finalLoss']:.3f}) -> {folder}")
+        for head, role in info["roles"].items():
+            print(f"  {head}: prevTokenScore {role['prevTokenScore']:.3f}  inductionScore {role['inductionScore']:.3f}")
+        return 0
+    for where in (folder, SHIPPED_DIR / entry.name):
+        if (where / "info.json").exists():
+            info = json.loads((where / "info.json").read_text())
+            break
+    else:
+        info = {"trained": False}
+    print(json.dumps({"name": entry.name, "description": entry.description, "task": entry.task, "hasMlp": entry.has_mlp,
+                      "groundTruth": entry.ground_truth, **info}, indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from atlas.store import Store
+    from ingest.jobs import IngestConfig, run_ingest
+    from queries.export import export_run_html
+    from queries.fetch import fetch_edges
+
+    t0 = time.perf_counter()
+    settings = _settings(args)
+    with Store.connect(settings) as store:
+        t_conn = time.perf_counter()
+        config = IngestConfig(model="induction-2l", task="induction", method="eap-ig", n_prompts=args.prompts, steps=5)
+        run_id = "demo-induction-2l"
+        result = run_ingest(store, config, settings.home, run_id=run_id, progress=not args.quiet)
+        t_ing = time.perf_counter()
+        cols = ["componentId_pre", "componentId_post", "channel", "score"]
+        print(f"\nRun {run_id} ({result.status}): EAP-IG (5 steps) on the zoo model induction-2l, task induction, {args.prompts} prompts")
+        print("\nFive strongest edges into the logits (score = change in log p(next token) when the edge is corrupted):")
+        _print_frame(fetch_edges(store, run_id, top=5, kind_post="Logit")[cols], "table")
+        print("\nFive strongest head -> head edges:")
+        _print_frame(fetch_edges(store, run_id, top=5, kind_pre="Head", kind_post="Head")[cols], "table")
+        out = Path(args.out) / "connectome.html"
+        path, graph = export_run_html(store, run_id, out)
+    t_end = time.perf_counter()
+    print(f"\nWrote {path} ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges): open it in a browser.")
+    print(f"Timings: database {t_conn - t0:.1f} s, ingest {t_ing - t_conn:.1f} s, queries+export {t_end - t_ing:.1f} s, total {t_end - t0:.1f} s")
+    print("\nAsk your own questions, e.g.:")
+    print(f"  atlas query \"MATCH (h:Head)-[e:ATTRIBUTION {{runId: \\$run}}]->(:Logit) RETURN h.componentId AS head, e.score AS score ORDER BY abs(e.score) DESC\" --param run={run_id}")
+    print("  atlas runs")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = _store_options()
+    p = _Parser(prog="atlas", description="Connectome Atlas: map a transformer like a brain, in a graph database.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from atlas import __version__
+
+    p.add_argument("--version", action="version", version=f"atlas {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    s = sub.add_parser("db", parents=[common], help="start, stop or inspect the embedded database server", formatter_class=fmt)
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.set_defaults(func=cmd_db)
+
+    s = sub.add_parser("ingest", parents=[common], help="compute a run's edges and write them into the database", formatter_class=fmt)
+    s.add_argument("--model", required=True, help="zoo name, model directory/.pt file, or cached TransformerLens name")
+    s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
+    s.add_argument("--method", default="eap-ig", choices=["eap-ig", "eap", "patching"])
+    s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
+    s.add_argument("--prompts", type=int, default=16, help="number of prompts")
+    s.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
+    s.add_argument("--seed", type=int, default=0, help="seed of the task's prompts")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("query", parents=[common], help="run Cypher (read-only unless --write)", formatter_class=fmt)
+    s.add_argument("cypher", help="the statement ('-' reads it from stdin); values as $params")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (VALUE parsed as JSON when it is JSON)")
+    s.add_argument("--write", action="store_true", help="allow the statement to write")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print a JSON array, one object per row")
+    g.add_argument("--csv", action="store_true", help="print CSV")
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("runs", parents=[common], help="list runs", formatter_class=fmt)
+    s.add_argument("--model", help="only runs of this model id")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("export", parents=[common], help="export a run's connectome", formatter_class=fmt)
+    s.add_argument("--run", required=True, help="run id")
+    s.add_argument("--html", help="write a pyvis page here")
+    s.add_argument("--top", type=int, help="only the N strongest edges by |score|")
+    s.add_argument("--min-weight", type=float, default=0.0, help="only edges with |score| >= this")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("zoo", parents=[common], help="small models with known circuits, trained locally", formatter_class=fmt)
+    s.add_argument("action", choices=["list", "train", "info"])
+    s.add_argument("name", nargs="?", help="zoo model name")
+    s.add_argument("--steps", type=int, help="training steps (default: the model's)")
+    s.add_argument("--checkpoint-every", type=int, default=0, help="save weights every N steps (0: only the final)")
+    s.add_argument("--json", action="store_true", help="JSON output (list)")
+    s.set_defaults(func=cmd_zoo)
+
+    s = sub.add_parser("demo", parents=[common], help="the whole story on the embedded default, in under a minute", formatter_class=fmt)
+    s.add_argument("--out", default="atlas-demo", help="folder for the HTML page")
+    s.add_argument("--prompts", type=int, default=16, help="number of prompts")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``atlas`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except AtlasError as exc:
+        message = " ".join(str(exc).split())
+        print(f"atlas: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("atlas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""DataFrame contracts between stages: the edge frame and the node frame.
+
+Edge methods return an edge frame; the store writes one; queries return one. Columns are the
+database's property names, with neuPrint's ``_pre``/``_post`` suffixes for the two ends.
+Validation happens at the boundary and names the bad column with a few bad rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from atlas.errors import ValidationError
+from atlas.ids import parse_component_id
+from atlas.schema import Channel, ComponentKind
+
+__all__ = [
+    "EDGE_COLUMNS",
+    "EDGE_OPTIONAL_COLUMNS",
+    "NODE_COLUMNS",
+    "empty_edge_frame",
+    "validate_edges",
+    "validate_nodes",
+]
+
+EDGE_COLUMNS: tuple[str, ...] = ("componentId_pre", "componentId_post", "channel", "score")
+EDGE_OPTIONAL_COLUMNS: tuple[str, ...] = ("srcPos", "dstPos")
+NODE_COLUMNS: tuple[str, ...] = ("componentId", "kind", "modelId", "layer", "head")
+
+_HEAD_CHANNELS = {Channel.Q.value, Channel.K.value, Channel.V.value}
+_SHOW = 5
+
+
+def empty_edge_frame() -> pd.DataFrame:
+    """An edge frame with the fixed columns and no rows."""
+    return pd.DataFrame(
+        {
+            "componentId_pre": pd.Series([], dtype=object),
+            "componentId_post": pd.Series([], dtype=object),
+            "channel": pd.Series([], dtype=object),
+            "score": pd.Series([], dtype=float),
+        }
+    )
+
+
+def _fail(what: str, frame: pd.DataFrame, mask: Iterable[bool] | None = None) -> None:
+    rows = frame if mask is None else frame[np.asarray(mask, dtype=bool)]
+    shown = rows.head(_SHOW).to_dict("records")
+    more = f" (and {len(rows) - _SHOW} more)" if len(rows) > _SHOW else ""
+    raise ValidationError(f"{what}: {shown}{more}")
+
+
+def _require_columns(frame: pd.DataFrame, columns: Iterable[str], name: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise ValidationError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValidationError(f"{name} is missing column(s) {missing}; has {list(frame.columns)}")
+
+
+def validate_edges(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check an edge frame and return it with canonical dtypes.
+
+    Rules: the four fixed columns exist and are non-null; ids parse and both ends belong to one
+    model; ``score`` is a finite float; channels q/k/v enter heads only and heads are entered on
+    q/k/v only; nothing enters the embedding or leaves the logits; no self-loops; no duplicate
+    (pre, post, channel[, srcPos, dstPos]); positions, when present, are non-negative integers.
+
+    Raises:
+        ValidationError: naming the rule, the column and up to five offending rows.
+    """
+    _require_columns(frame, EDGE_COLUMNS, "edge frame")
+    out = frame.copy()
+    for col in EDGE_COLUMNS:
+        if out[col].isna().any():
+            _fail(f"edge frame column {col!r} has nulls", out, out[col].isna())
+    for col in ("componentId_pre", "componentId_post", "channel"):
+        bad = ~out[col].map(lambda v: isinstance(v, str))
+        if bad.any():
+            _fail(f"edge frame column {col!r} must hold strings", out, bad)
+    try:
+        out["score"] = pd.to_numeric(out["score"], errors="raise").astype(float)
+    except (TypeError, ValueError):
+        bad = ~out["score"].map(lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+        _fail("edge frame column 'score' must be numeric", out, bad)
+    finite = np.isfinite(out["score"].to_numpy())
+    if not finite.all():
+        _fail("edge frame column 'score' has NaN or infinite values", out, ~finite)
+    valid_channels = {c.value for c in Channel}
+    bad = ~out["channel"].isin(valid_channels)
+    if bad.any():
+        _fail(f"edge frame column 'channel' must be one of {sorted(valid_channels)}", out, bad)
+
+    refs: dict[str, object] = {}
+
+    def parse(cid: str) -> object:
+        if cid not in refs:
+            try:
+                refs[cid] = parse_component_id(cid)
+            except ValidationError:
+                refs[cid] = None
+        return refs[cid]
+
+    for col in ("componentId_pre", "componentId_post"):
+        bad = out[col].map(parse).isna()
+        if bad.any():
+            _fail(f"edge frame column {col!r} has invalid component ids", out, bad)
+    pre = out["componentId_pre"].map(parse)
+    post = out["componentId_post"].map(parse)
+    bad = np.array([a.model_id != b.model_id for a, b in zip(pre, post)], dtype=bool)
+    if bad.any():
+        _fail("edge frame mixes models: both ends of an edge must belong to one model", out, bad)
+    post_kind = post.map(lambda r: r.kind)
+    pre_kind = pre.map(lambda r: r.kind)
+    into_head = post_kind == ComponentKind.HEAD
+    head_channel = out["channel"].isin(_HEAD_CHANNELS)
+    bad = (into_head & ~head_channel) | (~into_head & head_channel)
+    if bad.any():
+        _fail("edge frame channel must be q/k/v exactly when the target is a head ('in' otherwise)", out, bad)
+    bad = (post_kind == ComponentKind.EMBED) | (pre_kind == ComponentKind.LOGITS)
+    if bad.any():
+        _fail("edge frame has edges into the embedding or out of the logits", out, bad)
+    bad = out["componentId_pre"] == out["componentId_post"]
+    if bad.any():
+        _fail("edge frame has self-loops", out, bad)
+    key = list(EDGE_COLUMNS[:3])
+    for col in EDGE_OPTIONAL_COLUMNS:
+        if col in out.columns:
+            vals = out[col]
+            ok = vals.map(lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0)
+            if not ok.all():
+                _fail(f"edge frame column {col!r} must hold non-negative integers", out, ~ok)
+            out[col] = vals.astype("int64")
+            key.append(col)
+    dup = out.duplicated(subset=key, keep=False)
+    if dup.any():
+        _fail(f"edge frame has duplicate edges on {key}", out, dup)
+    return out.reset_index(drop=True)
+
+
+def validate_nodes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check a node frame: ids parse and agree with ``kind``, ``modelId``, ``layer`` and ``head``."""
+    _require_columns(frame, NODE_COLUMNS, "node frame")
+    out = frame.copy()
+    if out["componentId"].duplicated().any():
+        _fail("node frame has duplicate componentId", out, out["componentId"].duplicated(keep=False))
+    bad = []
+    for row in out.itertuples(index=False):
+        try:
+            ref = parse_component_id(row.componentId)
+        except ValidationError:
+            bad.append(True)
+            continue
+        head = None if row.head is None or (isinstance(row.head, float) and math.isnan(row.head)) else int(row.head)
+        layer_ok = ref.layer is None or ref.layer == row.layer
+        bad.append(
+            ref.kind.value != row.kind or ref.model_id != row.modelId or not layer_ok or ref.head != head
+        )
+    if any(bad):
+        _fail("node frame rows disagree with their componentId", out, bad)
+    out["head"] = out["head"].astype("Int64")
+    out["layer"] = out["layer"].astype("int64")
+    return out.reset_index(drop=True)

@@ -1,0 +1,131 @@
+"""Component ids: the one place they are built and parsed.
+
+Grammar (``MODEL`` may itself contain ``/``, as hub names do; the last ``/`` separates it)::
+
+    MODEL/EMBED            the embedding
+    MODEL/LOGITS           the unembedding
+    MODEL/L{l}.H{h}        attention head h of layer l
+    MODEL/L{l}.MLP         the MLP of layer l
+    MODEL/L{l}.N{n}        neuron n of the MLP of layer l
+    MODEL/L{l}.F{f}@DICT   feature f of sparse dictionary DICT at layer l
+
+Examples:
+    >>> component_id("gpt2", ComponentKind.HEAD, layer=5, head=1)
+    'gpt2/L5.H1'
+    >>> parse_component_id("EleutherAI/pythia-70m/L3.F10452@res-sae").feature
+    10452
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from atlas.errors import ValidationError
+from atlas.schema import ComponentKind
+
+__all__ = ["ComponentRef", "component_id", "parse_component_id", "validate_model_id"]
+
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
+_DICT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_LOCAL_RE = re.compile(
+    r"^(?:(?P<embed>EMBED)|(?P<logits>LOGITS)"
+    r"|L(?P<layer>\d+)\.(?:H(?P<head>\d+)|(?P<mlp>MLP)|N(?P<neuron>\d+)|F(?P<feature>\d+)@(?P<dict>[A-Za-z0-9][A-Za-z0-9_.\-]*)))$"
+)
+
+
+@dataclass(frozen=True)
+class ComponentRef:
+    """A parsed component id. ``layer`` is -1 for the embedding and ``n_layers`` for the logits
+    (when known); fields that do not apply to the kind are None."""
+
+    model_id: str
+    kind: ComponentKind
+    layer: int | None = None
+    head: int | None = None
+    neuron: int | None = None
+    feature: int | None = None
+    dictionary_id: str | None = None
+
+    @property
+    def component_id(self) -> str:
+        return component_id(
+            self.model_id,
+            self.kind,
+            layer=self.layer,
+            head=self.head,
+            neuron=self.neuron,
+            feature=self.feature,
+            dictionary_id=self.dictionary_id,
+        )
+
+
+def validate_model_id(model_id: str) -> str:
+    """Return ``model_id`` if it may appear in a component id, else raise ValidationError."""
+    if not isinstance(model_id, str) or not _MODEL_RE.match(model_id) or model_id.endswith("/"):
+        raise ValidationError(
+            f"invalid model id {model_id!r}: use letters, digits, '_', '.', '-' and '/'"
+        )
+    return model_id
+
+
+def _need(value: int | None, what: str, kind: ComponentKind) -> int:
+    if value is None or isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValidationError(f"a {kind.value} id needs a non-negative integer {what}, got {value!r}")
+    return int(value)
+
+
+def component_id(
+    model_id: str,
+    kind: ComponentKind | str,
+    *,
+    layer: int | None = None,
+    head: int | None = None,
+    neuron: int | None = None,
+    feature: int | None = None,
+    dictionary_id: str | None = None,
+) -> str:
+    """Build the id of a component; raises ValidationError when a needed field is missing."""
+    validate_model_id(model_id)
+    kind = ComponentKind(kind)
+    if kind is ComponentKind.EMBED:
+        return f"{model_id}/EMBED"
+    if kind is ComponentKind.LOGITS:
+        return f"{model_id}/LOGITS"
+    lay = _need(layer, "layer", kind)
+    if kind is ComponentKind.HEAD:
+        return f"{model_id}/L{lay}.H{_need(head, 'head', kind)}"
+    if kind is ComponentKind.MLP:
+        return f"{model_id}/L{lay}.MLP"
+    if kind is ComponentKind.NEURON:
+        return f"{model_id}/L{lay}.N{_need(neuron, 'neuron', kind)}"
+    if dictionary_id is None or not _DICT_RE.match(dictionary_id):
+        raise ValidationError(f"a feature id needs a dictionary id of [A-Za-z0-9_.-], got {dictionary_id!r}")
+    return f"{model_id}/L{lay}.F{_need(feature, 'feature', kind)}@{dictionary_id}"
+
+
+def parse_component_id(cid: str) -> ComponentRef:
+    """Parse a component id built by :func:`component_id`; raises ValidationError otherwise."""
+    if not isinstance(cid, str) or "/" not in cid:
+        raise ValidationError(f"invalid component id {cid!r}: expected MODEL/COMPONENT")
+    model_id, local = cid.rsplit("/", 1)
+    validate_model_id(model_id)
+    m = _LOCAL_RE.match(local)
+    if m is None:
+        raise ValidationError(
+            f"invalid component id {cid!r}: expected EMBED, LOGITS, L<l>.H<h>, L<l>.MLP, L<l>.N<n> or L<l>.F<f>@<dict>"
+        )
+    if m["embed"]:
+        return ComponentRef(model_id, ComponentKind.EMBED, layer=-1)
+    if m["logits"]:
+        return ComponentRef(model_id, ComponentKind.LOGITS)
+    layer = int(m["layer"])
+    if m["head"] is not None:
+        return ComponentRef(model_id, ComponentKind.HEAD, layer=layer, head=int(m["head"]))
+    if m["mlp"]:
+        return ComponentRef(model_id, ComponentKind.MLP, layer=layer)
+    if m["neuron"] is not None:
+        return ComponentRef(model_id, ComponentKind.NEURON, layer=layer, neuron=int(m["neuron"]))
+    return ComponentRef(
+        model_id, ComponentKind.FEATURE, layer=layer, feature=int(m["feature"]), dictionary_id=m["dict"]
+    )

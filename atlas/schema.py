@@ -1,0 +1,107 @@
+"""The vocabulary of the connectome: node kinds, channels, methods, labels and relationship types.
+
+Labels, relationship types, property names and DataFrame columns are one set of words, defined
+here once (camelCase properties, PascalCase labels, UPPER_SNAKE relationship types, as in Neo4j).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "ComponentKind",
+    "Channel",
+    "Method",
+    "RunStatus",
+    "RelType",
+    "COMPONENT_LABEL",
+    "CONSTRAINTS",
+    "INDEXES",
+    "KIND_LABEL",
+]
+
+
+class ComponentKind(StrEnum):
+    """Kinds of node in the connectome; each maps to one Neo4j label besides ``:Component``."""
+
+    EMBED = "embed"
+    """Token (plus absolute positional) embedding: the source of every path."""
+    HEAD = "head"
+    """One attention head; it receives on three channels (q, k, v)."""
+    MLP = "mlp"
+    """One whole MLP layer."""
+    NEURON = "neuron"
+    """One hidden unit of an MLP layer."""
+    FEATURE = "feature"
+    """One latent of a sparse dictionary (SAE or transcoder)."""
+    LOGITS = "logits"
+    """The unembedding: the sink of every path."""
+
+
+KIND_LABEL: dict[ComponentKind, str] = {
+    ComponentKind.EMBED: "Embed",
+    ComponentKind.HEAD: "Head",
+    ComponentKind.MLP: "Mlp",
+    ComponentKind.NEURON: "Neuron",
+    ComponentKind.FEATURE: "Feature",
+    ComponentKind.LOGITS: "Logit",
+}
+COMPONENT_LABEL = "Component"
+
+
+class Channel(StrEnum):
+    """Which input of the receiving component an edge enters through."""
+
+    Q = "q"
+    """The query input of an attention head (read at the destination position)."""
+    K = "k"
+    """The key input of an attention head (read at the source positions)."""
+    V = "v"
+    """The value input of an attention head (what is moved)."""
+    IN = "in"
+    """The single input of an MLP, neuron, feature or the logits."""
+
+
+class Method(StrEnum):
+    """Edge-scoring methods; ``ingest.methods`` holds one function per member."""
+
+    EAP = "eap"
+    """Edge attribution patching (Syed et al. 2023): one clean gradient times the activation delta."""
+    EAP_IG = "eap-ig"
+    """EAP with integrated gradients along the clean-corrupt input path (Hanna et al. 2024)."""
+    PATCHING = "patching"
+    """Exact activation patching of every edge: the reference the estimates are checked against."""
+
+
+class RunStatus(StrEnum):
+    """Life cycle of a ``:Run``; only ``complete`` runs are whole."""
+
+    WRITING = "writing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class RelType(StrEnum):
+    """Relationship types of the graph."""
+
+    ATTRIBUTION = "ATTRIBUTION"
+    ABLATION = "ABLATION"
+    COMPOSITION = "COMPOSITION"
+    PART_OF = "PART_OF"
+    MEMBER_OF = "MEMBER_OF"
+    OF_MODEL = "OF_MODEL"
+    ALIGNED_WITH = "ALIGNED_WITH"
+
+
+# (name, label, property): unique constraints, created IF NOT EXISTS.
+CONSTRAINTS: tuple[tuple[str, str, str], ...] = (
+    ("component_id", COMPONENT_LABEL, "componentId"),
+    ("model_id", "Model", "modelId"),
+    ("run_id", "Run", "runId"),
+    ("circuit_id", "Circuit", "circuitId"),
+)
+# (name, relationship type, property): relationship indexes for the measured types.
+INDEXES: tuple[tuple[str, RelType, str], ...] = (
+    ("attribution_run", RelType.ATTRIBUTION, "runId"),
+    ("ablation_run", RelType.ABLATION, "runId"),
+)

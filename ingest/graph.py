@@ -1,0 +1,128 @@
+"""The head-level computational graph of a HookedTransformer: who can send to whom.
+
+Senders write into the residual stream (embedding, each head, each MLP); receivers read from it
+(each head on its q, k and v channels, each MLP, the logits). A sender reaches a receiver when it
+writes before the receiver reads. Stages count reads and writes along the forward pass:
+layer ``l``'s attention reads at ``2l`` and writes at ``2l``; its MLP reads at ``2l+1`` (``2l`` in
+parallel-attention models such as GPT-J and Pythia) and writes at ``2l+1``; the embedding writes at
+``-1`` and the logits read at ``2 n_layers``. Sender ``s`` reaches receiver ``r`` iff
+``write(s) < read(r)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from atlas.errors import ModelError
+from atlas.ids import component_id
+from atlas.schema import Channel, ComponentKind
+
+__all__ = ["Sender", "Receiver", "ModelGraph", "build_graph"]
+
+
+@dataclass(frozen=True)
+class Sender:
+    """A component that writes to the residual stream; ``index`` is its slot in sender tensors."""
+
+    component_id: str
+    kind: ComponentKind
+    layer: int
+    head: int | None
+    write_stage: int
+    index: int
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """One input channel of a component that reads the residual stream."""
+
+    component_id: str
+    kind: ComponentKind
+    layer: int
+    head: int | None
+    channel: Channel
+    read_stage: int
+    index: int
+
+
+@dataclass(frozen=True)
+class ModelGraph:
+    """Senders, receivers and the node frame of one model."""
+
+    model_id: str
+    n_layers: int
+    n_heads: int
+    has_mlp: bool
+    parallel: bool
+    senders: tuple[Sender, ...]
+    receivers: tuple[Receiver, ...]
+
+    def visible(self, receiver: Receiver) -> list[Sender]:
+        """Senders whose output reaches ``receiver``'s input (in sender-index order)."""
+        return [s for s in self.senders if s.write_stage < receiver.read_stage]
+
+    def n_visible(self, read_stage: int) -> int:
+        """How many senders (a prefix of ``senders``) write before ``read_stage``."""
+        return sum(1 for s in self.senders if s.write_stage < read_stage)
+
+    def nodes_frame(self) -> pd.DataFrame:
+        """One row per component (the node frame of :mod:`atlas.frames`)."""
+        rows: dict[str, dict[str, Any]] = {}
+        for s in self.senders:
+            rows[s.component_id] = _node_row(self.model_id, s.component_id, s.kind, s.layer, s.head)
+        for r in self.receivers:
+            layer = self.n_layers if r.kind is ComponentKind.LOGITS else r.layer
+            rows.setdefault(r.component_id, _node_row(self.model_id, r.component_id, r.kind, layer, r.head))
+        return pd.DataFrame(list(rows.values()))
+
+
+def _node_row(model_id: str, cid: str, kind: ComponentKind, layer: int, head: int | None) -> dict[str, Any]:
+    return {"componentId": cid, "kind": kind.value, "modelId": model_id, "layer": layer, "head": head}
+
+
+def build_graph(model: Any, model_id: str) -> ModelGraph:
+    """Enumerate senders and receivers of ``model`` (a HookedTransformer).
+
+    Raises:
+        ModelError: for architectures whose attention the edge methods do not cover yet.
+    """
+    cfg = model.cfg
+    if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
+        raise ModelError("grouped-query attention models are not supported yet (n_key_value_heads != n_heads)")
+    if getattr(cfg, "original_architecture", None) in {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}:
+        raise ModelError("post-norm architectures are not supported yet")
+    n_layers, n_heads = int(cfg.n_layers), int(cfg.n_heads)
+    has_mlp = not cfg.attn_only
+    parallel = bool(cfg.parallel_attn_mlp)
+    senders: list[Sender] = []
+
+    def add_sender(kind: ComponentKind, layer: int, head: int | None, stage: int) -> None:
+        cid = component_id(model_id, kind, layer=layer, head=head)
+        senders.append(Sender(cid, kind, layer, head, stage, len(senders)))
+
+    add_sender(ComponentKind.EMBED, -1, None, -1)
+    for layer in range(n_layers):
+        for h in range(n_heads):
+            add_sender(ComponentKind.HEAD, layer, h, 2 * layer)
+        if has_mlp:
+            add_sender(ComponentKind.MLP, layer, None, 2 * layer + 1)
+
+    receivers: list[Receiver] = []
+    for layer in range(n_layers):
+        for ch in (Channel.Q, Channel.K, Channel.V):
+            for h in range(n_heads):
+                cid = component_id(model_id, ComponentKind.HEAD, layer=layer, head=h)
+                receivers.append(Receiver(cid, ComponentKind.HEAD, layer, h, ch, 2 * layer, len(receivers)))
+        if has_mlp:
+            cid = component_id(model_id, ComponentKind.MLP, layer=layer)
+            read = 2 * layer if parallel else 2 * layer + 1
+            receivers.append(Receiver(cid, ComponentKind.MLP, layer, None, Channel.IN, read, len(receivers)))
+    receivers.append(
+        Receiver(component_id(model_id, ComponentKind.LOGITS), ComponentKind.LOGITS, n_layers, None, Channel.IN, 2 * n_layers, len(receivers))
+    )
+    # Senders must be sorted by write stage so that visibility is a prefix.
+    assert all(a.write_stage <= b.write_stage for a, b in zip(senders, senders[1:]))
+    return ModelGraph(model_id, n_layers, n_heads, has_mlp, parallel, tuple(senders), tuple(receivers))

@@ -1,0 +1,186 @@
+"""Ingestion jobs: the one place where torch meets the store.
+
+``run_ingest`` loads the model and task, computes the edge frame (pure, before any write), then
+writes the model, its components, the ``:Run`` (status ``writing``) and the edges in batched
+transactions, and marks the run ``complete`` last. Re-running a complete run id with the same
+configuration changes nothing; a run id left unfinished (crash, Ctrl-C) has its partial edges
+deleted and is written again; a run id reused with another configuration is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atlas import __version__
+from atlas.errors import RunConflict, ValidationError
+from atlas.schema import Method, RelType, RunStatus
+from atlas.store import Store
+
+__all__ = ["IngestConfig", "IngestResult", "run_ingest", "compute_run", "make_progress"]
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What an ingestion run computes; its JSON form is stored on the ``:Run`` as ``configJson``."""
+
+    model: str
+    task: str = "induction"
+    method: str = Method.EAP_IG.value
+    n_prompts: int = 16
+    steps: int = 5
+    seed: int = 0
+
+    def validate(self) -> IngestConfig:
+        if self.method not in {m.value for m in Method}:
+            raise ValidationError(f"unknown method {self.method!r}: choose one of {[m.value for m in Method]}")
+        if self.n_prompts < 1:
+            raise ValidationError(f"--prompts must be at least 1, got {self.n_prompts}")
+        if self.steps < 1:
+            raise ValidationError(f"--steps must be at least 1, got {self.steps}")
+        return self
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        if self.method != Method.EAP_IG.value:
+            data.pop("steps")
+        return json.dumps(data, sort_keys=True)
+
+    def default_run_id(self, model_id: str) -> str:
+        digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
+        return f"{model_id}:{self.task}:{self.method}:{digest}"
+
+
+@dataclass
+class IngestResult:
+    """What a run did: ``status`` is ``written`` or ``unchanged``."""
+
+    run_id: str
+    status: str
+    n_nodes: int
+    n_edges: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def make_progress(enabled: bool) -> Callable[[int, str], Any]:
+    """A factory of tqdm bars on stderr (disabled bars when not ``enabled``)."""
+    from tqdm.auto import tqdm
+
+    def factory(total: int, desc: str) -> Any:
+        # disable=None: bars only on a terminal, so logs and CI output stay readable
+        return tqdm(total=total, desc=desc, file=sys.stderr, disable=None if enabled else True, leave=False, unit="step", mininterval=0.5)
+
+    return factory
+
+
+def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    """Load, build the task and compute the edges; no I/O to the store. Returns (loaded, nodes, edges)."""
+    from ingest.graph import build_graph
+    from ingest.methods import MethodConfig, get_method
+    from ingest.models import load_model
+    from ingest.tasks import get_task
+
+    config.validate()
+    method = get_method(config.method)
+    task = get_task(config.task)
+    loaded = load_model(config.model, home, progress)
+    graph = build_graph(loaded.model, loaded.model_id)
+    batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
+    if batch.clean.max() >= loaded.model.cfg.d_vocab or batch.clean.shape[1] > loaded.model.cfg.n_ctx:
+        raise ValidationError("the task's prompts do not fit the model's vocabulary or context")
+    n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
+    total = {Method.EAP.value: 3, Method.EAP_IG.value: config.steps + 2, Method.PATCHING.value: n_edges}[config.method]
+    bar = progress(total, f"{config.method} on {loaded.model_id}") if progress else None
+    try:
+        edges = method(loaded.model, graph, task, batch, MethodConfig(steps=config.steps), progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    nodes = graph.nodes_frame()
+    roles = loaded.info.get("roles", {})
+    if roles:
+        local = nodes["componentId"].str.rsplit("/", n=1).str[1]
+        for key in ("prevTokenScore", "inductionScore"):
+            nodes[key] = [roles.get(name, {}).get(key) for name in local]
+    return loaded, nodes, edges
+
+
+def run_ingest(
+    store: Store,
+    config: IngestConfig,
+    home: Path,
+    run_id: str | None = None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> IngestResult:
+    """Compute a run and write it into ``store`` (idempotent per run id; see module docstring).
+
+    Raises:
+        RunConflict: ``run_id`` exists with a different configuration.
+        ModelError, TaskError, ValidationError, StoreError: bad input or an unreachable store.
+    """
+    from ingest.models import model_properties
+
+    config.validate()
+    t0 = time.perf_counter()
+    bars = make_progress(progress)
+    if run_id is not None:
+        existing = store.get_run(run_id)
+        if existing is not None:
+            if existing.get("configJson") != config.to_json():
+                raise RunConflict(f"run {run_id!r} exists with a different configuration; choose another --run-id")
+            if existing.get("status") == RunStatus.COMPLETE.value:
+                return IngestResult(run_id, "unchanged", 0, int(existing.get("nEdges", 0)))
+    loaded, nodes, edges = compute_run(config, home, bars)
+    t1 = time.perf_counter()
+    run_id = run_id or config.default_run_id(loaded.model_id)
+    existing = store.get_run(run_id)
+    if existing is not None:
+        if existing.get("configJson") != config.to_json():
+            raise RunConflict(f"run {run_id!r} exists with a different configuration; choose another --run-id")
+        if existing.get("status") == RunStatus.COMPLETE.value:
+            return IngestResult(run_id, "unchanged", 0, int(existing.get("nEdges", 0)))
+    store.ensure_schema()
+    store.write_model(model_properties(loaded))
+    store.write_components(nodes)
+    props = {
+        "runId": run_id,
+        "modelId": loaded.model_id,
+        "task": config.task,
+        "method": config.method,
+        "metric": "logprob",
+        "nPrompts": config.n_prompts,
+        "steps": config.steps if config.method == Method.EAP_IG.value else None,
+        "createdAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "configJson": config.to_json(),
+        "atlasVersion": __version__,
+    }
+    if existing is not None:
+        removed = store.delete_run_edges(run_id)
+        log(f"run {run_id} was unfinished: removed {removed} partial edges, writing it again")
+    store.begin_run(props)
+    bar = bars(len(edges), "writing edges")
+    try:
+        store.write_edges(edges, run_id, rel_type=RelType.ATTRIBUTION, progress=bar.update)
+    except BaseException:
+        bar.close()
+        try:
+            store.delete_run_edges(run_id)
+            store.set_run_status(run_id, RunStatus.FAILED)
+        except Exception:  # the original error is the one to report
+            pass
+        raise
+    bar.close()
+    store.set_run_status(run_id, RunStatus.COMPLETE, {"nEdges": len(edges), "nNodes": len(nodes)})
+    t2 = time.perf_counter()
+    return IngestResult(run_id, "written", len(nodes), len(edges), {"compute": t1 - t0, "write": t2 - t1})

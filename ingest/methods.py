@@ -1,0 +1,390 @@
+"""Edge methods: EAP, EAP-IG and exact activation patching over the head-level graph.
+
+Every method has the signature ``(model, graph, task, batch, config) -> edge frame`` and scores
+an edge ``u -> v`` as the change of the task metric (mean over prompts) when ``v`` receives
+``u``'s corrupted output instead of its clean one, all positions at once::
+
+    score(u -> v) ~= m(clean with edge u->v corrupted) - m(clean)
+
+EAP (Syed et al. 2023, "Attribution Patching Outperforms Automated Circuit Discovery"):
+  1. Forward the corrupted prompts; record each sender's output ``a_u`` (no grad).
+  2. Forward the clean prompts with activation gradients on; record ``a_u`` and backprop the metric.
+  3. For each receiver input ``v`` get ``g_v = dm/d(input of v)``; score = sum_pos (a_u^corr - a_u^clean) . g_v.
+EAP-IG (Hanna, Pezzelle & Belinkov 2024, "Have Faith in Faithfulness"):
+  as EAP, but ``g_v`` is the mean over ``k`` forward/backward passes whose input embeddings lie on the
+  straight line from the corrupted to the clean prompt (``alpha = 1/k, 2/k, ..., 1``): ``k + 2`` passes.
+Exact patching: one forward per edge, batched by tiling the prompts (many edges per pass).
+
+Per-head receiver gradients come without TransformerLens's per-head input copies
+(``use_split_qkv_input``, 3-5x slower): the gradient at ``hook_q`` (``[b, p, h, d_head]``) is mapped
+back through ``W_Q[h]`` to the layer-norm output and through the layer norm's vector-Jacobian
+product at the recorded residual, giving ``dm/d(resid copy read by head h's query)``. Sender outputs
+of heads are ``hook_z @ W_O[h]``; biases are equal in clean and corrupted runs and drop out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+
+from atlas.errors import ValidationError
+from atlas.frames import validate_edges
+from atlas.schema import Channel, ComponentKind, Method
+from ingest.graph import ModelGraph, Receiver
+from ingest.tasks import PromptBatch, Task
+
+__all__ = [
+    "MethodConfig",
+    "compute_eap",
+    "compute_eap_ig",
+    "compute_patching",
+    "sender_outputs",
+    "METHODS",
+    "get_method",
+]
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Settings shared by the edge methods.
+
+    Attributes:
+        steps: Integration steps of EAP-IG (``k``).
+        patch_budget: Elements (floats) one patching forward may allocate for its deltas; bounds memory.
+    """
+
+    steps: int = 5
+    patch_budget: int = 64_000_000
+
+
+@contextlib.contextmanager
+def _mlp_in_hook(model: Any) -> Iterator[None]:
+    """Temporarily turn on ``hook_mlp_in`` (a cheap clone of the MLP input) and restore it."""
+    old = bool(model.cfg.use_hook_mlp_in)
+    if not model.cfg.attn_only and not old:
+        model.set_use_hook_mlp_in(True)
+    try:
+        yield
+    finally:
+        if not model.cfg.attn_only and not old:
+            model.set_use_hook_mlp_in(False)
+
+
+def _positional_in_residual(model: Any) -> bool:
+    return model.cfg.positional_embedding_type == "standard"
+
+
+def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float[torch.Tensor, "batch pos sender d_model"]:
+    """Each sender's output into the residual stream, stacked in sender-index order (no grad)."""
+    names = {"hook_embed"}
+    if _positional_in_residual(model):
+        names.add("hook_pos_embed")
+    for layer in range(graph.n_layers):
+        names.add(f"blocks.{layer}.attn.hook_z")
+        if graph.has_mlp:
+            names.add(f"blocks.{layer}.hook_mlp_out")
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        outs = [cache["hook_embed"] + (cache["hook_pos_embed"] if "hook_pos_embed" in names else 0.0)]
+        for layer in range(graph.n_layers):
+            z = cache[f"blocks.{layer}.attn.hook_z"]
+            w_o = model.blocks[layer].attn.W_O
+            outs.extend(torch.einsum("bphe,hed->bphd", z, w_o).unbind(dim=2))
+            if graph.has_mlp:
+                outs.append(cache[f"blocks.{layer}.hook_mlp_out"])
+    out = torch.stack(outs, dim=2)
+    assert out.shape[2] == len(graph.senders)
+    return out
+
+
+def _layer_norm_vjp(ln: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+    """``d(ln(x_copy)) / d(x_copy)`` applied to ``cotangent`` for per-head copies of ``x``.
+
+    ``x`` is ``[b, p, d]``, ``cotangent`` ``[b, p, n, d]``: one cotangent per head copy.
+    """
+    with torch.enable_grad():
+        xc = x.detach()[:, :, None, :].expand_as(cotangent).clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(ln(xc), xc, grad_outputs=cotangent)
+    return grad
+
+
+def _receiver_grads(
+    model: Any,
+    graph: ModelGraph,
+    task: Task,
+    batch: PromptBatch,
+    embed: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """One forward+backward from the token embedding ``embed``; gradients at every receiver input.
+
+    Returns a map from group key to ``[b, p, n_receivers_in_group, d_model]``: ``"L{l}.attn"`` holds
+    q, k, v of every head of layer ``l`` (channel-major), ``"L{l}.mlp"`` one MLP, ``"logits"`` one.
+    """
+    store: dict[str, torch.Tensor] = {}
+    embed_leaf = embed.detach().clone().requires_grad_(True)
+
+    def replace_embed(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return embed_leaf
+
+    def keep(name: str, retain: bool) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            if retain:
+                act.retain_grad()
+            store[name] = act
+            return act
+
+        return fn
+
+    hooks: list[tuple[str, Any]] = [("hook_embed", replace_embed)]
+    for layer in range(graph.n_layers):
+        hooks.append((f"blocks.{layer}.hook_resid_pre", keep(f"x{layer}", False)))
+        for c in "qkv":
+            hooks.append((f"blocks.{layer}.attn.hook_{c}", keep(f"{c}{layer}", True)))
+        if graph.has_mlp:
+            hooks.append((f"blocks.{layer}.hook_mlp_in", keep(f"mlp{layer}", True)))
+    hooks.append((f"blocks.{graph.n_layers - 1}.hook_resid_post", keep("final", True)))
+    with torch.enable_grad():
+        logits = model.run_with_hooks(batch.clean, fwd_hooks=hooks)
+        task.metric(logits, batch).mean().backward()
+
+    groups: dict[str, torch.Tensor] = {}
+    for layer in range(graph.n_layers):
+        attn = model.blocks[layer].attn
+        cot = torch.cat(
+            [
+                torch.einsum("bphe,hde->bphd", store[f"{c}{layer}"].grad, w)
+                for c, w in (("q", attn.W_Q), ("k", attn.W_K), ("v", attn.W_V))
+            ],
+            dim=2,
+        )
+        groups[f"L{layer}.attn"] = _layer_norm_vjp(model.blocks[layer].ln1, store[f"x{layer}"], cot)
+        if graph.has_mlp:
+            groups[f"L{layer}.mlp"] = store[f"mlp{layer}"].grad[:, :, None, :]
+    groups["logits"] = store["final"].grad[:, :, None, :]
+    return groups
+
+
+def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
+    """Receivers in the order ``_receiver_grads`` stacks them."""
+    out: list[tuple[str, list[Receiver]]] = []
+    by_layer: dict[int, list[Receiver]] = {}
+    mlps: dict[int, Receiver] = {}
+    logits: Receiver | None = None
+    for r in graph.receivers:
+        if r.kind is ComponentKind.HEAD:
+            by_layer.setdefault(r.layer, []).append(r)
+        elif r.kind is ComponentKind.MLP:
+            mlps[r.layer] = r
+        else:
+            logits = r
+    order = {Channel.Q: 0, Channel.K: 1, Channel.V: 2}
+    for layer in range(graph.n_layers):
+        heads = sorted(by_layer[layer], key=lambda r: (order[r.channel], r.head))
+        out.append((f"L{layer}.attn", heads))
+        if layer in mlps:
+            out.append((f"L{layer}.mlp", [mlps[layer]]))
+    assert logits is not None
+    out.append(("logits", [logits]))
+    return out
+
+
+def _edge_frame(graph: ModelGraph, score: np.ndarray) -> pd.DataFrame:
+    """Turn a ``[n_senders, n_receivers]`` score matrix (NaN = not an edge) into an edge frame."""
+    src, dst = np.nonzero(~np.isnan(score))
+    senders = graph.senders
+    receivers = graph.receivers
+    frame = pd.DataFrame(
+        {
+            "componentId_pre": [senders[i].component_id for i in src],
+            "componentId_post": [receivers[j].component_id for j in dst],
+            "channel": [receivers[j].channel.value for j in dst],
+            "score": score[src, dst].astype(float),
+        }
+    )
+    return validate_edges(frame)
+
+
+def _gradient_scores(
+    model: Any,
+    graph: ModelGraph,
+    task: Task,
+    batch: PromptBatch,
+    alphas: list[float],
+    progress: Progress | None,
+) -> pd.DataFrame:
+    """Shared body of EAP (alphas = [1]) and EAP-IG (alphas = 1/k..1)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        clean_out = sender_outputs(model, graph, batch.clean)
+        corr_out = sender_outputs(model, graph, batch.corrupted)
+        delta = corr_out - clean_out  # [b, p, s, d]
+        emb_clean = model.embed(batch.clean)
+        emb_corr = model.embed(batch.corrupted)
+    if progress:
+        progress(2)
+    groups = _receiver_groups(graph)
+    score = np.full((len(graph.senders), len(graph.receivers)), np.nan)
+    acc = {key: torch.zeros(graph.n_visible(recv[0].read_stage), len(recv), dtype=delta.dtype) for key, recv in groups}
+    n = batch.n_prompts
+    with _mlp_in_hook(model):
+        for alpha in alphas:
+            embed = emb_corr + alpha * (emb_clean - emb_corr)
+            grads = _receiver_grads(model, graph, task, batch, embed)
+            for key, recv in groups:
+                k = acc[key].shape[0]
+                acc[key] += torch.einsum("bpsd,bprd->sr", delta[:, :, :k], grads[key]).detach() / len(alphas)
+            if progress:
+                progress(1)
+    for key, recv in groups:
+        k = acc[key].shape[0]
+        cols = [r.index for r in recv]
+        score[:k, cols] = acc[key].double().numpy()
+    return _edge_frame(graph, score)
+
+
+def compute_eap(
+    model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, config: MethodConfig = MethodConfig(),
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Edge attribution patching: 2 forward passes + 1 forward/backward (see module docstring)."""
+    return _gradient_scores(model, graph, task, batch, [1.0], progress)
+
+
+def compute_eap_ig(
+    model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, config: MethodConfig = MethodConfig(),
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """EAP with integrated gradients over ``config.steps`` input interpolations (k + 2 passes)."""
+    if config.steps < 1:
+        raise ValidationError(f"EAP-IG needs at least 1 step, got {config.steps}")
+    alphas = [(i + 1) / config.steps for i in range(config.steps)]
+    return _gradient_scores(model, graph, task, batch, alphas, progress)
+
+
+def _all_edges(graph: ModelGraph) -> list[tuple[int, int]]:
+    return [(s.index, r.index) for r in graph.receivers for s in graph.visible(r)]
+
+
+def compute_patching(
+    model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, config: MethodConfig = MethodConfig(),
+    progress: Progress | None = None, edges: list[tuple[int, int]] | None = None,
+) -> pd.DataFrame:
+    """Exact activation patching of every edge (or of ``edges``, as (sender, receiver) indices).
+
+    Many edges share a forward pass: the prompts are tiled once per edge in a chunk and each copy
+    receives its own sender delta at its own receiver input. A head's q/k/v input is patched by
+    recomputing that head's q/k/v from ``ln1(resid_pre + delta)``; an MLP's via ``hook_mlp_in``;
+    the logits' at the final residual.
+    """
+    model.eval()
+    edges = _all_edges(graph) if edges is None else list(edges)
+    with torch.no_grad():
+        clean_out = sender_outputs(model, graph, batch.clean)
+        corr_out = sender_outputs(model, graph, batch.corrupted)
+        delta = corr_out - clean_out
+        base = float(task.metric(model(batch.clean), batch).mean())
+    b, p, _, d = delta.shape
+    per_copy = b * p * max(graph.n_heads, 1) * d
+    chunk = max(1, min(len(edges), config.patch_budget // per_copy))
+    score = np.full((len(graph.senders), len(graph.receivers)), np.nan)
+    with _mlp_in_hook(model), torch.no_grad():
+        for start in range(0, len(edges), chunk):
+            part = edges[start : start + chunk]
+            effects = _patch_chunk(model, graph, task, batch, delta, part) - base
+            for (si, ri), eff in zip(part, effects):
+                score[si, ri] = eff
+            if progress:
+                progress(len(part))
+    return _edge_frame(graph, score)
+
+
+def _patch_chunk(
+    model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, delta: torch.Tensor, part: list[tuple[int, int]]
+) -> np.ndarray:
+    """Metric (mean over prompts) with each edge of ``part`` patched in its own copy of the batch."""
+    e = len(part)
+    b, p, _, d = delta.shape
+    h = graph.n_heads
+    tiled = batch.repeat(e)
+    head_d: dict[tuple[int, str], torch.Tensor] = {}
+    head_mask: dict[tuple[int, str], torch.Tensor] = {}
+    add_d: dict[str, torch.Tensor] = {}
+    for copy, (si, ri) in enumerate(part):
+        r = graph.receivers[ri]
+        rows = slice(copy * b, (copy + 1) * b)
+        if r.kind is ComponentKind.HEAD:
+            key = (r.layer, r.channel.value)
+            if key not in head_d:
+                head_d[key] = torch.zeros(e * b, p, h, d, dtype=delta.dtype)
+                head_mask[key] = torch.zeros(e * b, h, dtype=torch.bool)
+            head_d[key][rows, :, r.head] = delta[:, :, si]
+            head_mask[key][rows, r.head] = True
+        else:
+            name = f"blocks.{r.layer}.hook_mlp_in" if r.kind is ComponentKind.MLP else f"blocks.{graph.n_layers - 1}.hook_resid_post"
+            if name not in add_d:
+                add_d[name] = torch.zeros(e * b, p, d, dtype=delta.dtype)
+            add_d[name][rows] += delta[:, :, si]
+
+    resid: dict[int, torch.Tensor] = {}
+
+    def keep_resid(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            resid[layer] = act
+            return act
+
+        return fn
+
+    def patch_head(layer: int, c: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        block = model.blocks[layer]
+        w = getattr(block.attn, f"W_{c.upper()}")
+        bias = getattr(block.attn, f"b_{c.upper()}")
+
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            x = resid[layer][:, :, None, :] + head_d[(layer, c)]
+            new = torch.einsum("bphd,hde->bphe", block.ln1(x), w) + bias
+            return torch.where(head_mask[(layer, c)][:, None, :, None], new, act)
+
+        return fn
+
+    def add(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return act + add_d[name]
+
+        return fn
+
+    hooks: list[tuple[str, Any]] = []
+    for layer in sorted({k[0] for k in head_d}):
+        hooks.append((f"blocks.{layer}.hook_resid_pre", keep_resid(layer)))
+    for layer, c in head_d:
+        hooks.append((f"blocks.{layer}.attn.hook_{c}", patch_head(layer, c)))
+    for name in add_d:
+        hooks.append((name, add(name)))
+    logits = model.run_with_hooks(tiled.clean, fwd_hooks=hooks)
+    per_prompt = task.metric(logits, tiled).view(e, b).mean(dim=1)
+    return per_prompt.double().numpy()
+
+
+METHODS: dict[Method, Callable[..., pd.DataFrame]] = {
+    Method.EAP: compute_eap,
+    Method.EAP_IG: compute_eap_ig,
+    Method.PATCHING: compute_patching,
+}
+
+
+def get_method(name: str) -> Callable[..., pd.DataFrame]:
+    """The compute function of a method name (``eap``, ``eap-ig``, ``patching``)."""
+    try:
+        return METHODS[Method(name)]
+    except ValueError:
+        raise ValidationError(f"unknown method {name!r}: choose one of {[m.value for m in Method]}") from None

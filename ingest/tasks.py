@@ -1,0 +1,206 @@
+"""Tasks: clean and corrupted prompt batches plus a per-prompt metric, behind one interface.
+
+A task builds a :class:`PromptBatch` for a model; ``task.metric(logits, batch)`` returns one value
+per prompt (higher = more of the behaviour). Edge scores estimate how much corrupting an edge moves
+the mean of that metric.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from jaxtyping import Bool, Float, Int
+
+from atlas.errors import TaskError
+
+__all__ = ["PromptBatch", "Task", "InductionTask", "PromptFileTask", "get_task", "TASKS", "logprob_metric"]
+
+
+@dataclass(frozen=True)
+class PromptBatch:
+    """Clean and corrupted token batches of one shape, with the targets the metric scores.
+
+    Attributes:
+        clean: ``[batch, pos]`` token ids.
+        corrupted: ``[batch, pos]`` token ids; same shape as ``clean``.
+        targets: ``[batch, pos]`` token id expected *after* each position (ignored where not masked).
+        mask: ``[batch, pos]`` which positions the metric averages over.
+    """
+
+    clean: Int[torch.Tensor, "batch pos"]
+    corrupted: Int[torch.Tensor, "batch pos"]
+    targets: Int[torch.Tensor, "batch pos"]
+    mask: Bool[torch.Tensor, "batch pos"]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.clean.shape != self.corrupted.shape:
+            raise TaskError(
+                f"clean and corrupted prompts differ in shape: {tuple(self.clean.shape)} vs {tuple(self.corrupted.shape)}"
+            )
+        if self.clean.ndim != 2 or self.clean.shape[0] == 0 or self.clean.shape[1] == 0:
+            raise TaskError(f"prompt batches must be [batch, pos] and non-empty, got {tuple(self.clean.shape)}")
+        if self.targets.shape != self.clean.shape or self.mask.shape != self.clean.shape:
+            raise TaskError("targets and mask must have the prompts' shape")
+        if not bool(self.mask.any(dim=1).all()):
+            raise TaskError("every prompt needs at least one scored position")
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.clean.shape[0])
+
+    def repeat(self, copies: int) -> PromptBatch:
+        """The batch tiled ``copies`` times along the batch axis (copy-major)."""
+        return PromptBatch(
+            self.clean.repeat(copies, 1),
+            self.corrupted.repeat(copies, 1),
+            self.targets.repeat(copies, 1),
+            self.mask.repeat(copies, 1),
+            self.meta,
+        )
+
+
+def logprob_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:
+    """Mean log-probability of the target token over each prompt's scored positions."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # never *down*cast: float64 models keep their precision
+    logp = torch.log_softmax(logits, dim=-1)
+    picked = logp.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    mask = batch.mask.to(picked.dtype)
+    return (picked * mask).sum(-1) / mask.sum(-1)
+
+
+class Task(Protocol):
+    """What an ingestion needs from a task."""
+
+    name: str
+    description: str
+
+    def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch: ...
+
+    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class InductionTask:
+    """Repeated random tokens ``A B C ... A B C``; corrupted = first half resampled.
+
+    The metric is the mean log-probability of the correct next token over the second half
+    (positions whose next token is predictable only by induction).
+
+    Attributes:
+        half: Length of the repeated segment; the prompt is ``2 * half`` tokens (plus BOS if used).
+        vocab_low: Smallest token id drawn (skips special tokens of hub vocabularies).
+    """
+
+    half: int = 12
+    vocab_low: int = 0
+    name: str = "induction"
+    description: str = "repeated random tokens; corrupted = first half resampled; metric = log p(next) on the repeat"
+
+    def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch:
+        if n_prompts < 1:
+            raise TaskError(f"--prompts must be at least 1, got {n_prompts}")
+        d_vocab, n_ctx = int(model.cfg.d_vocab), int(model.cfg.n_ctx)
+        half = min(self.half, n_ctx // 2)
+        if half < 2:
+            raise TaskError(f"model context {n_ctx} is too short for an induction prompt")
+        low = self.vocab_low if self.vocab_low < d_vocab - 2 else 0
+        gen = torch.Generator().manual_seed(seed)
+        first = torch.randint(low, d_vocab, (n_prompts, half), generator=gen)
+        other = torch.randint(low, d_vocab, (n_prompts, half), generator=gen)
+        clean = torch.cat([first, first], dim=1)
+        corrupted = torch.cat([other, first], dim=1)
+        targets = torch.roll(clean, -1, dims=1)
+        mask = torch.zeros_like(clean, dtype=torch.bool)
+        mask[:, half : 2 * half - 1] = True  # position t predicts t+1 inside the repeat
+        return PromptBatch(clean, corrupted, targets, mask, {"half": half})
+
+    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return logprob_metric(logits, batch)
+
+
+@dataclass(frozen=True)
+class PromptFileTask:
+    """Prompts from a JSON file: ``[{"clean": ..., "corrupted": ..., "target": ...}, ...]``.
+
+    ``clean``/``corrupted`` are strings (tokenised by the model) or lists of token ids; ``target``
+    is the token (string or id) expected after the last clean token. Metric: its log-probability.
+    """
+
+    path: Path
+    name: str = "prompts"
+    description: str = "prompts from a JSON file; metric = log p(target) at the last position"
+
+    def _tokens(self, model: Any, value: Any, what: str) -> list[int]:
+        if isinstance(value, str):
+            if getattr(model, "tokenizer", None) is None:
+                raise TaskError(f"{what} is text but the model has no tokenizer; give token ids")
+            return [int(t) for t in model.to_tokens(value, prepend_bos=False)[0].tolist()]
+        if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+            bad = [t for t in value if not 0 <= t < model.cfg.d_vocab]
+            if bad:
+                raise TaskError(f"{what} has token ids outside the vocabulary (0..{model.cfg.d_vocab - 1}): {bad[:5]}")
+            return value
+        raise TaskError(f"{what} must be a string or a non-empty list of token ids")
+
+    def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch:
+        try:
+            items = json.loads(Path(self.path).read_text())
+        except OSError as exc:
+            raise TaskError(f"cannot read prompt file {self.path}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise TaskError(f"prompt file {self.path} is not valid JSON: {exc}") from exc
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            raise TaskError(f"prompt file {self.path} must hold a non-empty JSON list of objects")
+        items = items[:n_prompts]
+        clean, corrupt, target = [], [], []
+        for i, item in enumerate(items):
+            missing = {"clean", "corrupted", "target"} - set(item)
+            if missing:
+                raise TaskError(f"prompt {i} in {self.path} lacks {sorted(missing)}")
+            c = self._tokens(model, item["clean"], f"prompt {i} clean")
+            x = self._tokens(model, item["corrupted"], f"prompt {i} corrupted")
+            if len(c) != len(x):
+                raise TaskError(
+                    f"prompt {i} in {self.path}: clean and corrupted lengths differ ({len(c)} vs {len(x)} tokens)"
+                )
+            t = self._tokens(model, [item["target"]] if isinstance(item["target"], int) else item["target"], f"prompt {i} target")
+            clean.append(c)
+            corrupt.append(x)
+            target.append(t[0])
+        lengths = {len(c) for c in clean}
+        if len(lengths) != 1:
+            raise TaskError(f"prompts in {self.path} have different lengths {sorted(lengths)}; pad them to one length")
+        length = lengths.pop()
+        if length > model.cfg.n_ctx:
+            raise TaskError(f"prompts of {length} tokens exceed the model context of {model.cfg.n_ctx}")
+        clean_t = torch.tensor(clean)
+        targets = torch.zeros_like(clean_t)
+        targets[:, -1] = torch.tensor(target)
+        mask = torch.zeros_like(clean_t, dtype=torch.bool)
+        mask[:, -1] = True
+        return PromptBatch(clean_t, torch.tensor(corrupt), targets, mask)
+
+    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return logprob_metric(logits, batch)
+
+
+TASKS: dict[str, Callable[[], Task]] = {"induction": InductionTask}
+
+
+def get_task(name: str) -> Task:
+    """A task by name, or from a prompt file when ``name`` is a path to a ``.json`` file."""
+    if name in TASKS:
+        return TASKS[name]()
+    if name.endswith(".json"):
+        path = Path(name)
+        if not path.exists():
+            raise TaskError(f"prompt file {name} does not exist")
+        return PromptFileTask(path)
+    raise TaskError(f"unknown task {name!r}: choose one of {sorted(TASKS)} or give a prompts .json file")

@@ -1,0 +1,267 @@
+"""The model zoo: small models with circuits known by construction, trained locally and deterministically.
+
+``induction-2l``: a 2-layer attention-only transformer whose layer-0 head 0 is a *sharp*
+previous-token head by construction and whose layer-1 heads learn induction.
+
+Why this recipe (DESIGN.md section 9): trained naively, layer 0 stays a broad "recent tokens" head
+while induction already works, and fixed-offset repeats let the model skip layer 0 by position.
+So, following the clamped-head fallback of Singh et al. (2024):
+  1. The positional embedding is fixed: 16 sinusoid pairs with generic frequencies in the last 32
+     residual dimensions; token embeddings are kept out of that subspace.
+  2. Head L0.H0's query/key read only that subspace, hand-set so that ``q_p . k_p' =
+     g * sum_j cos(w_j (p - 1 - p'))``, which peaks at ``p' = p - 1``; they stay frozen. Its OV
+     circuit (what it copies) is learned.
+  3. Training data: i.i.d. random tokens with one repeated segment of random length (4-24) at random
+     offsets, loss on the repeated tokens only (Bietti et al. 2023 style), so no fixed offset helps.
+  4. Everything else is learned with Adam (no weight decay) from a fixed seed, on the CPU.
+The ground truth is the textbook circuit (Elhage et al. 2021; Olsson et al. 2022): embed -> L0.H0
+(q, k positional; v token), L0.H0 -> induction head k (K-composition), embed -> induction head q
+and v, induction head -> logits. Which layer-1 head(s) become induction heads is measured after
+training (induction score) and recorded next to the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atlas.errors import ModelError
+
+__all__ = ["ZooEntry", "ZOO", "zoo_entry", "load_zoo_model", "train_zoo_model", "head_role_scores", "SHIPPED_DIR"]
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "zoo_weights"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model: how to build and train it, its default task and its ground truth."""
+
+    name: str
+    description: str
+    task: str
+    has_mlp: bool
+    ground_truth: str
+    config: Callable[[], dict[str, Any]]
+    train: Callable[..., dict[str, Any]]
+    default_steps: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- induction-2l -----------------------------------------------------------------------------
+_IND = {"d_vocab": 64, "n_ctx": 64, "d_model": 64, "n_heads": 4, "d_head": 32, "n_freq": 16, "gain": 2.0}
+
+
+def _induction_config() -> dict[str, Any]:
+    return {
+        "n_layers": 2,
+        "d_model": _IND["d_model"],
+        "n_ctx": _IND["n_ctx"],
+        "d_head": _IND["d_head"],
+        "n_heads": _IND["n_heads"],
+        "d_vocab": _IND["d_vocab"],
+        "attn_only": True,
+        "normalization_type": None,
+        "positional_embedding_type": "standard",
+        "act_fn": None,
+        "seed": 0,
+    }
+
+
+def _set_prev_token_head(model: Any) -> dict[str, torch.Tensor]:
+    """Hand-set W_pos and L0.H0's QK (see module docstring); returns gradient masks (1 = trainable)."""
+    nf, d, c, dh = _IND["n_freq"], _IND["d_model"], _IND["n_ctx"], _IND["d_head"]
+    p0 = d - 2 * nf
+    gen = torch.Generator().manual_seed(1234)
+    omega = torch.sort(torch.rand(nf, generator=gen) * math.pi * 0.9 + 0.05)[0]
+    angle = torch.arange(c, dtype=torch.float)[:, None] * omega[None]
+    w_pos = torch.zeros(c, d)
+    w_pos[:, p0::2] = torch.cos(angle)
+    w_pos[:, p0 + 1 :: 2] = torch.sin(angle)
+    shift = torch.zeros(2 * nf, 2 * nf)  # maps pos_p to pos_{p-1}, pair by pair
+    for j, w in enumerate(omega.tolist()):
+        cs, sn = math.cos(w), math.sin(w)
+        shift[2 * j : 2 * j + 2, 2 * j : 2 * j + 2] = torch.tensor([[cs, -sn], [sn, cs]])
+    scale = math.sqrt(_IND["gain"] * math.sqrt(dh))
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        model.W_pos.copy_(w_pos)
+        for t in (attn.W_Q, attn.W_K):
+            t[0].zero_()
+        attn.b_Q[0].zero_()
+        attn.b_K[0].zero_()
+        attn.W_Q[0, p0:, : 2 * nf] = shift * scale
+        attn.W_K[0, p0:, : 2 * nf] = torch.eye(2 * nf) * scale
+        model.W_E[:, p0:] = 0
+    masks = {
+        "pos_embed.W_pos": torch.zeros_like(model.W_pos),
+        "blocks.0.attn.W_Q": torch.ones_like(attn.W_Q),
+        "blocks.0.attn.W_K": torch.ones_like(attn.W_K),
+        "blocks.0.attn.b_Q": torch.ones_like(attn.b_Q),
+        "blocks.0.attn.b_K": torch.ones_like(attn.b_K),
+        "embed.W_E": torch.ones_like(model.W_E),
+    }
+    for key in ("blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.b_Q", "blocks.0.attn.b_K"):
+        masks[key][0] = 0
+    masks["embed.W_E"][:, p0:] = 0
+    return masks
+
+
+def induction_batch(gen: torch.Generator, batch: int, n_ctx: int, d_vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random tokens with one repeated segment of random length at random offsets; returns (tokens, loss mask).
+
+    ``mask[b, t]`` is true where token ``t + 1`` is the second copy of a segment token (predictable
+    by induction), excluding the segment's first token.
+    """
+    tokens = torch.randint(0, d_vocab, (batch, n_ctx), generator=gen)
+    mask = torch.zeros(batch, n_ctx, dtype=torch.bool)
+    lengths = torch.randint(4, 25, (batch,), generator=gen).tolist()
+    for i, length in enumerate(lengths):
+        first = int(torch.randint(0, n_ctx - 2 * length + 1, (1,), generator=gen))
+        second = int(torch.randint(first + length, n_ctx - length + 1, (1,), generator=gen))
+        tokens[i, second : second + length] = tokens[i, first : first + length]
+        mask[i, second : second + length - 1] = True
+    return tokens, mask
+
+
+def _train_induction(model: Any, steps: int, progress: Callable[[int], None] | None = None, seed: int = 0,
+                     checkpoint_every: int = 0, on_checkpoint: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+    masks = _set_prev_token_head(model)
+    params = dict(model.named_parameters())
+    params["pos_embed.W_pos"].requires_grad_(False)
+    for name, mask in masks.items():
+        if params[name].requires_grad:
+            params[name].register_hook(lambda g, m=mask: g * m)
+    trainable = [p for n, p in params.items() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    cfg = model.cfg
+    last = float("nan")
+    for step in range(steps):
+        tokens, mask = induction_batch(gen, 64, cfg.n_ctx, cfg.d_vocab)
+        logits = model(tokens)
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        loss = -(logp * mask[:, :-1]).sum() / mask[:, :-1].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        last = float(loss.detach())
+        if progress:
+            progress(1)
+        if checkpoint_every and on_checkpoint and (step + 1) % checkpoint_every == 0:
+            on_checkpoint(step + 1, model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return {"finalLoss": last}
+
+
+def head_role_scores(model: Any, seed: int = 7, n: int = 32, half: int = 16) -> dict[str, dict[str, float]]:
+    """Previous-token and induction scores of every head on repeated random tokens.
+
+    prevTokenScore = mean attention from position t to t-1 (t >= 1); induction score = mean
+    attention from a token in the second copy to the token after its first occurrence.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    half = min(half, model.cfg.n_ctx // 2)
+    first = torch.randint(0, model.cfg.d_vocab, (n, half), generator=gen)
+    tokens = torch.cat([first, first], dim=1)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    out: dict[str, dict[str, float]] = {}
+    for layer in range(model.cfg.n_layers):
+        pat = cache[f"blocks.{layer}.attn.hook_pattern"]  # [b, h, q, k]
+        prev = torch.diagonal(pat, offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
+        ind = torch.diagonal(pat, offset=-(half - 1), dim1=-2, dim2=-1)[:, :, 1:].mean(dim=(0, 2))
+        for h in range(model.cfg.n_heads):
+            out[f"L{layer}.H{h}"] = {"prevTokenScore": float(prev[h]), "inductionScore": float(ind[h])}
+    return out
+
+
+def _induction_ground_truth(roles: dict[str, dict[str, float]]) -> dict[str, Any]:
+    induction = [k for k, v in roles.items() if k.startswith("L1.") and v["inductionScore"] >= 0.3]
+    edges = [
+        ["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"], ["EMBED", "L0.H0", "v"],
+    ]
+    for head in induction:
+        edges += [["L0.H0", head, "k"], ["EMBED", head, "q"], ["EMBED", head, "v"], [head, "LOGITS", "in"]]
+    return {"prevTokenHead": "L0.H0", "inductionHeads": induction, "edges": edges}
+
+
+ZOO: dict[str, ZooEntry] = {
+    "induction-2l": ZooEntry(
+        name="induction-2l",
+        description="2-layer attention-only; L0.H0 a sharp previous-token head by construction, L1 learns induction",
+        task="induction",
+        has_mlp=False,
+        ground_truth="embed->L0.H0 (q,k positional; v token); L0.H0->induction head k; embed->induction head q,v; induction head->logits",
+        config=_induction_config,
+        train=_train_induction,
+        default_steps=800,
+    ),
+}
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ModelError(f"unknown zoo model {name!r}: choose one of {sorted(ZOO)}")
+    return ZOO[name]
+
+
+def _build(entry: ZooEntry) -> Any:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    return HookedTransformer(HookedTransformerConfig(**entry.config()))
+
+
+def train_zoo_model(name: str, out_dir: Path, steps: int | None = None, progress: Callable[[int], None] | None = None,
+                    checkpoint_every: int = 0) -> dict[str, Any]:
+    """Train a zoo model deterministically and save ``config.json``, ``model.pt`` and ``info.json`` in ``out_dir``.
+
+    With ``checkpoint_every``, intermediate weights go to ``out_dir/checkpoints/step-N.pt``.
+    Returns the info (training figures, head roles, ground truth).
+    """
+    entry = zoo_entry(name)
+    steps = entry.default_steps if steps is None else steps
+    torch.manual_seed(0)
+    model = _build(entry)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def save_ckpt(step: int, m: Any) -> None:
+        (out_dir / "checkpoints").mkdir(exist_ok=True)
+        torch.save(m.state_dict(), out_dir / "checkpoints" / f"step-{step}.pt")
+
+    figures = entry.train(model, steps, progress, checkpoint_every=checkpoint_every, on_checkpoint=save_ckpt)
+    roles = head_role_scores(model)
+    info = {"name": name, "steps": steps, **figures, "roles": roles, "groundTruth": _induction_ground_truth(roles)}
+    (out_dir / "config.json").write_text(json.dumps(entry.config(), indent=1))
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    (out_dir / "info.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def load_zoo_model(name: str, home: Path, progress_factory: Callable[[int, str], Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Load a zoo model: the atlas home's cache, else the weights shipped in the package, else train now."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    entry = zoo_entry(name)
+    for folder in (home / "zoo" / name, SHIPPED_DIR / name):
+        if (folder / "model.pt").exists() and (folder / "config.json").exists():
+            break
+    else:
+        folder = home / "zoo" / name
+        bar = progress_factory(entry.default_steps, f"training {name}") if progress_factory else None
+        train_zoo_model(name, folder, progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+    cfg = HookedTransformerConfig(**json.loads((folder / "config.json").read_text()))
+    model = HookedTransformer(cfg)
+    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    model.eval()
+    info = json.loads((folder / "info.json").read_text()) if (folder / "info.json").exists() else {}
+    return model, info

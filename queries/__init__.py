@@ -1,0 +1,1 @@
+"""Questions asked of the connectome: thin Cypher fetches (parameters only) plus pure analysis."""

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny models built from configs, and a real embedded database over Bolt.
+
+Tiers: ``tests/unit`` needs no database; ``tests/integration`` talks to a real embedded ArcadeDB
+server (one per test session, wiped per module). Nothing here mocks the database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_tiny(seed: int = 0, *, attn_only: bool = False, normalization: str | None = "LN", parallel: bool = False) -> object:
+    """A 2-layer HookedTransformer with random weights (LN, GELU MLPs unless told otherwise)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, n_ctx=32, d_head=8, n_heads=4, d_vocab=50, d_mlp=None if attn_only else 64,
+        act_fn="gelu", normalization_type=normalization, attn_only=attn_only, parallel_attn_mlp=parallel, seed=seed,
+    )
+    torch.manual_seed(seed)
+    model = HookedTransformer(cfg)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> object:
+    return make_tiny()
+
+
+@pytest.fixture(scope="session")
+def atlas_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("atlas-home")
+
+
+@pytest.fixture(scope="session")
+def embedded(atlas_home: Path) -> Iterator[object]:
+    """A real embedded ArcadeDB server for the session; stopped at the end."""
+    from atlas.config import resolve_store_settings
+    from atlas.server import start_server, stop_server
+
+    info, _ = start_server(atlas_home, quiet=True)
+    settings = resolve_store_settings(home=atlas_home)
+    try:
+        yield settings
+    finally:
+        stop_server(atlas_home)
+
+
+@pytest.fixture(scope="module")
+def store(embedded: object) -> Iterator[object]:
+    """A store on the session server, emptied for this module."""
+    from atlas.store import Store
+
+    with Store.connect(embedded, quiet=True) as s:  # type: ignore[arg-type]
+        s.run("MATCH (n) DETACH DELETE n", write=True)
+        yield s
