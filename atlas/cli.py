@@ -312,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``atlas`` console script; returns the exit status."""
+    import warnings
+
+    # Library deprecation chatter (TransformerLens 3.x announces its 4.0 API) is not for CLI users.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func

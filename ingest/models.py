@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def _from_config_and_state(config: dict[str, Any], state: dict[str, Any], where:
 
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about unknown pickle protocols before failing
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and EOF errors all mean the same thing to a user
         raise ModelError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'}") from exc
 
@@ -90,6 +93,11 @@ def _load_pretrained(name: str) -> LoadedModel:
         official = get_official_model_name(name)
     except ValueError:
         return None  # type: ignore[return-value]
+    if not _hub_cached(official):
+        raise ModelError(
+            f"the weights of {official} are not in the local Hugging Face cache; download them once where there "
+            "is network access (e.g. HookedTransformer.from_pretrained) and run again"
+        )
     old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -133,6 +141,16 @@ def load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedMod
             "and not a TransformerLens pretrained name"
         )
     return loaded
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether the hub repository has at least its config in the local cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    hit = try_to_load_from_cache(repo_id, "config.json")
+    return isinstance(hit, str)
 
 
 def _looks_like_hub(spec: str) -> bool:

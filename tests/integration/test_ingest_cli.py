@@ -1,0 +1,175 @@
+"""Ingestion and the CLI end to end against the real embedded database."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from atlas.cli import main
+from atlas.config import StoreSettings
+from atlas.errors import RunConflict
+from atlas.schema import RunStatus
+from atlas.store import Store
+from ingest.jobs import IngestConfig, compute_run, run_ingest
+from tests.conftest import make_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = make_tiny(11)
+    cfg = {k: getattr(model.cfg, k) for k in ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "d_mlp", "act_fn", "normalization_type")}
+    path = tmp_path_factory.mktemp("models") / "tiny-ckpt.pt"
+    torch.save({"config": cfg, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def cli(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> tuple[int, str, str]:
+    code = main([*args, "--home", str(home)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ingest_twice_changes_nothing(store: Store, embedded: StoreSettings, tiny_file: Path) -> None:
+    config = IngestConfig(model=str(tiny_file), method="eap-ig", n_prompts=4, steps=2)
+    first = run_ingest(store, config, embedded.home, run_id="twice", progress=False)
+    assert first.status == "written" and first.n_edges == 12 + 5 + 72 + 10 + 11
+    counts = store.counts()
+    second = run_ingest(store, config, embedded.home, run_id="twice", progress=False)
+    assert second.status == "unchanged"
+    assert store.counts() == counts
+    run = store.get_run("twice")
+    assert run["status"] == RunStatus.COMPLETE.value and run["nEdges"] == first.n_edges
+    assert store.read("MATCH (:Run {runId: 'twice'})-[:OF_MODEL]->(m:Model) RETURN m.nLayers AS n")["n"].iloc[0] == 2
+    # the default run id is derived from the configuration: idempotent without --run-id too
+    a = run_ingest(store, config, embedded.home, progress=False)
+    counts = store.counts()
+    b = run_ingest(store, config, embedded.home, progress=False)
+    assert a.run_id == b.run_id and b.status == "unchanged" and store.counts() == counts
+
+
+def test_unfinished_run_is_rewritten_whole(store: Store, embedded: StoreSettings, tiny_file: Path) -> None:
+    config = IngestConfig(model=str(tiny_file), method="eap", n_prompts=3)
+    loaded, nodes, edges = compute_run(config, embedded.home)
+    # simulate a crash half-way through writing: run marked "writing", half of its edges present
+    store.write_components(nodes)
+    store.begin_run({"runId": "crashed", "modelId": loaded.model_id, "configJson": config.to_json()})
+    store.write_edges(edges.iloc[: len(edges) // 2], "crashed")
+    assert store.get_run("crashed")["status"] == RunStatus.WRITING.value
+    result = run_ingest(store, config, embedded.home, run_id="crashed", progress=False, log=lambda m: None)
+    assert result.status == "written"
+    n = store.read("MATCH ()-[e:ATTRIBUTION {runId: 'crashed'}]->() RETURN count(e) AS n")["n"].iloc[0]
+    assert n == len(edges) and store.get_run("crashed")["status"] == RunStatus.COMPLETE.value
+
+
+def test_run_id_with_other_configuration_is_refused(store: Store, embedded: StoreSettings, tiny_file: Path) -> None:
+    with pytest.raises(RunConflict):
+        run_ingest(store, IngestConfig(model=str(tiny_file), method="eap-ig", n_prompts=4, steps=3), embedded.home, run_id="twice", progress=False)
+
+
+def test_cli_ingest_query_and_write_guard(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--method", "eap-ig", "--steps", "3", "--run-id", "cli-run", "--prompts", "4", "--quiet")
+    assert code == 0, err
+    assert "cli-run" in out
+    code, out, _ = cli(capsys, embedded.home, "query",
+                       "MATCH (a)-[e:ATTRIBUTION {runId: $run}]->(b:Logit) RETURN a.componentId AS src, e.score AS score ORDER BY abs(e.score) DESC",
+                       "--param", "run=cli-run", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    direct = store.read("MATCH (a)-[e:ATTRIBUTION {runId: 'cli-run'}]->(b:Logit) RETURN a.componentId AS src, e.score AS score")
+    assert len(rows) == len(direct) == 9
+    assert {r["src"]: r["score"] for r in rows} == dict(zip(direct["src"], direct["score"]))
+    # the induction heads are the strongest inputs to the logits (EAP-IG: plain EAP's gradients
+    # vanish on this saturated model, DESIGN.md section 9)
+    assert all(r["src"].startswith("induction-2l/L1.") for r in rows[:4])
+    code, _, err = cli(capsys, embedded.home, "query", "CREATE (x:Sneaky {a: 1})")
+    assert code == 2 and "--write" in err and err.count("\n") == 1
+    assert store.read("MATCH (x:Sneaky) RETURN count(x) AS n")["n"].iloc[0] == 0
+    code, _, _ = cli(capsys, embedded.home, "query", "CREATE (x:Sneaky {a: 1})", "--write")
+    assert code == 0 and store.read("MATCH (x:Sneaky) RETURN count(x) AS n")["n"].iloc[0] == 1
+    code, out, _ = cli(capsys, embedded.home, "runs", "--csv")
+    assert code == 0 and "cli-run" in out and out.startswith("runId,")
+
+
+def test_export_html_has_every_node_and_no_external_links(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    if store.get_run("cli-run") is None:
+        assert cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--method", "eap-ig", "--steps", "3", "--run-id", "cli-run", "--prompts", "4", "--quiet")[0] == 0
+    page = tmp_path / "out" / "c.html"
+    code, out, err = cli(capsys, embedded.home, "export", "--run", "cli-run", "--html", str(page))
+    assert code == 0, err
+    html = page.read_text()
+    ids = store.read("MATCH (a)-[e:ATTRIBUTION {runId: 'cli-run'}]->(b) RETURN collect(DISTINCT a.componentId) + collect(DISTINCT b.componentId) AS ids")["ids"].iloc[0]
+    assert len(set(ids)) == 10
+    for cid in set(ids):
+        assert f'"{cid}"' in html
+    assert not re.search(r"<(link|script)\b[^>]*(href|src)=", html)  # offline: nothing fetched
+    assert "vis.Network" in html and '"physics": false' in html.replace(" ", "").replace('"physics":false', '"physics": false')
+    code, out, _ = cli(capsys, embedded.home, "export", "--run", "cli-run", "--html", str(page), "--top", "5")
+    assert code == 0 and "5 edges" in out
+
+
+def test_demo_runs_end_to_end(embedded: StoreSettings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = cli(capsys, embedded.home, "demo", "--out", str(tmp_path / "demo"), "--quiet")
+    assert code == 0, err
+    assert "Five strongest edges into the logits" in out and "Five strongest head -> head edges" in out
+    assert (tmp_path / "demo" / "connectome.html").exists()
+    # the textbook K-composition edge (previous-token head -> induction head, key channel) tops head->head
+    head_table = out.split("Five strongest head -> head edges:")[1]
+    first_row = head_table.strip().splitlines()[1]
+    assert "induction-2l/L0.H0" in first_row and " k " in first_row
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "atlas.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["query", "MATC (n) RETURN n"], "syntax"),
+        (["ingest", "--model", "no-such-model"], "unknown model"),
+        (["ingest", "--model", "induction-2l", "--task", "no-such-task"], "unknown task"),
+        (["ingest", "--model", "/nonexistent/model.pt"], "does not exist"),
+        (["export", "--run", "no-such-run", "--html", "x.html"], "no run"),
+    ],
+)
+def test_cli_errors_are_one_line(embedded: StoreSettings, args: list[str], needle: str) -> None:
+    before = None
+    with Store.connect(embedded, quiet=True) as s:
+        before = s.counts()
+    proc = _run_cli(*args, "--home", str(embedded.home))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert needle in proc.stderr.lower()
+    with Store.connect(embedded, quiet=True) as s:
+        assert s.counts() == before  # nothing half-written
+
+
+def test_cli_bad_inputs_that_need_a_model(embedded: StoreSettings, tmp_path: Path) -> None:
+    corrupt = tmp_path / "broken.pt"
+    corrupt.write_bytes(b"\x80\x04garbage")
+    proc = _run_cli("ingest", "--model", str(corrupt), "--home", str(embedded.home))
+    assert proc.returncode == 2 and "cannot read checkpoint" in proc.stderr and proc.stderr.count("\n") == 1
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"clean": [1, 2, 3, 4], "corrupted": [5, 6, 7], "target": 3}]))
+    with Store.connect(embedded, quiet=True) as s:
+        before = s.counts()
+    proc = _run_cli("ingest", "--model", "induction-2l", "--task", str(prompts), "--home", str(embedded.home))
+    assert proc.returncode == 2 and "lengths differ" in proc.stderr and proc.stderr.count("\n") == 1
+    with Store.connect(embedded, quiet=True) as s:
+        assert s.counts() == before
+
+
+def test_cli_unreachable_and_wrong_password(embedded: StoreSettings) -> None:
+    proc = _run_cli("query", "RETURN 1", "--uri", "bolt://127.0.0.1:1", "--password", "x")
+    assert proc.returncode == 2 and "cannot reach the database" in proc.stderr and proc.stderr.count("\n") == 1
+    from atlas.server import server_status
+
+    info = server_status(embedded.home)
+    proc = _run_cli("query", "RETURN 1", "--uri", info.uri, "--user", "root", "--password", "wrong", "--database", "atlas")
+    assert proc.returncode == 2 and "credentials" in proc.stderr and proc.stderr.count("\n") == 1

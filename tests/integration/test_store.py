@@ -1,0 +1,121 @@
+"""The store against the real embedded ArcadeDB server over Bolt (no mocks)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from atlas.config import StoreSettings
+from atlas.errors import QueryError, ReadOnlyViolation, StoreAuthError, StoreUnavailable
+from atlas.server import read_password, server_status
+from atlas.store import Store
+from queries.fetch import fetch_edges
+
+
+def _nodes(model: str = "rt") -> pd.DataFrame:
+    rows = [{"componentId": f"{model}/EMBED", "kind": "embed", "modelId": model, "layer": -1, "head": None}]
+    rows += [{"componentId": f"{model}/L0.H{h}", "kind": "head", "modelId": model, "layer": 0, "head": h} for h in range(3)]
+    rows += [{"componentId": f"{model}/LOGITS", "kind": "logits", "modelId": model, "layer": 1, "head": None}]
+    return pd.DataFrame(rows)
+
+
+def _edges(model: str = "rt") -> pd.DataFrame:
+    rows = [(f"{model}/EMBED", f"{model}/L0.H{h}", ch, (h + 1) * (0.5 if ch == "q" else -0.25)) for h in range(3) for ch in "qkv"]
+    rows += [(f"{model}/L0.H{h}", f"{model}/LOGITS", "in", 0.1 * h - 0.05) for h in range(3)]
+    rows += [(f"{model}/EMBED", f"{model}/LOGITS", "in", 1.5)]
+    return pd.DataFrame(rows, columns=["componentId_pre", "componentId_post", "channel", "score"])
+
+
+def test_embedded_server_is_local_and_private(embedded: StoreSettings) -> None:
+    info = server_status(embedded.home)
+    assert info is not None and info.uri.startswith("bolt://127.0.0.1:")
+    assert (embedded.home / "password").stat().st_mode & 0o077 == 0
+    assert (embedded.home / "arcadedb" / "log").is_dir()  # the server's log stays in the atlas home
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    listening = [line.split()[3] for line in out.splitlines() if f":{info.bolt_port}" in line or f":{info.http_port}" in line]
+    assert listening and all("127.0.0.1" in addr for addr in listening), listening
+
+
+def test_schema_is_idempotent(store: Store) -> None:
+    store.ensure_schema()
+    first = store.schema()
+    store.ensure_schema()
+    second = store.schema()
+    assert len(first) == len(second) >= 6
+    names = set(second["name"])
+    assert {"attribution_run", "ablation_run"} <= names
+    labels = {tuple(x) for x in second["labelsOrTypes"]}
+    assert {("Component",), ("Run",), ("Model",), ("Circuit",)} <= labels
+
+
+def test_write_then_read_round_trip(store: Store) -> None:
+    store.ensure_schema()
+    store.write_model({"modelId": "rt", "nLayers": 1})
+    store.write_components(_nodes())
+    store.begin_run({"runId": "rt-1", "modelId": "rt"})
+    assert store.write_edges(_edges(), "rt-1") == len(_edges())
+    back = fetch_edges(store, "rt-1")[["componentId_pre", "componentId_post", "channel", "score"]]
+    key = ["componentId_pre", "componentId_post", "channel"]
+    pd.testing.assert_frame_equal(
+        back.sort_values(key).reset_index(drop=True), _edges().sort_values(key).reset_index(drop=True), check_dtype=False
+    )
+    top = fetch_edges(store, "rt-1", top=2)
+    assert top["score"].abs().tolist() == [1.5, 1.5]
+    heads = store.read("MATCH (c:Component:Head {modelId: 'rt'}) RETURN count(c) AS n")
+    assert heads["n"].iloc[0] == 3
+    # components are shared, not duplicated, when written again
+    store.write_components(_nodes())
+    assert store.read("MATCH (c:Component {modelId: 'rt'}) RETURN count(c) AS n")["n"].iloc[0] == 5
+
+
+def test_reads_cannot_write(store: Store) -> None:
+    with pytest.raises(ReadOnlyViolation):
+        store.read("CREATE (x:Intruder {a: 1}) RETURN x")
+    with pytest.raises(ReadOnlyViolation):
+        store.read("MATCH (c:Component) SET c.tampered = true RETURN count(c)")
+    assert store.read("MATCH (x:Intruder) RETURN count(x) AS n")["n"].iloc[0] == 0
+    assert store.read("MATCH (c:Component) WHERE c.tampered IS NOT NULL RETURN count(c) AS n")["n"].iloc[0] == 0
+    store.run("CREATE (x:Scratch {a: 1})", write=True)
+    assert store.read("MATCH (x:Scratch) RETURN count(x) AS n")["n"].iloc[0] == 1
+
+
+def test_parameters_are_values_not_code(store: Store) -> None:
+    evil = "x'}) DETACH DELETE n //"
+    df = store.read("MATCH (c:Component {componentId: $id}) RETURN count(c) AS n", {"id": evil})
+    assert df["n"].iloc[0] == 0
+    assert store.read("MATCH (c:Component) RETURN count(c) AS n")["n"].iloc[0] > 0
+
+
+def test_errors_are_mapped(store: Store, embedded: StoreSettings) -> None:
+    with pytest.raises(QueryError, match="syntax"):
+        store.read("MATC (n) RETURN n")
+    info = server_status(embedded.home)
+    wrong = StoreSettings(uri=info.uri, user="root", password=read_password(embedded.home) + "x", database="atlas", home=embedded.home)
+    with pytest.raises(StoreAuthError):
+        Store.connect(wrong)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        Store.connect(StoreSettings(uri="bolt://127.0.0.1:1", user="neo4j", password="x", database=None, home=embedded.home))
+    assert time.monotonic() - t0 < 15  # fails fast, no 30 s retry loop
+
+
+def test_several_processes_share_the_server(store: Store, embedded: StoreSettings) -> None:
+    cmd = [sys.executable, "-m", "atlas.cli", "query", "MATCH (c:Component) RETURN count(c) AS n", "--json", "--home", str(embedded.home)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    expected = int(store.read("MATCH (c:Component) RETURN count(c) AS n")["n"].iloc[0])
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert f'"n": {expected}' in out
+
+
+def test_delete_run_edges(store: Store) -> None:
+    store.begin_run({"runId": "rt-2", "modelId": "rt"})
+    store.write_edges(_edges(), "rt-2")
+    assert store.delete_run_edges("rt-2", batch_size=4) == len(_edges())
+    assert store.read("MATCH ()-[e:ATTRIBUTION {runId: 'rt-2'}]->() RETURN count(e) AS n")["n"].iloc[0] == 0
+    assert store.read("MATCH ()-[e:ATTRIBUTION {runId: 'rt-1'}]->() RETURN count(e) AS n")["n"].iloc[0] == len(_edges())

@@ -1,0 +1,56 @@
+"""The zoo's ground truth is real: training builds it, and the shipped weights have it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ingest.zoo import SHIPPED_DIR, head_role_scores, load_zoo_model, train_zoo_model
+
+
+def _sharp_prev_token(model: object) -> tuple[float, float]:
+    """(mean attention to t-1, share of positions whose argmax is t-1), positions >= 1, head L0.H0."""
+    tokens = torch.randint(0, model.cfg.d_vocab, (16, model.cfg.n_ctx), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == "blocks.0.attn.hook_pattern")
+    pat = cache["blocks.0.attn.hook_pattern"][:, 0]  # [b, q, k]
+    prev = torch.diagonal(pat, offset=-1, dim1=-2, dim2=-1)
+    argmax_ok = (pat[:, 1:].argmax(-1) == torch.arange(pat.shape[-1] - 1)).float()
+    return float(prev.mean()), float(argmax_ok.mean())
+
+
+def test_shipped_induction_model_has_its_circuit(tmp_path: Path) -> None:
+    assert (SHIPPED_DIR / "induction-2l" / "model.pt").exists()
+    model, info = load_zoo_model("induction-2l", tmp_path)
+    mean_prev, argmax = _sharp_prev_token(model)
+    assert mean_prev >= 0.9 and argmax >= 0.95  # DESIGN.md section 9: "sharp"
+    roles = head_role_scores(model)
+    assert max(v["inductionScore"] for k, v in roles.items() if k.startswith("L1.")) >= 0.8
+    assert max(v["inductionScore"] for k, v in roles.items() if k.startswith("L0.")) < 0.1
+    assert info["groundTruth"]["inductionHeads"]
+
+
+@pytest.mark.slow
+def test_training_builds_the_circuit(tmp_path: Path) -> None:
+    """A shortened run (600 of 800 steps; induction forms between 300 and 600) builds both roles."""
+    import json
+
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    info = train_zoo_model("induction-2l", tmp_path / "m", steps=600)
+    fresh = HookedTransformer(HookedTransformerConfig(**json.loads((tmp_path / "m" / "config.json").read_text())))
+    fresh.load_state_dict(torch.load(tmp_path / "m" / "model.pt", weights_only=True))
+    mean_prev, argmax = _sharp_prev_token(fresh)
+    assert mean_prev >= 0.9 and argmax >= 0.95
+    assert max(v["inductionScore"] for k, v in info["roles"].items() if k.startswith("L1.")) >= 0.5
+
+
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    a = train_zoo_model("induction-2l", tmp_path / "a", steps=20)
+    b = train_zoo_model("induction-2l", tmp_path / "b", steps=20)
+    sa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    sb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert a["finalLoss"] == b["finalLoss"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
