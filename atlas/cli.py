@@ -170,6 +170,90 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lesion(args: argparse.Namespace) -> int:
+    from atlas.store import Store
+    from ingest.studies import LesionConfig, run_lesion
+
+    config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node",
+                          n_prompts=args.prompts, n_reference=args.reference, seed=args.seed).validate()
+    settings = _settings(args)
+    with Store.connect(settings) as store:
+        out = run_lesion(store, config, settings.home, run_id=args.run_id, progress=not args.quiet)
+    if out["status"] == "unchanged":
+        print(f"run {out['runId']} is already complete; nothing changed")
+        return 0
+    frame = out["frame"].sort_values("effect")
+    print(f"run {out['runId']}: {args.ablation} {'edge' if args.edges else 'node'} lesions (effect = change in the metric; most harmful first)")
+    _print_frame(frame.head(args.show), _fmt(args))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from atlas.store import Store
+    from ingest.studies import verify_run
+
+    settings = _settings(args)
+    with Store.connect(settings) as store:
+        _require_run(store, args.run)
+        out = verify_run(store, args.run, args.top, settings.home, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({k: v for k, v in out.items() if k != "edges"}))
+        return 0
+    print(f"run {args.run}: top {out['top']} edges patched exactly")
+    print(f"  Spearman(fast score, exact effect) = {out['spearman']:.3f}")
+    print(f"  sum of exact edge effects / clean-corrupt gap = {out['explained']:.3f}")
+    print(f"  faithfulness of the top-{out['top']} circuit (other edges corrupted) = {out['faithfulness']:.3f}")
+    _print_frame(out["edges"], "table")
+    return 0
+
+
+def cmd_circuit(args: argparse.Namespace) -> int:
+    from atlas.store import Store
+    from ingest.studies import save_circuit
+
+    settings = _settings(args)
+    with Store.connect(settings) as store:
+        _require_run(store, args.run)
+        out = save_circuit(store, args.run, settings.home, top=args.top, min_weight=args.min_weight, ablation=args.ablation)
+    if args.json:
+        print(json.dumps({k: v for k, v in out.items() if k != "edgeKeys"}, default=str))
+        return 0
+    print(f"circuit {out['circuitId']}: {out['nEdges']} edges, {out['nNodes']} components, {args.ablation} ablation")
+    print(f"  faithfulness {out['faithfulness']:.3f} (metric: circuit {out['metricCircuit']:.4g}, full {out['metricFull']:.4g}, all ablated {out['metricEmpty']:.4g})")
+    return 0
+
+
+def cmd_anatomy(args: argparse.Namespace) -> int:
+    from atlas.store import Store
+    from ingest.studies import run_anatomy
+
+    settings = _settings(args)
+    with Store.connect(settings) as store:
+        frame = run_anatomy(store, args.model, settings.home)
+    print(f"{len(frame)} COMPOSITION edges written; strongest by z-score (random baseline {frame['baseline'].iloc[0]:.3f}):")
+    _print_frame(frame.sort_values("zScore", ascending=False).head(args.show), _fmt(args))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from atlas.store import Store
+    from ingest.studies import run_probe
+
+    settings = _settings(args)
+    with Store.connect(settings) as store:
+        frame = run_probe(store, args.model, settings.home)
+    cols = [c for c in ("componentId", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens") if c in frame.columns]
+    print(f"{len(frame)} components probed; properties stored on the components:")
+    _print_frame(frame[cols], _fmt(args))
+    return 0
+
+
+def _require_run(store: Any, run_id: str) -> None:
+    from queries.fetch import require_run
+
+    require_run(store, run_id)
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from ingest.zoo import SHIPPED_DIR, ZOO, train_zoo_model, zoo_entry
 
@@ -293,6 +377,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, help="only the N strongest edges by |score|")
     s.add_argument("--min-weight", type=float, default=0.0, help="only edges with |score| >= this")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("lesion", parents=[common], help="lesion every node (or edge) and measure the effect", formatter_class=fmt)
+    s.add_argument("--model", required=True, help="zoo name, model file, or cached TransformerLens name")
+    s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
+    s.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample", "corrupt"])
+    s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
+    s.add_argument("--run-id", help="run id (default: derived from the configuration)")
+    s.add_argument("--prompts", type=int, default=16)
+    s.add_argument("--reference", type=int, default=32, help="reference prompts for mean/resample statistics")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--show", type=int, default=10, help="rows to print")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_lesion)
+
+    s = sub.add_parser("verify", parents=[common], help="patch a fast run's top edges exactly and report agreement", formatter_class=fmt)
+    s.add_argument("--run", required=True, help="an eap / eap-ig run")
+    s.add_argument("--top", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("circuit", parents=[common], help="keep a run's strongest edges, ablate the rest, save the circuit", formatter_class=fmt)
+    s.add_argument("--run", required=True)
+    s.add_argument("--top", type=int, help="keep the N strongest edges by |score|")
+    s.add_argument("--min-weight", type=float, default=0.0, help="keep edges with |score| >= W")
+    s.add_argument("--ablation", default="corrupt", choices=["corrupt", "zero", "mean", "resample"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_circuit)
+
+    s = sub.add_parser("anatomy", parents=[common], help="weight-based Q/K/V composition between heads (task-free)", formatter_class=fmt)
+    s.add_argument("--model", required=True)
+    s.add_argument("--show", type=int, default=10)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_anatomy)
+
+    s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt)
+    s.add_argument("--model", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser("zoo", parents=[common], help="small models with known circuits, trained locally", formatter_class=fmt)
     s.add_argument("action", choices=["list", "train", "info"])

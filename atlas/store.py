@@ -295,16 +295,21 @@ class Store:
     def write_edges(
         self,
         edges: pd.DataFrame,
-        run_id: str,
+        run_id: str | None,
         *,
         rel_type: RelType = RelType.ATTRIBUTION,
+        props: dict[str, Any] | None = None,
         batch_size: int = DEFAULT_BATCH,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """CREATE the edges of one run. Both ends must exist as components.
+        """CREATE relationships from an edge frame. Both ends must exist as components.
+
+        The frame's ``score`` is stored as ``score`` on ``ATTRIBUTION`` and ``COMPOSITION`` and as
+        ``effect`` on ``ABLATION``; extra columns and ``props`` (the same for every row) become
+        properties; ``run_id`` None stores none (the structural ``COMPOSITION`` edges).
 
         Not idempotent by itself (CREATE is ~30x faster than MERGE on relationships): callers
-        delete a run's edges before rewriting it, which ``ingest.jobs`` does for unfinished runs.
+        delete what they rewrite, as ``ingest.jobs`` does for unfinished runs.
         """
         edges = validate_edges(edges)
         cols = ["componentId_pre", "componentId_post", "channel", "score"] + [
@@ -312,14 +317,20 @@ class Store:
         ]
         extra = [c for c in edges.columns if c not in cols]
         frame = edges[cols + extra].rename(columns={"componentId_pre": "a", "componentId_post": "b"})
-        rows = frame.to_dict("records")
-        props_expr = ", ".join(f"{c}: r.{c}" for c in cols[2:] + extra)
+        rows = [_clean_props(r) for r in frame.to_dict("records")]
+        value = "effect" if rel_type is RelType.ABLATION else "score"
+        assigns = [f"{c}: r.{c}" for c in cols[2:] + extra if c != "score"] + [f"{value}: r.score"]
+        assigns += [f"{k}: $props.{k}" for k in (props or {})]
+        if run_id is not None:
+            assigns.insert(0, "runId: $runId")
         cypher = (
             "UNWIND $rows AS r "
             "MATCH (a:Component {componentId: r.a}) MATCH (b:Component {componentId: r.b}) "
-            f"CREATE (a)-[e:{rel_type.value} {{runId: $runId, {props_expr}}}]->(b)"
+            f"CREATE (a)-[e:{rel_type.value} {{{', '.join(assigns)}}}]->(b)"
         )
-        return self.write_rows(cypher, rows, params={"runId": run_id}, batch_size=batch_size, progress=progress)
+        return self.write_rows(
+            cypher, rows, params={"runId": run_id, "props": dict(props or {})}, batch_size=batch_size, progress=progress
+        )
 
     def delete_run_edges(self, run_id: str, *, rel_type: RelType = RelType.ATTRIBUTION, batch_size: int = 20000) -> int:
         """Delete a run's relationships of one type, in batches; returns how many went."""
@@ -334,6 +345,33 @@ class Store:
             total += n
             if n < batch_size:
                 return total
+
+    def delete_model_edges(self, model_id: str, rel_type: RelType) -> int:
+        """Delete a model's relationships of one type (for task-free edges such as COMPOSITION)."""
+        df = self.run(
+            f"MATCH (a:Component {{modelId: $model}})-[e:{rel_type.value}]->() DELETE e RETURN count(*) AS n",
+            {"model": model_id},
+            write=True,
+        )
+        return int(df["n"].iloc[0]) if len(df) else 0
+
+    def write_circuit(self, props: dict[str, Any], members: dict[str, str]) -> None:
+        """MERGE a ``:Circuit`` and replace its ``MEMBER_OF {role}`` links (componentId -> role)."""
+        if "circuitId" not in props:
+            raise ValidationError("circuit properties need a circuitId")
+        self.ensure_schema()
+        self.run(
+            "MERGE (c:Circuit {circuitId: $id}) SET c += $props "
+            "WITH c OPTIONAL MATCH (:Component)-[m:MEMBER_OF]->(c) DELETE m",
+            {"id": props["circuitId"], "props": _clean_props(props)},
+            write=True,
+        )
+        self.write_rows(
+            "UNWIND $rows AS r MATCH (c:Circuit {circuitId: $id}) MATCH (n:Component {componentId: r.id}) "
+            "CREATE (n)-[:MEMBER_OF {role: r.role}]->(c)",
+            [{"id": k, "role": v} for k, v in members.items()],
+            params={"id": props["circuitId"]},
+        )
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The properties of a ``:Run``, or None."""

@@ -114,6 +114,56 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     return loaded, nodes, edges
 
 
+def write_run(
+    store: Store,
+    loaded: Any,
+    nodes: pd.DataFrame,
+    edges: pd.DataFrame,
+    props: dict[str, Any],
+    *,
+    rel_type: RelType,
+    edge_props: dict[str, Any] | None = None,
+    unfinished: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> None:
+    """Write model, components, the ``:Run`` (status ``writing``) and its edges; mark it complete last.
+
+    On any failure while writing, the run's partial edges are removed and it is marked ``failed``.
+    """
+    from ingest.models import model_properties
+
+    run_id = props["runId"]
+    store.ensure_schema()
+    store.write_model(model_properties(loaded))
+    store.write_components(nodes)
+    if unfinished:
+        removed = store.delete_run_edges(run_id, rel_type=rel_type)
+        log(f"run {run_id} was unfinished: removed {removed} partial edges, writing it again")
+    store.begin_run({**props, "createdAt": datetime.now(timezone.utc).isoformat(timespec="seconds"), "atlasVersion": __version__})
+    bar = make_progress(progress)(len(edges), "writing edges")
+    try:
+        store.write_edges(edges, run_id, rel_type=rel_type, props=edge_props, progress=bar.update)
+    except BaseException:
+        bar.close()
+        try:
+            store.delete_run_edges(run_id, rel_type=rel_type)
+            store.set_run_status(run_id, RunStatus.FAILED)
+        except Exception:  # the original error is the one to report
+            pass
+        raise
+    bar.close()
+    store.set_run_status(run_id, RunStatus.COMPLETE, {"nEdges": len(edges), "nNodes": len(nodes)})
+
+
+def check_existing(store: Store, run_id: str, config_json: str) -> dict[str, Any] | None:
+    """The existing run of this id, refusing one with another configuration (RunConflict)."""
+    existing = store.get_run(run_id)
+    if existing is not None and existing.get("configJson") != config_json:
+        raise RunConflict(f"run {run_id!r} exists with a different configuration; choose another --run-id")
+    return existing
+
+
 def run_ingest(
     store: Store,
     config: IngestConfig,
@@ -129,30 +179,19 @@ def run_ingest(
         RunConflict: ``run_id`` exists with a different configuration.
         ModelError, TaskError, ValidationError, StoreError: bad input or an unreachable store.
     """
-    from ingest.models import model_properties
-
     config.validate()
     t0 = time.perf_counter()
     bars = make_progress(progress)
     if run_id is not None:
-        existing = store.get_run(run_id)
-        if existing is not None:
-            if existing.get("configJson") != config.to_json():
-                raise RunConflict(f"run {run_id!r} exists with a different configuration; choose another --run-id")
-            if existing.get("status") == RunStatus.COMPLETE.value:
-                return IngestResult(run_id, "unchanged", 0, int(existing.get("nEdges", 0)))
+        existing = check_existing(store, run_id, config.to_json())
+        if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
+            return IngestResult(run_id, "unchanged", 0, int(existing.get("nEdges", 0)))
     loaded, nodes, edges = compute_run(config, home, bars)
     t1 = time.perf_counter()
     run_id = run_id or config.default_run_id(loaded.model_id)
-    existing = store.get_run(run_id)
-    if existing is not None:
-        if existing.get("configJson") != config.to_json():
-            raise RunConflict(f"run {run_id!r} exists with a different configuration; choose another --run-id")
-        if existing.get("status") == RunStatus.COMPLETE.value:
-            return IngestResult(run_id, "unchanged", 0, int(existing.get("nEdges", 0)))
-    store.ensure_schema()
-    store.write_model(model_properties(loaded))
-    store.write_components(nodes)
+    existing = check_existing(store, run_id, config.to_json())
+    if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
+        return IngestResult(run_id, "unchanged", 0, int(existing.get("nEdges", 0)))
     props = {
         "runId": run_id,
         "modelId": loaded.model_id,
@@ -161,26 +200,8 @@ def run_ingest(
         "metric": "logprob",
         "nPrompts": config.n_prompts,
         "steps": config.steps if config.method == Method.EAP_IG.value else None,
-        "createdAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "configJson": config.to_json(),
-        "atlasVersion": __version__,
     }
-    if existing is not None:
-        removed = store.delete_run_edges(run_id)
-        log(f"run {run_id} was unfinished: removed {removed} partial edges, writing it again")
-    store.begin_run(props)
-    bar = bars(len(edges), "writing edges")
-    try:
-        store.write_edges(edges, run_id, rel_type=RelType.ATTRIBUTION, progress=bar.update)
-    except BaseException:
-        bar.close()
-        try:
-            store.delete_run_edges(run_id)
-            store.set_run_status(run_id, RunStatus.FAILED)
-        except Exception:  # the original error is the one to report
-            pass
-        raise
-    bar.close()
-    store.set_run_status(run_id, RunStatus.COMPLETE, {"nEdges": len(edges), "nNodes": len(nodes)})
+    write_run(store, loaded, nodes, edges, props, rel_type=RelType.ATTRIBUTION, unfinished=existing is not None, progress=progress, log=log)
     t2 = time.perf_counter()
     return IngestResult(run_id, "written", len(nodes), len(edges), {"compute": t1 - t0, "write": t2 - t1})

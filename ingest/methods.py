@@ -46,6 +46,7 @@ __all__ = [
     "compute_eap_ig",
     "compute_patching",
     "sender_outputs",
+    "all_edges",
     "METHODS",
     "get_method",
 ]
@@ -272,13 +273,15 @@ def compute_eap_ig(
     return _gradient_scores(model, graph, task, batch, alphas, progress)
 
 
-def _all_edges(graph: ModelGraph) -> list[tuple[int, int]]:
+def all_edges(graph: ModelGraph) -> list[tuple[int, int]]:
+    """Every (sender index, receiver index) pair of the graph, receiver-major."""
     return [(s.index, r.index) for r in graph.receivers for s in graph.visible(r)]
 
 
 def compute_patching(
     model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, config: MethodConfig = MethodConfig(),
     progress: Progress | None = None, edges: list[tuple[int, int]] | None = None,
+    delta: torch.Tensor | None = None,
 ) -> pd.DataFrame:
     """Exact activation patching of every edge (or of ``edges``, as (sender, receiver) indices).
 
@@ -286,13 +289,16 @@ def compute_patching(
     receives its own sender delta at its own receiver input. A head's q/k/v input is patched by
     recomputing that head's q/k/v from ``ln1(resid_pre + delta)``; an MLP's via ``hook_mlp_in``;
     the logits' at the final residual.
+
+    Args:
+        delta: ``[batch, pos, sender, d_model]`` replacement-minus-clean sender outputs; default
+            corrupted-minus-clean. Path patching with zero/mean/resample ablations passes its own.
     """
     model.eval()
-    edges = _all_edges(graph) if edges is None else list(edges)
+    edges = all_edges(graph) if edges is None else list(edges)
     with torch.no_grad():
-        clean_out = sender_outputs(model, graph, batch.clean)
-        corr_out = sender_outputs(model, graph, batch.corrupted)
-        delta = corr_out - clean_out
+        if delta is None:
+            delta = sender_outputs(model, graph, batch.corrupted) - sender_outputs(model, graph, batch.clean)
         base = float(task.metric(model(batch.clean), batch).mean())
     b, p, _, d = delta.shape
     per_copy = b * p * max(graph.n_heads, 1) * d

@@ -1,0 +1,257 @@
+"""Study jobs over the store: lesions, verification of fast runs, circuits, anatomy and probes.
+
+Like ``ingest.jobs`` (whose run writer they share), these compute first and write after, and are
+idempotent per run or per model: re-running changes no counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from scipy.stats import spearmanr
+
+from atlas.errors import ValidationError
+from atlas.schema import RelType, RunStatus
+from atlas.store import Store
+from ingest.jobs import IngestConfig, check_existing, make_progress, write_run
+
+__all__ = ["LesionConfig", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe"]
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path) -> tuple[Any, Any, Any, Any]:
+    from ingest.graph import build_graph
+    from ingest.models import load_model
+    from ingest.tasks import get_task
+
+    loaded = load_model(model, home, make_progress(True))
+    task = get_task(task_name)
+    graph = build_graph(loaded.model, loaded.model_id)
+    batch = task.make_batch(loaded.model, n_prompts, seed)
+    return loaded, graph, task, batch
+
+
+@dataclass(frozen=True)
+class LesionConfig:
+    """A lesion study: ``scope`` ``node`` (each component) or ``edge`` (path patching of each edge)."""
+
+    model: str
+    task: str = "induction"
+    ablation: str = "zero"
+    scope: str = "node"
+    n_prompts: int = 16
+    n_reference: int = 32
+    seed: int = 0
+
+    def validate(self) -> LesionConfig:
+        from ingest.interventions import ABLATIONS
+
+        if self.ablation not in ABLATIONS:
+            raise ValidationError(f"unknown ablation {self.ablation!r}: choose one of {list(ABLATIONS)}")
+        if self.scope not in ("node", "edge"):
+            raise ValidationError(f"scope must be node or edge, got {self.scope!r}")
+        if self.n_prompts < 1 or self.n_reference < 1:
+            raise ValidationError("--prompts and --reference must be at least 1")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def default_run_id(self, model_id: str) -> str:
+        digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
+        return f"{model_id}:{self.task}:lesion-{self.scope}-{self.ablation}:{digest}"
+
+
+def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | None = None, *, progress: bool = True, log: Log = _stderr) -> dict[str, Any]:
+    """Lesion every node (or edge) and write ``ABLATION`` edges; returns ``{runId, status, frame}``.
+
+    Node scope writes ``(component)-[:ABLATION {runId, effect, ablation, scope: "node"}]->(:Logit)``;
+    edge scope writes one ``ABLATION`` per edge with its channel. Mean and resample statistics come
+    from ``n_reference`` reference prompts (seed + 1), recorded on the run.
+    """
+    from ingest.interventions import ablated_outputs, compute_node_lesions
+    from ingest.methods import compute_patching, sender_outputs
+
+    config.validate()
+    if run_id is not None:
+        existing = check_existing(store, run_id, config.to_json())
+        if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
+            return {"runId": run_id, "status": "unchanged", "frame": None}
+    loaded, graph, task, batch = _context(config.model, config.task, config.n_prompts, config.seed, home)
+    reference = task.make_batch(loaded.model, config.n_reference, config.seed + 1).clean
+    ablated = ablated_outputs(loaded.model, graph, batch, config.ablation, reference, seed=config.seed)
+    if config.scope == "node":
+        bar = make_progress(progress)(len(graph.senders), f"lesioning {loaded.model_id}")
+        frame = compute_node_lesions(loaded.model, graph, task, batch, ablated, progress=bar.update)
+        bar.close()
+        logits = graph.receivers[-1].component_id
+        edges = pd.DataFrame({"componentId_pre": frame["componentId"], "componentId_post": logits, "channel": "in", "score": frame["effect"]})
+    else:
+        n = sum(len(graph.visible(r)) for r in graph.receivers)
+        bar = make_progress(progress)(n, f"path patching {loaded.model_id}")
+        delta = ablated - sender_outputs(loaded.model, graph, batch.clean)
+        edges = compute_patching(loaded.model, graph, task, batch, delta=delta, progress=bar.update)
+        bar.close()
+        frame = edges.rename(columns={"score": "effect"})
+    run_id = run_id or config.default_run_id(loaded.model_id)
+    existing = check_existing(store, run_id, config.to_json())
+    if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
+        return {"runId": run_id, "status": "unchanged", "frame": frame}
+    props = {
+        "runId": run_id, "modelId": loaded.model_id, "task": config.task, "method": "lesion", "metric": "logprob",
+        "ablation": config.ablation, "scope": config.scope, "nPrompts": config.n_prompts,
+        "referencePrompts": config.n_reference if config.ablation in ("mean", "resample") else None,
+        "referenceSeed": config.seed + 1 if config.ablation in ("mean", "resample") else None,
+        "configJson": config.to_json(),
+    }
+    write_run(store, loaded, graph.nodes_frame(), edges, props, rel_type=RelType.ABLATION,
+              edge_props={"ablation": config.ablation, "scope": config.scope}, unfinished=existing is not None,
+              progress=progress, log=log)
+    return {"runId": run_id, "status": "written", "frame": frame}
+
+
+def _run_context(store: Store, run_id: str, home: Path) -> tuple[dict[str, Any], Any, Any, Any, Any]:
+    run = store.get_run(run_id)
+    if run is None:
+        raise ValidationError(f"no run {run_id!r}")
+    if run.get("status") != RunStatus.COMPLETE.value:
+        raise ValidationError(f"run {run_id!r} is not complete (status {run.get('status')!r})")
+    if run.get("method") not in ("eap", "eap-ig", "patching"):
+        raise ValidationError(f"run {run_id!r} is a {run.get('method')} run; give an attribution run")
+    cfg = IngestConfig(**json.loads(run["configJson"]))
+    loaded, graph, task, batch = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home)
+    return run, loaded, graph, task, batch
+
+
+def _edge_indices(graph: Any, frame: pd.DataFrame) -> list[tuple[int, int]]:
+    send = {s.component_id: s.index for s in graph.senders}
+    recv = {(r.component_id, r.channel.value): r.index for r in graph.receivers}
+    try:
+        return [(send[a], recv[(b, c)]) for a, b, c in zip(frame["componentId_pre"], frame["componentId_post"], frame["channel"])]
+    except KeyError as exc:
+        raise ValidationError(f"edge {exc.args[0]} of the run is not in the model's graph") from exc
+
+
+def _top_edges(store: Store, run_id: str, top: int | None, min_weight: float) -> pd.DataFrame:
+    df = store.read(
+        "MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(b:Component) WHERE abs(e.score) >= $w "
+        "RETURN a.componentId AS componentId_pre, b.componentId AS componentId_post, e.channel AS channel, e.score AS score "
+        "ORDER BY abs(e.score) DESC" + (" LIMIT $top" if top is not None else ""),
+        {"run": run_id, "w": float(min_weight), "top": top},
+    )
+    if df.empty:
+        raise ValidationError(f"run {run_id!r} has no edges with |score| >= {min_weight}")
+    return df
+
+
+def verify_run(store: Store, run_id: str, top: int, home: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Patch the top-``top`` edges of a fast run exactly; store them as ``ABLATION {ablation: "patch"}``.
+
+    Returns (and stores on the run) the Spearman correlation of the fast scores with the exact effects
+    on those edges, the sum of their exact effects as a share of the clean-corrupt gap, and the
+    faithfulness of the top-K edges as a circuit (every other edge corrupted).
+    """
+    from ingest.interventions import ablated_outputs, faithfulness
+    from ingest.methods import compute_patching
+
+    if top < 2:
+        raise ValidationError("--top must be at least 2 to correlate")
+    run, loaded, graph, task, batch = _run_context(store, run_id, home)
+    fast = _top_edges(store, run_id, top, 0.0)
+    idx = _edge_indices(graph, fast)
+    bar = make_progress(progress)(len(idx), "patching top edges")
+    exact = compute_patching(loaded.model, graph, task, batch, edges=idx, progress=bar.update)
+    bar.close()
+    key = ["componentId_pre", "componentId_post", "channel"]
+    merged = fast.merge(exact.rename(columns={"score": "effect"}), on=key)
+    ablated = ablated_outputs(loaded.model, graph, batch, "corrupt")
+    faith = faithfulness(loaded.model, graph, task, batch, ablated, set(idx))
+    gap = faith["metricEmpty"] - faith["metricFull"]
+    rho = float(spearmanr(merged["score"], merged["effect"])[0]) if len(merged) > 2 else float("nan")
+    result = {
+        "runId": run_id, "top": len(merged), "spearman": rho,
+        "explained": float(merged["effect"].sum() / gap) if abs(gap) > 1e-12 else float("nan"),
+        "faithfulness": faith["faithfulness"], "edges": merged,
+    }
+    store.delete_run_edges(run_id, rel_type=RelType.ABLATION)
+    store.write_edges(exact, run_id, rel_type=RelType.ABLATION, props={"ablation": "patch", "scope": "edge"})
+    store.set_run_status(run_id, RunStatus.COMPLETE, {
+        "verifyTopK": result["top"], "verifySpearman": rho, "verifyExplained": result["explained"],
+        "verifyFaithfulness": result["faithfulness"],
+    })
+    return result
+
+
+def save_circuit(store: Store, run_id: str, home: Path, *, top: int | None = None, min_weight: float = 0.0,
+                 ablation: str = "corrupt", n_reference: int = 32) -> dict[str, Any]:
+    """Keep the top-N (or ``|score| >= min_weight``) edges of a run, ablate the rest, save a ``:Circuit``.
+
+    The circuit id records the selection and the ablation, since faithfulness depends on both.
+    """
+    from ingest.interventions import ablated_outputs, faithfulness
+
+    if top is None and min_weight <= 0:
+        raise ValidationError("choose the circuit: --top N or --min-weight W")
+    run, loaded, graph, task, batch = _run_context(store, run_id, home)
+    cfg = IngestConfig(**json.loads(run["configJson"]))
+    edges = _top_edges(store, run_id, top, min_weight)
+    keep = set(_edge_indices(graph, edges))
+    reference = task.make_batch(loaded.model, n_reference, cfg.seed + 1).clean
+    faith = faithfulness(loaded.model, graph, task, batch, ablated_outputs(loaded.model, graph, batch, ablation, reference), keep)
+    selection = f"top{top}" if top is not None else f"w{min_weight:g}"
+    circuit_id = f"{run_id}/{selection}-{ablation}"
+    members: dict[str, str] = {}
+    for a, b in zip(edges["componentId_pre"], edges["componentId_post"]):
+        members.setdefault(a, "input" if a.endswith("/EMBED") else "internal")
+        members[b] = "output" if b.endswith("/LOGITS") else members.get(b, "internal")
+    props = {
+        "circuitId": circuit_id, "runId": run_id, "modelId": run["modelId"], "kind": "pruned", "ablation": ablation,
+        "selection": selection, "nEdges": len(edges), "nNodes": len(members),
+        "edgeKeys": [f"{a}|{b}|{c}" for a, b, c in zip(edges["componentId_pre"], edges["componentId_post"], edges["channel"])],
+        **faith,
+    }
+    store.write_circuit(props, members)
+    return {**props, "members": members}
+
+
+def run_anatomy(store: Store, model: str, home: Path, n_random: int = 200) -> pd.DataFrame:
+    """Compute and (re)write the model's ``COMPOSITION`` edges; returns them."""
+    from ingest.anatomy import compute_composition
+    from ingest.graph import build_graph
+    from ingest.models import load_model, model_properties
+
+    loaded = load_model(model, home, make_progress(True))
+    frame = compute_composition(loaded.model, loaded.model_id, n_random)
+    store.ensure_schema()
+    store.write_model(model_properties(loaded))
+    store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())
+    store.delete_model_edges(loaded.model_id, RelType.COMPOSITION)
+    store.write_edges(frame.assign(kind=frame["channel"]), None, rel_type=RelType.COMPOSITION, props={"modelId": loaded.model_id})
+    return frame
+
+
+def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7) -> pd.DataFrame:
+    """Measure role scores and receptive fields and store them on the components; returns them."""
+    from ingest.graph import build_graph
+    from ingest.models import load_model, model_properties
+    from ingest.probes import compute_probes
+
+    loaded = load_model(model, home, make_progress(True))
+    frame = compute_probes(loaded.model, loaded.model_id, n=n, seed=seed)
+    store.ensure_schema()
+    store.write_model(model_properties(loaded))
+    store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())
+    store.write_components(frame)
+    return frame

@@ -1,0 +1,109 @@
+"""Lesion, verification, circuit, anatomy and probe jobs against the real embedded database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from atlas.cli import main
+from atlas.config import StoreSettings
+from atlas.store import Store
+from ingest.jobs import IngestConfig, run_ingest
+from ingest.studies import LesionConfig, run_anatomy, run_lesion, run_probe, save_circuit, verify_run
+
+
+@pytest.fixture(scope="module")
+def ig_run(store: Store, embedded: StoreSettings) -> str:
+    run_ingest(store, IngestConfig(model="induction-2l", method="eap-ig", n_prompts=8, steps=3), embedded.home, run_id="ig", progress=False)
+    return "ig"
+
+
+def _count(store: Store, cypher: str, **params: object) -> int:
+    return int(store.read(cypher, params)["n"].iloc[0])
+
+
+def test_node_lesions_name_the_circuit_and_are_idempotent(store: Store, embedded: StoreSettings) -> None:
+    cfg = LesionConfig(model="induction-2l", ablation="resample", n_prompts=8, n_reference=16)
+    out = run_lesion(store, cfg, embedded.home, run_id="les", progress=False)
+    frame = out["frame"].sort_values("effect")
+    # the previous-token head and the embedding are the single points of failure of induction
+    assert set(frame["componentId"].iloc[:2]) == {"induction-2l/EMBED", "induction-2l/L0.H0"}
+    assert frame["effect"].iloc[0] < -1.0
+    n = _count(store, "MATCH (:Component)-[e:ABLATION {runId: 'les'}]->(:Logit) RETURN count(e) AS n")
+    assert n == 9  # embed + 8 heads
+    props = store.get_run("les")
+    assert props["status"] == "complete" and props["ablation"] == "resample" and props["referencePrompts"] == 16
+    counts = store.counts()
+    assert run_lesion(store, cfg, embedded.home, run_id="les", progress=False)["status"] == "unchanged"
+    assert store.counts() == counts
+
+
+def test_edge_lesions_write_one_ablation_per_edge(store: Store, embedded: StoreSettings) -> None:
+    cfg = LesionConfig(model="induction-2l", ablation="zero", scope="edge", n_prompts=4)
+    run_lesion(store, cfg, embedded.home, run_id="les-edges", progress=False)
+    n = _count(store, "MATCH ()-[e:ABLATION {runId: 'les-edges', scope: 'edge'}]->() RETURN count(e) AS n")
+    assert n == 81
+
+
+def test_verify_stores_patch_edges_and_figures(store: Store, embedded: StoreSettings, ig_run: str) -> None:
+    out = verify_run(store, ig_run, 10, embedded.home, progress=False)
+    assert out["top"] == 10 and -1 <= out["spearman"] <= 1
+    # two code paths, one answer: the top-10 circuit's faithfulness as the circuit job computes it
+    assert save_circuit(store, ig_run, embedded.home, top=10)["faithfulness"] == pytest.approx(out["faithfulness"], abs=1e-9)
+    assert _count(store, "MATCH ()-[e:ABLATION {runId: $r, ablation: 'patch'}]->() RETURN count(e) AS n", r=ig_run) == 10
+    counts = store.counts()
+    again = verify_run(store, ig_run, 10, embedded.home, progress=False)
+    assert store.counts() == counts and again["spearman"] == pytest.approx(out["spearman"])
+    run = store.get_run(ig_run)
+    assert run["verifyTopK"] == 10 and run["verifySpearman"] == pytest.approx(out["spearman"])
+    # the ABLATION edge sits next to its ATTRIBUTION edge
+    both = _count(store, "MATCH (a)-[p:ABLATION {runId: $r}]->(b) MATCH (a)-[e:ATTRIBUTION]->(b) WHERE e.runId = $r AND e.channel = p.channel RETURN count(*) AS n", r=ig_run)
+    assert both == 10
+
+
+def test_saved_circuit_members_can_be_read_back(store: Store, embedded: StoreSettings, ig_run: str) -> None:
+    out = save_circuit(store, ig_run, embedded.home, top=20)
+    members = store.read(
+        "MATCH (c:Component)-[m:MEMBER_OF]->(k:Circuit {circuitId: $id}) RETURN c.componentId AS id, m.role AS role ORDER BY id",
+        {"id": out["circuitId"]},
+    )
+    assert len(members) == out["nNodes"] and "induction-2l/L0.H0" in set(members["id"])
+    assert dict(zip(members["id"], members["role"]))["induction-2l/LOGITS"] == "output"
+    circuit = store.read("MATCH (k:Circuit {circuitId: $id}) RETURN k.faithfulness AS f, k.ablation AS a, k.nEdges AS n", {"id": out["circuitId"]})
+    assert circuit["a"].iloc[0] == "corrupt" and circuit["n"].iloc[0] == 20
+    assert circuit["f"].iloc[0] == pytest.approx(out["faithfulness"]) and out["faithfulness"] > 0.8
+    counts = store.counts()
+    save_circuit(store, ig_run, embedded.home, top=20)
+    assert store.counts() == counts
+
+
+def test_anatomy_and_probe_fill_the_database(store: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frame = run_anatomy(store, "induction-2l", embedded.home, n_random=50)
+    assert len(frame) == 4 * 4 * 3
+    top = store.read(
+        "MATCH (a:Head)-[c:COMPOSITION {kind: 'k'}]->(b:Head) RETURN a.componentId AS a, b.componentId AS b, c.zScore AS z ORDER BY c.zScore DESC LIMIT 4"
+    )
+    assert set(top["a"]) == {"induction-2l/L0.H0"} and top["z"].min() > 10  # K-composition of the textbook circuit
+    counts = store.counts()
+    run_anatomy(store, "induction-2l", embedded.home, n_random=50)
+    assert store.counts() == counts
+    run_probe(store, "induction-2l", embedded.home)
+    roles = store.read("MATCH (h:Head {modelId: 'induction-2l'}) RETURN h.componentId AS id, h.prevTokenScore AS prev, h.inductionScore AS ind, h.topTokens AS top, h.probe AS probe")
+    roles = roles.set_index("id")
+    assert roles.loc["induction-2l/L0.H0", "prev"] > 0.99
+    assert (roles.loc[[f"induction-2l/L1.H{h}" for h in range(4)], "ind"] > 0.8).all()
+    assert len(roles.loc["induction-2l/L1.H0", "top"]) == 5 and roles["probe"].str.startswith("atlas-probe-v1").all()
+    # probe results show in the exported page's tooltips
+    page = tmp_path / "p.html"
+    assert main(["export", "--run", "ig", "--html", str(page), "--home", str(embedded.home)]) == 0
+    assert "prevTokenScore" in page.read_text() and "topTokens" in page.read_text()
+
+
+def test_cli_verify_lesion_json(embedded: StoreSettings, ig_run: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", "--run", ig_run, "--top", "5", "--json", "--quiet", "--home", str(embedded.home)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["top"] == 5 and "spearman" in out
+    assert main(["verify", "--run", "nope", "--home", str(embedded.home)]) == 2
+    assert "no run" in capsys.readouterr().err
