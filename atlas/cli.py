@@ -108,7 +108,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.jobs import IngestConfig, run_ingest
 
-    config = IngestConfig(model=args.model, task=args.task, method=args.method, n_prompts=args.prompts, steps=args.steps, seed=args.seed)
+    config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts, steps=args.steps, seed=args.seed)
     config.validate()
     settings = _settings(args)
     from atlas.store import Store
@@ -174,7 +174,7 @@ def cmd_lesion(args: argparse.Namespace) -> int:
     from atlas.store import Store
     from ingest.studies import LesionConfig, run_lesion
 
-    config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node",
+    config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node", metric=args.metric,
                           n_prompts=args.prompts, n_reference=args.reference, seed=args.seed).validate()
     settings = _settings(args)
     with Store.connect(settings) as store:
@@ -313,7 +313,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         t_ing = time.perf_counter()
         cols = ["componentId_pre", "componentId_post", "channel", "score"]
         print(f"\nRun {run_id} ({result.status}): EAP-IG (5 steps) on the zoo model induction-2l, task induction, {args.prompts} prompts")
-        print("\nFive strongest edges into the logits (score = change in log p(next token) when the edge is corrupted):")
+        print("\nFive strongest edges into the logits (score = change in the correct token's logit, minus the mean logit, when the edge is corrupted):")
         _print_frame(fetch_edges(store, run_id, top=5, kind_post="Logit")[cols], "table")
         print("\nFive strongest head -> head edges:")
         _print_frame(fetch_edges(store, run_id, top=5, kind_pre="Head", kind_post="Head")[cols], "table")
@@ -346,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ingest", parents=[common], help="compute a run's edges and write them into the database", formatter_class=fmt)
     s.add_argument("--model", required=True, help="zoo name, model directory/.pt file, or cached TransformerLens name")
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
-    s.add_argument("--method", default="eap-ig", choices=["eap-ig", "eap", "patching"])
+    s.add_argument("--method", default="eap-ig", choices=["eap-ig", "eap-ig-act", "eap", "patching"],
+                   help="eap-ig: integrated gradients over inputs; eap-ig-act: over activations; patching: exact")
+    s.add_argument("--metric", default="logit", choices=["logit", "logprob"],
+                   help="logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target)")
     s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
     s.add_argument("--prompts", type=int, default=16, help="number of prompts")
     s.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
@@ -383,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     s.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample", "corrupt"])
     s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
+    s.add_argument("--metric", default="logit", choices=["logit", "logprob"])
     s.add_argument("--run-id", help="run id (default: derived from the configuration)")
     s.add_argument("--prompts", type=int, default=16)
     s.add_argument("--reference", type=int, default=32, help="reference prompts for mean/resample statistics")

@@ -69,6 +69,8 @@ class Method(StrEnum):
     """Edge attribution patching (Syed et al. 2023): one clean gradient times the activation delta."""
     EAP_IG = "eap-ig"
     """EAP with integrated gradients along the clean-corrupt input path (Hanna et al. 2024)."""
+    EAP_IG_ACT = "eap-ig-act"
+    """EAP-IG over activations: every sender's output interpolated linearly (Hanna et al. 2024)."""
     PATCHING = "patching"
     """Exact activation patching of every edge: the reference the estimates are checked against."""
 

@@ -36,6 +36,7 @@ class IngestConfig:
     model: str
     task: str = "induction"
     method: str = Method.EAP_IG.value
+    metric: str = "logit"
     n_prompts: int = 16
     steps: int = 5
     seed: int = 0
@@ -47,11 +48,13 @@ class IngestConfig:
             raise ValidationError(f"--prompts must be at least 1, got {self.n_prompts}")
         if self.steps < 1:
             raise ValidationError(f"--steps must be at least 1, got {self.steps}")
+        if self.metric not in ("logit", "logprob"):
+            raise ValidationError(f"unknown metric {self.metric!r}: choose logit or logprob")
         return self
 
     def to_json(self) -> str:
         data = asdict(self)
-        if self.method != Method.EAP_IG.value:
+        if self.method not in (Method.EAP_IG.value, Method.EAP_IG_ACT.value):
             data.pop("steps")
         return json.dumps(data, sort_keys=True)
 
@@ -91,14 +94,15 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
 
     config.validate()
     method = get_method(config.method)
-    task = get_task(config.task)
+    task = get_task(config.task, config.metric)
     loaded = load_model(config.model, home, progress)
     graph = build_graph(loaded.model, loaded.model_id)
     batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
     if batch.clean.max() >= loaded.model.cfg.d_vocab or batch.clean.shape[1] > loaded.model.cfg.n_ctx:
         raise ValidationError("the task's prompts do not fit the model's vocabulary or context")
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
-    total = {Method.EAP.value: 3, Method.EAP_IG.value: config.steps + 2, Method.PATCHING.value: n_edges}[config.method]
+    total = {Method.EAP.value: 3, Method.EAP_IG.value: config.steps + 2, Method.EAP_IG_ACT.value: config.steps + 2,
+             Method.PATCHING.value: n_edges}[config.method]
     bar = progress(total, f"{config.method} on {loaded.model_id}") if progress else None
     try:
         edges = method(loaded.model, graph, task, batch, MethodConfig(steps=config.steps), progress=bar.update if bar else None)
@@ -197,9 +201,9 @@ def run_ingest(
         "modelId": loaded.model_id,
         "task": config.task,
         "method": config.method,
-        "metric": "logprob",
+        "metric": config.metric,
         "nPrompts": config.n_prompts,
-        "steps": config.steps if config.method == Method.EAP_IG.value else None,
+        "steps": config.steps if config.method in (Method.EAP_IG.value, Method.EAP_IG_ACT.value) else None,
         "configJson": config.to_json(),
     }
     write_run(store, loaded, nodes, edges, props, rel_type=RelType.ATTRIBUTION, unfinished=existing is not None, progress=progress, log=log)

@@ -44,6 +44,7 @@ __all__ = [
     "MethodConfig",
     "compute_eap",
     "compute_eap_ig",
+    "compute_eap_ig_activations",
     "compute_patching",
     "sender_outputs",
     "all_edges",
@@ -124,6 +125,7 @@ def _receiver_grads(
     task: Task,
     batch: PromptBatch,
     embed: torch.Tensor,
+    extra_hooks: list[tuple[str, Any]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward+backward from the token embedding ``embed``; gradients at every receiver input.
 
@@ -145,7 +147,7 @@ def _receiver_grads(
 
         return fn
 
-    hooks: list[tuple[str, Any]] = [("hook_embed", replace_embed)]
+    hooks: list[tuple[str, Any]] = [("hook_embed", replace_embed), *(extra_hooks or [])]
     for layer in range(graph.n_layers):
         hooks.append((f"blocks.{layer}.hook_resid_pre", keep(f"x{layer}", False)))
         for c in "qkv":
@@ -221,8 +223,9 @@ def _gradient_scores(
     batch: PromptBatch,
     alphas: list[float],
     progress: Progress | None,
+    interpolate: str = "inputs",
 ) -> pd.DataFrame:
-    """Shared body of EAP (alphas = [1]) and EAP-IG (alphas = 1/k..1)."""
+    """Shared body of EAP (alphas = [1]) and EAP-IG (alphas = 1/k..1, over inputs or activations)."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -238,10 +241,12 @@ def _gradient_scores(
     score = np.full((len(graph.senders), len(graph.receivers)), np.nan)
     acc = {key: torch.zeros(graph.n_visible(recv[0].read_stage), len(recv), dtype=delta.dtype) for key, recv in groups}
     n = batch.n_prompts
+    raw = _raw_sender_acts(model, graph, batch) if interpolate == "activations" else None
     with _mlp_in_hook(model):
         for alpha in alphas:
             embed = emb_corr + alpha * (emb_clean - emb_corr)
-            grads = _receiver_grads(model, graph, task, batch, embed)
+            extra = _interpolation_hooks(graph, raw, alpha) if raw is not None else None
+            grads = _receiver_grads(model, graph, task, batch, embed, extra)
             for key, recv in groups:
                 k = acc[key].shape[0]
                 acc[key] += torch.einsum("bpsd,bprd->sr", delta[:, :, :k], grads[key]).detach() / len(alphas)
@@ -252,6 +257,46 @@ def _gradient_scores(
         cols = [r.index for r in recv]
         score[:k, cols] = acc[key].double().numpy()
     return _edge_frame(graph, score)
+
+
+def _raw_sender_acts(model: Any, graph: ModelGraph, batch: PromptBatch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(clean, corrupted) values at every sender's own hook: ``hook_z`` per layer and ``hook_mlp_out``."""
+    names = {f"blocks.{l}.attn.hook_z" for l in range(graph.n_layers)}
+    if graph.has_mlp:
+        names |= {f"blocks.{l}.hook_mlp_out" for l in range(graph.n_layers)}
+    with torch.no_grad():
+        _, clean = model.run_with_cache(batch.clean, names_filter=lambda n: n in names)
+        _, corr = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in names)
+    return {n: (clean[n], corr[n]) for n in names}
+
+
+def _interpolation_hooks(graph: ModelGraph, raw: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: float) -> list[tuple[str, Any]]:
+    """Hooks giving every sender the value ``corr + alpha (clean - corr)`` while its gradient flows
+    through the computation actually run (straight-through: ``interp + (act - act.detach())``), so
+    each receiver's input is exactly linear in alpha."""
+    hooks = []
+    for name, (clean, corr) in raw.items():
+        target = corr + alpha * (clean - corr)
+
+        def fn(act: torch.Tensor, hook: Any, target: torch.Tensor = target) -> torch.Tensor:
+            return target + (act - act.detach())
+
+        hooks.append((name, fn))
+    return hooks
+
+
+def compute_eap_ig_activations(
+    model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, config: MethodConfig = MethodConfig(),
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """EAP-IG over activations (Hanna et al. 2024's EAP-IG-activations; Marks et al. 2024 use the same
+    path for nodes): at step alpha every sender outputs ``corr + alpha (clean - corr)``, so each
+    receiver's input moves on the straight line between its corrupted and clean values and the
+    integral is complete per receiver; ``k + 2`` passes like EAP-IG over inputs."""
+    if config.steps < 1:
+        raise ValidationError(f"EAP-IG needs at least 1 step, got {config.steps}")
+    alphas = [(i + 0.5) / config.steps for i in range(config.steps)]  # midpoint rule
+    return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate="activations")
 
 
 def compute_eap(
@@ -384,6 +429,7 @@ def _patch_chunk(
 METHODS: dict[Method, Callable[..., pd.DataFrame]] = {
     Method.EAP: compute_eap,
     Method.EAP_IG: compute_eap_ig,
+    Method.EAP_IG_ACT: compute_eap_ig_activations,
     Method.PATCHING: compute_patching,
 }
 

@@ -31,13 +31,13 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path) -> tuple[Any, Any, Any, Any]:
+def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, metric: str = "logit") -> tuple[Any, Any, Any, Any]:
     from ingest.graph import build_graph
     from ingest.models import load_model
     from ingest.tasks import get_task
 
     loaded = load_model(model, home, make_progress(True))
-    task = get_task(task_name)
+    task = get_task(task_name, metric)
     graph = build_graph(loaded.model, loaded.model_id)
     batch = task.make_batch(loaded.model, n_prompts, seed)
     return loaded, graph, task, batch
@@ -51,6 +51,7 @@ class LesionConfig:
     task: str = "induction"
     ablation: str = "zero"
     scope: str = "node"
+    metric: str = "logit"
     n_prompts: int = 16
     n_reference: int = 32
     seed: int = 0
@@ -89,7 +90,7 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
         existing = check_existing(store, run_id, config.to_json())
         if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
             return {"runId": run_id, "status": "unchanged", "frame": None}
-    loaded, graph, task, batch = _context(config.model, config.task, config.n_prompts, config.seed, home)
+    loaded, graph, task, batch = _context(config.model, config.task, config.n_prompts, config.seed, home, config.metric)
     reference = task.make_batch(loaded.model, config.n_reference, config.seed + 1).clean
     ablated = ablated_outputs(loaded.model, graph, batch, config.ablation, reference, seed=config.seed)
     if config.scope == "node":
@@ -110,7 +111,7 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
     if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
         return {"runId": run_id, "status": "unchanged", "frame": frame}
     props = {
-        "runId": run_id, "modelId": loaded.model_id, "task": config.task, "method": "lesion", "metric": "logprob",
+        "runId": run_id, "modelId": loaded.model_id, "task": config.task, "method": "lesion", "metric": config.metric,
         "ablation": config.ablation, "scope": config.scope, "nPrompts": config.n_prompts,
         "referencePrompts": config.n_reference if config.ablation in ("mean", "resample") else None,
         "referenceSeed": config.seed + 1 if config.ablation in ("mean", "resample") else None,
@@ -128,10 +129,10 @@ def _run_context(store: Store, run_id: str, home: Path) -> tuple[dict[str, Any],
         raise ValidationError(f"no run {run_id!r}")
     if run.get("status") != RunStatus.COMPLETE.value:
         raise ValidationError(f"run {run_id!r} is not complete (status {run.get('status')!r})")
-    if run.get("method") not in ("eap", "eap-ig", "patching"):
+    if run.get("method") not in ("eap", "eap-ig", "eap-ig-act", "patching"):
         raise ValidationError(f"run {run_id!r} is a {run.get('method')} run; give an attribution run")
     cfg = IngestConfig(**json.loads(run["configJson"]))
-    loaded, graph, task, batch = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home)
+    loaded, graph, task, batch = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric)
     return run, loaded, graph, task, batch
 
 
