@@ -160,13 +160,32 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from queries.export import export_run_html
+    from queries.export import select_graph, to_csv, to_gexf, to_graphml, to_html, to_json, to_png
 
-    if not args.html:
-        raise ValidationError("say what to write: --html PATH")
+    targets = {"html": args.html, "graphml": args.graphml, "gexf": args.gexf, "json": args.json, "csv": args.csv, "png": args.png}
+    chosen = {k: v for k, v in targets.items() if v}
+    if not chosen:
+        raise ValidationError("say what to write: --html, --graphml, --gexf, --json, --png PATH or --csv FOLDER")
     with _connect(args) as store:
-        path, graph = export_run_html(store, args.run, Path(args.html), top=args.top, min_weight=args.min_weight)
-    print(f"wrote {path} ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges)")
+        graph = select_graph(store, args.run, top=args.top, min_weight=args.min_weight, circuit=args.circuit, paths=args.paths)
+    writers = {"html": lambda p: to_html(graph, p, title=f"connectome {args.run}"), "graphml": lambda p: to_graphml(graph, p),
+               "gexf": lambda p: to_gexf(graph, p), "json": lambda p: to_json(graph, p), "png": lambda p: to_png(graph, p),
+               "csv": lambda p: to_csv(graph, p, args.run)[0].parent}
+    for kind, target in chosen.items():
+        path = Path(target)
+        if kind != "csv":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        written = writers[kind](path)
+        print(f"wrote {written} ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges)")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from queries.export import import_csv
+
+    with _connect(args) as store:
+        n_nodes, n_rels = import_csv(store, Path(args.csv))
+    print(f"imported {n_nodes} components and {n_rels} relationships from {args.csv}")
     return 0
 
 
@@ -245,6 +264,81 @@ def cmd_probe(args: argparse.Namespace) -> int:
     cols = [c for c in ("componentId", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens") if c in frame.columns]
     print(f"{len(frame)} components probed; properties stored on the components:")
     _print_frame(frame[cols], _fmt(args))
+    return 0
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    from queries.criteria import ComponentCriteria
+    from queries.paths import fetch_all_paths, fetch_paths, fetch_shortest_paths
+
+    with _connect(args) as store:
+        if args.mode == "strongest":
+            df = fetch_paths(
+                store, args.run,
+                sources=ComponentCriteria.parse(args.source) if args.source else None,
+                targets=ComponentCriteria.parse(args.target) if args.target else None,
+                top=args.top, min_weight=args.min_weight,
+                through=[ComponentCriteria.parse(t) for t in args.through],
+                max_length=args.max_length, split_channels=args.split_channels,
+            )
+            cols = ["rank", "strength", "length", "path", "channels"]
+        else:
+            if not args.source or not args.target:
+                raise ValidationError(f"--mode {args.mode} needs --source and --target component ids")
+            _require_run(store, args.run)
+            if args.mode == "shortest":
+                df = fetch_shortest_paths(store, args.run, args.source, args.target, min_weight=args.min_weight)
+            else:
+                df = fetch_all_paths(store, args.run, args.source, args.target, max_length=args.max_length or 3, min_weight=args.min_weight)
+            cols = [c for c in ("length", "strength", "path", "channels", "scores") if c in df.columns]
+    _print_frame(df if _fmt(args) != "table" else df[cols], _fmt(args))
+    return 0
+
+
+def cmd_hierarchy(args: argparse.Namespace) -> int:
+    from queries.hierarchy import fetch_hierarchy, store_hierarchy
+
+    with _connect(args) as store:
+        _require_run(store, args.run)
+        result = fetch_hierarchy(store, args.run, args.min_weight)
+        if not args.no_store:
+            store_hierarchy(store, args.run, result, args.min_weight)
+    if args.json:
+        print(json.dumps({"summary": result.summary, "levels": result.levels.to_dict("records"),
+                          "skips": result.edges[result.edges["skip"] > 0].to_dict("records")}, default=_jsonable))
+        return 0
+    print(f"levels of run {args.run} (edges with |score| >= {args.min_weight}):")
+    _print_frame(result.levels, "table")
+    sm = result.summary
+    print(f"\nstrictness {sm['strictness']:.3f} (share of edges skipping a level {sm['skipShare']:.3f}; skips by length {sm['skipHistogram']})")
+    print(f"depth {sm['depth']}, Spearman(level, layer) {sm['levelLayerSpearman']:.3f}, {sm['nModules']} modules (modularity {sm['modularity']:.3f}), flow hierarchy {sm['flowHierarchy']:.3f}")
+    skips = result.edges[result.edges["skip"] > 0]
+    if len(skips):
+        print("\nskip connections (strongest first):")
+        _print_frame(skips.sort_values("weight", ascending=False).head(10), "table")
+    return 0
+
+
+def cmd_binding(args: argparse.Namespace) -> int:
+    from queries.binding import fetch_binding, save_binding
+
+    with _connect(args) as store:
+        _require_run(store, args.run)
+        df = fetch_binding(store, args.run, args.min_share, args.channels)
+        saved = [save_binding(store, args.run, row) for row in df.head(args.save).to_dict("records")] if args.save else []
+    _print_frame(df.head(args.top), _fmt(args))
+    for cid in saved:
+        print(f"saved circuit {cid}", file=sys.stderr)
+    return 0
+
+
+def cmd_motifs(args: argparse.Namespace) -> int:
+    from queries.motifs import fetch_motifs
+
+    with _connect(args) as store:
+        _require_run(store, args.run)
+        df = fetch_motifs(store, args.run, args.min_weight, args.random, args.seed)
+    _print_frame(df, _fmt(args))
     return 0
 
 
@@ -374,12 +468,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--csv", action="store_true")
     s.set_defaults(func=cmd_runs)
 
-    s = sub.add_parser("export", parents=[common], help="export a run's connectome", formatter_class=fmt)
+    s = sub.add_parser("export", parents=[common], help="export a run's connectome (HTML, GraphML, GEXF, JSON, CSV, PNG)", formatter_class=fmt)
     s.add_argument("--run", required=True, help="run id")
-    s.add_argument("--html", help="write a pyvis page here")
+    s.add_argument("--html", help="write a pyvis page here (offline, layered)")
+    s.add_argument("--graphml", help="write GraphML here")
+    s.add_argument("--gexf", help="write GEXF here")
+    s.add_argument("--json", help="write node-link JSON here")
+    s.add_argument("--csv", help="write nodes.csv and relationships.csv (neo4j-admin import format) into this folder")
+    s.add_argument("--png", help="write a static layered drawing here")
     s.add_argument("--top", type=int, help="only the N strongest edges by |score|")
     s.add_argument("--min-weight", type=float, default=0.0, help="only edges with |score| >= this")
+    s.add_argument("--circuit", help="only the edges of this saved circuit")
+    s.add_argument("--paths", type=int, metavar="K", help="only the edges of the K strongest pathways")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt)
+    s.add_argument("--csv", required=True, help="folder with nodes.csv and relationships.csv")
+    s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("lesion", parents=[common], help="lesion every node (or edge) and measure the effect", formatter_class=fmt)
     s.add_argument("--model", required=True, help="zoo name, model file, or cached TransformerLens name")
@@ -422,6 +527,50 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_probe)
 
+    s = sub.add_parser("paths", parents=[common], help="strongest pathways (or shortest / all paths in Cypher)", formatter_class=fmt)
+    s.add_argument("--run", required=True)
+    s.add_argument("--mode", default="strongest", choices=["strongest", "shortest", "all"],
+                   help="strongest: k strongest by product of per-target shares; shortest/all: Cypher in the database")
+    s.add_argument("--source", help="criteria (e.g. Embed, L0.H0, kind=Head,layer=0) or, for shortest/all, a component id")
+    s.add_argument("--target", help="as --source (default: the logits)")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--min-weight", type=float, default=0.0, help="ignore edges with |score| below this")
+    s.add_argument("--through", action="append", default=[], metavar="CRITERIA", help="paths must pass a matching component (repeatable)")
+    s.add_argument("--max-length", type=int, help="at most this many hops")
+    s.add_argument("--split-channels", action="store_true", help="treat each q/k/v channel as its own hop")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    s.set_defaults(func=cmd_paths)
+
+    s = sub.add_parser("hierarchy", parents=[common], help="hierarchy levels, skip connections, modules", formatter_class=fmt)
+    s.add_argument("--run", required=True)
+    s.add_argument("--min-weight", type=float, default=0.0, help="significant edges: |score| >= this")
+    s.add_argument("--no-store", action="store_true", help="do not store levels back as IN_RUN relationships")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_hierarchy)
+
+    s = sub.add_parser("binding", parents=[common], help="binding circuits: inputs converging on different channels", formatter_class=fmt)
+    s.add_argument("--run", required=True)
+    s.add_argument("--min-share", type=float, default=0.1, help="significant input: this share of the head's |attribution|")
+    s.add_argument("--channels", default="qk", choices=["qk", "any"], help="qk: q-source + k-source; any: any two channels")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--save", type=int, default=0, metavar="N", help="save the N best as :Circuit {kind: 'binding'}")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    s.set_defaults(func=cmd_binding)
+
+    s = sub.add_parser("motifs", parents=[common], help="3-node motif census against degree-preserving random graphs", formatter_class=fmt)
+    s.add_argument("--run", required=True)
+    s.add_argument("--min-weight", type=float, default=0.0)
+    s.add_argument("--random", type=int, default=100, help="randomised graphs")
+    s.add_argument("--seed", type=int, default=0)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    s.set_defaults(func=cmd_motifs)
+
     s = sub.add_parser("zoo", parents=[common], help="small models with known circuits, trained locally", formatter_class=fmt)
     s.add_argument("action", choices=["list", "train", "info"])
     s.add_argument("name", nargs="?", help="zoo model name")
@@ -457,6 +606,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("atlas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `atlas ... | head`: the reader left; not an error worth a traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

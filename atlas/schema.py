@@ -93,6 +93,8 @@ class RelType(StrEnum):
     MEMBER_OF = "MEMBER_OF"
     OF_MODEL = "OF_MODEL"
     ALIGNED_WITH = "ALIGNED_WITH"
+    IN_RUN = "IN_RUN"
+    """A component's place in one run's hierarchy: ``{level, module, minWeight}``."""
 
 
 # (name, label, property): unique constraints, created IF NOT EXISTS.

@@ -2,6 +2,7 @@
 
 ``load_model(spec)`` tries, in order:
   1. a zoo name (``induction-2l``): the atlas home's cache, the shipped weights, else trained now;
+     ``NAME@STEP`` loads a training checkpoint (model id ``NAME/step-STEP``);
   2. a path: a directory with ``config.json`` (HookedTransformerConfig fields) and ``model.pt``
      (a state dict), or one ``.pt`` file holding ``{"config": {...}, "state_dict": {...}}``;
   3. a TransformerLens pretrained name whose weights are in the local Hugging Face cache
@@ -124,8 +125,14 @@ def load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedMod
     Raises:
         ModelError: unknown name, missing or corrupt file, weights not cached.
     """
-    from ingest.zoo import ZOO, load_zoo_model
+    from ingest.zoo import ZOO, load_zoo_checkpoint, load_zoo_model
 
+    if "@" in spec and spec.split("@", 1)[0] in ZOO:
+        name, step = spec.split("@", 1)
+        if not step.isdigit():
+            raise ModelError(f"checkpoint spec {spec!r}: expected NAME@STEP, e.g. {name}@300")
+        model, info = load_zoo_checkpoint(name, int(step), home)
+        return LoadedModel(model, f"{name}/step-{int(step)}", f"zoo:{spec}", info)
     if spec in ZOO:
         model, info = load_zoo_model(spec, home, progress_factory)
         return LoadedModel(model, spec, f"zoo:{spec}", info)

@@ -115,15 +115,23 @@ class InductionTask:
     The metric scores the correct next token over the second half (positions whose next token is
     predictable only by induction): ``logit`` (its logit minus the mean logit, default) or ``logprob``.
 
+    Which half is resampled decides which channels the corruption reaches: the first half feeds the
+    keys and values that induction reads (``corrupt="first"``, the default task ``induction``); the
+    second half holds the queries (``"second"``, task ``induction-query``); ``"mixed"`` alternates
+    the two across prompts (task ``induction-mixed``) so both the q side and the k side of the
+    circuit carry signal, which binding analysis needs.
+
     Attributes:
         half: Length of the repeated segment; the prompt is ``2 * half`` tokens (plus BOS if used).
         vocab_low: Smallest token id drawn (skips special tokens of hub vocabularies).
         metric_name: ``logit`` or ``logprob``.
+        corrupt: ``first``, ``second`` or ``mixed``.
     """
 
     half: int = 12
     vocab_low: int = 0
     metric_name: str = "logit"
+    corrupt: str = "first"
     name: str = "induction"
     description: str = "repeated random tokens; corrupted = first half resampled; metric on the next token over the repeat"
 
@@ -139,11 +147,18 @@ class InductionTask:
         first = torch.randint(low, d_vocab, (n_prompts, half), generator=gen)
         other = torch.randint(low, d_vocab, (n_prompts, half), generator=gen)
         clean = torch.cat([first, first], dim=1)
+        if self.corrupt not in ("first", "second", "mixed"):
+            raise TaskError(f"induction corruption must be first, second or mixed, got {self.corrupt!r}")
         corrupted = torch.cat([other, first], dim=1)
+        query_side = torch.cat([first, other], dim=1)
+        if self.corrupt == "second":
+            corrupted = query_side
+        elif self.corrupt == "mixed":
+            corrupted[1::2] = query_side[1::2]
         targets = torch.roll(clean, -1, dims=1)
         mask = torch.zeros_like(clean, dtype=torch.bool)
         mask[:, half : 2 * half - 1] = True  # position t predicts t+1 inside the repeat
-        return PromptBatch(clean, corrupted, targets, mask, {"half": half})
+        return PromptBatch(clean, corrupted, targets, mask, {"half": half, "corrupt": self.corrupt})
 
     def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         return _metric(self.metric_name)(logits, batch)
@@ -217,7 +232,11 @@ class PromptFileTask:
         return _metric(self.metric_name)(logits, batch)
 
 
-TASKS: dict[str, Callable[..., Task]] = {"induction": InductionTask}
+TASKS: dict[str, Callable[..., Task]] = {
+    "induction": InductionTask,
+    "induction-query": lambda **kw: InductionTask(corrupt="second", name="induction-query", **kw),
+    "induction-mixed": lambda **kw: InductionTask(corrupt="mixed", name="induction-mixed", **kw),
+}
 
 
 def get_task(name: str, metric: str = "logit") -> Task:

@@ -33,7 +33,7 @@ import torch
 
 from atlas.errors import ModelError
 
-__all__ = ["ZooEntry", "ZOO", "zoo_entry", "load_zoo_model", "train_zoo_model", "head_role_scores", "SHIPPED_DIR"]
+__all__ = ["ZooEntry", "ZOO", "zoo_entry", "load_zoo_model", "load_zoo_checkpoint", "train_zoo_model", "head_role_scores", "SHIPPED_DIR"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "zoo_weights"
 
@@ -250,6 +250,23 @@ def train_zoo_model(name: str, out_dir: Path, steps: int | None = None, progress
     torch.save(model.state_dict(), out_dir / "model.pt")
     (out_dir / "info.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def load_zoo_checkpoint(name: str, step: int, home: Path) -> tuple[Any, dict[str, Any]]:
+    """A training checkpoint saved by ``atlas zoo train NAME --checkpoint-every N``."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    entry = zoo_entry(name)
+    folder = home / "zoo" / entry.name
+    path = folder / "checkpoints" / f"step-{step}.pt"
+    if not path.exists():
+        have = sorted(p.stem for p in (folder / "checkpoints").glob("step-*.pt")) if (folder / "checkpoints").exists() else []
+        raise ModelError(f"no checkpoint step {step} of {name} in {folder}; have: {', '.join(have) or 'none'} "
+                         f"(make them with 'atlas zoo train {name} --checkpoint-every N')")
+    model = HookedTransformer(HookedTransformerConfig(**entry.config()))
+    model.load_state_dict(torch.load(path, weights_only=True))
+    model.eval()
+    return model, {"checkpointStep": step}
 
 
 def load_zoo_model(name: str, home: Path, progress_factory: Callable[[int, str], Any] | None = None) -> tuple[Any, dict[str, Any]]:

@@ -1,13 +1,19 @@
-"""Exports of a run's connectome: a pyvis HTML page (offline, layered) and plain graph formats.
+"""Exports of a run's connectome: pyvis HTML (offline, layered), GraphML, GEXF, JSON, CSV, PNG.
 
+Every format can be restricted to the top-N edges, a saved circuit or the strongest pathways.
 The HTML page embeds vis-network inline and links nothing external: pyvis's template links
 bootstrap from a CDN and ``../node_modules`` files that do not exist, both removed here, so the
-page opens offline and contacts no third party.
+page opens offline and contacts no third party. The CSV pair uses the header format of
+``neo4j-admin database import`` (``componentId:ID``, ``:LABEL``, ``:START_ID``, ``:END_ID``,
+``:TYPE``, typed columns), so a large run can be bulk-loaded into Neo4j; :func:`import_csv` loads
+the same files into any store over Bolt.
 """
 
 from __future__ import annotations
 
+import csv
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,8 +24,10 @@ import pandas as pd
 from atlas.errors import ValidationError
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edges, require_run
+from queries.graph import edges_to_graph
 
-__all__ = ["KIND_COLOURS", "to_networkx", "to_html", "export_run_html"]
+__all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_csv", "to_png",
+           "import_csv", "export_run_html", "FORMATS"]
 
 KIND_COLOURS = {
     "Embed": "#4c78a8",
@@ -33,46 +41,72 @@ _CHANNEL_DASH = {"q": False, "k": [6, 4], "v": [2, 3], "in": False}
 _EXTERNAL = re.compile(
     r"<link\b[^>]*\bhref=\"[^\"]*\"[^>]*/?>|<script\b[^>]*\bsrc=\"[^\"]*\"[^>]*>\s*</script>", re.IGNORECASE | re.DOTALL
 )
-
-
-def to_networkx(edges: pd.DataFrame, components: pd.DataFrame | None = None) -> nx.MultiDiGraph:
-    """A multigraph with one edge per (pre, post, channel); node attributes from ``components``."""
-    g = nx.MultiDiGraph()
-    if components is not None and not components.empty:
-        for rec in components.to_dict("records"):
-            g.add_node(rec["componentId"], **{k: v for k, v in rec.items() if k != "componentId" and _present(v)})
-    for rec in edges.to_dict("records"):
-        for end in ("pre", "post"):
-            cid = rec[f"componentId_{end}"]
-            if cid not in g:
-                g.add_node(cid, kind=rec.get(f"kind_{end}"), layer=rec.get(f"layer_{end}"))
-        g.add_edge(rec["componentId_pre"], rec["componentId_post"], key=rec["channel"], channel=rec["channel"], score=float(rec["score"]))
-    return g
+_TOOLTIP_KEYS = ("kind", "layer", "head", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens", "topContexts")
 
 
 def _present(v: Any) -> bool:
     if v is None:
         return False
+    if isinstance(v, (list, tuple, dict)):
+        return True
     try:
         return not pd.isna(v)
     except (TypeError, ValueError):
         return True
 
 
+def select_graph(store: Store, run_id: str, *, top: int | None = None, min_weight: float = 0.0,
+                 circuit: str | None = None, paths: int | None = None) -> nx.MultiDiGraph:
+    """A run's connectome, optionally only its top-N edges, a saved circuit's edges, or the edges of
+    its ``paths`` strongest pathways (channels split)."""
+    run = require_run(store, run_id)
+    edges = fetch_edges(store, run_id, top=top, min_weight=min_weight)
+    if circuit is not None:
+        found = store.read("MATCH (c:Circuit {circuitId: $id}) RETURN c.edgeKeys AS keys, c.runId AS run", {"id": circuit})
+        if found.empty:
+            raise ValidationError(f"no circuit {circuit!r}")
+        keys = found["keys"].iloc[0]
+        if not keys:
+            raise ValidationError(f"circuit {circuit!r} records no edges (binding circuits hold members only)")
+        wanted = set(keys)
+        edges = edges[[f"{a}|{b}|{c}" in wanted for a, b, c in zip(edges["componentId_pre"], edges["componentId_post"], edges["channel"])]]
+    if paths is not None:
+        from queries.paths import top_paths
+
+        found_paths = top_paths(edges_to_graph(edges), k=paths, split_channels=True)
+        hops = {(a, b, c) for nodes, chans in zip(found_paths["nodes"], found_paths["channels"]) for a, b, c in zip(nodes, nodes[1:], chans)}
+        edges = edges[[(a, b, c) in hops for a, b, c in zip(edges["componentId_pre"], edges["componentId_post"], edges["channel"])]]
+    if edges.empty:
+        raise ValidationError("nothing to export: the selection has no edges")
+    comps = fetch_components(store, run["modelId"])
+    if not comps.empty:
+        comps = comps[comps["componentId"].isin(set(edges["componentId_pre"]) | set(edges["componentId_post"]))]
+    graph = edges_to_graph(edges, comps)
+    graph.graph.update({"runId": run_id, "modelId": run["modelId"], "method": run.get("method")})
+    return graph
+
+
 def _tooltip(cid: str, attrs: dict[str, Any]) -> str:
     lines = [f"<b>{html.escape(cid)}</b>"]
-    for key in ("kind", "layer", "head", "prevTokenScore", "inductionScore", "topTokens"):
+    for key in _TOOLTIP_KEYS:
         if key in attrs and _present(attrs[key]):
             val = attrs[key]
-            lines.append(f"{key}: {val:.3f}" if isinstance(val, float) else f"{key}: {html.escape(str(val))}")
+            if isinstance(val, float):
+                lines.append(f"{key}: {val:.3f}")
+            elif isinstance(val, (list, tuple)):
+                lines.append(f"{key}: {html.escape(', '.join(map(str, val[:5])))}")
+            else:
+                lines.append(f"{key}: {html.escape(str(val))}")
     return "<br>".join(lines)
 
 
-def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Path:
-    """Write a pyvis page: x = layer, physics off, colour by kind, width by |score|, tooltips.
+def _layer(attrs: dict[str, Any]) -> int:
+    layer = attrs.get("layer")
+    return int(layer) if _present(layer) else 0
 
-    Returns the path written.
-    """
+
+def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Path:
+    """Write a pyvis page: x = layer, physics off, colour by kind, width by |score|, tooltips."""
     from pyvis.network import Network
 
     if graph.number_of_nodes() == 0:
@@ -80,40 +114,22 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Pa
     net = Network(height="900px", width="100%", directed=True, cdn_resources="in_line", heading="")
     by_layer: dict[int, list[str]] = {}
     for node, attrs in graph.nodes(data=True):
-        layer = attrs.get("layer")
-        layer = int(layer) if _present(layer) else 0
-        by_layer.setdefault(layer, []).append(node)
+        by_layer.setdefault(_layer(attrs), []).append(node)
     for layer, members in by_layer.items():
         members.sort()
         for i, node in enumerate(members):
             attrs = graph.nodes[node]
-            kind = attrs.get("kind") or "Component"
-            net.add_node(
-                node,
-                label=node.rsplit("/", 1)[-1],
-                title=_tooltip(node, attrs),
-                x=(layer + 1) * 260,
-                y=(i - (len(members) - 1) / 2) * 70,
-                color=KIND_COLOURS.get(kind, "#999999"),
-                shape="dot",
-                size=14,
-                physics=False,
-            )
+            net.add_node(node, label=node.rsplit("/", 1)[-1], title=_tooltip(node, attrs), x=(layer + 1) * 260,
+                         y=(i - (len(members) - 1) / 2) * 70, color=KIND_COLOURS.get(attrs.get("kind") or "", "#999999"),
+                         shape="dot", size=14, physics=False)
     max_abs = max((abs(d["score"]) for _, _, d in graph.edges(data=True)), default=1.0) or 1.0
     for u, v, d in graph.edges(data=True):
         score = d["score"]
-        net.add_edge(
-            u,
-            v,
-            width=0.5 + 7.5 * abs(score) / max_abs,
-            title=f"{html.escape(u)} -> {html.escape(v)} [{d['channel']}]: {score:+.4g}",
-            color="#d62728" if score < 0 else "#1f77b4",
-            dashes=_CHANNEL_DASH.get(d["channel"], False),
-            arrows="to",
-        )
+        net.add_edge(u, v, width=0.5 + 7.5 * abs(score) / max_abs,
+                     title=f"{html.escape(u)} -> {html.escape(v)} [{d['channel']}]: {score:+.4g}",
+                     color="#d62728" if score < 0 else "#1f77b4", dashes=_CHANNEL_DASH.get(d["channel"], False), arrows="to")
     net.toggle_physics(False)
-    page = net.generate_html()
-    page = _EXTERNAL.sub("", page)
+    page = _EXTERNAL.sub("", net.generate_html())
     page = page.replace("<head>", f"<head><title>{html.escape(title)}</title>", 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,12 +137,140 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Pa
     return path
 
 
+def _flat(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """A copy whose attributes are scalars (lists/dicts as JSON text; missing values dropped), as
+    GraphML and GEXF require."""
+    out = nx.MultiDiGraph()
+    for n, a in graph.nodes(data=True):
+        out.add_node(n, **{k: (json.dumps(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in a.items() if _present(v)})
+    for u, v, k, d in graph.edges(keys=True, data=True):
+        out.add_edge(u, v, key=k, **{kk: vv for kk, vv in d.items() if _present(vv)})
+    return out
+
+
+def to_graphml(graph: nx.MultiDiGraph, path: Path) -> Path:
+    """GraphML (Gephi, Cytoscape, yEd); list-valued properties are JSON text."""
+    nx.write_graphml(_flat(graph), path)
+    return Path(path)
+
+
+def to_gexf(graph: nx.MultiDiGraph, path: Path) -> Path:
+    """GEXF (Gephi)."""
+    nx.write_gexf(_flat(graph), path)
+    return Path(path)
+
+
+def to_json(graph: nx.MultiDiGraph, path: Path) -> Path:
+    """Node-link JSON: ``{"nodes": [{id, ...}], "links": [{source, target, channel, score}]}``."""
+    data = {
+        "graph": dict(graph.graph),
+        "nodes": [{"id": n, **{k: v for k, v in a.items() if _present(v)}} for n, a in graph.nodes(data=True)],
+        "links": [{"source": u, "target": v, "channel": d["channel"], "score": d["score"]} for u, v, d in graph.edges(data=True)],
+    }
+    Path(path).write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    return Path(path)
+
+
+_NODE_FIXED = ["componentId:ID", ":LABEL", "modelId", "layer:int", "head:int"]
+
+
+def to_csv(graph: nx.MultiDiGraph, folder: Path, run_id: str | None = None) -> tuple[Path, Path]:
+    """``nodes.csv`` and ``relationships.csv`` in ``neo4j-admin database import`` format.
+
+    Load into Neo4j with ``neo4j-admin database import full --nodes=nodes.csv
+    --relationships=relationships.csv``, or into any store with :func:`import_csv`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or graph.graph.get("runId") or "export"
+    nodes_path, rels_path = folder / "nodes.csv", folder / "relationships.csv"
+    with open(nodes_path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(_NODE_FIXED)
+        for n, a in graph.nodes(data=True):
+            head = a.get("head")
+            w.writerow([n, f"Component;{a.get('kind')}", n.rsplit("/", 1)[0], _layer(a),
+                        int(head) if _present(head) else ""])
+    with open(rels_path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow([":START_ID", ":END_ID", ":TYPE", "runId", "channel", "score:double"])
+        for u, v, d in graph.edges(data=True):
+            w.writerow([u, v, "ATTRIBUTION", run_id, d["channel"], repr(float(d["score"]))])
+    return nodes_path, rels_path
+
+
+def import_csv(store: Store, folder: Path) -> tuple[int, int]:
+    """Load a :func:`to_csv` pair into ``store`` (components MERGEd, relationships created); returns counts."""
+    from atlas.ids import parse_component_id
+    from atlas.schema import KIND_LABEL, RelType
+
+    folder = Path(folder)
+    try:
+        nodes = pd.read_csv(folder / "nodes.csv", dtype=str, keep_default_na=False)
+        rels = pd.read_csv(folder / "relationships.csv", dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ValidationError(f"cannot read the CSV export in {folder}: {exc}") from exc
+    if list(nodes.columns[:2]) != ["componentId:ID", ":LABEL"] or list(rels.columns[:3]) != [":START_ID", ":END_ID", ":TYPE"]:
+        raise ValidationError(f"{folder} does not hold a neo4j-admin style nodes.csv/relationships.csv pair")
+    frame = pd.DataFrame({
+        "componentId": nodes["componentId:ID"],
+        "kind": [parse_component_id(c).kind.value for c in nodes["componentId:ID"]],
+        "modelId": nodes["modelId"],
+        "layer": nodes["layer:int"].astype(int),
+        "head": [int(h) if h else None for h in nodes["head:int"]],
+    })
+    assert set(KIND_LABEL)  # labels come from the ids, not from the file's text
+    store.ensure_schema()
+    n_nodes = store.write_components(frame)
+    n_rels = 0
+    for run_id, group in rels.groupby("runId"):
+        edges = pd.DataFrame({"componentId_pre": group[":START_ID"], "componentId_post": group[":END_ID"],
+                              "channel": group["channel"], "score": group["score:double"].astype(float)})
+        n_rels += store.write_edges(edges, str(run_id), rel_type=RelType.ATTRIBUTION)
+    return n_nodes, n_rels
+
+
+def to_png(graph: nx.MultiDiGraph, path: Path, title: str = "") -> Path:
+    """A static layered drawing (x = layer), edge width by |score|, colour by sign."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pos: dict[str, tuple[float, float]] = {}
+    by_layer: dict[int, list[str]] = {}
+    for n, a in graph.nodes(data=True):
+        by_layer.setdefault(_layer(a), []).append(n)
+    for layer, members in by_layer.items():
+        for i, n in enumerate(sorted(members)):
+            pos[n] = (layer, -(i - (len(members) - 1) / 2))
+    simple = nx.DiGraph()
+    simple.add_nodes_from(graph.nodes(data=True))
+    for u, v, d in graph.edges(data=True):
+        if simple.has_edge(u, v):
+            simple[u][v]["score"] += d["score"]
+        else:
+            simple.add_edge(u, v, score=d["score"])
+    max_abs = max((abs(d["score"]) for *_, d in simple.edges(data=True)), default=1.0) or 1.0
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(by_layer)), max(4, 0.6 * max(len(m) for m in by_layer.values()))))
+    nx.draw_networkx_edges(simple, pos, ax=ax, width=[0.3 + 4 * abs(d["score"]) / max_abs for *_, d in simple.edges(data=True)],
+                           edge_color=["#d62728" if d["score"] < 0 else "#1f77b4" for *_, d in simple.edges(data=True)],
+                           arrows=True, alpha=0.7, connectionstyle="arc3,rad=0.08")
+    nx.draw_networkx_nodes(simple, pos, ax=ax, node_size=380,
+                           node_color=[KIND_COLOURS.get(a.get("kind") or "", "#999999") for _, a in simple.nodes(data=True)])
+    nx.draw_networkx_labels(simple, pos, ax=ax, labels={n: n.rsplit("/", 1)[-1] for n in simple}, font_size=7)
+    ax.set_title(title or str(graph.graph.get("runId", "")))
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+FORMATS = {"html": to_html, "graphml": to_graphml, "gexf": to_gexf, "json": to_json, "png": to_png}
+
+
 def export_run_html(store: Store, run_id: str, path: Path, top: int | None = None, min_weight: float = 0.0) -> tuple[Path, nx.MultiDiGraph]:
     """Fetch a run's edges (optionally the top-N by |score|) and write its HTML page."""
-    run = require_run(store, run_id)
-    edges = fetch_edges(store, run_id, top=top, min_weight=min_weight)
-    comps = fetch_components(store, run["modelId"])
-    keep = set(edges["componentId_pre"]) | set(edges["componentId_post"])
-    comps = comps[comps["componentId"].isin(keep)] if not comps.empty else comps
-    graph = to_networkx(edges, comps)
+    graph = select_graph(store, run_id, top=top, min_weight=min_weight)
     return to_html(graph, path, title=f"connectome {run_id}"), graph

@@ -1,0 +1,107 @@
+"""Binding circuits: heads where inputs from different sources converge on different channels.
+
+Operational definition (DESIGN.md section 9), as far as attribution can take it:
+  1. For each head, each input's share = |score on that channel| / all |score| entering the head.
+     Inputs with share >= ``min_share`` are significant.
+  2. A binding motif is a pair of significant inputs on two different channels from two different
+     sources, at least one of them a cross-position mover (an attention head). By default the pair is
+     a q-source and a k-source (what decides where the head looks, as the current token and the
+     previous-token head do on an induction head); ``channels="any"`` also admits q+v and k+v pairs,
+     since which channel carries binding differs between model families. The v-sources are listed.
+  3. Its readers are the components for which the head is a significant input; motifs without
+     readers are dropped. Score = share(a) * share(b) * the head's largest share among its readers.
+Attribution is a linear estimate that breaks on saturated attention: confirm a candidate with real
+patching (``atlas verify``) and, for binding tasks, with a swap of the writer's output between bound
+items before calling it binding.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import networkx as nx
+import pandas as pd
+
+from atlas.errors import ValidationError
+from atlas.store import Store
+from queries.graph import collapse, fetch_graph
+
+__all__ = ["find_binding", "fetch_binding", "save_binding"]
+
+BINDING_COLUMNS = ["rank", "head", "channels", "sourceA", "channelA", "shareA", "sourceB", "channelB", "shareB", "vSources", "readers", "score"]
+
+
+def _channel_shares(graph: nx.MultiDiGraph) -> dict[str, dict[str, dict[str, float]]]:
+    """head -> channel -> source -> share of the head's total input."""
+    totals: dict[str, float] = {}
+    for _, v, d in graph.edges(data=True):
+        totals[v] = totals.get(v, 0.0) + abs(d["score"])
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for u, v, d in graph.edges(data=True):
+        if graph.nodes[v].get("kind") != "Head" or totals[v] <= 0:
+            continue
+        out.setdefault(v, {}).setdefault(d["channel"], {})[u] = abs(d["score"]) / totals[v]
+    return out
+
+
+def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str = "qk") -> pd.DataFrame:
+    """Ranked binding motifs (see module docstring), the best pair per head; one row each.
+
+    Columns: ``rank, head, channels, sourceA, channelA, shareA, sourceB, channelB, shareB, vSources,
+    readers, score``.
+    """
+    if not isinstance(graph, nx.MultiDiGraph):
+        raise ValidationError("binding needs the multigraph with one edge per channel")
+    if channels not in ("qk", "any"):
+        raise ValidationError(f"channels must be 'qk' or 'any', got {channels!r}")
+    if not 0 < min_share < 1:
+        raise ValidationError(f"min_share must be in (0, 1), got {min_share}")
+    threshold = float(min_share)
+    allowed = {("k", "q")} if channels == "qk" else {("k", "q"), ("q", "v"), ("k", "v")}
+    shares = _channel_shares(graph)
+    merged = collapse(graph)
+    rows = []
+    for head, by_channel in shares.items():
+        readers = {r: d["share"] for _, r, d in merged.out_edges(head, data=True) if d["share"] >= threshold}
+        if not readers:
+            continue
+        significant = [(ch, src, s) for ch, srcs in by_channel.items() for src, s in srcs.items() if s >= threshold]
+        best = None
+        v_sources = [src for ch, src, _ in sorted(significant, key=lambda t: -t[2]) if ch == "v"]
+        for (ca, a, sa), (cb, b, sb) in itertools.combinations(significant, 2):
+            if ca == cb or a == b or tuple(sorted((ca, cb))) not in allowed:
+                continue
+            if "Head" not in (graph.nodes[a].get("kind"), graph.nodes[b].get("kind")):
+                continue  # neither input moves information across positions
+            score = sa * sb * max(readers.values())
+            if best is None or score > best["score"]:
+                (ca, a, sa), (cb, b, sb) = sorted([(ca, a, sa), (cb, b, sb)])
+                best = {"head": head, "channels": f"{ca}+{cb}", "sourceA": a, "channelA": ca, "shareA": sa,
+                        "sourceB": b, "channelB": cb, "shareB": sb, "vSources": v_sources,
+                        "readers": sorted(readers, key=readers.get, reverse=True), "score": score}
+        if best is not None:
+            rows.append(best)
+    frame = pd.DataFrame(rows, columns=BINDING_COLUMNS[1:])
+    frame = frame.sort_values("score", ascending=False).reset_index(drop=True)
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    frame.attrs["minShare"] = threshold
+    return frame
+
+
+def fetch_binding(store: Store, run_id: str, min_share: float = 0.1, channels: str = "qk") -> pd.DataFrame:
+    """:func:`find_binding` over a stored run."""
+    return find_binding(fetch_graph(store, run_id), min_share, channels)
+
+
+def save_binding(store: Store, run_id: str, row: dict) -> str:
+    """Save one binding motif as ``(:Circuit {kind: "binding"})`` with roles; returns its id."""
+    circuit_id = f"{run_id}/binding/{row['head'].rsplit('/', 1)[-1]}"
+    members = {row["sourceA"]: f"{row['channelA']}-source", row["sourceB"]: f"{row['channelB']}-source"}
+    for r in row["readers"]:
+        members.setdefault(r, "reader")
+    members[row["head"]] = "binder"
+    store.write_circuit(
+        {"circuitId": circuit_id, "runId": run_id, "kind": "binding", "score": float(row["score"]), "channels": row["channels"]},
+        members,
+    )
+    return circuit_id

@@ -1,0 +1,141 @@
+"""Query modules through the real database: the hand-built graphs give the hand-computed answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from atlas.cli import main
+from atlas.config import StoreSettings, resolve_store_settings
+from atlas.ids import parse_component_id
+from atlas.schema import RunStatus
+from atlas.server import start_server, stop_server
+from atlas.store import Store
+from ingest.jobs import IngestConfig, run_ingest
+from queries.binding import fetch_binding
+from queries.criteria import ComponentCriteria
+from queries.export import import_csv, select_graph, to_csv, to_gexf, to_graphml, to_json, to_png
+from queries.fetch import fetch_edges
+from queries.hierarchy import fetch_hierarchy, store_hierarchy
+from queries.motifs import fetch_motifs
+from queries.paths import fetch_all_paths, fetch_paths, fetch_shortest_paths
+from tests.unit.test_queries import BIND, HAND, LEVELS
+
+
+def write_hand_run(store: Store, run_id: str, edges: pd.DataFrame) -> None:
+    ids = sorted(set(edges["componentId_pre"]) | set(edges["componentId_post"]))
+    refs = [parse_component_id(c) for c in ids]
+    top = max((r.layer for r in refs if r.layer is not None), default=0) + 1
+    nodes = pd.DataFrame([{"componentId": c, "kind": r.kind.value, "modelId": r.model_id,
+                           "layer": r.layer if r.layer is not None else top, "head": r.head} for c, r in zip(ids, refs)])
+    store.ensure_schema()
+    store.write_model({"modelId": refs[0].model_id})
+    store.write_components(nodes)
+    store.begin_run({"runId": run_id, "modelId": refs[0].model_id})
+    store.write_edges(edges, run_id)
+    store.set_run_status(run_id, RunStatus.COMPLETE, {"nEdges": len(edges)})
+
+
+@pytest.fixture(scope="module")
+def hand(store: Store) -> Store:
+    write_hand_run(store, "hand", HAND)
+    write_hand_run(store, "levels", LEVELS.assign(componentId_pre=LEVELS.componentId_pre.str.replace("h/", "lv/"),
+                                                   componentId_post=LEVELS.componentId_post.str.replace("h/", "lv/")))
+    write_hand_run(store, "bind", BIND.assign(componentId_pre=BIND.componentId_pre.str.replace("h/", "b/"),
+                                               componentId_post=BIND.componentId_post.str.replace("h/", "b/")))
+    return store
+
+
+def test_paths_through_the_database(hand: Store) -> None:
+    paths = fetch_paths(hand, "hand", top=5)
+    assert paths["strength"].tolist() == pytest.approx([0.4, 0.4, 0.2])
+    through = fetch_paths(hand, "hand", through=[ComponentCriteria.parse("L0.H1")])
+    assert through["path"].tolist() == ["h/EMBED -> h/L0.H1 -> h/LOGITS"]
+    shortest = fetch_shortest_paths(hand, "hand", "h/EMBED", "h/LOGITS")
+    assert shortest["path"].tolist() == ["h/EMBED -> h/LOGITS"]
+    # with |score| >= 1.5 the direct edge goes; the fewest hops are then 2, through L0.H0 only
+    assert fetch_shortest_paths(hand, "hand", "h/EMBED", "h/LOGITS", min_weight=1.5)["path"].tolist() == ["h/EMBED -> h/L0.H0 -> h/LOGITS"]
+    every = fetch_all_paths(hand, "hand", "h/EMBED", "h/LOGITS", max_length=2)
+    assert len(every) == 4  # direct, via L0.H1 (v), via L0.H0 on q and on k
+    assert every["strength"].iloc[0] == pytest.approx(6.0)  # |3| * |2| on the q channel
+
+
+def test_hierarchy_through_the_database(hand: Store) -> None:
+    result = fetch_hierarchy(hand, "levels")
+    assert dict(zip(result.levels["componentId"], result.levels["level"])) == {"lv/EMBED": 0, "lv/L0.H0": 1, "lv/L1.H0": 2, "lv/LOGITS": 3}
+    assert result.summary["skipHistogram"] == {0: 3, 1: 2, 2: 1}
+    store_hierarchy(hand, "levels", result, 0.0)
+    back = hand.read("MATCH (c:Component)-[p:IN_RUN]->(:Run {runId: 'levels'}) RETURN c.componentId AS id, p.level AS level")
+    assert dict(zip(back["id"], back["level"])) == {"lv/EMBED": 0, "lv/L0.H0": 1, "lv/L1.H0": 2, "lv/LOGITS": 3}
+    counts = hand.counts()
+    store_hierarchy(hand, "levels", result, 0.0)
+    assert hand.counts() == counts
+
+
+def test_binding_and_motifs_through_the_database(hand: Store) -> None:
+    found = fetch_binding(hand, "bind")
+    assert found["head"].tolist() == ["b/L1.H0"] and found["sourceA"].iloc[0] == "b/L0.H0"
+    census = fetch_motifs(hand, "levels", n_random=5).set_index("motif")["count"]
+    assert census["feed-forward loop"] == 4  # every triple of the 4-level chain with its skips closes a loop
+
+
+def test_binding_on_the_induction_model(hand: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    """The textbook answer: previous-token head on k + current token on q -> induction head -> logits."""
+    run_ingest(hand, IngestConfig(model="induction-2l", task="induction-mixed", n_prompts=16), embedded.home, run_id="mixed", progress=False)
+    found = fetch_binding(hand, "mixed")
+    top = found.iloc[0]
+    assert top["head"].startswith("induction-2l/L1.")
+    assert {(top["sourceA"], top["channelA"]), (top["sourceB"], top["channelB"])} == {("induction-2l/L0.H0", "k"), ("induction-2l/EMBED", "q")}
+    assert top["readers"][0] == "induction-2l/LOGITS"
+    assert main(["binding", "--run", "mixed", "--save", "1", "--json", "--home", str(embedded.home)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["head"] == top["head"]
+    roles = hand.read("MATCH (c)-[m:MEMBER_OF]->(:Circuit {kind: 'binding', runId: 'mixed'}) RETURN c.componentId AS id, m.role AS role")
+    assert dict(zip(roles["id"], roles["role"]))[top["head"]] == "binder"
+
+
+def test_query_commands_print_tables(hand: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    home = ["--home", str(embedded.home)]
+    assert main(["paths", "--run", "hand", "--top", "2", *home]) == 0
+    assert "h/EMBED -> h/L0.H" in capsys.readouterr().out
+    assert main(["paths", "--run", "hand", "--mode", "shortest", "--source", "h/EMBED", "--target", "h/LOGITS", *home]) == 0
+    assert "h/EMBED -> h/LOGITS" in capsys.readouterr().out
+    assert main(["hierarchy", "--run", "levels", *home]) == 0
+    assert "strictness 0.500" in capsys.readouterr().out
+    assert main(["motifs", "--run", "levels", "--random", "5", "--json", *home]) == 0
+    assert {r["motif"] for r in json.loads(capsys.readouterr().out)} == {"chain", "convergence", "divergence", "feed-forward loop"}
+    assert main(["paths", "--run", "hand", "--source", "Mlp", *home]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_exports_and_csv_round_trip(hand: Store, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    graph = select_graph(hand, "hand")
+    for writer, name in ((to_graphml, "g.graphml"), (to_gexf, "g.gexf"), (to_json, "g.json"), (to_png, "g.png")):
+        path = writer(graph, tmp_path / name)
+        assert path.stat().st_size > 100
+    data = json.loads((tmp_path / "g.json").read_text())
+    assert {n["id"] for n in data["nodes"]} == set(graph.nodes) and len(data["links"]) == 6
+    import networkx as nx
+
+    assert set(nx.read_graphml(tmp_path / "g.graphml").nodes) == set(graph.nodes)
+    assert len(select_graph(hand, "hand", top=2).edges) == 2
+    assert len(select_graph(hand, "hand", paths=1).edges) == 2
+    to_csv(graph, tmp_path / "csv", "hand")
+    fresh_home = tmp_path_factory.mktemp("fresh-db")
+    start_server(fresh_home, quiet=True)
+    try:
+        with Store.connect(resolve_store_settings(home=fresh_home), quiet=True) as fresh:
+            assert fresh.counts() == {"nodes": 0, "relationships": 0}
+            assert import_csv(fresh, tmp_path / "csv") == (4, 6)
+            fresh.begin_run({"runId": "hand", "modelId": "h"})
+            key = ["componentId_pre", "componentId_post", "channel"]
+            a = fetch_edges(hand, "hand")[key + ["score"]].sort_values(key).reset_index(drop=True)
+            b = fetch_edges(fresh, "hand")[key + ["score"]].sort_values(key).reset_index(drop=True)
+            pd.testing.assert_frame_equal(a, b)
+            labels = fresh.read("MATCH (c:Component:Head) RETURN count(c) AS n")["n"].iloc[0]
+            assert labels == 2
+    finally:
+        stop_server(fresh_home)

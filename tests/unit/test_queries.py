@@ -1,0 +1,158 @@
+"""Query modules on hand-built graphs with hand-computed answers (no database)."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import pandas as pd
+import pytest
+
+from atlas.errors import NoPath, ValidationError
+from queries.binding import find_binding
+from queries.criteria import ComponentCriteria
+from queries.graph import collapse, edges_to_graph
+from queries.hierarchy import compute_hierarchy
+from queries.motifs import motif_census
+from queries.paths import top_paths
+
+
+def frame(rows: list[tuple[str, str, str, float]], model: str = "h") -> pd.DataFrame:
+    return pd.DataFrame([(f"{model}/{a}", f"{model}/{b}", c, s) for a, b, c, s in rows],
+                        columns=["componentId_pre", "componentId_post", "channel", "score"])
+
+
+# EMBED -> L0.H0 (3, q) and (1, k); EMBED -> L0.H1 (-1, v); L0.H0 -> LOGITS 2; L0.H1 -> LOGITS -2; EMBED -> LOGITS 1
+HAND = frame([
+    ("EMBED", "L0.H0", "q", 3.0), ("EMBED", "L0.H0", "k", 1.0), ("EMBED", "L0.H1", "v", -1.0),
+    ("L0.H0", "LOGITS", "in", 2.0), ("L0.H1", "LOGITS", "in", -2.0), ("EMBED", "LOGITS", "in", 1.0),
+])
+
+
+def test_collapse_shares_sum_to_one() -> None:
+    g = collapse(edges_to_graph(HAND))
+    assert g["h/EMBED"]["h/L0.H0"]["weight"] == 4.0 and sorted(g["h/EMBED"]["h/L0.H0"]["channels"]) == ["k", "q"]
+    assert g["h/L0.H0"]["h/LOGITS"]["share"] == pytest.approx(0.4)
+    for v in g.nodes:
+        ins = [d["share"] for _, _, d in g.in_edges(v, data=True)]
+        assert not ins or sum(ins) == pytest.approx(1.0)
+
+
+def test_top_paths_hand_computed() -> None:
+    paths = top_paths(edges_to_graph(HAND), k=5)
+    # strengths: EMBED->L0.H0->LOGITS = 1 * 0.4; EMBED->L0.H1->LOGITS = 1 * 0.4; EMBED->LOGITS = 0.2
+    assert paths["strength"].tolist() == pytest.approx([0.4, 0.4, 0.2])
+    assert set(paths["path"].iloc[:2]) == {"h/EMBED -> h/L0.H0 -> h/LOGITS", "h/EMBED -> h/L0.H1 -> h/LOGITS"}
+    assert paths["length"].tolist() == [2, 2, 1]
+    through = top_paths(edges_to_graph(HAND), through=[ComponentCriteria.parse("L0.H1")])
+    assert through["path"].tolist() == ["h/EMBED -> h/L0.H1 -> h/LOGITS"]
+    assert top_paths(edges_to_graph(HAND), max_length=1)["path"].tolist() == ["h/EMBED -> h/LOGITS"]
+    strong = top_paths(edges_to_graph(HAND), min_weight=1.5)  # drops the k edge, the v edge and EMBED->LOGITS
+    assert strong["path"].tolist() == ["h/EMBED -> h/L0.H0 -> h/LOGITS"] and strong["strength"].iloc[0] == pytest.approx(0.5)
+
+
+def test_split_channel_paths() -> None:
+    paths = top_paths(edges_to_graph(HAND), k=10, split_channels=True)
+    # into L0.H0: q has share 3/4, k 1/4; into LOGITS: 0.4, 0.4, 0.2
+    by = {(p, tuple(c)): s for p, c, s in zip(paths["path"], paths["channels"], paths["strength"])}
+    assert by[("h/EMBED -> h/L0.H0 -> h/LOGITS", ("q", "in"))] == pytest.approx(0.3)
+    assert by[("h/EMBED -> h/L0.H0 -> h/LOGITS", ("k", "in"))] == pytest.approx(0.1)
+    assert len(paths) == 4
+
+
+def test_no_path_is_an_error() -> None:
+    with pytest.raises(NoPath):
+        top_paths(edges_to_graph(HAND), sources=ComponentCriteria(kind="Mlp"))
+    with pytest.raises(ValidationError):
+        top_paths(edges_to_graph(HAND), k=0)
+
+
+LEVELS = frame([
+    ("EMBED", "L0.H0", "q", 1.0), ("L0.H0", "L1.H0", "k", 1.0), ("L1.H0", "LOGITS", "in", 1.0),
+    ("EMBED", "L1.H0", "v", 0.5), ("L0.H0", "LOGITS", "in", 0.5), ("EMBED", "LOGITS", "in", 0.25),
+])
+
+
+def test_hierarchy_levels_and_skips() -> None:
+    h = compute_hierarchy(edges_to_graph(LEVELS))
+    levels = dict(zip(h.levels["componentId"], h.levels["level"]))
+    assert levels == {"h/EMBED": 0, "h/L0.H0": 1, "h/L1.H0": 2, "h/LOGITS": 3}
+    skips = {(a, b): s for a, b, s in zip(h.edges["componentId_pre"], h.edges["componentId_post"], h.edges["skip"])}
+    assert skips[("h/EMBED", "h/LOGITS")] == 2 and skips[("h/EMBED", "h/L1.H0")] == 1 and skips[("h/L0.H0", "h/L1.H0")] == 0
+    assert h.summary["strictness"] == pytest.approx(0.5) and h.summary["skipHistogram"] == {0: 3, 1: 2, 2: 1}
+    assert h.summary["depth"] == 3 and h.summary["flowHierarchy"] == 1.0
+    assert h.summary["levelLayerSpearman"] == pytest.approx(1.0)
+    # with a threshold the weak skips vanish and the chain is strict
+    strict = compute_hierarchy(edges_to_graph(LEVELS), min_weight=0.9)
+    assert strict.summary["strictness"] == 1.0
+
+
+def test_hierarchy_modules_separate_two_dense_clusters() -> None:
+    """Heads 0-1 and heads 2-3 are wired densely among themselves and weakly to the shared ends."""
+    rows = []
+    for a, b in ((0, 1), (2, 3)):
+        for src in (a, b):
+            for dst in (a, b):
+                rows.append((f"L0.H{src}", f"L1.H{dst}", "k", 5.0))
+                rows.append((f"L0.H{src}", f"L1.H{dst}", "v", 5.0))
+    rows += [("EMBED", f"L0.H{h}", "q", 0.1) for h in range(4)] + [(f"L1.H{h}", "LOGITS", "in", 0.1) for h in range(4)]
+    h = compute_hierarchy(edges_to_graph(frame(rows)))
+    mod = dict(zip(h.levels["componentId"], h.levels["module"]))
+    assert mod["h/L0.H0"] == mod["h/L1.H1"] == mod["h/L0.H1"] == mod["h/L1.H0"]
+    assert mod["h/L0.H2"] == mod["h/L1.H3"] == mod["h/L0.H3"] == mod["h/L1.H2"]
+    assert mod["h/L0.H0"] != mod["h/L0.H2"] and h.summary["modularity"] > 0.3
+
+
+def test_cycle_is_refused() -> None:
+    g = nx.DiGraph()
+    g.add_edge("a", "b", weight=1.0)
+    g.add_edge("b", "a", weight=1.0)
+    with pytest.raises(ValidationError):
+        compute_hierarchy(g)
+
+
+def test_motif_counts_hand_computed() -> None:
+    g = nx.DiGraph([("a", "b"), ("b", "c"), ("a", "c"), ("d", "c"), ("c", "e")])
+    census = motif_census(g, n_random=5).set_index("motif")["count"]
+    # FFL {a,b,c}; chains {a,c,e},{b,c,e},{d,c,e}; convergence {a,d,c},{b,d,c}; divergence none
+    assert census["feed-forward loop"] == 1
+    assert census["chain"] == 3
+    assert census["convergence"] == 2
+    assert census["divergence"] == 0
+
+
+def test_motif_z_scores_detect_planted_feed_forward_loops() -> None:
+    g = nx.gnm_random_graph(40, 60, seed=1, directed=True)
+    g = nx.DiGraph([(u, v) for u, v in g.edges() if u < v])  # feed-forward
+    for i in range(0, 36, 4):
+        g.add_edges_from([(i, i + 1), (i + 1, i + 2), (i, i + 2)])
+    out = motif_census(g, n_random=60, seed=0).set_index("motif")
+    assert out.loc["feed-forward loop", "rewired"] > 0.3
+    assert out.loc["feed-forward loop", "zScore"] > 2
+
+
+BIND = frame([
+    ("EMBED", "L0.H0", "v", 1.0), ("EMBED", "L1.H0", "q", 2.0), ("L0.H0", "L1.H0", "k", 2.0),
+    ("EMBED", "L1.H0", "v", 1.0), ("L1.H0", "LOGITS", "in", 3.0), ("EMBED", "LOGITS", "in", 1.0),
+    # L1.H1: q and k both from the embedding: no motif (one source); L1.H2 feeds nothing
+    ("EMBED", "L1.H1", "q", 2.0), ("EMBED", "L1.H1", "k", 2.0), ("L1.H1", "LOGITS", "in", 1.0),
+    ("EMBED", "L1.H2", "q", 2.0), ("L0.H0", "L1.H2", "k", 2.0),
+])
+
+
+def test_binding_finds_the_built_motif() -> None:
+    out = find_binding(edges_to_graph(BIND))
+    assert out["head"].tolist() == ["h/L1.H0"]
+    row = out.iloc[0]
+    assert (row["sourceA"], row["channelA"], row["sourceB"], row["channelB"]) == ("h/L0.H0", "k", "h/EMBED", "q")
+    assert row["readers"] == ["h/LOGITS"] and row["vSources"] == ["h/EMBED"]
+    assert row["score"] == pytest.approx(0.4 * 0.4 * 0.6)
+    assert find_binding(edges_to_graph(BIND), min_share=0.5).empty
+
+
+def test_criteria_cypher_is_parameterised() -> None:
+    text, params = ComponentCriteria.parse("kind=Head,layer=1|2").cypher("n")
+    assert "$" in text and params == {"cKind": "Head", "cLayer": [1, 2]}
+    with pytest.raises(ValidationError):
+        ComponentCriteria.parse("colour=red")
+    assert math.isfinite(1.0)
