@@ -180,6 +180,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from queries.compare import compare_runs
+    from queries.export import select_graph, to_html_side_by_side, to_png_side_by_side
+
+    with _connect(args) as store:
+        out = compare_runs(store, args.run_a, args.run_b, top=args.top)
+        if args.png or args.html:
+            ga, gb = select_graph(store, args.run_a, top=args.top), select_graph(store, args.run_b, top=args.top)
+    fig = out["figures"]
+    if args.png:
+        print(f"wrote {to_png_side_by_side(ga, gb, Path(args.png), (args.run_a, args.run_b))}", file=sys.stderr)
+    if args.html:
+        print(f"wrote {to_html_side_by_side(ga, gb, Path(args.html), (args.run_a, args.run_b))}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**fig, "changes": out["changes"].head(args.top).to_dict("records")}, default=_jsonable))
+        return 0
+    print(f"{args.run_a} ({fig['modelA']}) vs {args.run_b} ({fig['modelB']})" + (" — components aligned by depth and roles" if fig["aligned"] else ""))
+    print(f"  shared edges {fig['nShared']} of {fig['nEdgesA']} / {fig['nEdgesB']}; Spearman of shared scores {fig['spearman']:.3f}")
+    print(f"  weighted Jaccard of the top {fig['top']} edges {fig['weightedJaccard']:.3f}; gained {len(fig['gained'])}, lost {len(fig['lost'])}")
+    print("\nlargest changes:")
+    _print_frame(out["changes"].head(10), "table")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from queries.export import import_csv
 
@@ -481,6 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--circuit", help="only the edges of this saved circuit")
     s.add_argument("--paths", type=int, metavar="K", help="only the edges of the K strongest pathways")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("compare", parents=[common], help="compare two connectomes (checkpoints, tasks, methods, models)", formatter_class=fmt)
+    s.add_argument("run_a")
+    s.add_argument("run_b")
+    s.add_argument("--top", type=int, default=50, help="top-N edges for the weighted Jaccard and the drawings")
+    s.add_argument("--png", help="write a side-by-side drawing here")
+    s.add_argument("--html", help="write a side-by-side page here (two pages beside it)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt)
     s.add_argument("--csv", required=True, help="folder with nodes.csv and relationships.csv")

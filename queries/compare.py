@@ -76,9 +76,10 @@ def compare_edges(a: pd.DataFrame, b: pd.DataFrame, top: int = 50, rename_a: dic
 
 
 def _features(comps: pd.DataFrame) -> pd.DataFrame:
-    layers = comps["layer"].astype(float)
-    depth = (layers.max() + 1) if len(layers) else 1.0
-    feats = pd.DataFrame({"depth": (layers + 1) / (depth + 1)}, index=comps["componentId"].to_numpy())
+    """Relative depth over the whole model, and role scores (0 where not probed), per component."""
+    layers = pd.to_numeric(comps["layer"], errors="coerce").fillna(-1.0).astype(float)
+    top = layers.max() + 1 if len(layers) else 1.0
+    feats = pd.DataFrame({"depth": ((layers + 1) / (top + 1)).to_numpy()}, index=comps["componentId"].to_numpy())
     for key in ROLE_KEYS:
         feats[key] = comps[key].astype(float).fillna(0.0).to_numpy() if key in comps.columns else 0.0
     return feats
@@ -91,9 +92,10 @@ def align_components(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     Returns ``componentId_a, componentId_b, kind, distance, score``.
     """
     rows = []
+    all_a, all_b = _features(a), _features(b)
     for kind in sorted(set(a["kind"]) & set(b["kind"])):
-        ca, cb = a[a["kind"] == kind], b[b["kind"] == kind]
-        fa, fb = _features(ca), _features(cb)
+        fa = all_a.loc[a.loc[a["kind"] == kind, "componentId"].to_numpy()]
+        fb = all_b.loc[b.loc[b["kind"] == kind, "componentId"].to_numpy()]
         cost = np.sqrt(((fa.to_numpy()[:, None, :] - fb.to_numpy()[None, :, :]) ** 2).sum(-1))
         ia, ib = linear_sum_assignment(cost)
         for i, j in zip(ia, ib):

@@ -27,6 +27,7 @@ from queries.fetch import fetch_components, fetch_edges, require_run
 from queries.graph import edges_to_graph
 
 __all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_csv", "to_png",
+           "draw", "to_png_side_by_side", "to_html_side_by_side",
            "import_csv", "export_run_html", "FORMATS"]
 
 KIND_COLOURS = {
@@ -230,13 +231,8 @@ def import_csv(store: Store, folder: Path) -> tuple[int, int]:
     return n_nodes, n_rels
 
 
-def to_png(graph: nx.MultiDiGraph, path: Path, title: str = "") -> Path:
-    """A static layered drawing (x = layer), edge width by |score|, colour by sign."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "") -> None:
+    """Draw a layered connectome on a matplotlib axis (x = layer, width by |score|, colour by sign)."""
     pos: dict[str, tuple[float, float]] = {}
     by_layer: dict[int, list[str]] = {}
     for n, a in graph.nodes(data=True):
@@ -252,7 +248,6 @@ def to_png(graph: nx.MultiDiGraph, path: Path, title: str = "") -> Path:
         else:
             simple.add_edge(u, v, score=d["score"])
     max_abs = max((abs(d["score"]) for *_, d in simple.edges(data=True)), default=1.0) or 1.0
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(by_layer)), max(4, 0.6 * max(len(m) for m in by_layer.values()))))
     nx.draw_networkx_edges(simple, pos, ax=ax, width=[0.3 + 4 * abs(d["score"]) / max_abs for *_, d in simple.edges(data=True)],
                            edge_color=["#d62728" if d["score"] < 0 else "#1f77b4" for *_, d in simple.edges(data=True)],
                            arrows=True, alpha=0.7, connectionstyle="arc3,rad=0.08")
@@ -261,10 +256,58 @@ def to_png(graph: nx.MultiDiGraph, path: Path, title: str = "") -> Path:
     nx.draw_networkx_labels(simple, pos, ax=ax, labels={n: n.rsplit("/", 1)[-1] for n in simple}, font_size=7)
     ax.set_title(title or str(graph.graph.get("runId", "")))
     ax.axis("off")
+
+
+def _figure(n_panels: int, graphs: list[nx.MultiDiGraph]) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = max(len({_layer(a) for _, a in g.nodes(data=True)}) for g in graphs)
+    rows = max(max((sum(1 for _, a in g.nodes(data=True) if _layer(a) == lay) for lay in {_layer(a) for _, a in g.nodes(data=True)}), default=1) for g in graphs)
+    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * max(6, 2.2 * layers), max(4, 0.6 * rows)), squeeze=False)
+    return fig, axes[0]
+
+
+def to_png(graph: nx.MultiDiGraph, path: Path, title: str = "") -> Path:
+    """A static layered drawing (x = layer), edge width by |score|, colour by sign."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax,) = _figure(1, [graph])
+    draw(graph, ax, title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def to_png_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, titles: tuple[str, str]) -> Path:
+    """Two connectomes drawn next to each other on one image (for ``atlas compare``)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = _figure(2, [a, b])
+    draw(a, axes[0], titles[0])
+    draw(b, axes[1], titles[1])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def to_html_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, titles: tuple[str, str]) -> Path:
+    """An offline page showing two connectome pages side by side (the two pages sit next to it)."""
+    path = Path(path)
+    left, right = path.with_name(path.stem + "-a.html"), path.with_name(path.stem + "-b.html")
+    to_html(a, left, titles[0])
+    to_html(b, right, titles[1])
+    frames = "".join(
+        f'<div style="flex:1"><h3>{html.escape(t)}</h3><iframe src="{html.escape(p.name)}" style="width:100%;height:880px;border:0"></iframe></div>'
+        for t, p in zip(titles, (left, right))
+    )
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(' vs '.join(titles))}</title></head>"
+                    f"<body style='font-family:sans-serif'><div style='display:flex;gap:8px'>{frames}</div></body></html>", encoding="utf-8")
+    return path
 
 
 FORMATS = {"html": to_html, "graphml": to_graphml, "gexf": to_gexf, "json": to_json, "png": to_png}

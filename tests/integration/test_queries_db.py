@@ -139,3 +139,29 @@ def test_exports_and_csv_round_trip(hand: Store, tmp_path: Path, tmp_path_factor
             assert labels == 2
     finally:
         stop_server(fresh_home)
+
+
+def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ingest.zoo import train_zoo_model
+    from queries.compare import compare_runs
+
+    # a home of its own: training there must not replace the zoo model other tests load
+    models_home = tmp_path / "models-home"
+    train_zoo_model("induction-2l", models_home / "zoo" / "induction-2l", steps=20, checkpoint_every=10)
+    for step in (10, 20):
+        run_ingest(hand, IngestConfig(model=f"induction-2l@{step}", method="eap", n_prompts=4), models_home, run_id=f"ck{step}", progress=False)
+    out = compare_runs(hand, "ck10", "ck20", top=10)
+    fig = out["figures"]
+    assert fig["modelA"] == "induction-2l/step-10" and not fig["aligned"] and fig["nShared"] == 81
+    assert 0 <= fig["weightedJaccard"] <= 1 and -1 <= fig["spearman"] <= 1
+    same = compare_runs(hand, "ck20", "ck20")["figures"]
+    assert same["weightedJaccard"] == 1.0 and same["spearman"] == pytest.approx(1.0)
+    # a different model (no MLPs vs MLPs): aligned by depth, stored as ALIGNED_WITH
+    assert compare_runs(hand, "hand", "ck20")["figures"]["aligned"]
+    n = hand.read("MATCH (:Component {modelId: 'h'})-[e:ALIGNED_WITH]->(:Component {modelId: 'induction-2l/step-20'}) RETURN count(e) AS n")["n"].iloc[0]
+    assert n == 4
+    assert main(["compare", "ck10", "ck20", "--png", str(tmp_path / "c.png"), "--html", str(tmp_path / "c.html"), "--home", str(embedded.home)]) == 0
+    assert "weighted Jaccard" in capsys.readouterr().out
+    assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "c-a.html").exists()
+    assert main(["ingest", "--model", "induction-2l@999", "--home", str(embedded.home)]) == 2
+    assert "no checkpoint step 999" in capsys.readouterr().err
