@@ -204,6 +204,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from atlas.store import Store
+    from ingest.evaluate import evaluate_model
+
+    settings = _settings(args)
+    with Store.connect(settings) as store:
+        out = evaluate_model(store, args.model, args.method, settings.home, n_prompts=args.prompts, steps=args.steps, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{out['model']} / {out['method']} on {out['task']} (run {out['runId']}):")
+    print(f"  ROC AUC vs ground truth {out['auc']:.3f} ({out['nTruth']} true of {out['nEdges']} scored edges)")
+    print(f"  Spearman vs exact patching {out['spearman']:.3f}")
+    if out["structuralExcluded"]:
+        print(f"  excluded (structural, no token corruption moves them): {', '.join(out['structuralExcluded'])}")
+    import pandas as pd
+
+    _print_frame(pd.DataFrame(out["truthRanks"]), "table")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from queries.export import import_csv
 
@@ -514,6 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--html", help="write a side-by-side page here (two pages beside it)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("evaluate", parents=[common], help="score a method against a zoo model's known circuit", formatter_class=fmt)
+    s.add_argument("--model", required=True, help="zoo model")
+    s.add_argument("--method", default="eap-ig", choices=["eap-ig", "eap-ig-act", "eap", "patching"])
+    s.add_argument("--prompts", type=int, default=16)
+    s.add_argument("--steps", type=int, default=5)
+    s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt)
     s.add_argument("--csv", required=True, help="folder with nodes.csv and relationships.csv")

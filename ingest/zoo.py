@@ -202,6 +202,9 @@ ZOO: dict[str, ZooEntry] = {
         config=_induction_config,
         train=_train_induction,
         default_steps=800,
+        # Evaluation reaches both sides of the circuit: half the prompts corrupt the keys/values,
+        # half the queries. L0.H0's q/k read position only, which no token corruption moves.
+        extra={"evalTask": "induction-mixed", "structuralEdges": [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"]]},
     ),
 }
 

@@ -83,12 +83,15 @@ def fetch_edges(
         "AND ($kindPre IS NULL OR $kindPre IN labels(a)) AND ($kindPost IS NULL OR $kindPost IN labels(b)) "
         "RETURN a.componentId AS componentId_pre, b.componentId AS componentId_post, "
         "[l IN labels(a) WHERE l <> 'Component'][0] AS kind_pre, [l IN labels(b) WHERE l <> 'Component'][0] AS kind_post, "
-        f"a.layer AS layer_pre, b.layer AS layer_post, e.channel AS channel, e.{score} AS score "
-        f"ORDER BY abs(e.{score}) DESC" + (" LIMIT $top" if top is not None else ""),
+        f"a.layer AS layer_pre, b.layer AS layer_post, e.channel AS channel, e.{score} AS score"
+        # ORDER BY only with LIMIT: sorting a whole 1M-edge run in the server blows its query heap budget
+        + (f" ORDER BY abs(e.{score}) DESC LIMIT $top" if top is not None else ""),
         {"runId": run_id, "minWeight": float(min_weight), "kindPre": kind_pre, "kindPost": kind_post, "top": top},
     )
     if df.empty:
         return pd.DataFrame(columns=_EDGE_COLUMNS)
+    if top is None:
+        df = df.reindex(df["score"].abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)
     return df
 
 

@@ -18,14 +18,16 @@ import math
 from collections.abc import Sequence
 
 import networkx as nx
+import numpy as np
 import pandas as pd
 
 from atlas.errors import NoPath, ValidationError
 from atlas.store import Store
+from atlas.schema import KIND_LABEL
 from queries.criteria import ComponentCriteria
-from queries.graph import collapse, fetch_graph
+from queries.graph import collapse
 
-__all__ = ["top_paths", "fetch_paths", "fetch_shortest_paths", "fetch_all_paths", "PATH_COLUMNS"]
+__all__ = ["top_paths", "top_paths_frame", "fetch_paths", "fetch_shortest_paths", "fetch_all_paths", "PATH_COLUMNS"]
 
 PATH_COLUMNS = ["rank", "strength", "length", "path", "nodes", "shares", "scores", "channels"]
 _SRC, _DST = "__source__", "__sink__"
@@ -72,6 +74,13 @@ def top_paths(
         g = _split(graph, min_weight)
     else:
         g = collapse(graph, min_weight) if isinstance(graph, nx.MultiDiGraph) else graph.copy()
+    return _search(g, sources, targets, k, through, max_length, max_candidates)
+
+
+def _search(g: nx.DiGraph, sources: ComponentCriteria | None, targets: ComponentCriteria | None, k: int,
+            through: Sequence[ComponentCriteria], max_length: int | None, max_candidates: int) -> pd.DataFrame:
+    """Yen's k shortest simple paths on ``cost`` over a prepared graph (``share``/``cost``/``score``/
+    ``channels`` on edges; virtual channel nodes allowed)."""
     src = _ends(g, sources, "Embed", "source")
     dst = _ends(g, targets, "Logit", "target")
     for s in src:
@@ -141,6 +150,128 @@ def _hops(g: nx.DiGraph, chain: list[str]) -> list[dict]:
     return data
 
 
+_CHANNEL_BIT = {"q": 1, "k": 2, "v": 4, "in": 8}
+
+
+def _graph_from_shares(frame: pd.DataFrame, split_channels: bool) -> nx.DiGraph:
+    """A search graph from rows that carry their full-graph ``share`` (see :func:`top_paths_frame`)."""
+    from queries.graph import _kind_and_layer
+
+    g = nx.DiGraph()
+    for cid in pd.unique(pd.concat([frame["componentId_pre"], frame["componentId_post"]])):
+        kind, layer = _kind_and_layer(cid)
+        g.add_node(cid, kind=kind, layer=layer)
+    cost = -np.log(frame["share"].to_numpy())
+    if split_channels:
+        for (a, b, ch, sc, sh), c in zip(frame[["componentId_pre", "componentId_post", "channel", "score", "share"]].itertuples(index=False), cost):
+            via = f"{b}#{ch}"
+            if via not in g:
+                g.add_node(via, virtual=True)
+                g.add_edge(via, b, cost=0.0, virtual=True)
+            g.add_edge(a, via, share=sh, cost=c, score=sc, channels=[ch])
+        return g
+    # channels as a bitmask summed per pair (a pair never repeats a channel): vectorised, unlike a list agg
+    bits = frame["channel"].map(_CHANNEL_BIT).fillna(0).astype(np.int64)
+    merged = frame.assign(cost=cost, bits=bits.to_numpy()).groupby(["componentId_pre", "componentId_post"], sort=False).agg(
+        share=("share", "first"), cost=("cost", "first"), score=("score", "sum"), bits=("bits", "sum"))
+    for (a, b), sh, c, sc, bt in zip(merged.index, merged["share"], merged["cost"], merged["score"], merged["bits"]):
+        g.add_edge(a, b, share=sh, cost=c, score=sc, channels=[ch for ch, bit in _CHANNEL_BIT.items() if bt & bit])
+    return g
+
+
+def top_paths_frame(
+    edges: pd.DataFrame,
+    *,
+    sources: ComponentCriteria | None = None,
+    targets: ComponentCriteria | None = None,
+    k: int = 10,
+    min_weight: float = 0.0,
+    through: Sequence[ComponentCriteria] = (),
+    max_length: int | None = None,
+    split_channels: bool = False,
+    probe_inputs: int = 3,
+    max_candidates: int = 100_000,
+) -> pd.DataFrame:
+    """:func:`top_paths` over an edge frame, exact and fast on large runs.
+
+    Every hop of a path is at least as strong as the whole path (a share is at most 1), so:
+      1. shares are computed vectorised over the whole run;
+      2. the search first runs on the ``probe_inputs`` strongest inputs of every component, keeping
+         the full-run shares; those paths exist in the run, so their k-th strength ``L`` is a lower
+         bound on the true k-th strength;
+      3. no edge with share < ``L`` lies on a true top-k path, so the exact search runs on the edges
+         with share >= ``L`` only (on all edges when the probe found fewer than k paths).
+    """
+    if k < 1:
+        raise ValidationError(f"k must be at least 1, got {k}")
+    df = edges[["componentId_pre", "componentId_post", "channel", "score"]]
+    df = df[df["score"].abs() >= min_weight]
+    if df.empty:
+        raise NoPath(f"no edges with |score| >= {min_weight}")
+    weight = df["score"].abs()
+    total = weight.groupby(df["componentId_post"]).transform("sum")
+    if split_channels:
+        share = weight / total
+    else:
+        share = weight.groupby([df["componentId_pre"], df["componentId_post"]]).transform("sum") / total
+    df = df.assign(share=share.to_numpy())
+    df = df[df["share"] > 0]
+    args = (sources, targets, k, tuple(through), max_length, max_candidates)
+    # rank distinct (pre, post) inputs: merged, every channel row of a pair carries the pair's share
+    pairs = df.drop_duplicates(["componentId_pre", "componentId_post"]) if not split_channels else df
+    pair_rank = pairs.groupby("componentId_post")["share"].rank(method="first", ascending=False)
+    if split_channels:
+        rank = pair_rank
+    else:
+        top_pairs = pairs.loc[pair_rank <= probe_inputs, ["componentId_pre", "componentId_post"]]
+        rank = pd.Series(np.where(df.set_index(["componentId_pre", "componentId_post"]).index.isin(
+            pd.MultiIndex.from_frame(top_pairs)), 1, probe_inputs + 1), index=df.index)
+    bound = 0.0
+    try:
+        found = _search(_graph_from_shares(df[rank <= probe_inputs], split_channels), *args)
+        if len(found) == k:
+            bound = float(found["strength"].iloc[-1])
+    except NoPath:
+        pass
+    keep = df
+    if bound > 0:
+        potential = _potential(df, sources or ComponentCriteria(kind="Embed"), targets or ComponentCriteria(kind="Logit"))
+        keep = df[(potential if potential is not None else df["share"].to_numpy()) >= bound * (1 - 1e-9)]
+    return _search(_graph_from_shares(keep, split_channels), *args)
+
+
+def _potential(df: pd.DataFrame, sources: ComponentCriteria, targets: ComponentCriteria) -> np.ndarray | None:
+    """For each edge u->v, the strength of the strongest source-to-target path through it:
+    best_in(u) * share * best_out(v), by dynamic programming in forward-pass order (stages read from
+    the ids). None when some edge does not run forward in that order (then no pruning is safe)."""
+    from atlas.ids import parse_component_id
+    from atlas.schema import ComponentKind
+
+    codes, names = pd.factorize(pd.concat([df["componentId_pre"], df["componentId_post"]], ignore_index=True))
+    pre, post = codes[: len(df)], codes[len(df):]
+    refs = [parse_component_id(n) for n in names]
+    stage_of = {ComponentKind.EMBED: lambda r: -1, ComponentKind.HEAD: lambda r: 2 * r.layer,
+                ComponentKind.MLP: lambda r: 2 * r.layer + 1, ComponentKind.NEURON: lambda r: 2 * r.layer + 1,
+                ComponentKind.FEATURE: lambda r: 2 * r.layer + 1, ComponentKind.LOGITS: lambda r: 1 << 30}
+    stage = np.array([stage_of[r.kind](r) for r in refs])
+    if not (stage[pre] < stage[post]).all():
+        return None
+    share = df["share"].to_numpy()
+    attrs = [{"componentId": n, "kind": KIND_LABEL[r.kind], "layer": r.layer, "head": r.head} for n, r in zip(names, refs)]
+    best_in = np.zeros(len(names))
+    best_in[[sources.matches(a) for a in attrs]] = 1.0
+    best_out = np.zeros(len(names))
+    best_out[[targets.matches(a) for a in attrs]] = 1.0
+    post_stage, pre_stage = stage[post], stage[pre]
+    for s_ in np.unique(post_stage):
+        m = post_stage == s_
+        np.maximum.at(best_in, post[m], best_in[pre[m]] * share[m])
+    for s_ in np.unique(pre_stage)[::-1]:
+        m = pre_stage == s_
+        np.maximum.at(best_out, pre[m], share[m] * best_out[post[m]])
+    return best_in[pre] * share * best_out[post]
+
+
 def fetch_paths(
     store: Store,
     run_id: str,
@@ -153,10 +284,12 @@ def fetch_paths(
     max_length: int | None = None,
     split_channels: bool = False,
 ) -> pd.DataFrame:
-    """``top_paths`` over a stored run (fetched with ``|score| >= min_weight``)."""
-    graph = fetch_graph(store, run_id, min_weight=min_weight)
-    return top_paths(graph, sources=sources, targets=targets, k=top, through=through, max_length=max_length,
-                     split_channels=split_channels)
+    """The strongest paths of a stored run (edges with ``|score| >= min_weight``), via :func:`top_paths_frame`."""
+    from queries.fetch import fetch_edges
+
+    edges = fetch_edges(store, run_id, min_weight=min_weight)
+    return top_paths_frame(edges, sources=sources, targets=targets, k=top, through=through, max_length=max_length,
+                           split_channels=split_channels)
 
 
 def fetch_shortest_paths(store: Store, run_id: str, source: str, target: str, *, min_weight: float = 0.0, max_length: int = 6) -> pd.DataFrame:

@@ -110,3 +110,12 @@ def test_cli_verify_lesion_json(embedded: StoreSettings, ig_run: str, capsys: py
     assert out["top"] == 5 and "spearman" in out
     assert main(["verify", "--run", "nope", "--home", str(embedded.home)]) == 2
     assert "no run" in capsys.readouterr().err
+
+
+def test_evaluate_reports_auc_and_spearman(embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--model", "induction-2l", "--method", "eap-ig", "--prompts", "8", "--json", "--quiet", "--home", str(embedded.home)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"auc", "spearman", "truthRanks"} <= set(out)
+    assert out["auc"] >= 0.95  # the known circuit ranks above the rest (DESIGN.md section 8 target)
+    assert out["nTruth"] == len(out["truthRanks"]) == 1 + 4 * 4
+    assert main(["evaluate", "--model", "gpt2", "--home", str(embedded.home)]) == 2

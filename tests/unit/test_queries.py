@@ -156,3 +156,28 @@ def test_criteria_cypher_is_parameterised() -> None:
     with pytest.raises(ValidationError):
         ComponentCriteria.parse("colour=red")
     assert math.isfinite(1.0)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_pruned_frame_search_equals_the_plain_search(split: bool) -> None:
+    """On a random layered run the pruned search returns exactly the plain search's paths."""
+    import numpy as np
+
+    from queries.paths import top_paths_frame
+
+    rng = np.random.default_rng(0)
+    rows = []
+    senders = ["EMBED"] + [f"L{l}.H{h}" for l in range(4) for h in range(4)]
+    for l in range(4):
+        for h in range(4):
+            for s in senders[: 1 + 4 * l]:
+                for ch in "qkv":
+                    rows.append((s, f"L{l}.H{h}", ch, float(rng.standard_cauchy())))
+    rows += [(s, "LOGITS", "in", float(rng.standard_cauchy())) for s in senders]
+    edges = frame(rows, "r")
+    plain = top_paths(edges_to_graph(edges), k=10, split_channels=split)
+    fast = top_paths_frame(edges, k=10, split_channels=split)
+    assert fast["path"].tolist() == plain["path"].tolist()
+    assert fast["strength"].to_numpy() == pytest.approx(plain["strength"].to_numpy())
+    through = [ComponentCriteria.parse("L2.*")]
+    assert top_paths_frame(edges, k=3, through=through)["path"].tolist() == top_paths(edges_to_graph(edges), k=3, through=through)["path"].tolist()

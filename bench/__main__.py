@@ -1,0 +1,239 @@
+"""Run the benchmarks: ``python -m bench [--smoke] [--only NAME ...] [--home DIR]``.
+
+- ``attribution``: EAP and EAP-IG(k) wall time against the bare passes they need (a forward pass
+  and a forward+backward to the activations, timed on the same model and batch): target <= 1.2x.
+- ``loading``: edges/s into the embedded database through the store over Bolt, against ArcadeDB's
+  own bulk path (``GraphBatch``, in-process) on the same edges: target >= 50k edges/s.
+- ``paths``: top-10 strongest paths over a synthetic 1M-edge run (target < 1 s), and the same
+  query through the database (fetch included).
+- ``demo``: ``atlas demo`` end to end in a fresh atlas home (target < 60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up: allocator, kernels, caches
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n## {title}")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    sys.stdout.flush()
+
+
+# -- attribution -------------------------------------------------------------------------------
+def bench_attribution(smoke: bool) -> None:
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from ingest.graph import build_graph
+    from ingest.methods import MethodConfig, compute_eap, compute_eap_ig
+    from ingest.models import load_model
+    from ingest.tasks import InductionTask
+
+    torch.set_num_threads(2)
+    models: list[tuple[str, Any]] = []
+    if smoke:
+        cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=32, d_head=8, n_heads=4, d_vocab=50, d_mlp=64, act_fn="gelu", normalization_type="LN")
+        models.append(("tiny (2L x 4H, d32)", HookedTransformer(cfg)))
+    else:
+        models.append(("induction-2l", load_model("induction-2l", Path(tempfile.mkdtemp())).model))
+        cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_ctx=1024, d_head=64, n_heads=12, d_vocab=50257, d_mlp=3072,
+                                      act_fn="gelu_new", normalization_type="LN", seed=0)
+        models.append(("GPT-2-small shape (random)", HookedTransformer(cfg)))
+    repeats = 1 if smoke else 3
+    k = 5
+    rows = []
+    for name, model in models:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        task = InductionTask(half=8)
+        batch = task.make_batch(model, 8, 0)
+        graph = build_graph(model, "bench")
+
+        def forward() -> None:
+            with torch.no_grad():
+                model(batch.clean)
+
+        def forward_backward() -> None:
+            emb = model.embed(batch.clean).detach().requires_grad_(True)
+            logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb)])
+            task.metric(logits, batch).mean().backward()
+
+        t_f = _time(forward, repeats)
+        t_fb = _time(forward_backward, repeats)
+        t_eap = _time(lambda: compute_eap(model, graph, task, batch), repeats)
+        t_ig = _time(lambda: compute_eap_ig(model, graph, task, batch, MethodConfig(steps=k)), repeats)
+        n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
+        rows.append({"model": name, "edges": n_edges, "forward s": t_f, "fwd+bwd s": t_fb,
+                     "EAP s": t_eap, "EAP / (2f + fb)": t_eap / (2 * t_f + t_fb),
+                     f"EAP-IG({k}) s": t_ig, f"EAP-IG / (2f + {k}fb)": t_ig / (2 * t_f + k * t_fb)})
+    _table("attribution cost (8 prompts x 16 tokens, 2 threads; target ratio <= 1.2)", rows)
+
+
+# -- loading -----------------------------------------------------------------------------------
+def _synthetic_edges(n: int, model: str = "synthetic", seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A head-level run of a wide model shape with about ``n`` edges (heavy-tailed scores)."""
+    from atlas.ids import component_id
+
+    rng = np.random.default_rng(seed)
+    layers = 4
+    while True:  # grow the model until its complete head graph has >= n edges
+        heads = max(4, int(np.sqrt(n / (1.5 * layers * layers))) + 1)
+        senders = 1 + layers * heads
+        total = sum(3 * heads * (1 + l * heads) for l in range(layers)) + senders
+        if total >= n:
+            break
+        layers += 4
+    send = ["EMBED"] + [f"L{l}.H{h}" for l in range(layers) for h in range(heads)]
+    # the logits' inputs first, so that cutting to n edges keeps every path's end
+    pre, post, chan = list(send), ["LOGITS"] * len(send), ["in"] * len(send)
+    for l in range(layers):
+        vis = send[: 1 + l * heads]
+        for h in range(heads):
+            for ch in "qkv":
+                pre += vis
+                post += [f"L{l}.H{h}"] * len(vis)
+                chan += [ch] * len(vis)
+    edges = pd.DataFrame({"componentId_pre": [f"{model}/{c}" for c in pre], "componentId_post": [f"{model}/{c}" for c in post],
+                          "channel": chan, "score": rng.standard_cauchy(len(pre)) * 0.01}).head(n)
+    nodes = [{"componentId": component_id(model, "embed"), "kind": "embed", "modelId": model, "layer": -1, "head": None}]
+    nodes += [{"componentId": component_id(model, "head", layer=l, head=h), "kind": "head", "modelId": model, "layer": l, "head": h}
+              for l in range(layers) for h in range(heads)]
+    nodes += [{"componentId": component_id(model, "logits"), "kind": "logits", "modelId": model, "layer": layers, "head": None}]
+    return edges, pd.DataFrame(nodes)
+
+
+def _native_rate(edges: pd.DataFrame, nodes: pd.DataFrame, workdir: Path) -> float:
+    """ArcadeDB's own bulk path: GraphBatch in-process (no Bolt, no Cypher), same vertices and edges."""
+    import arcadedb_embedded as adb
+
+    db = adb.create_database(str(workdir / "native"))
+    try:
+        db.schema.create_vertex_type("Component")
+        db.schema.create_edge_type("ATTRIBUTION")
+        with db.graph_batch(batch_size=50_000) as gb:
+            rids = gb.create_vertices("Component", [{"componentId": c} for c in nodes["componentId"]])
+        rid = dict(zip(nodes["componentId"], rids))
+        src = [rid[c] for c in edges["componentId_pre"]]
+        dst = [rid[c] for c in edges["componentId_post"]]
+        props = [{"runId": "native", "channel": c, "score": float(s)} for c, s in zip(edges["channel"], edges["score"])]
+        t0 = time.perf_counter()
+        with db.graph_batch(batch_size=50_000) as gb:
+            gb.new_edges(src, "ATTRIBUTION", dst, properties=props)
+        return len(edges) / (time.perf_counter() - t0)
+    finally:
+        db.close()
+
+
+def bench_loading(smoke: bool, home: Path) -> None:
+    from atlas.config import resolve_store_settings
+    from atlas.schema import RunStatus
+    from atlas.store import Store
+
+    sizes = [2_000] if smoke else [10_000, 100_000, 1_000_000]
+    rows = []
+    with Store.connect(resolve_store_settings(home=home)) as store:
+        store.ensure_schema()
+        for n in sizes:
+            edges, nodes = _synthetic_edges(n, model=f"synthetic-{n}")
+            store.write_model({"modelId": f"synthetic-{n}"})
+            store.write_components(nodes)
+            run_id = f"bench-load-{n}"
+            store.delete_run_edges(run_id)
+            store.begin_run({"runId": run_id, "modelId": f"synthetic-{n}"})
+            t0 = time.perf_counter()
+            store.write_edges(edges, run_id)
+            ours = n / (time.perf_counter() - t0)
+            store.set_run_status(run_id, RunStatus.COMPLETE, {"nEdges": n})
+            with tempfile.TemporaryDirectory() as tmp:
+                native = _native_rate(edges, nodes, Path(tmp))
+            rows.append({"edges": n, "atlas over Bolt (edges/s)": ours, "ArcadeDB GraphBatch in-process (edges/s)": native,
+                         "atlas / native": ours / native})
+    _table("loading into the embedded store (target >= 50k edges/s)", rows)
+
+
+# -- paths -------------------------------------------------------------------------------------
+def bench_paths(smoke: bool, home: Path) -> None:
+    from atlas.config import resolve_store_settings
+    from atlas.store import Store
+    from queries.paths import fetch_paths, top_paths_frame
+
+    n = 5_000 if smoke else 1_000_000
+    edges, _ = _synthetic_edges(n, model=f"synthetic-{n}")
+    repeats = 1 if smoke else 3
+    t_mem = _time(lambda: top_paths_frame(edges, k=10), repeats)
+    t_split = _time(lambda: top_paths_frame(edges, k=10, split_channels=True), repeats)
+    row: dict[str, Any] = {"edges": len(edges), "top-10 in memory s": t_mem, "top-10, channels split s": t_split}
+    with Store.connect(resolve_store_settings(home=home)) as store:
+        run_id = f"bench-load-{n}"
+        if store.get_run(run_id) is not None:
+            row["fetch + top-10 from the database s"] = _time(lambda: fetch_paths(store, run_id, top=10), 1)
+    _table("pathways (target: top-10 over 1M edges < 1 s)", [row])
+
+
+# -- demo --------------------------------------------------------------------------------------
+def bench_demo(smoke: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "ATLAS_HOME": str(Path(tmp) / ".atlas")}
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "atlas.cli", "demo", "--quiet", "--prompts", "4" if smoke else "16"],
+                              cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        subprocess.run([sys.executable, "-m", "atlas.cli", "db", "stop"], cwd=tmp, env=env, capture_output=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"demo failed: {proc.stderr[-500:]}")
+    _table("atlas demo end to end, fresh atlas home (target < 60 s)", [{"wall s": wall}])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite runs this)")
+    p.add_argument("--only", action="append", choices=["attribution", "loading", "paths", "demo"])
+    p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
+    a = p.parse_args(argv)
+    only = set(a.only or ["attribution", "loading", "paths", "demo"])
+    tmp = None
+    home = Path(a.home) if a.home else Path(tmp := tempfile.mkdtemp(prefix="atlas-bench-"))
+    try:
+        if "attribution" in only:
+            bench_attribution(a.smoke)
+        if "loading" in only:
+            bench_loading(a.smoke, home)
+        if "paths" in only:
+            bench_paths(a.smoke, home)
+        if "demo" in only:
+            bench_demo(a.smoke)
+    finally:
+        if tmp is not None:
+            from atlas.server import stop_server
+
+            stop_server(home)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
