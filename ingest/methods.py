@@ -111,8 +111,34 @@ def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float
 def _layer_norm_vjp(ln: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
     """``d(ln(x_copy)) / d(x_copy)`` applied to ``cotangent`` for per-head copies of ``x``.
 
-    ``x`` is ``[b, p, d]``, ``cotangent`` ``[b, p, n, d]``: one cotangent per head copy.
+    ``x`` is ``[b, p, d]``, ``cotangent`` ``[b, p, n, d]``: one cotangent per head copy. Closed forms
+    for TransformerLens's norms (the statistics of ``x`` are shared by every copy, so they are
+    computed once), with ``g = cotangent * w`` (``w = 1`` for the ``Pre`` variants):
+      - LayerNorm: ``(g - mean(g) - xhat * mean(g * xhat)) / sigma``, ``xhat = (x - mean x) / sigma``;
+      - RMSNorm: ``(g - xhat * mean(g * xhat)) / rms``, ``xhat = x / rms``;
+      - identity: ``g``.
+    Any other norm falls back to autograd on the expanded copies (tested equal).
     """
+    from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
+
+    x = x.detach()
+    if isinstance(ln, torch.nn.Identity):
+        return cotangent
+    if type(ln) in (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre):
+        centre = type(ln) in (LayerNorm, LayerNormPre)
+        xc = x - x.mean(-1, keepdim=True) if centre else x
+        scale = (xc.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
+        xhat = (xc / scale)[:, :, None, :]
+        g = cotangent * ln.w if hasattr(ln, "w") else cotangent
+        out = g - xhat * (g * xhat).mean(-1, keepdim=True)
+        if centre:
+            out = out - g.mean(-1, keepdim=True)
+        return out / scale[:, :, None, :]
+    return _layer_norm_vjp_autograd(ln, x, cotangent)
+
+
+def _layer_norm_vjp_autograd(ln: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+    """The generic path of :func:`_layer_norm_vjp`: autograd through ``ln`` on per-head copies."""
     with torch.enable_grad():
         xc = x.detach()[:, :, None, :].expand_as(cotangent).clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(ln(xc), xc, grad_outputs=cotangent)
@@ -126,11 +152,13 @@ def _receiver_grads(
     batch: PromptBatch,
     embed: torch.Tensor,
     extra_hooks: list[tuple[str, Any]] | None = None,
-) -> dict[str, torch.Tensor]:
+    capture_senders: bool = False,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """One forward+backward from the token embedding ``embed``; gradients at every receiver input.
 
-    Returns a map from group key to ``[b, p, n_receivers_in_group, d_model]``: ``"L{l}.attn"`` holds
-    q, k, v of every head of layer ``l`` (channel-major), ``"L{l}.mlp"`` one MLP, ``"logits"`` one.
+    Returns a map from group key to ``[b, p, n_receivers_in_group, d_model]`` (``"L{l}.attn"`` holds
+    q, k, v of every head of layer ``l``, channel-major; ``"L{l}.mlp"`` one MLP; ``"logits"`` one)
+    and, with ``capture_senders``, the senders' outputs in this pass (as :func:`sender_outputs`).
     """
     store: dict[str, torch.Tensor] = {}
     embed_leaf = embed.detach().clone().requires_grad_(True)
@@ -155,9 +183,24 @@ def _receiver_grads(
         if graph.has_mlp:
             hooks.append((f"blocks.{layer}.hook_mlp_in", keep(f"mlp{layer}", True)))
     hooks.append((f"blocks.{graph.n_layers - 1}.hook_resid_post", keep("final", True)))
+    if capture_senders:
+        for layer in range(graph.n_layers):
+            hooks.append((f"blocks.{layer}.attn.hook_z", keep(f"z{layer}", False)))
+            if graph.has_mlp:
+                hooks.append((f"blocks.{layer}.hook_mlp_out", keep(f"out{layer}", False)))
     with torch.enable_grad():
         logits = model.run_with_hooks(batch.clean, fwd_hooks=hooks)
         task.metric(logits, batch).mean().backward()
+    senders = None
+    if capture_senders:
+        with torch.no_grad():
+            # resid_pre of layer 0 is the embedding plus the positions in the residual (if any)
+            outs = [store["x0"].detach()]
+            for layer in range(graph.n_layers):
+                outs.extend(torch.einsum("bphe,hed->bphd", store[f"z{layer}"].detach(), model.blocks[layer].attn.W_O).unbind(dim=2))
+                if graph.has_mlp:
+                    outs.append(store[f"out{layer}"].detach())
+            senders = torch.stack(outs, dim=2)
 
     groups: dict[str, torch.Tensor] = {}
     for layer in range(graph.n_layers):
@@ -173,7 +216,7 @@ def _receiver_grads(
         if graph.has_mlp:
             groups[f"L{layer}.mlp"] = store[f"mlp{layer}"].grad[:, :, None, :]
     groups["logits"] = store["final"].grad[:, :, None, :]
-    return groups
+    return groups, senders
 
 
 def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
@@ -230,32 +273,42 @@ def _gradient_scores(
     for p in model.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        clean_out = sender_outputs(model, graph, batch.clean)
         corr_out = sender_outputs(model, graph, batch.corrupted)
-        delta = corr_out - clean_out  # [b, p, s, d]
         emb_clean = model.embed(batch.clean)
         emb_corr = model.embed(batch.corrupted)
     if progress:
-        progress(2)
+        progress(1)
     groups = _receiver_groups(graph)
-    score = np.full((len(graph.senders), len(graph.receivers)), np.nan)
-    acc = {key: torch.zeros(graph.n_visible(recv[0].read_stage), len(recv), dtype=delta.dtype) for key, recv in groups}
-    n = batch.n_prompts
     raw = _raw_sender_acts(model, graph, batch) if interpolate == "activations" else None
+    clean_out: torch.Tensor | None = None
+    grad_sum: dict[str, torch.Tensor] = {}
     with _mlp_in_hook(model):
         for alpha in alphas:
             embed = emb_corr + alpha * (emb_clean - emb_corr)
             extra = _interpolation_hooks(graph, raw, alpha) if raw is not None else None
-            grads = _receiver_grads(model, graph, task, batch, embed, extra)
-            for key, recv in groups:
-                k = acc[key].shape[0]
-                acc[key] += torch.einsum("bpsd,bprd->sr", delta[:, :, :k], grads[key]).detach() / len(alphas)
+            # over inputs, alpha = 1 is the clean run itself: take the clean sender outputs from it
+            capture = raw is None and alpha == 1.0
+            grads, senders = _receiver_grads(model, graph, task, batch, embed, extra, capture_senders=capture)
+            if senders is not None:
+                clean_out = senders
+            for key, _ in groups:
+                g = grads[key].detach()
+                grad_sum[key] = grad_sum[key] + g if key in grad_sum else g
             if progress:
                 progress(1)
+    if clean_out is None:
+        clean_out = sender_outputs(model, graph, batch.clean)
+    if progress:
+        progress(1)
+    delta = corr_out - clean_out  # [b, p, s, d]
+    # score = delta . mean gradient: one matrix product per receiver group on [sender, batch*pos*d]
+    delta_flat = delta.permute(2, 0, 1, 3).reshape(delta.shape[2], -1)
+    score = np.full((len(graph.senders), len(graph.receivers)), np.nan)
     for key, recv in groups:
-        k = acc[key].shape[0]
-        cols = [r.index for r in recv]
-        score[:k, cols] = acc[key].double().numpy()
+        k = graph.n_visible(recv[0].read_stage)
+        g = grad_sum[key] / len(alphas)
+        g_flat = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1)
+        score[:k, [r.index for r in recv]] = (delta_flat[:k] @ g_flat.T).double().numpy()
     return _edge_frame(graph, score)
 
 

@@ -235,3 +235,20 @@ def test_eap_ig_agrees_with_patching_on_the_induction_model(tmp_path) -> None:
     batch = task.make_batch(model, 16, 0)
     m = merged(compute_eap_ig(model, graph, task, batch, MethodConfig(steps=5)), compute_patching(model, graph, task, batch))
     assert spearmanr(m["s0"], m["s1"])[0] >= 0.8
+
+
+@pytest.mark.parametrize("norm", ["LN", "LNPre", "RMS", "RMSPre"])
+def test_closed_form_norm_vjp_equals_autograd(norm: str) -> None:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from ingest.methods import _layer_norm_vjp, _layer_norm_vjp_autograd
+
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=8, d_head=4, n_heads=2, d_vocab=10, attn_only=True, normalization_type=norm)
+    model = HookedTransformer(cfg)
+    ln = model.blocks[0].ln1
+    if hasattr(ln, "w"):
+        with torch.no_grad():
+            ln.w.copy_(torch.randn_like(ln.w))
+    x = torch.randn(3, 5, 16)
+    cot = torch.randn(3, 5, 6, 16)
+    torch.testing.assert_close(_layer_norm_vjp(ln, x, cot), _layer_norm_vjp_autograd(ln, x, cot), rtol=1e-4, atol=1e-5)
