@@ -229,9 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             bench_demo(a.smoke)
     finally:
         if tmp is not None:
+            import shutil
+
             from atlas.server import stop_server
 
             stop_server(home)
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

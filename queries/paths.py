@@ -285,9 +285,9 @@ def fetch_paths(
     split_channels: bool = False,
 ) -> pd.DataFrame:
     """The strongest paths of a stored run (edges with ``|score| >= min_weight``), via :func:`top_paths_frame`."""
-    from queries.fetch import fetch_edges
+    from queries.fetch import fetch_edge_columns
 
-    edges = fetch_edges(store, run_id, min_weight=min_weight)
+    edges = fetch_edge_columns(store, run_id, min_weight=min_weight)
     return top_paths_frame(edges, sources=sources, targets=targets, k=top, through=through, max_length=max_length,
                            split_channels=split_channels)
 
