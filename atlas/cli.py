@@ -225,6 +225,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_population(args: argparse.Namespace) -> int:
+    from atlas.store import Store
+    from ingest.studies import run_population
+
+    settings = _settings(args)
+    if args.store:
+        with Store.connect(settings) as store:
+            tables = run_population(store, args.model, settings.home, args.layer, args.debiased)
+    else:
+        tables = run_population(None, args.model, settings.home, args.layer, args.debiased)
+    if args.json:
+        print(json.dumps({k: v.to_dict("records") for k, v in tables.items()}, default=_jsonable))
+        return 0
+    where = f"layer {args.layer}" if args.layer is not None else "all layers"
+    print(f"components of {where} (linear CKA{' debiased' if args.debiased else ''}, SVCCA, RSA on the probe set):")
+    _print_frame(tables["components"], "table")
+    print("\nresidual stream between layers:")
+    _print_frame(tables["layers"], "table")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from queries.export import import_csv
 
@@ -544,6 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("population", parents=[common], help="population coding: RSA, CKA and CCA between components and layers", formatter_class=fmt)
+    s.add_argument("--model", required=True)
+    s.add_argument("--layer", type=int, help="components of this layer only (default: all)")
+    s.add_argument("--debiased", action="store_true", help="debiased HSIC form of CKA (use when features >> stimuli)")
+    s.add_argument("--store", action="store_true", help="store component pairs as SIMILAR_TO edges")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_population)
 
     s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt)
     s.add_argument("--csv", required=True, help="folder with nodes.csv and relationships.csv")

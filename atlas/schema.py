@@ -93,6 +93,8 @@ class RelType(StrEnum):
     MEMBER_OF = "MEMBER_OF"
     OF_MODEL = "OF_MODEL"
     ALIGNED_WITH = "ALIGNED_WITH"
+    SIMILAR_TO = "SIMILAR_TO"
+    """Representational similarity of two components on a probe set: ``{cka, cca, rsa, probe}``."""
     IN_RUN = "IN_RUN"
     """A component's place in one run's hierarchy: ``{level, module, minWeight}``."""
 

@@ -22,7 +22,7 @@ from atlas.schema import RelType, RunStatus
 from atlas.store import Store
 from ingest.jobs import IngestConfig, check_existing, make_progress, write_run
 
-__all__ = ["LesionConfig", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe"]
+__all__ = ["LesionConfig", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population"]
 
 Log = Callable[[str], None]
 
@@ -256,3 +256,30 @@ def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7) 
     store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())
     store.write_components(frame)
     return frame
+
+
+def run_population(store: Store | None, model: str, home: Path, layer: int | None = None, debiased: bool = False) -> dict[str, pd.DataFrame]:
+    """RSA / CKA / CCA tables on the probe set; with a store, the component pairs are (re)written as
+    ``(a)-[:SIMILAR_TO {cka, cca, rsa, probe}]->(b)``."""
+    from ingest.graph import build_graph
+    from ingest.models import load_model, model_properties
+    from ingest.population import population_tables, representations
+    from ingest.probes import PROBE_NAME
+
+    loaded = load_model(model, home, make_progress(True))
+    tables = population_tables(representations(loaded.model, loaded.model_id, layer), debiased=debiased)
+    if store is not None and not tables["components"].empty:
+        store.ensure_schema()
+        store.write_model(model_properties(loaded))
+        store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())
+        comps = tables["components"]
+        store.run(
+            f"MATCH (a:Component)-[e:{RelType.SIMILAR_TO.value}]->(b:Component) WHERE a.componentId IN $ids DELETE e",
+            {"ids": sorted(set(comps["a"]) | set(comps["b"]))}, write=True,
+        )
+        store.write_rows(
+            "UNWIND $rows AS r MATCH (a:Component {componentId: r.a}) MATCH (b:Component {componentId: r.b}) "
+            f"CREATE (a)-[:{RelType.SIMILAR_TO.value} {{cka: r.cka, cca: r.cca, rsa: r.rsa, probe: $probe}}]->(b)",
+            comps.to_dict("records"), params={"probe": PROBE_NAME},
+        )
+    return tables

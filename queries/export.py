@@ -203,7 +203,7 @@ def to_csv(graph: nx.MultiDiGraph, folder: Path, run_id: str | None = None) -> t
 def import_csv(store: Store, folder: Path) -> tuple[int, int]:
     """Load a :func:`to_csv` pair into ``store`` (components MERGEd, relationships created); returns counts."""
     from atlas.ids import parse_component_id
-    from atlas.schema import KIND_LABEL, RelType
+    from atlas.schema import RelType
 
     folder = Path(folder)
     try:
@@ -220,7 +220,7 @@ def import_csv(store: Store, folder: Path) -> tuple[int, int]:
         "layer": nodes["layer:int"].astype(int),
         "head": [int(h) if h else None for h in nodes["head:int"]],
     })
-    assert set(KIND_LABEL)  # labels come from the ids, not from the file's text
+    # kinds (and so labels) are read from the ids, never from the file's :LABEL text
     store.ensure_schema()
     n_nodes = store.write_components(frame)
     n_rels = 0

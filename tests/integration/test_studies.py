@@ -119,3 +119,14 @@ def test_evaluate_reports_auc_and_spearman(embedded: StoreSettings, capsys: pyte
     assert out["auc"] >= 0.95  # the known circuit ranks above the rest (DESIGN.md section 8 target)
     assert out["nTruth"] == len(out["truthRanks"]) == 1 + 4 * 4
     assert main(["evaluate", "--model", "gpt2", "--home", str(embedded.home)]) == 2
+
+
+def test_population_tables_and_similarity_edges(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["population", "--model", "induction-2l", "--layer", "1", "--store", "--json", "--home", str(embedded.home)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["components"]) == 6 and len(out["layers"]) == 1
+    n = _count(store, "MATCH (:Head)-[e:SIMILAR_TO]->(:Head) WHERE e.cka IS NOT NULL RETURN count(e) AS n")
+    assert n == 6
+    assert main(["population", "--model", "induction-2l", "--layer", "1", "--store", "--home", str(embedded.home)]) == 0
+    assert _count(store, "MATCH (:Head)-[e:SIMILAR_TO]->(:Head) RETURN count(e) AS n") == 6  # replaced, not duplicated
+    assert main(["population", "--model", "induction-2l", "--layer", "7", "--home", str(embedded.home)]) == 2
