@@ -26,7 +26,7 @@ from atlas.errors import RunConflict, ValidationError
 from atlas.schema import Method, RelType, RunStatus
 from atlas.store import Store
 
-__all__ = ["IngestConfig", "IngestResult", "run_ingest", "compute_run", "make_progress"]
+__all__ = ["IngestConfig", "IngestResult", "run_ingest", "compute_run", "make_progress", "resolve_task"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,18 @@ def make_progress(enabled: bool) -> Callable[[int, str], Any]:
     return factory
 
 
+def resolve_task(task: str, model: str) -> str:
+    """``default`` means the zoo model's own task (``NAME@STEP`` checkpoints included)."""
+    if task != "default":
+        return task
+    from ingest.zoo import ZOO
+
+    name = model.split("@", 1)[0]
+    if name not in ZOO:
+        raise ValidationError(f"--task default needs a zoo model ({', '.join(sorted(ZOO))}); {model!r} has no task of its own")
+    return ZOO[name].task
+
+
 def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
     """Load, build the task and compute the edges; no I/O to the store. Returns (loaded, nodes, edges)."""
     from ingest.graph import build_graph
@@ -94,7 +106,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
 
     config.validate()
     method = get_method(config.method)
-    task = get_task(config.task, config.metric)
+    task = get_task(resolve_task(config.task, config.model), config.metric)
     loaded = load_model(config.model, home, progress)
     graph = build_graph(loaded.model, loaded.model_id)
     batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
@@ -183,7 +195,10 @@ def run_ingest(
         RunConflict: ``run_id`` exists with a different configuration.
         ModelError, TaskError, ValidationError, StoreError: bad input or an unreachable store.
     """
+    from dataclasses import replace
+
     config.validate()
+    config = replace(config, task=resolve_task(config.task, config.model))  # 'default' and its name: one run
     t0 = time.perf_counter()
     bars = make_progress(progress)
     if run_id is not None:

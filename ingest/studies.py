@@ -37,7 +37,9 @@ def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, 
     from ingest.tasks import get_task
 
     loaded = load_model(model, home, make_progress(True))
-    task = get_task(task_name, metric)
+    from ingest.jobs import resolve_task
+
+    task = get_task(resolve_task(task_name, model), metric)
     graph = build_graph(loaded.model, loaded.model_id)
     batch = task.make_batch(loaded.model, n_prompts, seed)
     return loaded, graph, task, batch

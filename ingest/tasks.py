@@ -18,7 +18,7 @@ from jaxtyping import Bool, Float, Int
 
 from atlas.errors import TaskError
 
-__all__ = ["PromptBatch", "Task", "InductionTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric"]
+__all__ = ["PromptBatch", "Task", "InductionTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric"]
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,41 @@ class PromptFileTask:
         return _metric(self.metric_name)(logits, batch)
 
 
+@dataclass(frozen=True)
+class ModAddTask:
+    """``a b =`` -> ``(a + b) mod p`` for a model whose vocabulary is ``0..p-1`` plus ``=`` (token p).
+
+    Corrupted prompts are another random pair; the metric scores the clean answer at ``=``.
+    """
+
+    metric_name: str = "logit"
+    name: str = "modadd"
+    description: str = "a b = -> (a + b) mod p; corrupted = another random pair; metric on the answer at '='"
+
+    def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch:
+        if n_prompts < 1:
+            raise TaskError(f"--prompts must be at least 1, got {n_prompts}")
+        p = int(model.cfg.d_vocab) - 1
+        if p < 2 or model.cfg.n_ctx < 3:
+            raise TaskError("modadd needs a model with vocabulary p + 1 (the last token is '=') and context >= 3")
+        gen = torch.Generator().manual_seed(seed)
+        pairs = torch.randint(0, p, (n_prompts, 2), generator=gen)
+        other = torch.randint(0, p, (n_prompts, 2), generator=gen)
+        eq = torch.full((n_prompts, 1), p)
+        clean = torch.cat([pairs, eq], dim=1)
+        corrupted = torch.cat([other, eq], dim=1)
+        targets = torch.zeros_like(clean)
+        targets[:, -1] = pairs.sum(dim=1) % p
+        mask = torch.zeros_like(clean, dtype=torch.bool)
+        mask[:, -1] = True
+        return PromptBatch(clean, corrupted, targets, mask, {"p": p})
+
+    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return _metric(self.metric_name)(logits, batch)
+
+
 TASKS: dict[str, Callable[..., Task]] = {
+    "modadd": ModAddTask,
     "induction": InductionTask,
     "induction-query": lambda **kw: InductionTask(corrupt="second", name="induction-query", **kw),
     "induction-mixed": lambda **kw: InductionTask(corrupt="mixed", name="induction-mixed", **kw),

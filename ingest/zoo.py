@@ -51,6 +51,8 @@ class ZooEntry:
     train: Callable[..., dict[str, Any]]
     default_steps: int
     extra: dict[str, Any] = field(default_factory=dict)
+    truth: Callable[[Any], dict[str, Any]] | None = None
+    """Measures the trained model's roles and returns ``{"roles": ..., "groundTruth": {"edges": ...}}``."""
 
 
 # --- induction-2l -----------------------------------------------------------------------------
@@ -182,6 +184,11 @@ def head_role_scores(model: Any, seed: int = 7, n: int = 32, half: int = 16) -> 
     return out
 
 
+def _induction_truth(model: Any) -> dict[str, Any]:
+    roles = head_role_scores(model)
+    return {"roles": roles, "groundTruth": _induction_ground_truth(roles)}
+
+
 def _induction_ground_truth(roles: dict[str, dict[str, float]]) -> dict[str, Any]:
     induction = [k for k, v in roles.items() if k.startswith("L1.") and v["inductionScore"] >= 0.3]
     edges = [
@@ -205,8 +212,84 @@ ZOO: dict[str, ZooEntry] = {
         # Evaluation reaches both sides of the circuit: half the prompts corrupt the keys/values,
         # half the queries. L0.H0's q/k read position only, which no token corruption moves.
         extra={"evalTask": "induction-mixed", "structuralEdges": [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"]]},
+        truth=_induction_truth,
+    ),
+    "modadd-1l": ZooEntry(
+        name="modadd-1l",
+        description="1 layer with a ReLU MLP; 'a b =' -> (a + b) mod 23; heads move a and b, the MLP computes the sum",
+        task="modadd",
+        has_mlp=True,
+        ground_truth="embed -> movers (v: a, b); movers -> MLP; MLP -> logits; the MLP is necessary (lesion: chance)",
+        config=lambda: _modadd_config(),
+        train=lambda *a, **k: _train_modadd(*a, **k),
+        default_steps=1500,
+        truth=lambda m: _modadd_truth(m),
     ),
 }
+
+
+# --- modadd-1l -------------------------------------------------------------------------------
+MODADD_P = 23
+
+
+def _modadd_config() -> dict[str, Any]:
+    return {
+        "n_layers": 1, "d_model": 64, "n_ctx": 3, "d_head": 16, "n_heads": 4, "d_mlp": 256,
+        "d_vocab": MODADD_P + 1, "act_fn": "relu", "normalization_type": None,
+        "positional_embedding_type": "standard", "seed": 0,
+    }
+
+
+def modadd_data(p: int = MODADD_P) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ``[a, b, =]`` prompt (``=`` is token p) and its answer ``(a + b) mod p``."""
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    a, b = a.reshape(-1), b.reshape(-1)
+    tokens = torch.stack([a, b, torch.full_like(a, p)], dim=1)
+    return tokens, (a + b) % p
+
+
+def _train_modadd(model: Any, steps: int, progress: Callable[[int], None] | None = None, seed: int = 0,
+                  checkpoint_every: int = 0, on_checkpoint: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+    """Full-batch AdamW on all p^2 prompts (the task is to be *solved*, not to generalise)."""
+    tokens, answers = modadd_data()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+    last = float("nan")
+    for step in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(tokens)[:, -1], answers)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        last = float(loss.detach())
+        if progress:
+            progress(1)
+        if checkpoint_every and on_checkpoint and (step + 1) % checkpoint_every == 0:
+            on_checkpoint(step + 1, model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return {"finalLoss": last}
+
+
+@torch.no_grad()
+def modadd_accuracy(model: Any, lesion_mlp: bool = False) -> float:
+    """Accuracy on all prompts; with ``lesion_mlp`` the MLP's output is zeroed."""
+    tokens, answers = modadd_data()
+    hooks = [("blocks.0.hook_mlp_out", lambda act, hook: torch.zeros_like(act))] if lesion_mlp else []
+    logits = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
+    return float((logits.argmax(-1) == answers).float().mean())
+
+
+@torch.no_grad()
+def _modadd_truth(model: Any) -> dict[str, Any]:
+    tokens, _ = modadd_data()
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    pat = cache["blocks.0.attn.hook_pattern"][:, :, 2, :2]  # from '=' to a and b: [batch, head, 2]
+    roles = {f"L0.H{h}": {"attnToA": float(pat[:, h, 0].mean()), "attnToB": float(pat[:, h, 1].mean())} for h in range(model.cfg.n_heads)}
+    movers = [h for h, r in roles.items() if r["attnToA"] + r["attnToB"] >= 0.5]
+    edges = [["L0.MLP", "LOGITS", "in"]]
+    for h in movers:
+        edges += [["EMBED", h, "v"], [h, "L0.MLP", "in"]]
+    return {"roles": roles, "accuracy": modadd_accuracy(model), "accuracyMlpLesioned": modadd_accuracy(model, lesion_mlp=True),
+            "groundTruth": {"movers": movers, "edges": edges}}
 
 
 def zoo_entry(name: str) -> ZooEntry:
@@ -247,8 +330,8 @@ def train_zoo_model(name: str, out_dir: Path, steps: int | None = None, progress
         figures = entry.train(model, steps, progress, checkpoint_every=checkpoint_every, on_checkpoint=save_ckpt)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
-    roles = head_role_scores(model)
-    info = {"name": name, "steps": steps, **figures, "roles": roles, "groundTruth": _induction_ground_truth(roles)}
+    assert entry.truth is not None
+    info = {"name": name, "steps": steps, **figures, **entry.truth(model)}
     (out_dir / "config.json").write_text(json.dumps(entry.config(), indent=1))
     torch.save(model.state_dict(), out_dir / "model.pt")
     (out_dir / "info.json").write_text(json.dumps(info, indent=1))

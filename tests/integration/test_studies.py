@@ -119,6 +119,22 @@ def test_evaluate_reports_auc_and_spearman(embedded: StoreSettings, capsys: pyte
     assert out["auc"] >= 0.95  # the known circuit ranks above the rest (DESIGN.md section 8 target)
     assert out["nTruth"] == len(out["truthRanks"]) == 1 + 4 * 4
     assert main(["evaluate", "--model", "gpt2", "--home", str(embedded.home)]) == 2
+    capsys.readouterr()
+    # the zoo model with MLPs: its heads move a and b, its MLP computes the sum
+    assert main(["evaluate", "--model", "modadd-1l", "--method", "eap-ig", "--json", "--quiet", "--home", str(embedded.home)]) == 0
+    mod = json.loads(capsys.readouterr().out)
+    assert mod["task"] == "modadd" and mod["auc"] >= 0.95 and mod["spearman"] >= 0.8
+    assert mod["truthRanks"][0]["edge"] == "L0.MLP -> LOGITS [in]"
+
+
+def test_default_task_and_zoo_listing(embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", "--model", "modadd-1l", "--task", "default", "--prompts", "4", "--json", "--quiet", "--home", str(embedded.home)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert ":modadd:" in out["runId"] and out["nEdges"] == 23
+    assert main(["zoo", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["modadd-1l"]["hasMlp"] and not rows["induction-2l"]["hasMlp"]
+    assert main(["ingest", "--model", "tiny.pt", "--task", "default", "--home", str(embedded.home)]) == 2
 
 
 def test_population_tables_and_similarity_edges(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:

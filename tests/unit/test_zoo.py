@@ -54,3 +54,28 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     sb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
     assert a["finalLoss"] == b["finalLoss"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_shipped_modadd_model_needs_its_mlp(tmp_path: Path) -> None:
+    from ingest.zoo import modadd_accuracy
+
+    model, info = load_zoo_model("modadd-1l", tmp_path)
+    assert modadd_accuracy(model) == 1.0
+    assert modadd_accuracy(model, lesion_mlp=True) < 0.2  # chance is 1/23: the MLP computes the sum
+    assert set(info["groundTruth"]["movers"]) and ["L0.MLP", "LOGITS", "in"] in info["groundTruth"]["edges"]
+
+
+@pytest.mark.slow
+def test_modadd_training_builds_the_circuit(tmp_path: Path) -> None:
+    info = train_zoo_model("modadd-1l", tmp_path / "m")
+    assert info["accuracy"] == 1.0 and info["accuracyMlpLesioned"] < 0.2
+    assert info["groundTruth"]["movers"]
+
+
+def test_modadd_task_batches(tmp_path: Path) -> None:
+    from ingest.tasks import get_task
+
+    model, _ = load_zoo_model("modadd-1l", tmp_path)
+    batch = get_task("modadd").make_batch(model, 6, 0)
+    assert batch.clean.shape == (6, 3) and (batch.clean[:, 2] == 23).all()
+    assert (batch.targets[:, 2] == (batch.clean[:, 0] + batch.clean[:, 1]) % 23).all()
