@@ -385,6 +385,14 @@ class Store:
             if n < batch_size:
                 return total
 
+    def write_part_of(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """MERGE ``(part)-[:PART_OF]->(whole)`` for (part id, whole id) pairs (idempotent)."""
+        return self.write_rows(
+            f"UNWIND $rows AS r MATCH (p:Component {{componentId: r.part}}) MATCH (w:Component {{componentId: r.whole}}) "
+            f"MERGE (p)-[:{RelType.PART_OF.value}]->(w)",
+            [{"part": a, "whole": b} for a, b in pairs],
+        )
+
     def delete_model_edges(self, model_id: str, rel_type: RelType) -> int:
         """Delete a model's relationships of one type (for task-free edges such as COMPOSITION)."""
         df = self.run(

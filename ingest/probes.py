@@ -8,6 +8,8 @@ Probe ``atlas-probe-v1``: ``n`` sequences of ``half`` uniform random tokens repe
 For every head and MLP, its receptive field: the current tokens after which its output (L2 norm of
 what it writes into the residual stream) is largest on average (``topTokens``, ``topTokenActs``) and
 the highest-activating contexts (``topContexts``, five tokens ending at the position).
+For every MLP neuron (post-activation value): sparse-coding statistics (``frequency``: share of
+positions where it is active, i.e. > 0; ``meanAct``; ``maxAct``) and the same receptive field.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from atlas.ids import component_id
 from atlas.schema import ComponentKind
 
-__all__ = ["PROBE_NAME", "compute_probes", "probe_tokens"]
+__all__ = ["PROBE_NAME", "compute_probes", "compute_neuron_stats", "probe_tokens"]
 
 PROBE_NAME = "atlas-probe-v1"
 
@@ -62,6 +64,43 @@ def _receptive_field(model: Any, tokens: torch.Tensor, act: torch.Tensor, k: int
         "topTokenActs": [round(float(mean[t]), 6) for t in top],
         "topContexts": contexts,
     }
+
+
+@torch.no_grad()
+def compute_neuron_stats(model: Any, model_id: str, n: int = 32, half: int = 16, seed: int = 7, k: int = 5) -> pd.DataFrame:
+    """A node frame of every MLP neuron with sparse-coding statistics and its receptive field."""
+    cfg = model.cfg
+    if cfg.attn_only:
+        return pd.DataFrame(columns=["componentId", "kind", "modelId", "layer", "head"])
+    tokens = probe_tokens(model, n, half, seed)
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("mlp.hook_post"))
+    probe = f"{PROBE_NAME} (repeated random tokens, n={n}, half={tokens.shape[1] // 2}, seed={seed})"
+    flat_tok = tokens.reshape(-1)
+    counts = torch.zeros(cfg.d_vocab, dtype=torch.float64).index_add_(0, flat_tok, torch.ones(flat_tok.numel(), dtype=torch.float64))
+    seen = counts > 0
+    rows = []
+    for layer in range(cfg.n_layers):
+        act = cache[f"blocks.{layer}.mlp.hook_post"].reshape(-1, cfg.d_mlp).double()  # [stimuli, neurons]
+        freq = (act > 0).double().mean(0)
+        per_token = torch.zeros(cfg.d_vocab, cfg.d_mlp, dtype=torch.float64).index_add_(0, flat_tok, act) / counts.clamp(min=1)[:, None]
+        per_token[~seen] = float("-inf")
+        top_tok = torch.topk(per_token, min(k, int(seen.sum())), dim=0)
+        top_ctx = torch.topk(act, min(k, act.shape[0]), dim=0).indices  # [k, neurons]
+        pos = tokens.shape[1]
+        for neuron in range(cfg.d_mlp):
+            contexts = []
+            for i in top_ctx[:, neuron].tolist():
+                b, p = divmod(i, pos)
+                contexts.append(" ".join(_token_text(model, t) for t in tokens[b, max(0, p - 4) : p + 1].tolist()))
+            rows.append({
+                "componentId": component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=neuron),
+                "kind": "neuron", "modelId": model_id, "layer": layer, "head": None, "neuron": neuron,
+                "frequency": float(freq[neuron]), "meanAct": float(act[:, neuron].mean()), "maxAct": float(act[:, neuron].max()),
+                "topTokens": [_token_text(model, t) for t in top_tok.indices[:, neuron].tolist()],
+                "topTokenActs": [round(float(v), 6) for v in top_tok.values[:, neuron].tolist()],
+                "topContexts": contexts, "probe": probe,
+            })
+    return pd.DataFrame(rows)
 
 
 @torch.no_grad()

@@ -249,15 +249,20 @@ def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7) 
     """Measure role scores and receptive fields and store them on the components; returns them."""
     from ingest.graph import build_graph
     from ingest.models import load_model, model_properties
-    from ingest.probes import compute_probes
+    from ingest.probes import compute_neuron_stats, compute_probes
 
     loaded = load_model(model, home, make_progress(True))
     frame = compute_probes(loaded.model, loaded.model_id, n=n, seed=seed)
+    neurons = compute_neuron_stats(loaded.model, loaded.model_id, n=n, seed=seed)
     store.ensure_schema()
     store.write_model(model_properties(loaded))
     store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())
     store.write_components(frame)
-    return frame
+    if not neurons.empty:
+        store.write_components(neurons)
+        mlp = {layer: f"{loaded.model_id}/L{layer}.MLP" for layer in neurons["layer"].unique()}
+        store.write_part_of([(cid, mlp[layer]) for cid, layer in zip(neurons["componentId"], neurons["layer"])])
+    return pd.concat([frame, neurons], ignore_index=True)
 
 
 def run_population(store: Store | None, model: str, home: Path, layer: int | None = None, debiased: bool = False) -> dict[str, pd.DataFrame]:

@@ -146,3 +146,14 @@ def test_population_tables_and_similarity_edges(store: Store, embedded: StoreSet
     assert main(["population", "--model", "induction-2l", "--layer", "1", "--store", "--home", str(embedded.home)]) == 0
     assert _count(store, "MATCH (:Head)-[e:SIMILAR_TO]->(:Head) RETURN count(e) AS n") == 6  # replaced, not duplicated
     assert main(["population", "--model", "induction-2l", "--layer", "7", "--home", str(embedded.home)]) == 2
+
+
+def test_probe_stores_neurons_with_sparse_coding_statistics(store: Store, embedded: StoreSettings) -> None:
+    run_probe(store, "modadd-1l", embedded.home, n=8)
+    n = _count(store, "MATCH (n:Neuron)-[:PART_OF]->(:Mlp {componentId: 'modadd-1l/L0.MLP'}) WHERE n.frequency IS NOT NULL RETURN count(n) AS n")
+    assert n == 256
+    row = store.read("MATCH (n:Neuron {componentId: 'modadd-1l/L0.N0'}) RETURN n.frequency AS f, n.maxAct AS m, n.topTokens AS t")
+    assert 0 <= row["f"].iloc[0] <= 1 and len(row["t"].iloc[0]) == 5
+    counts = store.counts()
+    run_probe(store, "modadd-1l", embedded.home, n=8)
+    assert store.counts() == counts

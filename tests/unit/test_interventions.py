@@ -122,3 +122,29 @@ def test_probe_finds_a_previous_token_head() -> None:
     assert frame["prevTokenScore"].drop("probe/L0.H0").max() < 0.5
     assert len(frame.loc["probe/L0.H0", "topTokens"]) == 5
     assert "duplicateTokenScore" in frame.columns and "probe" in frame.columns
+
+
+def test_neuron_statistics_on_a_built_neuron() -> None:
+    """Neuron 5 of layer 0 is built to fire on token 7 only (ReLU): frequency and receptive field say so."""
+    from ingest.probes import compute_neuron_stats
+
+    model = make_tiny(8, normalization=None)
+    model.cfg.act_fn = "relu"
+    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
+    model.blocks[0].mlp.act_fn = SUPPORTED_ACTIVATIONS["relu"]
+    with torch.no_grad():
+        w_in = model.blocks[0].mlp.W_in
+        w_in[:, 5] = 0
+        model.blocks[0].mlp.b_in[5] = -1.0
+        # pre-activation = 2 cos(x, e7) |x| / |e7| - 1: 1 on token 7, negative unless cos > 0.5 elsewhere
+        w_in[:, 5] = 2 * model.W_E[7] / model.W_E[7].norm() ** 2
+        model.W_pos.zero_()
+        for blk in model.blocks:
+            blk.attn.W_O.zero_()
+            blk.attn.b_O.zero_()
+    frame = compute_neuron_stats(model, "nrn").set_index("componentId")
+    row = frame.loc["nrn/L0.N5"]
+    assert row["topTokens"][0] == "#7"
+    assert 0 < row["frequency"] < 0.2 and row["maxAct"] == pytest.approx(1.0, abs=1e-3)  # pre-activation 1 on token 7
+    assert len(frame) == 2 * 64 and frame["frequency"].between(0, 1).all()
