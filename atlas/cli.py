@@ -108,7 +108,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.jobs import IngestConfig, run_ingest
 
-    config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts, steps=args.steps, seed=args.seed)
+    config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts,
+                          steps=args.steps, seed=args.seed, granularity=args.granularity, top_neurons=args.top_neurons)
     config.validate()
     settings = _settings(args)
     from atlas.store import Store
@@ -514,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompts", type=int, default=16, help="number of prompts")
     s.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
     s.add_argument("--seed", type=int, default=0, help="seed of the task's prompts")
+    s.add_argument("--granularity", default="head", choices=["head", "neuron"],
+                   help="neuron: also the top-K neurons of each MLP as nodes, with edges into and out of them")
+    s.add_argument("--top-neurons", type=int, default=8, help="K neurons per MLP (by EAP node attribution) for --granularity neuron")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_ingest)

@@ -86,7 +86,7 @@ def _clean_props(props: dict[str, Any]) -> dict[str, Any]:
     """Drop None/NaN values: graph databases store absence, not null."""
     out = {}
     for k, v in props.items():
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             continue
         if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
             v = v.item()

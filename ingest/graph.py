@@ -78,13 +78,27 @@ class ModelGraph:
             rows.setdefault(r.component_id, _node_row(self.model_id, r.component_id, r.kind, layer, r.head))
         return pd.DataFrame(list(rows.values()))
 
+    def neurons(self) -> dict[int, list[int]]:
+        """Layer -> the neurons in the graph (the ``head`` field of a neuron holds its index)."""
+        out: dict[int, list[int]] = {}
+        for s in self.senders:
+            if s.kind is ComponentKind.NEURON:
+                out.setdefault(s.layer, []).append(int(s.head))  # type: ignore[arg-type]
+        return out
+
 
 def _node_row(model_id: str, cid: str, kind: ComponentKind, layer: int, head: int | None) -> dict[str, Any]:
+    if kind is ComponentKind.NEURON:  # ``head`` carries the neuron index inside the graph
+        return {"componentId": cid, "kind": kind.value, "modelId": model_id, "layer": layer, "head": None, "neuron": head}
     return {"componentId": cid, "kind": kind.value, "modelId": model_id, "layer": layer, "head": head}
 
 
-def build_graph(model: Any, model_id: str) -> ModelGraph:
+def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None = None) -> ModelGraph:
     """Enumerate senders and receivers of ``model`` (a HookedTransformer).
+
+    ``neurons`` (layer -> neuron indices) adds those MLP neurons as senders (their post-activation
+    times their row of ``W_out``, written where the MLP writes) and receivers (their pre-activation,
+    read where the MLP reads), next to the whole MLP, which stays in the graph.
 
     Raises:
         ModelError: for architectures whose attention the edge methods do not cover yet.
@@ -94,6 +108,11 @@ def build_graph(model: Any, model_id: str) -> ModelGraph:
         raise ModelError("grouped-query attention models are not supported yet (n_key_value_heads != n_heads)")
     if getattr(cfg, "original_architecture", None) in {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}:
         raise ModelError("post-norm architectures are not supported yet")
+    if neurons and (cfg.attn_only or getattr(cfg, "gated_mlp", False)):
+        raise ModelError("neuron granularity needs a model with plain (non-gated) MLPs")
+    for layer, ns in (neurons or {}).items():
+        if not 0 <= layer < cfg.n_layers or any(not 0 <= n < cfg.d_mlp for n in ns):
+            raise ModelError(f"neurons {ns} of layer {layer} are outside the model")
     n_layers, n_heads = int(cfg.n_layers), int(cfg.n_heads)
     has_mlp = not cfg.attn_only
     parallel = bool(cfg.parallel_attn_mlp)
@@ -109,6 +128,9 @@ def build_graph(model: Any, model_id: str) -> ModelGraph:
             add_sender(ComponentKind.HEAD, layer, h, 2 * layer)
         if has_mlp:
             add_sender(ComponentKind.MLP, layer, None, 2 * layer + 1)
+            for n in (neurons or {}).get(layer, []):
+                cid = component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=n)
+                senders.append(Sender(cid, ComponentKind.NEURON, layer, n, 2 * layer + 1, len(senders)))
 
     receivers: list[Receiver] = []
     for layer in range(n_layers):
@@ -120,6 +142,9 @@ def build_graph(model: Any, model_id: str) -> ModelGraph:
             cid = component_id(model_id, ComponentKind.MLP, layer=layer)
             read = 2 * layer if parallel else 2 * layer + 1
             receivers.append(Receiver(cid, ComponentKind.MLP, layer, None, Channel.IN, read, len(receivers)))
+            for n in (neurons or {}).get(layer, []):
+                cid = component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=n)
+                receivers.append(Receiver(cid, ComponentKind.NEURON, layer, n, Channel.IN, read, len(receivers)))
     receivers.append(
         Receiver(component_id(model_id, ComponentKind.LOGITS), ComponentKind.LOGITS, n_layers, None, Channel.IN, 2 * n_layers, len(receivers))
     )

@@ -40,6 +40,8 @@ class IngestConfig:
     n_prompts: int = 16
     steps: int = 5
     seed: int = 0
+    granularity: str = "head"
+    top_neurons: int = 8
 
     def validate(self) -> IngestConfig:
         if self.method not in {m.value for m in Method}:
@@ -50,12 +52,19 @@ class IngestConfig:
             raise ValidationError(f"--steps must be at least 1, got {self.steps}")
         if self.metric not in ("logit", "logprob"):
             raise ValidationError(f"unknown metric {self.metric!r}: choose logit or logprob")
+        if self.granularity not in ("head", "neuron"):
+            raise ValidationError(f"unknown granularity {self.granularity!r}: choose head or neuron")
+        if self.granularity == "neuron" and self.top_neurons < 1:
+            raise ValidationError(f"--top-neurons must be at least 1, got {self.top_neurons}")
         return self
 
     def to_json(self) -> str:
         data = asdict(self)
         if self.method not in (Method.EAP_IG.value, Method.EAP_IG_ACT.value):
             data.pop("steps")
+        if self.granularity == "head":  # head-level runs keep the ids they had before neurons existed
+            data.pop("granularity")
+            data.pop("top_neurons")
         return json.dumps(data, sort_keys=True)
 
     def default_run_id(self, model_id: str) -> str:
@@ -108,8 +117,13 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     method = get_method(config.method)
     task = get_task(resolve_task(config.task, config.model), config.metric)
     loaded = load_model(config.model, home, progress)
-    graph = build_graph(loaded.model, loaded.model_id)
     batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
+    chosen = None
+    if config.granularity == "neuron":
+        from ingest.methods import select_neurons
+
+        chosen, _ = select_neurons(loaded.model, task, batch, config.top_neurons)
+    graph = build_graph(loaded.model, loaded.model_id, chosen)
     if batch.clean.max() >= loaded.model.cfg.d_vocab or batch.clean.shape[1] > loaded.model.cfg.n_ctx:
         raise ValidationError("the task's prompts do not fit the model's vocabulary or context")
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
@@ -153,6 +167,9 @@ def write_run(
     store.ensure_schema()
     store.write_model(model_properties(loaded))
     store.write_components(nodes)
+    neurons = nodes[nodes["kind"] == "neuron"]
+    if len(neurons):
+        store.write_part_of([(cid, f"{loaded.model_id}/L{layer}.MLP") for cid, layer in zip(neurons["componentId"], neurons["layer"])])
     if unfinished:
         removed = store.delete_run_edges(run_id, rel_type=rel_type)
         log(f"run {run_id} was unfinished: removed {removed} partial edges, writing it again")
@@ -221,6 +238,9 @@ def run_ingest(
         "steps": config.steps if config.method in (Method.EAP_IG.value, Method.EAP_IG_ACT.value) else None,
         "configJson": config.to_json(),
     }
+    if config.granularity == "neuron":
+        props.update({"granularity": "neuron", "topNeurons": config.top_neurons,
+                      "neuronSelection": "top-K per MLP by |sum (post_corr - post_clean) * dm/dpost| (EAP node attribution)"})
     write_run(store, loaded, nodes, edges, props, rel_type=RelType.ATTRIBUTION, unfinished=existing is not None, progress=progress, log=log)
     t2 = time.perf_counter()
     return IngestResult(run_id, "written", len(nodes), len(edges), {"compute": t1 - t0, "write": t2 - t1})

@@ -48,6 +48,7 @@ __all__ = [
     "compute_patching",
     "sender_outputs",
     "all_edges",
+    "select_neurons",
     "METHODS",
     "get_method",
 ]
@@ -90,10 +91,13 @@ def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float
     names = {"hook_embed"}
     if _positional_in_residual(model):
         names.add("hook_pos_embed")
+    neurons = graph.neurons()
     for layer in range(graph.n_layers):
         names.add(f"blocks.{layer}.attn.hook_z")
         if graph.has_mlp:
             names.add(f"blocks.{layer}.hook_mlp_out")
+        if layer in neurons:
+            names.add(f"blocks.{layer}.mlp.hook_post")
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         outs = [cache["hook_embed"] + (cache["hook_pos_embed"] if "hook_pos_embed" in names else 0.0)]
@@ -103,9 +107,17 @@ def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float
             outs.extend(torch.einsum("bphe,hed->bphd", z, w_o).unbind(dim=2))
             if graph.has_mlp:
                 outs.append(cache[f"blocks.{layer}.hook_mlp_out"])
+            if layer in neurons:
+                outs.extend(_neuron_outputs(model, layer, neurons[layer], cache[f"blocks.{layer}.mlp.hook_post"]).unbind(dim=2))
     out = torch.stack(outs, dim=2)
     assert out.shape[2] == len(graph.senders)
     return out
+
+
+def _neuron_outputs(model: Any, layer: int, neurons: list[int], post: torch.Tensor) -> torch.Tensor:
+    """What each listed neuron writes into the residual stream: ``post[..., n] * W_out[n]`` -> [b, p, k, d]."""
+    w_out = model.blocks[layer].mlp.W_out[neurons]  # [k, d_model]
+    return post[:, :, neurons, None] * w_out[None, None]
 
 
 def _layer_norm_vjp(ln: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
@@ -176,12 +188,17 @@ def _receiver_grads(
         return fn
 
     hooks: list[tuple[str, Any]] = [("hook_embed", replace_embed), *(extra_hooks or [])]
+    neurons = graph.neurons()
     for layer in range(graph.n_layers):
         hooks.append((f"blocks.{layer}.hook_resid_pre", keep(f"x{layer}", False)))
         for c in "qkv":
             hooks.append((f"blocks.{layer}.attn.hook_{c}", keep(f"{c}{layer}", True)))
         if graph.has_mlp:
             hooks.append((f"blocks.{layer}.hook_mlp_in", keep(f"mlp{layer}", True)))
+        if layer in neurons:
+            hooks.append((f"blocks.{layer}.mlp.hook_pre", keep(f"pre{layer}", True)))
+            if capture_senders:
+                hooks.append((f"blocks.{layer}.mlp.hook_post", keep(f"post{layer}", False)))
     hooks.append((f"blocks.{graph.n_layers - 1}.hook_resid_post", keep("final", True)))
     if capture_senders:
         for layer in range(graph.n_layers):
@@ -200,6 +217,8 @@ def _receiver_grads(
                 outs.extend(torch.einsum("bphe,hed->bphd", store[f"z{layer}"].detach(), model.blocks[layer].attn.W_O).unbind(dim=2))
                 if graph.has_mlp:
                     outs.append(store[f"out{layer}"].detach())
+                if layer in neurons:
+                    outs.extend(_neuron_outputs(model, layer, neurons[layer], store[f"post{layer}"].detach()).unbind(dim=2))
             senders = torch.stack(outs, dim=2)
 
     groups: dict[str, torch.Tensor] = {}
@@ -215,6 +234,11 @@ def _receiver_grads(
         groups[f"L{layer}.attn"] = _layer_norm_vjp(model.blocks[layer].ln1, store[f"x{layer}"], cot)
         if graph.has_mlp:
             groups[f"L{layer}.mlp"] = store[f"mlp{layer}"].grad[:, :, None, :]
+        if layer in neurons:
+            ns = neurons[layer]
+            mlp = model.blocks[layer].mlp
+            cot = store[f"pre{layer}"].grad[:, :, ns, None] * mlp.W_in[:, ns].T[None, None]  # [b, p, k, d]
+            groups[f"L{layer}.neurons"] = _layer_norm_vjp(model.blocks[layer].ln2, store[f"mlp{layer}"], cot)
     groups["logits"] = store["final"].grad[:, :, None, :]
     return groups, senders
 
@@ -224,12 +248,15 @@ def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
     out: list[tuple[str, list[Receiver]]] = []
     by_layer: dict[int, list[Receiver]] = {}
     mlps: dict[int, Receiver] = {}
+    neurons: dict[int, list[Receiver]] = {}
     logits: Receiver | None = None
     for r in graph.receivers:
         if r.kind is ComponentKind.HEAD:
             by_layer.setdefault(r.layer, []).append(r)
         elif r.kind is ComponentKind.MLP:
             mlps[r.layer] = r
+        elif r.kind is ComponentKind.NEURON:
+            neurons.setdefault(r.layer, []).append(r)  # in graph order, as the gradients stack them
         else:
             logits = r
     order = {Channel.Q: 0, Channel.K: 1, Channel.V: 2}
@@ -238,6 +265,8 @@ def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
         out.append((f"L{layer}.attn", heads))
         if layer in mlps:
             out.append((f"L{layer}.mlp", [mlps[layer]]))
+        if layer in neurons:
+            out.append((f"L{layer}.neurons", neurons[layer]))
     assert logits is not None
     out.append(("logits", [logits]))
     return out
@@ -352,6 +381,41 @@ def compute_eap_ig_activations(
     return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate="activations")
 
 
+def select_neurons(model: Any, task: Task, batch: PromptBatch, k: int) -> tuple[dict[int, list[int]], pd.DataFrame]:
+    """The ``k`` most important neurons of each MLP by node attribution (EAP on neurons):
+    ``|sum_{batch, pos} (post_corr - post_clean) * dm/dpost|`` (mean over prompts), one forward on
+    the corrupted prompts and one forward/backward on the clean ones. Returns (layer -> neurons,
+    the scores of every neuron)."""
+    if k < 1:
+        raise ValidationError(f"--top-neurons must be at least 1, got {k}")
+    if model.cfg.attn_only:
+        raise ValidationError("neuron granularity needs a model with MLPs")
+    names = {f"blocks.{l}.mlp.hook_post" for l in range(model.cfg.n_layers)}
+    with torch.no_grad():
+        _, corr = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in names)
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        act.retain_grad()
+        store[hook.name] = act
+        return act
+
+    for p_ in model.parameters():
+        p_.requires_grad_(False)
+    with torch.enable_grad():
+        emb = model.embed(batch.clean).detach().requires_grad_(True)
+        logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb), *[(n, keep) for n in names]])
+        task.metric(logits, batch).mean().backward()
+    rows, chosen = [], {}
+    for l in range(model.cfg.n_layers):
+        name = f"blocks.{l}.mlp.hook_post"
+        score = ((corr[name] - store[name].detach()) * store[name].grad).sum(dim=1).mean(dim=0)  # [d_mlp]
+        top = torch.topk(score.abs(), min(k, score.numel())).indices.tolist()
+        chosen[l] = sorted(top)
+        rows += [{"layer": l, "neuron": n, "score": float(score[n]), "selected": n in top} for n in range(score.numel())]
+    return chosen, pd.DataFrame(rows)
+
+
 def compute_eap(
     model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, config: MethodConfig = MethodConfig(),
     progress: Progress | None = None,
@@ -424,10 +488,18 @@ def _patch_chunk(
     head_d: dict[tuple[int, str], torch.Tensor] = {}
     head_mask: dict[tuple[int, str], torch.Tensor] = {}
     add_d: dict[str, torch.Tensor] = {}
+    neur_d: dict[int, torch.Tensor] = {}
+    neur_col: dict[int, torch.Tensor] = {}
     for copy, (si, ri) in enumerate(part):
         r = graph.receivers[ri]
         rows = slice(copy * b, (copy + 1) * b)
-        if r.kind is ComponentKind.HEAD:
+        if r.kind is ComponentKind.NEURON:
+            if r.layer not in neur_d:
+                neur_d[r.layer] = torch.zeros(e * b, p, d, dtype=delta.dtype)
+                neur_col[r.layer] = torch.full((e * b,), -1, dtype=torch.long)
+            neur_d[r.layer][rows] = delta[:, :, si]
+            neur_col[r.layer][rows] = int(r.head)  # the neuron index
+        elif r.kind is ComponentKind.HEAD:
             key = (r.layer, r.channel.value)
             if key not in head_d:
                 head_d[key] = torch.zeros(e * b, p, h, d, dtype=delta.dtype)
@@ -467,6 +539,30 @@ def _patch_chunk(
 
         return fn
 
+    mlp_in: dict[int, torch.Tensor] = {}
+
+    def keep_mlp_in(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            mlp_in[layer] = act
+            return act
+
+        return fn
+
+    def patch_neuron(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        block = model.blocks[layer]
+
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            cols = neur_col[layer]
+            rows_ = (cols >= 0).nonzero().squeeze(-1)
+            x = block.ln2(mlp_in[layer][rows_] + neur_d[layer][rows_])  # [r, p, d]
+            w = block.mlp.W_in[:, cols[rows_]].T  # [r, d]
+            vals = (x * w[:, None, :]).sum(-1) + block.mlp.b_in[cols[rows_]][:, None]
+            act = act.clone()
+            act[rows_[:, None], torch.arange(act.shape[1])[None, :], cols[rows_][:, None]] = vals
+            return act
+
+        return fn
+
     hooks: list[tuple[str, Any]] = []
     for layer in sorted({k[0] for k in head_d}):
         hooks.append((f"blocks.{layer}.hook_resid_pre", keep_resid(layer)))
@@ -474,6 +570,9 @@ def _patch_chunk(
         hooks.append((f"blocks.{layer}.attn.hook_{c}", patch_head(layer, c)))
     for name in add_d:
         hooks.append((name, add(name)))
+    for layer in neur_d:  # after any MLP-input patch at the same hook, so the copy sees its own input
+        hooks.append((f"blocks.{layer}.hook_mlp_in", keep_mlp_in(layer)))
+        hooks.append((f"blocks.{layer}.mlp.hook_pre", patch_neuron(layer)))
     logits = model.run_with_hooks(tiled.clean, fwd_hooks=hooks)
     per_prompt = task.metric(logits, tiled).view(e, b).mean(dim=1)
     return per_prompt.double().numpy()

@@ -157,3 +157,20 @@ def test_probe_stores_neurons_with_sparse_coding_statistics(store: Store, embedd
     counts = store.counts()
     run_probe(store, "modadd-1l", embedded.home, n=8)
     assert store.counts() == counts
+
+
+def test_neuron_level_run(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["ingest", "--model", "modadd-1l", "--task", "default", "--granularity", "neuron", "--top-neurons", "6",
+            "--prompts", "8", "--run-id", "neurons", "--quiet", "--home", str(embedded.home)]
+    assert main(args) == 0
+    capsys.readouterr()
+    parts = _count(store, "MATCH (n:Neuron)-[:PART_OF]->(:Mlp {componentId: 'modadd-1l/L0.MLP'}) "
+                          "MATCH (n)-[e:ATTRIBUTION {runId: 'neurons'}]->() RETURN count(DISTINCT n) AS n")
+    assert parts == 6
+    into = _count(store, "MATCH ()-[e:ATTRIBUTION {runId: 'neurons'}]->(:Neuron) RETURN count(e) AS n")
+    assert into == 6 * 5  # embed + 4 heads into each selected neuron
+    run = store.get_run("neurons")
+    assert run["granularity"] == "neuron" and run["topNeurons"] == 6 and "EAP node attribution" in run["neuronSelection"]
+    counts = store.counts()
+    assert main(args) == 0
+    assert store.counts() == counts
