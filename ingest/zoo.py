@@ -143,12 +143,22 @@ def _train_induction(model: Any, steps: int, progress: Callable[[int], None] | N
     opt = torch.optim.Adam(trainable, lr=3e-3)
     gen = torch.Generator().manual_seed(seed)
     cfg = model.cfg
+
+    def loss_fn() -> torch.Tensor:
+        tokens, mask = induction_batch(gen, 64, cfg.n_ctx, cfg.d_vocab)
+        logp = torch.log_softmax(model(tokens)[:, :-1], dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        return -(logp * mask[:, :-1]).sum() / mask[:, :-1].sum()
+
+    return _train_loop(model, opt, loss_fn, steps, progress, checkpoint_every, on_checkpoint)
+
+
+def _train_loop(model: Any, opt: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor], steps: int,
+                progress: Callable[[int], None] | None, checkpoint_every: int,
+                on_checkpoint: Callable[[int, Any], None] | None) -> dict[str, Any]:
+    """Optimise ``loss_fn`` for ``steps`` steps with checkpoints and progress; freeze the model after."""
     last = float("nan")
     for step in range(steps):
-        tokens, mask = induction_batch(gen, 64, cfg.n_ctx, cfg.d_vocab)
-        logits = model(tokens)
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-        loss = -(logp * mask[:, :-1]).sum() / mask[:, :-1].sum()
+        loss = loss_fn()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -253,20 +263,11 @@ def _train_modadd(model: Any, steps: int, progress: Callable[[int], None] | None
     """Full-batch AdamW on all p^2 prompts (the task is to be *solved*, not to generalise)."""
     tokens, answers = modadd_data()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
-    last = float("nan")
-    for step in range(steps):
-        loss = torch.nn.functional.cross_entropy(model(tokens)[:, -1], answers)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        last = float(loss.detach())
-        if progress:
-            progress(1)
-        if checkpoint_every and on_checkpoint and (step + 1) % checkpoint_every == 0:
-            on_checkpoint(step + 1, model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return {"finalLoss": last}
+
+    def loss_fn() -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(model(tokens)[:, -1], answers)
+
+    return _train_loop(model, opt, loss_fn, steps, progress, checkpoint_every, on_checkpoint)
 
 
 @torch.no_grad()
