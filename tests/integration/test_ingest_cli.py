@@ -173,3 +173,12 @@ def test_cli_unreachable_and_wrong_password(embedded: StoreSettings) -> None:
     info = server_status(embedded.home)
     proc = _run_cli("query", "RETURN 1", "--uri", info.uri, "--user", "root", "--password", "wrong", "--database", "atlas")
     assert proc.returncode == 2 and "credentials" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_unwritable_export_path_is_one_line(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    if store.get_run("cli-run") is None:
+        assert cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--method", "eap", "--run-id", "cli-run", "--prompts", "4", "--quiet")[0] == 0
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = cli(capsys, embedded.home, "export", "--run", "cli-run", "--html", str(blocker / "page.html"))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
