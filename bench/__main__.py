@@ -191,7 +191,14 @@ def bench_paths(smoke: bool, home: Path) -> None:
     with Store.connect(resolve_store_settings(home=home)) as store:
         run_id = f"bench-load-{n}"
         if store.get_run(run_id) is not None:
-            row["fetch + top-10 from the database s"] = _time(lambda: fetch_paths(store, run_id, top=10), 1)
+            store.run("MATCH (r:Run {runId: $id}) REMOVE r.topPaths", {"id": run_id}, write=True)
+            t0 = time.perf_counter()
+            first = fetch_paths(store, run_id, top=10)
+            row["atlas paths, first call (fetch + search) s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            again = fetch_paths(store, run_id, top=10)
+            row["atlas paths, later calls (kept on the run) s"] = time.perf_counter() - t0
+            assert again["path"].tolist() == first["path"].tolist()
     _table("pathways (target: top-10 over 1M edges < 1 s)", [row])
 
 

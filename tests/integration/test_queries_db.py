@@ -165,3 +165,14 @@ def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSetti
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "c-a.html").exists()
     assert main(["ingest", "--model", "induction-2l@999", "--home", str(embedded.home)]) == 2
     assert "no checkpoint step 999" in capsys.readouterr().err
+
+
+def test_default_pathways_are_kept_on_the_run(hand: Store) -> None:
+    hand.run("MATCH (r:Run {runId: 'hand'}) REMOVE r.topPaths", write=True)
+    first = fetch_paths(hand, "hand", top=2)
+    assert hand.get_run("hand").get("topPaths")  # kept on the complete run
+    again = fetch_paths(hand, "hand", top=2)
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True), check_dtype=False)
+    assert again["strength"].tolist() == pytest.approx([0.4, 0.4])
+    # constrained questions are computed afresh, not served from the kept answer
+    assert fetch_paths(hand, "hand", max_length=1)["path"].tolist() == ["h/EMBED -> h/LOGITS"]
