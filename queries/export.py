@@ -132,6 +132,15 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Pa
     net.toggle_physics(False)
     page = _EXTERNAL.sub("", net.generate_html())
     page = page.replace("<head>", f"<head><title>{html.escape(title)}</title>", 1)
+    kinds = sorted({a.get("kind") for _, a in graph.nodes(data=True) if a.get("kind") in KIND_COLOURS})
+    swatches = " ".join(f'<span style="color:{KIND_COLOURS[k]}">&#9679;</span> {html.escape(k)}' for k in kinds)
+    legend = (
+        f'<div id="atlas-legend" style="font:13px sans-serif;margin:6px 8px"><b>{html.escape(title)}</b> &nbsp; {swatches}'
+        " &nbsp; edges: width = |score|; <span style=\"color:#d62728\">red</span> = corrupting it lowers the metric,"
+        " <span style=\"color:#1f77b4\">blue</span> = raises it; channel q solid, k dashed, v dotted; x = layer."
+        " Hover for ids, scores and receptive fields.</div>"
+    )
+    page = page.replace("<body>", "<body>" + legend, 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
