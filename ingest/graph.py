@@ -33,6 +33,7 @@ class Sender:
     head: int | None
     write_stage: int
     index: int
+    neuron: int | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Receiver:
     channel: Channel
     read_stage: int
     index: int
+    neuron: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,25 +74,26 @@ class ModelGraph:
         """One row per component (the node frame of :mod:`atlas.frames`)."""
         rows: dict[str, dict[str, Any]] = {}
         for s in self.senders:
-            rows[s.component_id] = _node_row(self.model_id, s.component_id, s.kind, s.layer, s.head)
+            rows[s.component_id] = _node_row(self.model_id, s.component_id, s.kind, s.layer, s.head, s.neuron)
         for r in self.receivers:
             layer = self.n_layers if r.kind is ComponentKind.LOGITS else r.layer
-            rows.setdefault(r.component_id, _node_row(self.model_id, r.component_id, r.kind, layer, r.head))
+            rows.setdefault(r.component_id, _node_row(self.model_id, r.component_id, r.kind, layer, r.head, r.neuron))
         return pd.DataFrame(list(rows.values()))
 
     def neurons(self) -> dict[int, list[int]]:
-        """Layer -> the neurons in the graph (the ``head`` field of a neuron holds its index)."""
+        """Layer -> the neurons in the graph, in graph order."""
         out: dict[int, list[int]] = {}
         for s in self.senders:
-            if s.kind is ComponentKind.NEURON:
-                out.setdefault(s.layer, []).append(int(s.head))  # type: ignore[arg-type]
+            if s.neuron is not None:
+                out.setdefault(s.layer, []).append(s.neuron)
         return out
 
 
-def _node_row(model_id: str, cid: str, kind: ComponentKind, layer: int, head: int | None) -> dict[str, Any]:
-    if kind is ComponentKind.NEURON:  # ``head`` carries the neuron index inside the graph
-        return {"componentId": cid, "kind": kind.value, "modelId": model_id, "layer": layer, "head": None, "neuron": head}
-    return {"componentId": cid, "kind": kind.value, "modelId": model_id, "layer": layer, "head": head}
+def _node_row(model_id: str, cid: str, kind: ComponentKind, layer: int, head: int | None, neuron: int | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {"componentId": cid, "kind": kind.value, "modelId": model_id, "layer": layer, "head": head}
+    if neuron is not None:
+        row["neuron"] = neuron
+    return row
 
 
 def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None = None) -> ModelGraph:
@@ -130,7 +133,7 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
             add_sender(ComponentKind.MLP, layer, None, 2 * layer + 1)
             for n in (neurons or {}).get(layer, []):
                 cid = component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=n)
-                senders.append(Sender(cid, ComponentKind.NEURON, layer, n, 2 * layer + 1, len(senders)))
+                senders.append(Sender(cid, ComponentKind.NEURON, layer, None, 2 * layer + 1, len(senders), neuron=n))
 
     receivers: list[Receiver] = []
     for layer in range(n_layers):
@@ -144,7 +147,7 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
             receivers.append(Receiver(cid, ComponentKind.MLP, layer, None, Channel.IN, read, len(receivers)))
             for n in (neurons or {}).get(layer, []):
                 cid = component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=n)
-                receivers.append(Receiver(cid, ComponentKind.NEURON, layer, n, Channel.IN, read, len(receivers)))
+                receivers.append(Receiver(cid, ComponentKind.NEURON, layer, None, Channel.IN, read, len(receivers), neuron=n))
     receivers.append(
         Receiver(component_id(model_id, ComponentKind.LOGITS), ComponentKind.LOGITS, n_layers, None, Channel.IN, 2 * n_layers, len(receivers))
     )

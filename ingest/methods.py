@@ -498,7 +498,7 @@ def _patch_chunk(
                 neur_d[r.layer] = torch.zeros(e * b, p, d, dtype=delta.dtype)
                 neur_col[r.layer] = torch.full((e * b,), -1, dtype=torch.long)
             neur_d[r.layer][rows] = delta[:, :, si]
-            neur_col[r.layer][rows] = int(r.head)  # the neuron index
+            neur_col[r.layer][rows] = int(r.neuron)  # type: ignore[arg-type]
         elif r.kind is ComponentKind.HEAD:
             key = (r.layer, r.channel.value)
             if key not in head_d:

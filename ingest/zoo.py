@@ -209,35 +209,6 @@ def _induction_ground_truth(roles: dict[str, dict[str, float]]) -> dict[str, Any
     return {"prevTokenHead": "L0.H0", "inductionHeads": induction, "edges": edges}
 
 
-ZOO: dict[str, ZooEntry] = {
-    "induction-2l": ZooEntry(
-        name="induction-2l",
-        description="2-layer attention-only; L0.H0 a sharp previous-token head by construction, L1 learns induction",
-        task="induction",
-        has_mlp=False,
-        ground_truth="embed->L0.H0 (q,k positional; v token); L0.H0->induction head k; embed->induction head q,v; induction head->logits",
-        config=_induction_config,
-        train=_train_induction,
-        default_steps=800,
-        # Evaluation reaches both sides of the circuit: half the prompts corrupt the keys/values,
-        # half the queries. L0.H0's q/k read position only, which no token corruption moves.
-        extra={"evalTask": "induction-mixed", "structuralEdges": [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"]]},
-        truth=_induction_truth,
-    ),
-    "modadd-1l": ZooEntry(
-        name="modadd-1l",
-        description="1 layer with a ReLU MLP; 'a b =' -> (a + b) mod 23; heads move a and b, the MLP computes the sum",
-        task="modadd",
-        has_mlp=True,
-        ground_truth="embed -> movers (v: a, b); movers -> MLP; MLP -> logits; the MLP is necessary (lesion: chance)",
-        config=lambda: _modadd_config(),
-        train=lambda *a, **k: _train_modadd(*a, **k),
-        default_steps=1500,
-        truth=lambda m: _modadd_truth(m),
-    ),
-}
-
-
 # --- modadd-1l -------------------------------------------------------------------------------
 MODADD_P = 23
 
@@ -291,6 +262,35 @@ def _modadd_truth(model: Any) -> dict[str, Any]:
         edges += [["EMBED", h, "v"], [h, "L0.MLP", "in"]]
     return {"roles": roles, "accuracy": modadd_accuracy(model), "accuracyMlpLesioned": modadd_accuracy(model, lesion_mlp=True),
             "groundTruth": {"movers": movers, "edges": edges}}
+
+
+ZOO: dict[str, ZooEntry] = {
+    "induction-2l": ZooEntry(
+        name="induction-2l",
+        description="2-layer attention-only; L0.H0 a sharp previous-token head by construction, L1 learns induction",
+        task="induction",
+        has_mlp=False,
+        ground_truth="embed->L0.H0 (q,k positional; v token); L0.H0->induction head k; embed->induction head q,v; induction head->logits",
+        config=_induction_config,
+        train=_train_induction,
+        default_steps=800,
+        # Evaluation reaches both sides of the circuit: half the prompts corrupt the keys/values,
+        # half the queries. L0.H0's q/k read position only, which no token corruption moves.
+        extra={"evalTask": "induction-mixed", "structuralEdges": [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"]]},
+        truth=_induction_truth,
+    ),
+    "modadd-1l": ZooEntry(
+        name="modadd-1l",
+        description="1 layer with a ReLU MLP; 'a b =' -> (a + b) mod 23; heads move a and b, the MLP computes the sum",
+        task="modadd",
+        has_mlp=True,
+        ground_truth="embed -> movers (v: a, b); movers -> MLP; MLP -> logits; the MLP is necessary (lesion: chance)",
+        config=_modadd_config,
+        train=_train_modadd,
+        default_steps=1500,
+        truth=_modadd_truth,
+    ),
+}
 
 
 def zoo_entry(name: str) -> ZooEntry:
