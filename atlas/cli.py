@@ -211,7 +211,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with Store.connect(settings) as store:
-        out = evaluate_model(store, args.model, args.method, settings.home, n_prompts=args.prompts, steps=args.steps, progress=not args.quiet)
+        out = evaluate_model(store, args.model, args.method, settings.home, n_prompts=args.prompts, steps=args.steps,
+                             progress=not args.quiet, task=args.task)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -445,7 +446,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         bar.close()
         print(f"trained {entry.name} in {time.perf_counter() - t0:.1f} s (final loss {info['finalLoss']:.3f}) -> {folder}")
         for head, role in info["roles"].items():
-            print(f"  {head}: prevTokenScore {role['prevTokenScore']:.3f}  inductionScore {role['inductionScore']:.3f}")
+            print(f"  {head}: " + "  ".join(f"{k} {v:.3f}" for k, v in role.items()))
         return 0
     for where in (folder, SHIPPED_DIR / entry.name):
         if (where / "info.json").exists():
@@ -564,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", parents=[common], help="score a method against a zoo model's known circuit", formatter_class=fmt)
     s.add_argument("--model", required=True, help="zoo model")
     s.add_argument("--method", default="eap-ig", choices=["eap-ig", "eap-ig-act", "eap", "patching"])
+    s.add_argument("--task", help="the model's evaluation task (default) or one of its control tasks, e.g. binding-reverse")
     s.add_argument("--prompts", type=int, default=16)
     s.add_argument("--steps", type=int, default=5)
     s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")

@@ -18,7 +18,7 @@ from jaxtyping import Bool, Float, Int
 
 from atlas.errors import TaskError
 
-__all__ = ["PromptBatch", "Task", "InductionTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric"]
+__all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric"]
 
 
 @dataclass(frozen=True)
@@ -265,11 +265,69 @@ class ModAddTask:
         return _metric(self.metric_name)(logits, batch)
 
 
+@dataclass(frozen=True)
+class BindingTask:
+    """Attribute-first binding prompts ``... A_k E_k ... Q E_k -> A_k`` for the zoo's ``binding`` model.
+
+    ``direction="forward"`` asks an entity for its attribute (binding: the attribute reaches the
+    entity's position through the previous-token head and is read on the value channel);
+    ``"reverse"`` asks an attribute for its entity (plain induction: the key channel), the negative
+    control. Corruptions rotate over prompts so every channel of the circuit carries signal:
+    ``swap`` rebinds the answers among the pairs (values), ``query`` asks about another pair
+    (queries), ``key`` replaces the queried item in the context by an absent one (keys).
+    """
+
+    direction: str = "forward"
+    metric_name: str = "logit"
+    name: str = "binding"
+    description: str = "attribute-first binding (A1 E1 A2 E2 ... Q E2 -> A2); corrupted = swap / query / key rotating"
+
+    def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch:
+        from ingest.zoo import BIND_Q, BINDING, binding_prompts
+
+        if n_prompts < 1:
+            raise TaskError(f"--prompts must be at least 1, got {n_prompts}")
+        if int(model.cfg.d_vocab) != BIND_Q + 1 or int(model.cfg.n_ctx) < BINDING["body"] + 2:
+            raise TaskError(f"the binding task needs the zoo's binding vocabulary ({BIND_Q + 1} tokens) and context >= {BINDING['body'] + 2}")
+        gen = torch.Generator().manual_seed(seed)
+        fwd = self.direction == "forward"
+        p = binding_prompts(gen, n_prompts, forward=fwd)
+        clean, corrupted = p.tokens, p.tokens.clone()
+        # the answer side sits at column 0 (attribute) of a pair for forward queries, 1 for reverse
+        ans_col, query_col = (0, 1) if fwd else (1, 0)
+        qlow, q_kind = (0, BINDING["n_ent"]) if fwd else (BINDING["n_ent"], BINDING["n_attr"])
+        for i in range(n_prompts):
+            k = int((p.pairs[i, :, 0] >= 0).sum())
+            q = int(p.queried[i])
+            mode = i % 3
+            if mode == 0:  # swap: rotate the answer-side items among the pairs
+                pos = p.pairs[i, :k, ans_col]
+                corrupted[i, pos] = clean[i, pos.roll(1)]
+            elif mode == 1:  # query: ask about another pair
+                other = (q + 1 + int(torch.randint(0, k - 1, (1,), generator=gen))) % k
+                corrupted[i, -1] = clean[i, p.pairs[i, other, query_col]]
+            else:  # key: the queried item in the context becomes one absent from the prompt
+                present = set(clean[i, p.pairs[i, :k, query_col]].tolist())
+                absent = [t for t in range(qlow, qlow + q_kind) if t not in present]
+                corrupted[i, p.pairs[i, q, query_col]] = absent[int(torch.randint(0, len(absent), (1,), generator=gen))]
+        targets = torch.zeros_like(clean)
+        targets[:, -1] = p.answer
+        mask = torch.zeros_like(clean, dtype=torch.bool)
+        mask[:, -1] = True
+        return PromptBatch(clean, corrupted, targets, mask, {"direction": self.direction})
+
+    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return _metric(self.metric_name)(logits, batch)
+
+
 TASKS: dict[str, Callable[..., Task]] = {
     "modadd": ModAddTask,
     "induction": InductionTask,
     "induction-query": lambda **kw: InductionTask(corrupt="second", name="induction-query", **kw),
     "induction-mixed": lambda **kw: InductionTask(corrupt="mixed", name="induction-mixed", **kw),
+    "binding": BindingTask,
+    "binding-reverse": lambda **kw: BindingTask(direction="reverse", name="binding-reverse",
+                                                description="reverse binding queries (Q A_k -> E_k), solved by induction: the negative control", **kw),
 }
 
 

@@ -18,6 +18,17 @@ The ground truth is the textbook circuit (Elhage et al. 2021; Olsson et al. 2022
 (q, k positional; v token), L0.H0 -> induction head k (K-composition), embed -> induction head q
 and v, induction head -> logits. Which layer-1 head(s) become induction heads is measured after
 training (induction score) and recorded next to the weights.
+
+``binding``: attribute-first pairs ``A1 E1 A2 E2 ... Q E2 -> A2`` (DESIGN.md section 9: entity-first
+prompts are solved by plain induction). The same clamped previous-token head copies A_k onto E_k;
+a layer-1 head must find E_k by its token (q, k from the embedding) and read the attribute from its
+*value* (V-composition). Slots are random among fillers, so no position helps. Reverse queries
+``Q A2 -> E2`` are trained too: they are plain induction (the previous-token head on the *key*) and
+serve as the negative control. Verified by patching: swapping L0.H0's output between two entities,
+as seen by layer 1 on one channel, must flip forward answers on v only and reverse answers on k only.
+
+``modadd-1l``: one layer with a ReLU MLP on ``a b = -> (a + b) mod 23``; heads move a and b to ``=``
+and the MLP computes the sum (lesioning it drops accuracy to chance).
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ import torch
 
 from atlas.errors import ModelError
 
-__all__ = ["ZooEntry", "ZOO", "zoo_entry", "load_zoo_model", "load_zoo_checkpoint", "train_zoo_model", "head_role_scores", "SHIPPED_DIR"]
+__all__ = ["ZooEntry", "ZOO", "BINDING", "BIND_Q", "binding_prompts", "binding_swap", "zoo_entry", "load_zoo_model", "load_zoo_checkpoint", "train_zoo_model", "head_role_scores", "SHIPPED_DIR"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "zoo_weights"
 
@@ -75,9 +86,9 @@ def _induction_config() -> dict[str, Any]:
     }
 
 
-def _set_prev_token_head(model: Any) -> dict[str, torch.Tensor]:
+def _set_prev_token_head(model: Any, n_freq: int = _IND["n_freq"], gain: float = _IND["gain"]) -> dict[str, torch.Tensor]:
     """Hand-set W_pos and L0.H0's QK (see module docstring); returns gradient masks (1 = trainable)."""
-    nf, d, c, dh = _IND["n_freq"], _IND["d_model"], _IND["n_ctx"], _IND["d_head"]
+    nf, d, c, dh = n_freq, model.cfg.d_model, model.cfg.n_ctx, model.cfg.d_head
     p0 = d - 2 * nf
     gen = torch.Generator().manual_seed(1234)
     omega = torch.sort(torch.rand(nf, generator=gen) * math.pi * 0.9 + 0.05)[0]
@@ -89,7 +100,7 @@ def _set_prev_token_head(model: Any) -> dict[str, torch.Tensor]:
     for j, w in enumerate(omega.tolist()):
         cs, sn = math.cos(w), math.sin(w)
         shift[2 * j : 2 * j + 2, 2 * j : 2 * j + 2] = torch.tensor([[cs, -sn], [sn, cs]])
-    scale = math.sqrt(_IND["gain"] * math.sqrt(dh))
+    scale = math.sqrt(gain * math.sqrt(dh))
     attn = model.blocks[0].attn
     with torch.no_grad():
         model.W_pos.copy_(w_pos)
@@ -131,16 +142,20 @@ def induction_batch(gen: torch.Generator, batch: int, n_ctx: int, d_vocab: int) 
     return tokens, mask
 
 
-def _train_induction(model: Any, steps: int, progress: Callable[[int], None] | None = None, seed: int = 0,
-                     checkpoint_every: int = 0, on_checkpoint: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
-    masks = _set_prev_token_head(model)
+def _clamp_prev_token_head(model: Any, **kwargs: Any) -> list[torch.Tensor]:
+    """Hand-set the previous-token head and freeze it; returns the parameters left to train."""
+    masks = _set_prev_token_head(model, **kwargs)
     params = dict(model.named_parameters())
     params["pos_embed.W_pos"].requires_grad_(False)
     for name, mask in masks.items():
         if params[name].requires_grad:
             params[name].register_hook(lambda g, m=mask: g * m)
-    trainable = [p for n, p in params.items() if p.requires_grad]
-    opt = torch.optim.Adam(trainable, lr=3e-3)
+    return [p for p in params.values() if p.requires_grad]
+
+
+def _train_induction(model: Any, steps: int, progress: Callable[[int], None] | None = None, seed: int = 0,
+                     checkpoint_every: int = 0, on_checkpoint: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+    opt = torch.optim.Adam(_clamp_prev_token_head(model), lr=3e-3)
     gen = torch.Generator().manual_seed(seed)
     cfg = model.cfg
 
@@ -264,6 +279,166 @@ def _modadd_truth(model: Any) -> dict[str, Any]:
             "groundTruth": {"movers": movers, "edges": edges}}
 
 
+# --- binding --------------------------------------------------------------------------------
+# Vocabulary: entities, attributes, filler tokens, then the query marker Q. Prompts are
+# attribute-first pairs "A_k E_k" at random slots among fillers, then "Q x": a forward query
+# (x = entity E_k -> A_k) or a reverse query (x = attribute A_k -> E_k).
+BINDING = {"n_ent": 16, "n_attr": 16, "n_fill": 16, "body": 16, "min_pairs": 2, "max_pairs": 4,
+         "d_model": 96, "n_heads": 4, "d_head": 32, "n_freq": 16, "gain": 2.0}
+BIND_Q = BINDING["n_ent"] + BINDING["n_attr"] + BINDING["n_fill"]
+
+
+def _binding_config() -> dict[str, Any]:
+    return {
+        "n_layers": 2, "d_model": BINDING["d_model"], "n_ctx": BINDING["body"] + 2, "d_head": BINDING["d_head"],
+        "n_heads": BINDING["n_heads"], "d_vocab": BIND_Q + 1, "attn_only": True, "normalization_type": None,
+        "positional_embedding_type": "standard", "act_fn": None, "seed": 0,
+    }
+
+
+@dataclass(frozen=True)
+class BindingPrompts:
+    """A batch of binding prompts with where everything sits.
+
+    ``tokens [b, n_ctx]``; ``answer [b]``; ``forward [b]`` (entity query) ; ``pairs [b, max_pairs, 2]``
+    the (attribute, entity) *positions* of each pair (-1 where the prompt has fewer pairs);
+    ``queried [b]`` which pair is asked about.
+    """
+
+    tokens: torch.Tensor
+    answer: torch.Tensor
+    forward: torch.Tensor
+    pairs: torch.Tensor
+    queried: torch.Tensor
+
+
+def binding_prompts(gen: torch.Generator, batch: int, forward: float | bool = 0.5, n_pairs: int | None = None) -> BindingPrompts:
+    """Random attribute-first binding prompts (see ``BINDING``); ``forward`` = share of entity queries."""
+    ne, na, nf, body, mp = BINDING["n_ent"], BINDING["n_attr"], BINDING["n_fill"], BINDING["body"], BINDING["max_pairs"]
+    tokens = torch.zeros(batch, body + 2, dtype=torch.long)
+    answer = torch.zeros(batch, dtype=torch.long)
+    pairs = torch.full((batch, mp, 2), -1, dtype=torch.long)
+    queried = torch.zeros(batch, dtype=torch.long)
+    p_fwd = float(forward)
+    is_fwd = torch.rand(batch, generator=gen) < p_fwd
+    counts = torch.randint(BINDING["min_pairs"], mp + 1, (batch,), generator=gen) if n_pairs is None else torch.full((batch,), n_pairs)
+    for i in range(batch):
+        k = int(counts[i])
+        ents = torch.randperm(ne, generator=gen)[:k]
+        attrs = ne + torch.randperm(na, generator=gen)[:k]
+        n_filler = body - 2 * k
+        fillers = ne + na + torch.randint(0, nf, (n_filler,), generator=gen)
+        order = torch.randperm(k + n_filler, generator=gen).tolist()  # items < k are pairs
+        pos, f = 0, 0
+        for item in order:
+            if item < k:
+                tokens[i, pos], tokens[i, pos + 1] = attrs[item], ents[item]
+                pairs[i, item] = torch.tensor([pos, pos + 1])
+                pos += 2
+            else:
+                tokens[i, pos] = fillers[f]
+                f += 1
+                pos += 1
+        q = int(torch.randint(0, k, (1,), generator=gen))
+        queried[i] = q
+        tokens[i, body] = BIND_Q
+        tokens[i, body + 1] = ents[q] if is_fwd[i] else attrs[q]
+        answer[i] = attrs[q] if is_fwd[i] else ents[q]
+    return BindingPrompts(tokens, answer, is_fwd, pairs, queried)
+
+
+def _train_binding(model: Any, steps: int, progress: Callable[[int], None] | None = None, seed: int = 0,
+                   checkpoint_every: int = 0, on_checkpoint: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+    """Adam on random binding prompts (both query directions), loss on the answer only.
+
+    Layer 0 is the clamped previous-token head alone: the other layer-0 heads' outputs are held at
+    zero. Left to learn, they attend two tokens back and open a second, induction-based route to the
+    attribute (a layer-1 head attends to the token *after* the queried entity, found by its
+    previous-token key, and reads the attribute from a t-2 head), which makes the ground truth
+    ambiguous: swapping L0.H0's output on the value channel then flipped only 26% of answers.
+    """
+    trainable = _clamp_prev_token_head(model, n_freq=BINDING["n_freq"], gain=BINDING["gain"])
+    w_o = model.blocks[0].attn.W_O
+    with torch.no_grad():
+        w_o[1:].zero_()
+    keep = torch.zeros_like(w_o)
+    keep[0] = 1
+    w_o.register_hook(lambda g: g * keep)
+    opt = torch.optim.Adam(trainable, lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+
+    def loss_fn() -> torch.Tensor:
+        prompts = binding_prompts(gen, 128)
+        return torch.nn.functional.cross_entropy(model(prompts.tokens)[:, -1], prompts.answer)
+
+    return _train_loop(model, opt, loss_fn, steps, progress, checkpoint_every, on_checkpoint)
+
+
+@torch.no_grad()
+def binding_swap(model: Any, prompts: BindingPrompts, channel: str, other: torch.Tensor) -> torch.Tensor:
+    """Swap L0.H0's output between the queried pair's entity and pair ``other``'s entity, as read by
+    every layer-1 head on ``channel`` (q, k or v) only; returns the new argmax answer ``[b]``.
+
+    The causal check of DESIGN.md section 9: if the binding is carried on ``channel``, the answer
+    flips to the other pair's (attribute for a forward query, entity for a reverse one).
+    """
+    b = torch.arange(len(prompts.tokens))
+    pos_q = prompts.pairs[b, prompts.queried, 1]
+    pos_o = prompts.pairs[b, other, 1]
+    _, cache = model.run_with_cache(prompts.tokens, names_filter=lambda n: n == "blocks.0.attn.hook_z")
+    out = torch.einsum("bpd,dm->bpm", cache["blocks.0.attn.hook_z"][:, :, 0], model.W_O[0, 0])
+    delta = torch.zeros_like(out)
+    delta[b, pos_q] = out[b, pos_o] - out[b, pos_q]
+    delta[b, pos_o] = out[b, pos_q] - out[b, pos_o]
+
+    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return act + delta[:, :, None, :]
+
+    use_split = model.cfg.use_split_qkv_input
+    model.set_use_split_qkv_input(True)
+    try:
+        logits = model.run_with_hooks(prompts.tokens, fwd_hooks=[(f"blocks.1.hook_{channel}_input", hook)])
+    finally:
+        model.set_use_split_qkv_input(use_split)
+    return logits[:, -1].argmax(-1)
+
+
+@torch.no_grad()
+def _binding_truth(model: Any) -> dict[str, Any]:
+    """Roles measured on held-out prompts: accuracy per direction, each L1 head's attention from the
+    query to the queried entity, and the swap test on each channel for both directions."""
+    gen = torch.Generator().manual_seed(2024)
+    report: dict[str, Any] = {"accuracy": {}, "swapFlipRate": {}}
+    roles: dict[str, dict[str, float]] = {f"L{l}.H{h}": {} for l in range(2) for h in range(model.cfg.n_heads)}
+    for direction, fwd in (("forward", True), ("reverse", False)):
+        prompts = binding_prompts(gen, 512, forward=fwd)
+        _, cache = model.run_with_cache(prompts.tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+        b = torch.arange(len(prompts.tokens))
+        report["accuracy"][direction] = float((model(prompts.tokens)[:, -1].argmax(-1) == prompts.answer).float().mean())
+        ent_pos = prompts.pairs[b, prompts.queried, 1]
+        pat = cache["blocks.1.attn.hook_pattern"][b, :, -1, :]  # [b, head, key]
+        for h in range(model.cfg.n_heads):
+            roles[f"L1.H{h}"][f"{direction}AttnToEntity"] = float(pat[b, h, ent_pos].mean())
+        n_pairs = (prompts.pairs[:, :, 0] >= 0).sum(1)
+        other = (prompts.queried + 1 + (torch.rand(len(b), generator=gen) * (n_pairs - 1)).long()) % n_pairs
+        flip_to = torch.where(prompts.forward, prompts.tokens[b, prompts.pairs[b, other, 0]], prompts.tokens[b, prompts.pairs[b, other, 1]])
+        report["swapFlipRate"][direction] = {ch: float((binding_swap(model, prompts, ch, other) == flip_to).float().mean()) for ch in ("q", "k", "v")}
+    l0 = model.run_with_cache(binding_prompts(gen, 256).tokens, names_filter=lambda n: n == "blocks.0.attn.hook_pattern")[1]
+    prev = torch.diagonal(l0["blocks.0.attn.hook_pattern"], offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
+    for h in range(model.cfg.n_heads):
+        roles[f"L0.H{h}"]["prevTokenScore"] = float(prev[h])
+    binders = [k for k, v in roles.items() if v.get("forwardAttnToEntity", 0.0) >= 0.3]
+    inductors = [k for k, v in roles.items() if v.get("reverseAttnToEntity", 0.0) >= 0.3]
+    mover = [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"], ["EMBED", "L0.H0", "v"]]
+    edges, reverse = list(mover), list(mover)
+    for head in binders:  # V-composition: the attribute arrives on the value channel
+        edges += [["L0.H0", head, "v"], ["EMBED", head, "q"], ["EMBED", head, "k"], [head, "LOGITS", "in"]]
+    for head in inductors:  # K-composition: plain induction
+        reverse += [["L0.H0", head, "k"], ["EMBED", head, "q"], ["EMBED", head, "v"], [head, "LOGITS", "in"]]
+    return {"roles": roles, **report, "groundTruth": {"moverHead": "L0.H0", "bindingHeads": binders, "edges": edges},
+            "reverseGroundTruth": {"inductionHeads": inductors, "edges": reverse}}
+
+
 ZOO: dict[str, ZooEntry] = {
     "induction-2l": ZooEntry(
         name="induction-2l",
@@ -278,6 +453,22 @@ ZOO: dict[str, ZooEntry] = {
         # half the queries. L0.H0's q/k read position only, which no token corruption moves.
         extra={"evalTask": "induction-mixed", "structuralEdges": [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"]]},
         truth=_induction_truth,
+    ),
+    "binding": ZooEntry(
+        name="binding",
+        description="2-layer attention-only; attribute-first pairs 'A1 E1 A2 E2 ... Q E2 -> A2' at random slots; "
+                    "L0 = one clamped previous-token head; a layer-1 head binds by V-composition",
+        task="binding",
+        has_mlp=False,
+        ground_truth="embed->L0.H0 (v: attribute); L0.H0->binding head v; embed->binding head q,k (entity match); "
+                     "binding head->logits. Control: reverse queries (Q A2 -> E2) go by K-composition (induction)",
+        config=_binding_config,
+        train=_train_binding,
+        default_steps=800,
+        # L0.H0 reads position only; the other layer-0 heads are held silent by construction.
+        extra={"structuralEdges": [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"]],
+               "silentHeads": ["L0.H1", "L0.H2", "L0.H3"], "controls": {"binding-reverse": "reverseGroundTruth"}},
+        truth=_binding_truth,
     ),
     "modadd-1l": ZooEntry(
         name="modadd-1l",

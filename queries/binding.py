@@ -7,7 +7,10 @@ Operational definition (DESIGN.md section 9), as far as attribution can take it:
      sources, at least one of them a cross-position mover (an attention head). By default the pair is
      a q-source and a k-source (what decides where the head looks, as the current token and the
      previous-token head do on an induction head); ``channels="any"`` also admits q+v and k+v pairs,
-     since which channel carries binding differs between model families. The v-sources are listed.
+     since which channel carries binding differs between model families. The v-sources are listed,
+     and ``moverChannel`` names the channel the cross-position mover arrives on: ``v`` is binding by
+     V-composition (the zoo's ``binding`` model), ``k`` is induction-like K-composition (its reverse
+     query, the negative control).
   3. Its readers are the components for which the head is a significant input; motifs without
      readers are dropped. Score = share(a) * share(b) * the head's largest share among its readers.
 Attribution is a linear estimate that breaks on saturated attention: confirm a candidate with real
@@ -28,7 +31,8 @@ from queries.graph import collapse, fetch_graph
 
 __all__ = ["find_binding", "fetch_binding", "save_binding"]
 
-BINDING_COLUMNS = ["rank", "head", "channels", "sourceA", "channelA", "shareA", "sourceB", "channelB", "shareB", "vSources", "readers", "score"]
+BINDING_COLUMNS = ["rank", "head", "channels", "sourceA", "channelA", "shareA", "sourceB", "channelB", "shareB", "moverChannel",
+                   "vSources", "readers", "score"]
 
 
 def _channel_shares(graph: nx.MultiDiGraph) -> dict[str, dict[str, dict[str, float]]]:
@@ -76,8 +80,9 @@ def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str =
             score = sa * sb * max(readers.values())
             if best is None or score > best["score"]:
                 (ca, a, sa), (cb, b, sb) = sorted([(ca, a, sa), (cb, b, sb)])
+                movers = [(s, c) for c, src, s in ((ca, a, sa), (cb, b, sb)) if graph.nodes[src].get("kind") == "Head"]
                 best = {"head": head, "channels": f"{ca}+{cb}", "sourceA": a, "channelA": ca, "shareA": sa,
-                        "sourceB": b, "channelB": cb, "shareB": sb, "vSources": v_sources,
+                        "sourceB": b, "channelB": cb, "shareB": sb, "moverChannel": max(movers)[1], "vSources": v_sources,
                         "readers": sorted(readers, key=readers.get, reverse=True), "score": score}
         if best is not None:
             rows.append(best)

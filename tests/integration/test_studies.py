@@ -127,6 +127,26 @@ def test_evaluate_reports_auc_and_spearman(embedded: StoreSettings, capsys: pyte
     assert mod["truthRanks"][0]["edge"] == "L0.MLP -> LOGITS [in]"
 
 
+def test_binding_model_evaluates_and_its_control_reads_as_induction(embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    """EAP-IG recovers the binding circuit; the binding query tells binding (the previous-token mover
+    arrives on v) from its negative control, the reverse query (it arrives on k: induction)."""
+    home = ["--home", str(embedded.home)]
+    assert main(["evaluate", "--model", "binding", "--method", "eap-ig", "--json", "--quiet", *home]) == 0
+    fwd = json.loads(capsys.readouterr().out)
+    assert fwd["task"] == "binding" and fwd["auc"] >= 0.95 and fwd["spearman"] >= 0.8
+    assert any("L0.H1 (silent)" in s for s in fwd["structuralExcluded"])
+    assert main(["evaluate", "--model", "binding", "--task", "binding-reverse", "--method", "eap-ig", "--json", "--quiet", *home]) == 0
+    rev = json.loads(capsys.readouterr().out)
+    assert rev["task"] == "binding-reverse" and rev["auc"] >= 0.95
+    assert main(["evaluate", "--model", "binding", "--task", "induction", *home]) == 2
+    assert "ground truth for tasks" in capsys.readouterr().err
+    for run, mover_channel in ((fwd["runId"], "v"), (rev["runId"], "k")):
+        assert main(["binding", "--run", run, "--channels", "any", "--json", *home]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert rows and all(r["moverChannel"] == mover_channel for r in rows)
+        assert all("binding/L0.H0" in (r["sourceA"], r["sourceB"]) for r in rows)
+
+
 def test_default_task_and_zoo_listing(embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ingest", "--model", "modadd-1l", "--task", "default", "--prompts", "4", "--json", "--quiet", "--home", str(embedded.home)]) == 0
     out = json.loads(capsys.readouterr().out)

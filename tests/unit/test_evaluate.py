@@ -23,5 +23,7 @@ def test_ground_truth_labels() -> None:
                           "channel": ["q", "in", "v"], "score": [0.1, 2.0, 1.0]})
     out = ground_truth_labels(edges, [["L0.H0", "LOGITS", "in"], ["EMBED", "L0.H0", "q"]], {("EMBED", "L0.H0", "q")})
     assert out["truth"].tolist() == [True, True, False] and out["structural"].tolist() == [True, False, False]
+    silent = ground_truth_labels(edges, [["L0.H0", "LOGITS", "in"]], set(), frozenset({"L0.H0"}))
+    assert silent["structural"].tolist() == [True, True, True]  # every edge touching a silent head
     with pytest.raises(ValidationError):
         ground_truth_labels(edges, [["L0.H1", "LOGITS", "in"]], set())

@@ -79,3 +79,70 @@ def test_modadd_task_batches(tmp_path: Path) -> None:
     batch = get_task("modadd").make_batch(model, 6, 0)
     assert batch.clean.shape == (6, 3) and (batch.clean[:, 2] == 23).all()
     assert (batch.targets[:, 2] == (batch.clean[:, 0] + batch.clean[:, 1]) % 23).all()
+
+
+def test_shipped_binding_model_binds_by_value_and_reverse_is_induction(tmp_path: Path) -> None:
+    """The causal check of DESIGN.md section 9, measured live on the shipped weights: swapping the
+    previous-token head's output between two bound entities flips a forward answer when the
+    layer-1 heads read it on the value channel only; a reverse query (the control) flips on the
+    key channel only."""
+    from ingest.zoo import _binding_truth
+
+    model, info = load_zoo_model("binding", tmp_path)
+    live = _binding_truth(model)
+    assert live["accuracy"]["forward"] >= 0.95 and live["accuracy"]["reverse"] >= 0.95
+    fwd, rev = live["swapFlipRate"]["forward"], live["swapFlipRate"]["reverse"]
+    assert fwd["v"] >= 0.9 and fwd["k"] <= 0.1 and fwd["q"] <= 0.1
+    assert rev["k"] >= 0.9 and rev["v"] <= 0.1 and rev["q"] <= 0.1
+    binders, inductors = live["groundTruth"]["bindingHeads"], live["reverseGroundTruth"]["inductionHeads"]
+    assert binders and inductors and not set(binders) & set(inductors)
+    assert binders == info["groundTruth"]["bindingHeads"]  # the shipped record matches the weights
+    mean_prev, argmax = _sharp_prev_token(model)
+    assert mean_prev >= 0.9 and argmax >= 0.95
+    # the other layer-0 heads are silent by construction
+    assert float(model.W_O[0, 1:].detach().abs().max()) == 0.0
+
+
+def test_binding_prompts_randomise_slots_and_answer_by_pair() -> None:
+    from ingest.zoo import BIND_Q, BINDING, binding_prompts
+
+    p = binding_prompts(torch.Generator().manual_seed(0), 256)
+    b = torch.arange(256)
+    assert (p.tokens[:, -2] == BIND_Q).all()
+    att, ent = p.pairs[b, p.queried, 0], p.pairs[b, p.queried, 1]
+    assert (ent == att + 1).all()  # attribute first
+    assert (p.tokens[b, att] >= BINDING["n_ent"]).all() and (p.tokens[b, ent] < BINDING["n_ent"]).all()
+    expected = torch.where(p.forward, p.tokens[b, att], p.tokens[b, ent])
+    assert (p.answer == expected).all()
+    assert (p.tokens[p.forward, -1] == p.tokens[b, ent][p.forward]).all()
+    # slots are random: the queried entity sits at many positions, and both directions occur
+    assert len(set(ent.tolist())) >= 10 and 0.3 < float(p.forward.float().mean()) < 0.7
+
+
+def test_binding_task_corruptions_reach_each_channel(tmp_path: Path) -> None:
+    from ingest.tasks import get_task
+
+    model, _ = load_zoo_model("binding", tmp_path)
+    for name in ("binding", "binding-reverse"):
+        batch = get_task(name).make_batch(model, 9, 0)
+        task = get_task(name)
+        with torch.no_grad():
+            clean_logits, corrupt_logits = model(batch.clean), model(batch.corrupted)
+        clean, corrupt = clean_logits[:, -1].argmax(-1), corrupt_logits[:, -1].argmax(-1)
+        assert (clean == batch.targets[:, -1]).all()  # the model answers every clean prompt
+        diff = batch.clean != batch.corrupted
+        assert diff.any(1).all()
+        assert diff[1::3, :-1].sum() == 0 and diff[1::3, -1].all()  # query corruptions touch only the query
+        assert (diff[2::3].sum(1) == 1).all() and diff[2::3, -1].sum() == 0  # key corruptions: one context token
+        # swapping the bindings or asking about another pair changes the answer
+        assert (corrupt[0::3] != clean[0::3]).all() and (corrupt[1::3] != clean[1::3]).all()
+        drop = task.metric(clean_logits, batch) - task.metric(corrupt_logits, batch)
+        assert (drop[2::3] > 0).all()  # an absent key lowers the answer's logit
+
+
+@pytest.mark.slow
+def test_binding_training_builds_the_circuit(tmp_path: Path) -> None:
+    """A shortened run (400 of 800 steps) already binds by value and answers reverse queries by induction."""
+    info = train_zoo_model("binding", tmp_path / "m", steps=400)
+    assert info["accuracy"]["forward"] >= 0.95 and info["swapFlipRate"]["forward"]["v"] >= 0.9
+    assert info["accuracy"]["reverse"] >= 0.9 and info["swapFlipRate"]["reverse"]["k"] >= 0.9
