@@ -7,6 +7,10 @@
 - ``paths``: top-10 strongest paths over a synthetic 1M-edge run (target < 1 s), and the same
   query through the database (fetch included).
 - ``demo``: ``atlas demo`` end to end in a fresh atlas home (target < 60 s).
+- ``peer``: the same EAP in auto-circuit, side by side on the same model and prompts (installed in
+  its own virtualenv under ``.bench-venvs/`` on first use: torch 2.13.0 first, then auto-circuit and
+  ``transformer_lens<3``, the line it was written for): speed ratio and rank agreement of the scores. Not in ``--smoke`` (the
+  install pulls JAX and takes minutes); the edge-name mapping it relies on is unit-tested.
 """
 
 from __future__ import annotations
@@ -202,6 +206,104 @@ def bench_paths(smoke: bool, home: Path) -> None:
     _table("pathways (target: top-10 over 1M edges < 1 s)", [row])
 
 
+# -- peer: auto-circuit --------------------------------------------------------------------------
+PEER_VENV = Path(__file__).resolve().parent.parent / ".bench-venvs" / "auto-circuit"
+
+
+def _peer_python() -> Path:
+    """The auto-circuit virtualenv's python, created on first use."""
+    py = PEER_VENV / "bin" / "python"
+    if not py.exists():
+        print(f"installing auto-circuit into {PEER_VENV} (first use; a few minutes) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        pip = [str(py), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, "torch==2.13.0"], check=True)
+        # auto-circuit 1.0.1 imports attr (undeclared) and transformer_lens.past_key_value_caching (gone in 3.x)
+        # transformer_lens 2.x pins numpy < 2, which newer pyarrow / datasets refuse
+        subprocess.run([*pip, "auto-circuit", "attrs", "transformer_lens>=2.16,<3", "pyarrow<20", "datasets<3"], check=True)
+    return py
+
+
+def peer_edge_key(src: str, dest: str) -> tuple[str, str, str]:
+    """auto-circuit node names -> our (sender, receiver, channel) local ids.
+
+    ``Resid Start`` is the embedding (plus positions), ``A{l}.{h}`` a head's output,
+    ``A{l}.{h}.Q|K|V`` its input channels, ``MLP {l}`` an MLP, ``Resid End`` the logits.
+    """
+    def node(name: str) -> tuple[str, str]:
+        if name == "Resid Start":
+            return "EMBED", ""
+        if name == "Resid End":
+            return "LOGITS", "in"
+        if name.startswith("MLP "):
+            return f"L{int(name[4:])}.MLP", "in"
+        if name.startswith("A"):
+            parts = name[1:].split(".")
+            channel = parts[2].lower() if len(parts) == 3 else ""
+            return f"L{int(parts[0])}.H{int(parts[1])}", channel
+        raise ValueError(f"unknown auto-circuit node {name!r}")
+
+    (pre, _), (post, channel) = node(src), node(dest)
+    return pre, post, channel
+
+
+def bench_peer(smoke: bool) -> None:
+    import json
+
+    import torch
+    from scipy.stats import spearmanr
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from ingest.graph import build_graph
+    from ingest.methods import compute_eap
+    from ingest.models import load_model
+    from ingest.tasks import InductionTask, PromptBatch, get_task
+
+    threads = 2
+    torch.set_num_threads(threads)
+    py = _peer_python()
+    zoo_home = Path(tempfile.mkdtemp())
+    models: list[tuple[str, Any, dict[str, Any]]] = [
+        ("induction-2l", load_model("induction-2l", zoo_home).model, json.loads((Path(__file__).resolve().parent.parent / "ingest" / "zoo_weights" / "induction-2l" / "config.json").read_text())),
+    ]
+    gpt2 = {"n_layers": 12, "d_model": 768, "n_ctx": 1024, "d_head": 64, "n_heads": 12, "d_vocab": 50257, "d_mlp": 3072,
+            "act_fn": "gelu_new", "normalization_type": "LN", "seed": 0}
+    models.append(("GPT-2-small shape (random)", HookedTransformer(HookedTransformerConfig(**gpt2)), gpt2))
+    task = get_task("induction", metric="target-logit")
+    repeats = 3
+    rows = []
+    for name, model, config in models:
+        model.eval()
+        base = InductionTask(half=8).make_batch(model, 8, 0)
+        mask = torch.zeros_like(base.mask)
+        mask[:, -1] = True  # auto-circuit scores the last position ("last_seq")
+        batch = PromptBatch(base.clean, base.corrupted, base.targets, mask)
+        graph = build_graph(model, "bench")
+        t_ours = _time(lambda: compute_eap(model, graph, task, batch), repeats)
+        ours = compute_eap(model, graph, task, batch)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "config.json").write_text(json.dumps(config))
+            torch.save(model.state_dict(), folder / "model.pt")
+            torch.save({"clean": batch.clean, "corrupted": batch.corrupted, "answers": batch.targets[:, -1]}, folder / "prompts.pt")
+            proc = subprocess.run([str(py), str(Path(__file__).resolve().parent / "peer_autocircuit.py"), str(folder), str(repeats), str(threads)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"auto-circuit failed: {proc.stderr[-1500:]}")
+            peer = json.loads((folder / "peer.json").read_text())
+        key = ours["componentId_pre"].str.rsplit("/", n=1).str[1] + "|" + ours["componentId_post"].str.rsplit("/", n=1).str[1] + "|" + ours["channel"]
+        mine = dict(zip(key, ours["score"]))
+        theirs = {"|".join(peer_edge_key(s, d)): -v for s, d, v in peer["edges"]}  # they minimise -metric
+        shared = sorted(set(mine) & set(theirs))
+        a = np.array([mine[k] for k in shared])
+        b = np.array([theirs[k] for k in shared])
+        rows.append({"model": name, "edges ours / theirs / shared": f"{len(mine)} / {len(theirs)} / {len(shared)}",
+                     "atlas EAP s": t_ours, "auto-circuit EAP s": peer["seconds"], "auto-circuit / atlas": peer["seconds"] / t_ours,
+                     "auto-circuit wrap s": peer["wrapSeconds"], "Spearman": float(spearmanr(a, b)[0]),
+                     "max rel diff": float(np.abs(a - b).max() / np.abs(a).max())})
+    _table("peer: auto-circuit EAP vs atlas EAP, same model and prompts (8 x 16 tokens, last-position target logit, 2 threads)", rows)
+
+
 # -- demo --------------------------------------------------------------------------------------
 def bench_demo(smoke: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,15 +321,17 @@ def bench_demo(smoke: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite runs this)")
-    p.add_argument("--only", action="append", choices=["attribution", "loading", "paths", "demo"])
+    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "demo"])
     p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
     a = p.parse_args(argv)
-    only = set(a.only or ["attribution", "loading", "paths", "demo"])
+    only = set(a.only or (["attribution", "loading", "paths", "demo"] if a.smoke else ["attribution", "peer", "loading", "paths", "demo"]))
     tmp = None
     home = Path(a.home) if a.home else Path(tmp := tempfile.mkdtemp(prefix="atlas-bench-"))
     try:
         if "attribution" in only:
             bench_attribution(a.smoke)
+        if "peer" in only:
+            bench_peer(a.smoke)
         if "loading" in only:
             bench_loading(a.smoke, home)
         if "paths" in only:

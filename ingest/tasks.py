@@ -18,7 +18,7 @@ from jaxtyping import Bool, Float, Int
 
 from atlas.errors import TaskError
 
-__all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric"]
+__all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,20 @@ def logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBa
     return (picked * mask).sum(-1) / mask.sum(-1)
 
 
-METRICS: dict[str, Callable[[torch.Tensor, PromptBatch], torch.Tensor]] = {"logit": logit_metric, "logprob": logprob_metric}
+def target_logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:
+    """Mean over scored positions of the target's raw logit (auto-circuit's ``logit`` / ``avg_val``).
+
+    Not shift-invariant: a change that lifts every logit counts. Offered so that scores can be
+    compared one to one with peers that use it.
+    """
+    picked = logits.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    mask = batch.mask.to(picked.dtype)
+    return (picked * mask).sum(-1) / mask.sum(-1)
+
+
+METRICS: dict[str, Callable[[torch.Tensor, PromptBatch], torch.Tensor]] = {
+    "logit": logit_metric, "logprob": logprob_metric, "target-logit": target_logit_metric,
+}
 
 
 def _metric(name: str) -> Callable[[torch.Tensor, PromptBatch], torch.Tensor]:
