@@ -109,7 +109,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.jobs import IngestConfig, run_ingest
 
     config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts,
-                          steps=args.steps, seed=args.seed, granularity=args.granularity, top_neurons=args.top_neurons)
+                          steps=args.steps, seed=args.seed, granularity=args.granularity, top_neurons=args.top_neurons,
+                          saes=tuple(args.sae or ()), top_features=args.top_features)
     config.validate()
     settings = _settings(args)
     from atlas.store import Store
@@ -245,6 +246,29 @@ def cmd_population(args: argparse.Namespace) -> int:
     _print_frame(tables["components"], "table")
     print("\nresidual stream between layers:")
     _print_frame(tables["layers"], "table")
+    return 0
+
+
+def cmd_sae(args: argparse.Namespace) -> int:
+    from ingest.studies import train_sae
+
+    settings = _settings(args)
+    kwargs = {"transcoder": args.transcoder, "out": Path(args.out) if args.out else None, "steps": args.steps, "l1": args.l1,
+              "n_prompts": args.prompts, "task": args.task, "progress": not args.quiet}
+    if args.no_store:
+        out = train_sae(None, args.model, args.hook, args.features, settings.home, **kwargs)
+    else:
+        from atlas.store import Store
+
+        with Store.connect(settings) as store:
+            out = train_sae(store, args.model, args.hook, args.features, settings.home, **kwargs)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{out['dictionaryId']} -> {out['path']}")
+    print(f"  held-out FVU {out['fvu']:.4f}, mean L0 {out['l0']:.1f} of {out['dSae']}, dead features {out['dead']} "
+          f"({out['nTrain']} training / {out['nEval']} held-out activations, {out['steps']} steps, l1 {out['l1']})")
+    print(f"  use it: atlas ingest --model {args.model} --task default --granularity feature --sae {out['path']}")
     return 0
 
 
@@ -510,15 +534,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     s.add_argument("--method", default="eap-ig", choices=["eap-ig", "eap-ig-act", "eap", "patching"],
                    help="eap-ig: integrated gradients over inputs; eap-ig-act: over activations; patching: exact")
-    s.add_argument("--metric", default="logit", choices=["logit", "logprob"],
-                   help="logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target)")
+    s.add_argument("--metric", default="logit", choices=["logit", "logprob", "target-logit"],
+                   help="logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target); "
+                        "target-logit: the raw target logit (as auto-circuit scores)")
     s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
     s.add_argument("--prompts", type=int, default=16, help="number of prompts")
     s.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
     s.add_argument("--seed", type=int, default=0, help="seed of the task's prompts")
-    s.add_argument("--granularity", default="head", choices=["head", "neuron"],
+    s.add_argument("--granularity", default="head", choices=["head", "neuron", "feature"],
                    help="neuron: also the top-K neurons of each MLP as nodes, with edges into and out of them")
     s.add_argument("--top-neurons", type=int, default=8, help="K neurons per MLP (by EAP node attribution) for --granularity neuron")
+    s.add_argument("--sae", action="append", metavar="PATH",
+                   help="a sparse dictionary on an MLP (sae-lens folder: an SAE on blocks.L.hook_mlp_out or a transcoder) "
+                        "for --granularity feature; repeat for several layers")
+    s.add_argument("--top-features", type=int, default=64,
+                   help="at most K active features per dictionary (by EAP node attribution); the error node holds the rest")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_ingest)
@@ -572,6 +602,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("sae", parents=[common], help="sparse dictionaries: train an SAE or transcoder on the model's own activations",
+                       formatter_class=fmt)
+    s.add_argument("action", choices=["train"])
+    s.add_argument("--model", required=True)
+    s.add_argument("--hook", required=True, help="hook to reconstruct, e.g. blocks.0.hook_mlp_out (a transcoder: the MLP's output hook)")
+    s.add_argument("--features", type=int, required=True, help="dictionary size")
+    s.add_argument("--transcoder", action="store_true", help="read the MLP's input, predict its output")
+    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--l1", type=float, default=0.1, help="sparsity penalty (decoder-norm-weighted L1, on unit-scaled activations)")
+    s.add_argument("--prompts", type=int, default=2048, help="prompts of the task whose activations it learns from")
+    s.add_argument("--task", default="default", help="task of those prompts (default: the zoo model's own; else induction)")
+    s.add_argument("--out", help="folder to save into (default: ATLAS_HOME/dictionaries/ID)")
+    s.add_argument("--no-store", action="store_true", help="do not record the dictionary in the database")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_sae)
+
     s = sub.add_parser("population", parents=[common], help="population coding: RSA, CKA and CCA between components and layers", formatter_class=fmt)
     s.add_argument("--model", required=True)
     s.add_argument("--layer", type=int, help="components of this layer only (default: all)")
@@ -589,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     s.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample", "corrupt"])
     s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
-    s.add_argument("--metric", default="logit", choices=["logit", "logprob"])
+    s.add_argument("--metric", default="logit", choices=["logit", "logprob", "target-logit"])
     s.add_argument("--run-id", help="run id (default: derived from the configuration)")
     s.add_argument("--prompts", type=int, default=16)
     s.add_argument("--reference", type=int, default=32, help="reference prompts for mean/resample statistics")

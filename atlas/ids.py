@@ -8,6 +8,7 @@ Grammar (``MODEL`` may itself contain ``/``, as hub names do; the last ``/`` sep
     MODEL/L{l}.MLP         the MLP of layer l
     MODEL/L{l}.N{n}        neuron n of the MLP of layer l
     MODEL/L{l}.F{f}@DICT   feature f of sparse dictionary DICT at layer l
+    MODEL/L{l}.ERR@DICT    the error term of dictionary DICT at layer l
 
 Examples:
     >>> component_id("gpt2", ComponentKind.HEAD, layer=5, head=1)
@@ -30,7 +31,7 @@ _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
 _DICT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _LOCAL_RE = re.compile(
     r"^(?:(?P<embed>EMBED)|(?P<logits>LOGITS)"
-    r"|L(?P<layer>\d+)\.(?:H(?P<head>\d+)|(?P<mlp>MLP)|N(?P<neuron>\d+)|F(?P<feature>\d+)@(?P<dict>[A-Za-z0-9][A-Za-z0-9_.\-]*)))$"
+    r"|L(?P<layer>\d+)\.(?:H(?P<head>\d+)|(?P<mlp>MLP)|N(?P<neuron>\d+)|(?:F(?P<feature>\d+)|(?P<err>ERR))@(?P<dict>[A-Za-z0-9][A-Za-z0-9_.\-]*)))$"
 )
 
 
@@ -100,7 +101,9 @@ def component_id(
     if kind is ComponentKind.NEURON:
         return f"{model_id}/L{lay}.N{_need(neuron, 'neuron', kind)}"
     if dictionary_id is None or not _DICT_RE.match(dictionary_id):
-        raise ValidationError(f"a feature id needs a dictionary id of [A-Za-z0-9_.-], got {dictionary_id!r}")
+        raise ValidationError(f"a {kind.value} id needs a dictionary id of [A-Za-z0-9_.-], got {dictionary_id!r}")
+    if kind is ComponentKind.ERROR:
+        return f"{model_id}/L{lay}.ERR@{dictionary_id}"
     return f"{model_id}/L{lay}.F{_need(feature, 'feature', kind)}@{dictionary_id}"
 
 
@@ -113,7 +116,7 @@ def parse_component_id(cid: str) -> ComponentRef:
     m = _LOCAL_RE.match(local)
     if m is None:
         raise ValidationError(
-            f"invalid component id {cid!r}: expected EMBED, LOGITS, L<l>.H<h>, L<l>.MLP, L<l>.N<n> or L<l>.F<f>@<dict>"
+            f"invalid component id {cid!r}: expected EMBED, LOGITS, L<l>.H<h>, L<l>.MLP, L<l>.N<n>, L<l>.F<f>@<dict> or L<l>.ERR@<dict>"
         )
     if m["embed"]:
         return ComponentRef(model_id, ComponentKind.EMBED, layer=-1)
@@ -126,6 +129,8 @@ def parse_component_id(cid: str) -> ComponentRef:
         return ComponentRef(model_id, ComponentKind.MLP, layer=layer)
     if m["neuron"] is not None:
         return ComponentRef(model_id, ComponentKind.NEURON, layer=layer, neuron=int(m["neuron"]))
+    if m["err"]:
+        return ComponentRef(model_id, ComponentKind.ERROR, layer=layer, dictionary_id=m["dict"])
     return ComponentRef(
         model_id, ComponentKind.FEATURE, layer=layer, feature=int(m["feature"]), dictionary_id=m["dict"]
     )

@@ -34,6 +34,8 @@ class ComponentKind(StrEnum):
     """One hidden unit of an MLP layer."""
     FEATURE = "feature"
     """One latent of a sparse dictionary (SAE or transcoder)."""
+    ERROR = "error"
+    """A sparse dictionary's error term at one site (what its features leave out), so edges stay complete."""
     LOGITS = "logits"
     """The unembedding: the sink of every path."""
 
@@ -44,6 +46,7 @@ KIND_LABEL: dict[ComponentKind, str] = {
     ComponentKind.MLP: "Mlp",
     ComponentKind.NEURON: "Neuron",
     ComponentKind.FEATURE: "Feature",
+    ComponentKind.ERROR: "Error",
     ComponentKind.LOGITS: "Logit",
 }
 COMPONENT_LABEL = "Component"
@@ -105,6 +108,7 @@ CONSTRAINTS: tuple[tuple[str, str, str], ...] = (
     ("model_id", "Model", "modelId"),
     ("run_id", "Run", "runId"),
     ("circuit_id", "Circuit", "circuitId"),
+    ("dictionary_id", "Dictionary", "dictionaryId"),
 )
 # (name, relationship type, property): relationship indexes for the measured types.
 INDEXES: tuple[tuple[str, RelType, str], ...] = (

@@ -11,7 +11,7 @@ parallel-attention models such as GPT-J and Pythia) and writes at ``2l+1``; the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -34,6 +34,7 @@ class Sender:
     write_stage: int
     index: int
     neuron: int | None = None
+    feature: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Receiver:
     read_stage: int
     index: int
     neuron: int | None = None
+    feature: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class ModelGraph:
     parallel: bool
     senders: tuple[Sender, ...]
     receivers: tuple[Receiver, ...]
+    dictionaries: tuple[tuple[int, str], ...] = ()
+    """(layer, dictionary id) of every MLP whose features are in the graph."""
+    saes: dict[int, Any] = field(default_factory=dict, compare=False, hash=False)
+    """Layer -> the :class:`ingest.sae.Dictionary` whose features stand in for that MLP."""
 
     def visible(self, receiver: Receiver) -> list[Sender]:
         """Senders whose output reaches ``receiver``'s input (in sender-index order)."""
@@ -73,12 +79,21 @@ class ModelGraph:
     def nodes_frame(self) -> pd.DataFrame:
         """One row per component (the node frame of :mod:`atlas.frames`)."""
         rows: dict[str, dict[str, Any]] = {}
+        dicts = dict(self.dictionaries)
         for s in self.senders:
-            rows[s.component_id] = _node_row(self.model_id, s.component_id, s.kind, s.layer, s.head, s.neuron)
+            rows[s.component_id] = _node_row(self.model_id, s.component_id, s.kind, s.layer, s.head, s.neuron, s.feature, dicts.get(s.layer))
         for r in self.receivers:
             layer = self.n_layers if r.kind is ComponentKind.LOGITS else r.layer
-            rows.setdefault(r.component_id, _node_row(self.model_id, r.component_id, r.kind, layer, r.head, r.neuron))
+            rows.setdefault(r.component_id, _node_row(self.model_id, r.component_id, r.kind, layer, r.head, r.neuron, r.feature, dicts.get(r.layer)))
         return pd.DataFrame(list(rows.values()))
+
+    def features(self) -> dict[int, list[int]]:
+        """Layer -> the dictionary features in the graph, in graph order."""
+        out: dict[int, list[int]] = {}
+        for s in self.senders:
+            if s.feature is not None:
+                out.setdefault(s.layer, []).append(s.feature)
+        return out
 
     def neurons(self) -> dict[int, list[int]]:
         """Layer -> the neurons in the graph, in graph order."""
@@ -89,19 +104,28 @@ class ModelGraph:
         return out
 
 
-def _node_row(model_id: str, cid: str, kind: ComponentKind, layer: int, head: int | None, neuron: int | None = None) -> dict[str, Any]:
+def _node_row(model_id: str, cid: str, kind: ComponentKind, layer: int, head: int | None, neuron: int | None = None,
+              feature: int | None = None, dictionary_id: str | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"componentId": cid, "kind": kind.value, "modelId": model_id, "layer": layer, "head": head}
     if neuron is not None:
         row["neuron"] = neuron
+    if feature is not None:
+        row["feature"] = feature
+    if kind in (ComponentKind.FEATURE, ComponentKind.ERROR):
+        row["dictionaryId"] = dictionary_id
     return row
 
 
-def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None = None) -> ModelGraph:
+def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None = None,
+                features: dict[int, tuple[Any, list[int]]] | None = None) -> ModelGraph:
     """Enumerate senders and receivers of ``model`` (a HookedTransformer).
 
     ``neurons`` (layer -> neuron indices) adds those MLP neurons as senders (their post-activation
     times their row of ``W_out``, written where the MLP writes) and receivers (their pre-activation,
     read where the MLP reads), next to the whole MLP, which stays in the graph.
+    ``features`` (layer -> (:class:`ingest.sae.Dictionary`, feature indices)) does the same for the features of a
+    dictionary standing in for that layer's MLP (a transcoder, or an SAE on its output), and adds the
+    dictionary's error term as a sender, so that features + error write exactly what the MLP writes.
 
     Raises:
         ModelError: for architectures whose attention the edge methods do not cover yet.
@@ -116,6 +140,11 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
     for layer, ns in (neurons or {}).items():
         if not 0 <= layer < cfg.n_layers or any(not 0 <= n < cfg.d_mlp for n in ns):
             raise ModelError(f"neurons {ns} of layer {layer} are outside the model")
+    if features and cfg.attn_only:
+        raise ModelError("feature granularity needs a model with MLPs")
+    for layer in features or {}:
+        if not 0 <= layer < cfg.n_layers:
+            raise ModelError(f"a dictionary for layer {layer} does not fit a {cfg.n_layers}-layer model")
     n_layers, n_heads = int(cfg.n_layers), int(cfg.n_heads)
     has_mlp = not cfg.attn_only
     parallel = bool(cfg.parallel_attn_mlp)
@@ -134,6 +163,14 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
             for n in (neurons or {}).get(layer, []):
                 cid = component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=n)
                 senders.append(Sender(cid, ComponentKind.NEURON, layer, None, 2 * layer + 1, len(senders), neuron=n))
+            if layer in (features or {}):
+                sae, fs = features[layer]  # type: ignore[index]
+                did = sae.dictionary_id
+                for f in fs:
+                    cid = component_id(model_id, ComponentKind.FEATURE, layer=layer, feature=f, dictionary_id=did)
+                    senders.append(Sender(cid, ComponentKind.FEATURE, layer, None, 2 * layer + 1, len(senders), feature=f))
+                cid = component_id(model_id, ComponentKind.ERROR, layer=layer, dictionary_id=did)
+                senders.append(Sender(cid, ComponentKind.ERROR, layer, None, 2 * layer + 1, len(senders)))
 
     receivers: list[Receiver] = []
     for layer in range(n_layers):
@@ -148,9 +185,19 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
             for n in (neurons or {}).get(layer, []):
                 cid = component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=n)
                 receivers.append(Receiver(cid, ComponentKind.NEURON, layer, None, Channel.IN, read, len(receivers), neuron=n))
+            if layer in (features or {}):
+                sae, fs = features[layer]  # type: ignore[index]
+                for f in fs:
+                    cid = component_id(model_id, ComponentKind.FEATURE, layer=layer, feature=f, dictionary_id=sae.dictionary_id)
+                    receivers.append(Receiver(cid, ComponentKind.FEATURE, layer, None, Channel.IN, read, len(receivers), feature=f))
+                # the error term reads what the MLP reads and the features do not (scored as the difference)
+                cid = component_id(model_id, ComponentKind.ERROR, layer=layer, dictionary_id=sae.dictionary_id)
+                receivers.append(Receiver(cid, ComponentKind.ERROR, layer, None, Channel.IN, read, len(receivers)))
     receivers.append(
         Receiver(component_id(model_id, ComponentKind.LOGITS), ComponentKind.LOGITS, n_layers, None, Channel.IN, 2 * n_layers, len(receivers))
     )
     # Senders must be sorted by write stage so that visibility is a prefix.
     assert all(a.write_stage <= b.write_stage for a, b in zip(senders, senders[1:]))
-    return ModelGraph(model_id, n_layers, n_heads, has_mlp, parallel, tuple(senders), tuple(receivers))
+    dicts = tuple((layer, sae.dictionary_id) for layer, (sae, _) in sorted((features or {}).items()))
+    saes = {layer: sae for layer, (sae, _) in (features or {}).items()}
+    return ModelGraph(model_id, n_layers, n_heads, has_mlp, parallel, tuple(senders), tuple(receivers), dicts, saes)

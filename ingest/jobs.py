@@ -42,6 +42,8 @@ class IngestConfig:
     seed: int = 0
     granularity: str = "head"
     top_neurons: int = 8
+    saes: tuple[str, ...] = ()
+    top_features: int = 64
 
     def validate(self) -> IngestConfig:
         if self.method not in {m.value for m in Method}:
@@ -50,12 +52,19 @@ class IngestConfig:
             raise ValidationError(f"--prompts must be at least 1, got {self.n_prompts}")
         if self.steps < 1:
             raise ValidationError(f"--steps must be at least 1, got {self.steps}")
-        if self.metric not in ("logit", "logprob"):
-            raise ValidationError(f"unknown metric {self.metric!r}: choose logit or logprob")
-        if self.granularity not in ("head", "neuron"):
-            raise ValidationError(f"unknown granularity {self.granularity!r}: choose head or neuron")
+        if self.metric not in ("logit", "logprob", "target-logit"):
+            raise ValidationError(f"unknown metric {self.metric!r}: choose logit, logprob or target-logit")
+        if self.granularity not in ("head", "neuron", "feature"):
+            raise ValidationError(f"unknown granularity {self.granularity!r}: choose head, neuron or feature")
         if self.granularity == "neuron" and self.top_neurons < 1:
             raise ValidationError(f"--top-neurons must be at least 1, got {self.top_neurons}")
+        if self.granularity == "feature":
+            if not self.saes:
+                raise ValidationError("--granularity feature needs --sae PATH (a sae-lens folder; 'atlas sae train' makes one)")
+            if self.top_features < 1:
+                raise ValidationError(f"--top-features must be at least 1, got {self.top_features}")
+        elif self.saes:
+            raise ValidationError("--sae needs --granularity feature")
         return self
 
     def to_json(self) -> str:
@@ -65,11 +74,23 @@ class IngestConfig:
         if self.granularity == "head":  # head-level runs keep the ids they had before neurons existed
             data.pop("granularity")
             data.pop("top_neurons")
+        if self.granularity != "feature":  # ... and before features existed
+            data.pop("saes")
+            data.pop("top_features")
+        else:  # a dictionary is known by its weights, not only by where it lies
+            data["saes"] = [{"path": str(Path(p).resolve()), "sha256": _file_digest(Path(p) / "sae_weights.safetensors")} for p in self.saes]
         return json.dumps(data, sort_keys=True)
 
     def default_run_id(self, model_id: str) -> str:
         digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
         return f"{model_id}:{self.task}:{self.method}:{digest}"
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise ValidationError(f"cannot read dictionary weights {path}: {exc.strerror}") from exc
 
 
 @dataclass
@@ -118,14 +139,25 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     task = get_task(resolve_task(config.task, config.model), config.metric)
     loaded = load_model(config.model, home, progress)
     batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
-    chosen = None
+    if batch.clean.max() >= loaded.model.cfg.d_vocab or batch.clean.shape[1] > loaded.model.cfg.n_ctx:
+        raise ValidationError("the task's prompts do not fit the model's vocabulary or context")
+    chosen, features, dictionaries = None, None, []
     if config.granularity == "neuron":
         from ingest.methods import select_neurons
 
         chosen, _ = select_neurons(loaded.model, task, batch, config.top_neurons)
-    graph = build_graph(loaded.model, loaded.model_id, chosen)
-    if batch.clean.max() >= loaded.model.cfg.d_vocab or batch.clean.shape[1] > loaded.model.cfg.n_ctx:
-        raise ValidationError("the task's prompts do not fit the model's vocabulary or context")
+    if config.granularity == "feature":
+        from ingest.methods import select_features
+        from ingest.sae import load_for_model
+
+        saes = load_for_model(loaded.model, loaded.model_id, config.saes)
+        picked, _ = select_features(loaded.model, saes, task, batch, config.top_features)
+        features = {layer: (saes[layer], picked[layer]) for layer in saes}
+        dictionaries = [{**sae.stats, "dictionaryId": sae.dictionary_id, "modelId": loaded.model_id, "layer": layer,
+                         "hookName": sae.hook_name, "hookNameOut": sae.hook_name_out, "transcoder": sae.is_transcoder,
+                         "architecture": sae.architecture, "path": str(Path(path).resolve())}
+                        for (layer, sae), path in zip(sorted(saes.items()), config.saes)]
+    graph = build_graph(loaded.model, loaded.model_id, chosen, features)
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
     total = {Method.EAP.value: 3, Method.EAP_IG.value: config.steps + 2, Method.EAP_IG_ACT.value: config.steps + 2,
              Method.PATCHING.value: n_edges}[config.method]
@@ -136,12 +168,37 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
         if bar:
             bar.close()
     nodes = graph.nodes_frame()
+    if features:
+        nodes = _with_feature_stats(loaded, nodes, graph, batch)
+    nodes.attrs["dictionaries"] = dictionaries  # written by write_run as (:Dictionary) nodes
     roles = loaded.info.get("roles", {})
     if roles:
         local = nodes["componentId"].str.rsplit("/", n=1).str[1]
         for key in ("prevTokenScore", "inductionScore"):
             nodes[key] = [roles.get(name, {}).get(key) for name in local]
     return loaded, nodes, edges
+
+
+def _with_feature_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> pd.DataFrame:
+    """Sparse-coding statistics of every feature node, measured on the run's own prompts (clean and corrupted)."""
+    import torch
+
+    from ingest.probes import sparse_coding_rows
+    from ingest.sae import collect_activations
+
+    tokens = torch.cat([batch.clean, batch.corrupted])
+    probe = f"the run's prompts ({len(tokens)} = clean + corrupted)"
+    extra = []
+    for layer, sae in graph.saes.items():
+        hook_in = f"blocks.{layer}.hook_mlp_in" if sae.is_transcoder else sae.hook_name
+        x_in, _ = collect_activations(loaded.model, tokens, hook_in)
+        acts = sae.encode(x_in).reshape(tokens.shape[0], tokens.shape[1], -1)
+        feats = graph.features()[layer]
+        units = nodes[(nodes["kind"] == "feature") & (nodes["layer"] == layer)].set_index("feature").loc[feats].reset_index()
+        extra += sparse_coding_rows(loaded.model, tokens, acts[:, :, feats], units.to_dict("records"), probe)
+    stats = pd.DataFrame(extra)
+    rest = nodes[nodes["kind"] != "feature"]
+    return pd.concat([rest, stats], ignore_index=True)
 
 
 def write_run(
@@ -167,9 +224,12 @@ def write_run(
     store.ensure_schema()
     store.write_model(model_properties(loaded))
     store.write_components(nodes)
-    neurons = nodes[nodes["kind"] == "neuron"]
-    if len(neurons):
-        store.write_part_of([(cid, f"{loaded.model_id}/L{layer}.MLP") for cid, layer in zip(neurons["componentId"], neurons["layer"])])
+    parts = nodes[nodes["kind"].isin(["neuron", "feature", "error"])]
+    if len(parts):
+        store.write_part_of([(cid, f"{loaded.model_id}/L{int(layer)}.MLP") for cid, layer in zip(parts["componentId"], parts["layer"])])
+    if nodes.attrs.get("dictionaries"):
+        store.write_rows("UNWIND $rows AS r MERGE (d:Dictionary {dictionaryId: r.dictionaryId}) SET d += r",
+                         [{k: v for k, v in row.items() if v is not None} for row in nodes.attrs["dictionaries"]])
     if unfinished:
         removed = store.delete_run_edges(run_id, rel_type=rel_type)
         log(f"run {run_id} was unfinished: removed {removed} partial edges, writing it again")
@@ -241,6 +301,12 @@ def run_ingest(
     if config.granularity == "neuron":
         props.update({"granularity": "neuron", "topNeurons": config.top_neurons,
                       "neuronSelection": "top-K per MLP by |sum (post_corr - post_clean) * dm/dpost| (EAP node attribution)"})
+    if config.granularity == "feature":
+        props.update({"granularity": "feature", "topFeatures": config.top_features,
+                      "dictionaries": [d["dictionaryId"] for d in nodes.attrs.get("dictionaries", [])],
+                      "featureSelection": "features active on the prompts, top-K per dictionary by "
+                                          "|sum (f_corr - f_clean) W_dec . dm/d(mlp_out)| (EAP node attribution); "
+                                          "the error node holds the rest"})
     write_run(store, loaded, nodes, edges, props, rel_type=RelType.ATTRIBUTION, unfinished=existing is not None, progress=progress, log=log)
     t2 = time.perf_counter()
     return IngestResult(run_id, "written", len(nodes), len(edges), {"compute": t1 - t0, "write": t2 - t1})

@@ -49,6 +49,7 @@ __all__ = [
     "sender_outputs",
     "all_edges",
     "select_neurons",
+    "select_features",
     "METHODS",
     "get_method",
 ]
@@ -91,13 +92,15 @@ def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float
     names = {"hook_embed"}
     if _positional_in_residual(model):
         names.add("hook_pos_embed")
-    neurons = graph.neurons()
+    neurons, features = graph.neurons(), graph.features()
     for layer in range(graph.n_layers):
         names.add(f"blocks.{layer}.attn.hook_z")
         if graph.has_mlp:
             names.add(f"blocks.{layer}.hook_mlp_out")
         if layer in neurons:
             names.add(f"blocks.{layer}.mlp.hook_post")
+        if layer in features:
+            names.add(f"blocks.{layer}.hook_resid_{'pre' if graph.parallel else 'mid'}")
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         outs = [cache["hook_embed"] + (cache["hook_pos_embed"] if "hook_pos_embed" in names else 0.0)]
@@ -109,6 +112,10 @@ def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float
                 outs.append(cache[f"blocks.{layer}.hook_mlp_out"])
             if layer in neurons:
                 outs.extend(_neuron_outputs(model, layer, neurons[layer], cache[f"blocks.{layer}.mlp.hook_post"]).unbind(dim=2))
+            if layer in features:
+                mlp_in = cache[f"blocks.{layer}.hook_resid_{'pre' if graph.parallel else 'mid'}"]
+                acts = graph.saes[layer].encode(_dictionary_site(model, graph, layer, mlp_in, cache[f"blocks.{layer}.hook_mlp_out"]))
+                outs.extend(_feature_outputs(graph, layer, acts, cache[f"blocks.{layer}.hook_mlp_out"]).unbind(dim=2))
     out = torch.stack(outs, dim=2)
     assert out.shape[2] == len(graph.senders)
     return out
@@ -118,6 +125,45 @@ def _neuron_outputs(model: Any, layer: int, neurons: list[int], post: torch.Tens
     """What each listed neuron writes into the residual stream: ``post[..., n] * W_out[n]`` -> [b, p, k, d]."""
     w_out = model.blocks[layer].mlp.W_out[neurons]  # [k, d_model]
     return post[:, :, neurons, None] * w_out[None, None]
+
+
+def _dictionary_site(model: Any, graph: ModelGraph, layer: int, mlp_in: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
+    """What layer ``layer``'s dictionary reads: ``ln2`` of the MLP input (transcoder) or the MLP output (SAE)."""
+    sae = graph.saes[layer]
+    return model.blocks[layer].ln2(mlp_in) if sae.is_transcoder else mlp_out
+
+
+def _feature_outputs(graph: ModelGraph, layer: int, acts: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
+    """Each selected feature's write ``f_i * W_dec[i]``, then the error term, which is the MLP's output
+    minus those writes and the decoder bias (so it also holds the unselected features): [b, p, k + 1, d]."""
+    sae = graph.saes[layer]
+    fs = graph.features()[layer]
+    writes = acts[:, :, fs, None] * sae.W_dec[fs][None, None]
+    error = mlp_out - writes.sum(2) - sae.b_dec
+    return torch.cat([writes, error[:, :, None]], dim=2)
+
+
+def _feature_cotangents(model: Any, graph: ModelGraph, layer: int, mlp_in: torch.Tensor, pre_grad: torch.Tensor) -> torch.Tensor:
+    """``dm/dpre_i * dpre_i/d(mlp input)`` for each selected feature ``i``: [b, p, k, d].
+
+    A transcoder's pre-activation is linear in ``ln2(x)`` (``W_enc[:, i]``); an SAE's goes through
+    the MLP first, differentiated by autograd on one copy of the MLP input per feature."""
+    sae = graph.saes[layer]
+    fs = graph.features()[layer]
+    block = model.blocks[layer]
+    g = pre_grad[:, :, fs]  # [b, p, k]
+    if sae.is_transcoder:
+        cot = g[..., None] * sae.W_enc[:, fs].T[None, None]
+    else:
+        b, p, d = mlp_in.shape
+        with torch.enable_grad():
+            site = block.ln2(mlp_in.detach())[:, :, None, :].expand(b, p, len(fs), d).reshape(b, p * len(fs), d).clone().requires_grad_(True)
+            out = block.mlp(site).reshape(b, p, len(fs), -1)
+            centred = out - sae.b_dec if sae.apply_b_dec_to_input else out
+            pre = torch.einsum("bpkd,dk->bpk", centred, sae.W_enc[:, fs])
+            (cot,) = torch.autograd.grad(pre, site, grad_outputs=g)
+        cot = cot.reshape(b, p, len(fs), d)
+    return _layer_norm_vjp(block.ln2, mlp_in, cot)
 
 
 def _layer_norm_vjp(ln: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
@@ -187,8 +233,24 @@ def _receiver_grads(
 
         return fn
 
+    def splice(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        """Route the gradient at the MLP output through the dictionary's features as well (a side
+        branch: the value is unchanged and nothing upstream receives gradient twice)."""
+        sae, fs = graph.saes[layer], features[layer]
+
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            site = _dictionary_site(model, graph, layer, store[f"mlp{layer}"].detach(), act.detach())
+            pre = sae.pre(site).detach().requires_grad_(True)
+            store[f"fpre{layer}"] = pre
+            f = sae.activation(pre)
+            store[f"f{layer}"] = f.detach()
+            recon = f[:, :, fs] @ sae.W_dec[fs]
+            return act + (recon - recon.detach())
+
+        return fn
+
     hooks: list[tuple[str, Any]] = [("hook_embed", replace_embed), *(extra_hooks or [])]
-    neurons = graph.neurons()
+    neurons, features = graph.neurons(), graph.features()
     for layer in range(graph.n_layers):
         hooks.append((f"blocks.{layer}.hook_resid_pre", keep(f"x{layer}", False)))
         for c in "qkv":
@@ -200,11 +262,13 @@ def _receiver_grads(
             if capture_senders:
                 hooks.append((f"blocks.{layer}.mlp.hook_post", keep(f"post{layer}", False)))
     hooks.append((f"blocks.{graph.n_layers - 1}.hook_resid_post", keep("final", True)))
-    if capture_senders:
-        for layer in range(graph.n_layers):
+    for layer in range(graph.n_layers):
+        if capture_senders:
             hooks.append((f"blocks.{layer}.attn.hook_z", keep(f"z{layer}", False)))
             if graph.has_mlp:
                 hooks.append((f"blocks.{layer}.hook_mlp_out", keep(f"out{layer}", False)))
+        if layer in features:  # after keep(): the stored MLP output is the MLP's own
+            hooks.append((f"blocks.{layer}.hook_mlp_out", splice(layer)))
     with torch.enable_grad():
         logits = model.run_with_hooks(batch.clean, fwd_hooks=hooks)
         task.metric(logits, batch).mean().backward()
@@ -219,6 +283,8 @@ def _receiver_grads(
                     outs.append(store[f"out{layer}"].detach())
                 if layer in neurons:
                     outs.extend(_neuron_outputs(model, layer, neurons[layer], store[f"post{layer}"].detach()).unbind(dim=2))
+                if layer in features:
+                    outs.extend(_feature_outputs(graph, layer, store[f"f{layer}"], store[f"out{layer}"].detach()).unbind(dim=2))
             senders = torch.stack(outs, dim=2)
 
     groups: dict[str, torch.Tensor] = {}
@@ -239,6 +305,8 @@ def _receiver_grads(
             mlp = model.blocks[layer].mlp
             cot = store[f"pre{layer}"].grad[:, :, ns, None] * mlp.W_in[:, ns].T[None, None]  # [b, p, k, d]
             groups[f"L{layer}.neurons"] = _layer_norm_vjp(model.blocks[layer].ln2, store[f"mlp{layer}"], cot)
+        if layer in features:
+            groups[f"L{layer}.features"] = _feature_cotangents(model, graph, layer, store[f"mlp{layer}"].detach(), store[f"fpre{layer}"].grad)
     groups["logits"] = store["final"].grad[:, :, None, :]
     return groups, senders
 
@@ -249,6 +317,7 @@ def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
     by_layer: dict[int, list[Receiver]] = {}
     mlps: dict[int, Receiver] = {}
     neurons: dict[int, list[Receiver]] = {}
+    features: dict[int, list[Receiver]] = {}
     logits: Receiver | None = None
     for r in graph.receivers:
         if r.kind is ComponentKind.HEAD:
@@ -257,6 +326,10 @@ def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
             mlps[r.layer] = r
         elif r.kind is ComponentKind.NEURON:
             neurons.setdefault(r.layer, []).append(r)  # in graph order, as the gradients stack them
+        elif r.kind is ComponentKind.FEATURE:
+            features.setdefault(r.layer, []).append(r)
+        elif r.kind is ComponentKind.ERROR:
+            continue  # scored from the MLP's and the features' columns (see _error_columns)
         else:
             logits = r
     order = {Channel.Q: 0, Channel.K: 1, Channel.V: 2}
@@ -267,6 +340,8 @@ def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
             out.append((f"L{layer}.mlp", [mlps[layer]]))
         if layer in neurons:
             out.append((f"L{layer}.neurons", neurons[layer]))
+        if layer in features:
+            out.append((f"L{layer}.features", features[layer]))
     assert logits is not None
     out.append(("logits", [logits]))
     return out
@@ -338,7 +413,24 @@ def _gradient_scores(
         g = grad_sum[key] / len(alphas)
         g_flat = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1)
         score[:k, [r.index for r in recv]] = (delta_flat[:k] @ g_flat.T).double().numpy()
+    _error_columns(graph, score)
     return _edge_frame(graph, score)
+
+
+def _error_columns(graph: ModelGraph, score: np.ndarray) -> None:
+    """Fill each error receiver's column: the MLP's column minus its features' columns.
+
+    The gradient at the MLP input splits exactly into the path through the features and the path
+    through the error term (``err = out - decode(encode(...))``), and scores are linear in it, so the
+    error receives what the MLP receives and its features do not.
+    """
+    by_layer: dict[int, dict[str, list[int]]] = {}
+    for r in graph.receivers:
+        if r.kind in (ComponentKind.MLP, ComponentKind.FEATURE, ComponentKind.ERROR):
+            by_layer.setdefault(r.layer, {}).setdefault(r.kind.value, []).append(r.index)
+    for cols in by_layer.values():
+        if "error" in cols:
+            score[:, cols["error"][0]] = score[:, cols["mlp"][0]] - score[:, cols["feature"]].sum(axis=1)
 
 
 def _raw_sender_acts(model: Any, graph: ModelGraph, batch: PromptBatch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -377,8 +469,14 @@ def compute_eap_ig_activations(
     integral is complete per receiver; ``k + 2`` passes like EAP-IG over inputs."""
     if config.steps < 1:
         raise ValidationError(f"EAP-IG needs at least 1 step, got {config.steps}")
+    _no_features(graph, "eap-ig-act")
     alphas = [(i + 0.5) / config.steps for i in range(config.steps)]  # midpoint rule
     return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate="activations")
+
+
+def _no_features(graph: ModelGraph, method: str) -> None:
+    if graph.saes:
+        raise ValidationError(f"--method {method} does not cover dictionary features yet: use eap or eap-ig")
 
 
 def select_neurons(model: Any, task: Task, batch: PromptBatch, k: int) -> tuple[dict[int, list[int]], pd.DataFrame]:
@@ -413,6 +511,51 @@ def select_neurons(model: Any, task: Task, batch: PromptBatch, k: int) -> tuple[
         top = torch.topk(score.abs(), min(k, score.numel())).indices.tolist()
         chosen[l] = sorted(top)
         rows += [{"layer": l, "neuron": n, "score": float(score[n]), "selected": n in top} for n in range(score.numel())]
+    return chosen, pd.DataFrame(rows)
+
+
+def select_features(model: Any, saes: dict[int, Any], task: Task, batch: PromptBatch, k: int) -> tuple[dict[int, list[int]], pd.DataFrame]:
+    """The features of each layer's dictionary active on the batch (clean or corrupted, any
+    position), at most ``k`` of them by EAP node attribution ``|sum (f_corr - f_clean) * W_dec[i] .
+    dm/d(mlp_out)|`` (mean over prompts). Returns (layer -> features, every active feature's score)."""
+    if k < 1:
+        raise ValidationError(f"--top-features must be at least 1, got {k}")
+    names = {f"blocks.{l}.hook_{s}" for l in saes for s in ("mlp_out", "resid_mid", "resid_pre")}
+    with torch.no_grad():
+        _, corr = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in names)
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        if hook.name.endswith("mlp_out"):
+            act.retain_grad()
+        store[hook.name] = act
+        return act
+
+    for p_ in model.parameters():
+        p_.requires_grad_(False)
+    with torch.enable_grad():
+        emb = model.embed(batch.clean).detach().requires_grad_(True)
+        logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb), *[(n, keep) for n in names]])
+        task.metric(logits, batch).mean().backward()
+    rows, chosen = [], {}
+    parallel = bool(model.cfg.parallel_attn_mlp)
+    for l, sae in sorted(saes.items()):
+        def acts(cache: Any) -> torch.Tensor:
+            mlp_in = cache[f"blocks.{l}.hook_resid_{'pre' if parallel else 'mid'}"].detach()
+            out = cache[f"blocks.{l}.hook_mlp_out"].detach()
+            return sae.encode(model.blocks[l].ln2(mlp_in) if sae.is_transcoder else out)
+
+        with torch.no_grad():
+            f_clean, f_corr = acts(store), acts(corr)
+            grad_f = store[f"blocks.{l}.hook_mlp_out"].grad @ sae.W_dec.T  # [b, p, d_sae]
+            score = ((f_corr - f_clean) * grad_f).sum(dim=1).mean(dim=0)
+            active = ((f_clean > 0) | (f_corr > 0)).flatten(0, 1).any(0)
+        idx = torch.nonzero(active).flatten()
+        if len(idx) == 0:
+            raise ValidationError(f"no feature of dictionary {sae.dictionary_id} is active on these prompts")
+        top = idx[torch.topk(score[idx].abs(), min(k, len(idx))).indices].tolist()
+        chosen[l] = sorted(top)
+        rows += [{"layer": l, "feature": int(i), "score": float(score[i]), "selected": int(i) in top} for i in idx.tolist()]
     return chosen, pd.DataFrame(rows)
 
 
@@ -456,6 +599,7 @@ def compute_patching(
         delta: ``[batch, pos, sender, d_model]`` replacement-minus-clean sender outputs; default
             corrupted-minus-clean. Path patching with zero/mean/resample ablations passes its own.
     """
+    _no_features(graph, "patching")
     model.eval()
     edges = all_edges(graph) if edges is None else list(edges)
     with torch.no_grad():

@@ -22,7 +22,7 @@ import torch
 from atlas.ids import component_id
 from atlas.schema import ComponentKind
 
-__all__ = ["PROBE_NAME", "compute_probes", "compute_neuron_stats", "probe_tokens"]
+__all__ = ["PROBE_NAME", "compute_probes", "compute_neuron_stats", "sparse_coding_rows", "probe_tokens"]
 
 PROBE_NAME = "atlas-probe-v1"
 
@@ -75,32 +75,46 @@ def compute_neuron_stats(model: Any, model_id: str, n: int = 32, half: int = 16,
     tokens = probe_tokens(model, n, half, seed)
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("mlp.hook_post"))
     probe = f"{PROBE_NAME} (repeated random tokens, n={n}, half={tokens.shape[1] // 2}, seed={seed})"
-    flat_tok = tokens.reshape(-1)
-    counts = torch.zeros(cfg.d_vocab, dtype=torch.float64).index_add_(0, flat_tok, torch.ones(flat_tok.numel(), dtype=torch.float64))
-    seen = counts > 0
     rows = []
     for layer in range(cfg.n_layers):
-        act = cache[f"blocks.{layer}.mlp.hook_post"].reshape(-1, cfg.d_mlp).double()  # [stimuli, neurons]
-        freq = (act > 0).double().mean(0)
-        per_token = torch.zeros(cfg.d_vocab, cfg.d_mlp, dtype=torch.float64).index_add_(0, flat_tok, act) / counts.clamp(min=1)[:, None]
-        per_token[~seen] = float("-inf")
-        top_tok = torch.topk(per_token, min(k, int(seen.sum())), dim=0)
-        top_ctx = torch.topk(act, min(k, act.shape[0]), dim=0).indices  # [k, neurons]
-        pos = tokens.shape[1]
-        for neuron in range(cfg.d_mlp):
-            contexts = []
-            for i in top_ctx[:, neuron].tolist():
-                b, p = divmod(i, pos)
-                contexts.append(" ".join(_token_text(model, t) for t in tokens[b, max(0, p - 4) : p + 1].tolist()))
-            rows.append({
-                "componentId": component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=neuron),
-                "kind": "neuron", "modelId": model_id, "layer": layer, "head": None, "neuron": neuron,
-                "frequency": float(freq[neuron]), "meanAct": float(act[:, neuron].mean()), "maxAct": float(act[:, neuron].max()),
-                "topTokens": [_token_text(model, t) for t in top_tok.indices[:, neuron].tolist()],
-                "topTokenActs": [round(float(v), 6) for v in top_tok.values[:, neuron].tolist()],
-                "topContexts": contexts, "probe": probe,
-            })
+        act = cache[f"blocks.{layer}.mlp.hook_post"]
+        units = [{"componentId": component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=neuron), "kind": "neuron",
+                  "modelId": model_id, "layer": layer, "head": None, "neuron": neuron} for neuron in range(cfg.d_mlp)]
+        rows += sparse_coding_rows(model, tokens, act, units, probe, k)
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def sparse_coding_rows(model: Any, tokens: torch.Tensor, act: torch.Tensor, units: list[dict[str, Any]], probe: str,
+                       k: int = 5) -> list[dict[str, Any]]:
+    """``units`` (one node row per unit, in the order of ``act``'s last axis) with sparse-coding
+    statistics on ``tokens`` added: activation frequency (share of positions where the unit is
+    positive), mean and max activation, the ``k`` tokens with the highest mean activation and the
+    ``k`` top-activating contexts (up to 4 tokens before, ending at the activating one)."""
+    flat_tok = tokens.reshape(-1)
+    d_vocab = int(model.cfg.d_vocab)
+    act = act.reshape(-1, act.shape[-1]).double()  # [stimuli, units]
+    counts = torch.zeros(d_vocab, dtype=torch.float64).index_add_(0, flat_tok, torch.ones(flat_tok.numel(), dtype=torch.float64))
+    seen = counts > 0
+    freq = (act > 0).double().mean(0)
+    per_token = torch.zeros(d_vocab, act.shape[1], dtype=torch.float64).index_add_(0, flat_tok, act) / counts.clamp(min=1)[:, None]
+    per_token[~seen] = float("-inf")
+    top_tok = torch.topk(per_token, min(k, int(seen.sum())), dim=0)
+    top_ctx = torch.topk(act, min(k, act.shape[0]), dim=0).indices  # [k, units]
+    pos = tokens.shape[1]
+    out = []
+    for u, unit in enumerate(units):
+        contexts = []
+        for i in top_ctx[:, u].tolist():
+            b, p = divmod(i, pos)
+            contexts.append(" ".join(_token_text(model, t) for t in tokens[b, max(0, p - 4) : p + 1].tolist()))
+        out.append({
+            **unit, "frequency": float(freq[u]), "meanAct": float(act[:, u].mean()), "maxAct": float(act[:, u].max()),
+            "topTokens": [_token_text(model, t) for t in top_tok.indices[:, u].tolist()],
+            "topTokenActs": [round(float(v), 6) for v in top_tok.values[:, u].tolist()],
+            "topContexts": contexts, "probe": probe,
+        })
+    return out
 
 
 @torch.no_grad()

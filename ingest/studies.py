@@ -22,7 +22,7 @@ from atlas.schema import RelType, RunStatus
 from atlas.store import Store
 from ingest.jobs import IngestConfig, check_existing, make_progress, write_run
 
-__all__ = ["LesionConfig", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population"]
+__all__ = ["LesionConfig", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae"]
 
 Log = Callable[[str], None]
 
@@ -290,3 +290,52 @@ def run_population(store: Store | None, model: str, home: Path, layer: int | Non
             comps.to_dict("records"), params={"probe": PROBE_NAME},
         )
     return tables
+
+
+def train_sae(store: Store | None, model: str, hook: str, n_features: int, home: Path, *, transcoder: bool = False,
+              out: Path | None = None, steps: int = 3000, l1: float = 0.1, n_prompts: int = 2048, task: str = "default",
+              seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Train a sparse dictionary on ``model``'s own activations and save it (sae-lens format).
+
+    Activations: every position of ``n_prompts`` clean and corrupted prompts of ``task`` (``default``:
+    the zoo model's own task; other models use ``induction``). With ``store``, the dictionary and
+    its quality are recorded as ``(:Dictionary)`` next to the model. Returns the stats and the path.
+    """
+    from ingest.jobs import resolve_task
+    from ingest.models import load_model, model_properties
+    from ingest.sae import collect_activations, save_dictionary, site_hooks, train_dictionary
+    from ingest.tasks import get_task
+
+    loaded = load_model(model, home, make_progress(progress))
+    hook_in, hook_out = site_hooks(loaded.model, hook, transcoder)
+    task_name = resolve_task(task, model) if task != "default" or model.split("@", 1)[0] in _zoo_names() else "induction"
+    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
+    import torch
+
+    tokens = torch.cat([batch.clean, batch.corrupted])
+    x_in, x_out = collect_activations(loaded.model, tokens, hook_in, hook_out)
+    short = (hook_out or hook_in).removeprefix("blocks.").replace("hook_", "")
+    dict_id = f"{loaded.model_id.replace('/', '-')}.{'tc' if transcoder else 'sae'}{n_features}.{short}"
+    bar = make_progress(progress)(steps, f"training {'transcoder' if transcoder else 'SAE'} ({n_features} features)")
+    try:
+        d = train_dictionary(x_in, x_out, n_features, hook_name=hook_in, hook_name_out=hook_out, model_name=loaded.model_id,
+                             dictionary_id=dict_id, steps=steps, l1=l1, seed=seed, progress=bar.update)
+    finally:
+        bar.close()
+    d.stats.update({"task": task_name, "nPrompts": n_prompts})
+    folder = out or home / "dictionaries" / dict_id
+    save_dictionary(d, folder)
+    if store is not None:
+        store.ensure_schema()
+        store.write_model(model_properties(loaded))
+        row = {**d.stats, "dictionaryId": dict_id, "modelId": loaded.model_id, "hookName": hook_in, "hookNameOut": hook_out,
+               "transcoder": transcoder, "architecture": d.architecture, "path": str(folder.resolve())}
+        store.write_rows("UNWIND $rows AS r MERGE (d:Dictionary {dictionaryId: r.dictionaryId}) SET d += r",
+                         [{k: v for k, v in row.items() if v is not None}])
+    return {"dictionaryId": dict_id, "path": str(folder), **d.stats}
+
+
+def _zoo_names() -> set[str]:
+    from ingest.zoo import ZOO
+
+    return set(ZOO)

@@ -22,7 +22,7 @@ from atlas.errors import ValidationError
 
 __all__ = ["ComponentCriteria"]
 
-_KINDS = {"embed": "Embed", "head": "Head", "mlp": "Mlp", "neuron": "Neuron", "feature": "Feature", "logit": "Logit", "logits": "Logit"}
+_KINDS = {"embed": "Embed", "head": "Head", "mlp": "Mlp", "neuron": "Neuron", "feature": "Feature", "error": "Error", "logit": "Logit", "logits": "Logit"}
 
 
 @dataclass(frozen=True)

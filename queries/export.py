@@ -36,13 +36,15 @@ KIND_COLOURS = {
     "Mlp": "#54a24b",
     "Neuron": "#88d27a",
     "Feature": "#b279a2",
+    "Error": "#9d9d9d",
     "Logit": "#e45756",
 }
 _CHANNEL_DASH = {"q": False, "k": [6, 4], "v": [2, 3], "in": False}
 _EXTERNAL = re.compile(
     r"<link\b[^>]*\bhref=\"[^\"]*\"[^>]*/?>|<script\b[^>]*\bsrc=\"[^\"]*\"[^>]*>\s*</script>", re.IGNORECASE | re.DOTALL
 )
-_TOOLTIP_KEYS = ("kind", "layer", "head", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens", "topContexts")
+_TOOLTIP_KEYS = ("kind", "layer", "head", "neuron", "feature", "dictionaryId", "prevTokenScore", "duplicateTokenScore", "inductionScore",
+                 "frequency", "meanAct", "maxAct", "topTokens", "topContexts")
 
 
 def _present(v: Any) -> bool:

@@ -252,7 +252,8 @@ def _potential(df: pd.DataFrame, sources: ComponentCriteria, targets: ComponentC
     refs = [parse_component_id(n) for n in names]
     stage_of = {ComponentKind.EMBED: lambda r: -1, ComponentKind.HEAD: lambda r: 2 * r.layer,
                 ComponentKind.MLP: lambda r: 2 * r.layer + 1, ComponentKind.NEURON: lambda r: 2 * r.layer + 1,
-                ComponentKind.FEATURE: lambda r: 2 * r.layer + 1, ComponentKind.LOGITS: lambda r: 1 << 30}
+                ComponentKind.FEATURE: lambda r: 2 * r.layer + 1, ComponentKind.ERROR: lambda r: 2 * r.layer + 1,
+                ComponentKind.LOGITS: lambda r: 1 << 30}
     stage = np.array([stage_of[r.kind](r) for r in refs])
     if not (stage[pre] < stage[post]).all():
         return None

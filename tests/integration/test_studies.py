@@ -194,3 +194,40 @@ def test_neuron_level_run(store: Store, embedded: StoreSettings, capsys: pytest.
     counts = store.counts()
     assert main(args) == 0
     assert store.counts() == counts
+
+
+def test_sae_train_and_feature_level_run(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A dictionary trained by the CLI lands in sae-lens format and in the database; a feature-level
+    run writes features (with sparse-coding statistics) and the error node, PART_OF the MLP, and its
+    edges are complete: features + error into the logits = the MLP into the logits."""
+    home = ["--home", str(embedded.home)]
+    folder = tmp_path / "tc"
+    assert main(["sae", "train", "--model", "modadd-1l", "--hook", "blocks.0.hook_mlp_out", "--features", "64", "--transcoder",
+                 "--steps", "1500", "--out", str(folder), "--json", "--quiet", *home]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert (folder / "cfg.json").exists() and (folder / "sae_weights.safetensors").exists()
+    row = store.read("MATCH (d:Dictionary {dictionaryId: $id}) RETURN d.fvu AS fvu, d.l0 AS l0, d.dead AS dead", {"id": trained["dictionaryId"]})
+    assert row["fvu"].iloc[0] == pytest.approx(trained["fvu"]) and row["fvu"].iloc[0] < 0.2
+    args = ["ingest", "--model", "modadd-1l", "--task", "default", "--granularity", "feature", "--sae", str(folder),
+            "--top-features", "16", "--prompts", "8", "--run-id", "feat", "--quiet", *home]
+    assert main(args) == 0
+    capsys.readouterr()
+    did = trained["dictionaryId"]
+    n_feat = _count(store, "MATCH (f:Feature {dictionaryId: $d})-[:PART_OF]->(:Mlp {componentId: 'modadd-1l/L0.MLP'}) "
+                           "WHERE f.frequency > 0 AND f.maxAct > 0 AND size(f.topContexts) > 0 RETURN count(f) AS n", d=did)
+    assert 1 <= n_feat <= 16
+    assert _count(store, "MATCH (e:Error {dictionaryId: $d})-[:PART_OF]->(:Mlp) RETURN count(e) AS n", d=did) == 1
+    sums = store.read("MATCH (s:Component)-[e:ATTRIBUTION {runId: 'feat'}]->(:Logit) WHERE s:Mlp OR s:Feature OR s:Error "
+                      "RETURN s:Mlp AS mlp, sum(e.score) AS total")
+    totals = dict(zip(sums["mlp"], sums["total"]))
+    assert totals[True] == pytest.approx(totals[False], rel=1e-4) and abs(totals[True]) > 0.1
+    assert store.get_run("feat")["granularity"] == "feature"
+    counts = store.counts()
+    assert main(args) == 0  # idempotent
+    assert store.counts() == counts
+    assert main(["ingest", "--model", "modadd-1l", "--task", "default", "--granularity", "feature", *home]) == 2
+    assert "--sae PATH" in capsys.readouterr().err
+    assert main(["ingest", "--model", "modadd-1l", "--task", "default", "--granularity", "feature", "--sae", str(tmp_path / "none"), *home]) == 2
+    assert "sae-lens folder" in capsys.readouterr().err
+    assert main(["sae", "train", "--model", "modadd-1l", "--hook", "blocks.9.hook_nothing", "--features", "8", *home]) == 2
+    assert "no hook" in capsys.readouterr().err
