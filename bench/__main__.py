@@ -58,23 +58,28 @@ def bench_attribution(smoke: bool) -> None:
     from ingest.tasks import InductionTask
 
     torch.set_num_threads(2)
-    models: list[tuple[str, Any]] = []
+    from ingest.tasks import get_task
+    from ingest.zoo import ZOO
+
+    models: list[tuple[str, Any, Any]] = []
     if smoke:
         cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=32, d_head=8, n_heads=4, d_vocab=50, d_mlp=64, act_fn="gelu", normalization_type="LN")
-        models.append(("tiny (2L x 4H, d32)", HookedTransformer(cfg)))
+        models.append(("tiny (2L x 4H, d32)", HookedTransformer(cfg), InductionTask(half=8)))
     else:
-        models.append(("induction-2l", load_model("induction-2l", Path(tempfile.mkdtemp())).model))
+        home = Path(tempfile.mkdtemp())
+        for name, entry in ZOO.items():  # each zoo model on its own task
+            task = InductionTask(half=8) if entry.task == "induction" else get_task(entry.task)
+            models.append((name, load_model(name, home).model, task))
         cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_ctx=1024, d_head=64, n_heads=12, d_vocab=50257, d_mlp=3072,
                                       act_fn="gelu_new", normalization_type="LN", seed=0)
-        models.append(("GPT-2-small shape (random)", HookedTransformer(cfg)))
+        models.append(("GPT-2-small shape (random)", HookedTransformer(cfg), InductionTask(half=8)))
     repeats = 1 if smoke else 3
     k = 5
     rows = []
-    for name, model in models:
+    for name, model, task in models:
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        task = InductionTask(half=8)
         batch = task.make_batch(model, 8, 0)
         graph = build_graph(model, "bench")
 
@@ -92,10 +97,10 @@ def bench_attribution(smoke: bool) -> None:
         t_eap = _time(lambda: compute_eap(model, graph, task, batch), repeats)
         t_ig = _time(lambda: compute_eap_ig(model, graph, task, batch, MethodConfig(steps=k)), repeats)
         n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
-        rows.append({"model": name, "edges": n_edges, "forward s": t_f, "fwd+bwd s": t_fb,
+        rows.append({"model": name, "tokens": tuple(batch.clean.shape), "edges": n_edges, "forward s": t_f, "fwd+bwd s": t_fb,
                      "EAP s": t_eap, "EAP / (2f + fb)": t_eap / (2 * t_f + t_fb),
                      f"EAP-IG({k}) s": t_ig, f"EAP-IG / (2f + {k}fb)": t_ig / (2 * t_f + k * t_fb)})
-    _table("attribution cost (8 prompts x 16 tokens, 2 threads; target ratio <= 1.2)", rows)
+    _table("attribution cost (8 prompts of each model's task; induction: 16 tokens; 2 threads; target ratio <= 1.2)", rows)
 
 
 # -- loading -----------------------------------------------------------------------------------

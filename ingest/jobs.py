@@ -168,9 +168,9 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
         if bar:
             bar.close()
     nodes = graph.nodes_frame()
-    if features:
-        nodes = _with_feature_stats(loaded, nodes, graph, batch)
-    nodes.attrs["dictionaries"] = dictionaries  # written by write_run as (:Dictionary) nodes
+    nodes = _with_unit_stats(loaded, nodes, graph, batch)
+    quality = nodes.attrs.pop("quality", {})
+    nodes.attrs["dictionaries"] = [{**row, **quality.get(row["layer"], {})} for row in dictionaries]  # written by write_run
     roles = loaded.info.get("roles", {})
     if roles:
         local = nodes["componentId"].str.rsplit("/", n=1).str[1]
@@ -179,26 +179,39 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     return loaded, nodes, edges
 
 
-def _with_feature_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> pd.DataFrame:
-    """Sparse-coding statistics of every feature node, measured on the run's own prompts (clean and corrupted)."""
+def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> pd.DataFrame:
+    """Sparse-coding statistics of every neuron and feature node, measured on the run's own prompts
+    (clean and corrupted): activation frequency, mean and max activation, receptive field."""
     import torch
 
     from ingest.probes import sparse_coding_rows
-    from ingest.sae import collect_activations
+    from ingest.sae import collect_activations, dictionary_quality
 
     tokens = torch.cat([batch.clean, batch.corrupted])
     probe = f"the run's prompts ({len(tokens)} = clean + corrupted)"
     extra = []
-    for layer, sae in graph.saes.items():
-        hook_in = f"blocks.{layer}.hook_mlp_in" if sae.is_transcoder else sae.hook_name
-        x_in, _ = collect_activations(loaded.model, tokens, hook_in)
-        acts = sae.encode(x_in).reshape(tokens.shape[0], tokens.shape[1], -1)
-        feats = graph.features()[layer]
-        units = nodes[(nodes["kind"] == "feature") & (nodes["layer"] == layer)].set_index("feature").loc[feats].reset_index()
-        extra += sparse_coding_rows(loaded.model, tokens, acts[:, :, feats], units.to_dict("records"), probe)
-    stats = pd.DataFrame(extra)
-    rest = nodes[nodes["kind"] != "feature"]
-    return pd.concat([rest, stats], ignore_index=True)
+    for kind, units_by_layer in (("neuron", graph.neurons()), ("feature", graph.features())):
+        for layer, units in units_by_layer.items():
+            if kind == "feature":
+                sae = graph.saes[layer]
+                x_in, x_out = collect_activations(loaded.model, tokens, f"blocks.{layer}.hook_mlp_in" if sae.is_transcoder else sae.hook_name,
+                                                  f"blocks.{layer}.hook_mlp_out")
+                acts = sae.encode(x_in).reshape(tokens.shape[0], tokens.shape[1], -1)
+                # how well it reconstructs on these very prompts (a dictionary from elsewhere has no stats of ours)
+                quality = dictionary_quality(sae, x_in, x_out)
+                nodes.attrs.setdefault("quality", {})[layer] = {"fvuOnRun": quality["fvu"], "l0OnRun": quality["l0"], "deadOnRun": quality["dead"]}
+            else:
+                with torch.no_grad():
+                    _, cache = loaded.model.run_with_cache(tokens, names_filter=lambda n, l=layer: n == f"blocks.{l}.mlp.hook_post")
+                acts = cache[f"blocks.{layer}.mlp.hook_post"]
+            rows = nodes[(nodes["kind"] == kind) & (nodes["layer"] == layer)].set_index(kind).loc[units].reset_index()
+            extra += sparse_coding_rows(loaded.model, tokens, acts[:, :, units], rows.to_dict("records"), probe)
+    if not extra:
+        return nodes
+    rest = nodes[~nodes["kind"].isin(["neuron", "feature"])]
+    out = pd.concat([rest, pd.DataFrame(extra)], ignore_index=True)
+    out.attrs = dict(nodes.attrs)
+    return out
 
 
 def write_run(

@@ -308,7 +308,10 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
 
     loaded = load_model(model, home, make_progress(progress))
     hook_in, hook_out = site_hooks(loaded.model, hook, transcoder)
-    task_name = resolve_task(task, model) if task != "default" or model.split("@", 1)[0] in _zoo_names() else "induction"
+    from ingest.zoo import ZOO
+
+    own_task = task == "default" and model.split("@", 1)[0] in ZOO
+    task_name = resolve_task(task, model) if own_task or task != "default" else "induction"
     batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
     import torch
 
@@ -333,9 +336,3 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
         store.write_rows("UNWIND $rows AS r MERGE (d:Dictionary {dictionaryId: r.dictionaryId}) SET d += r",
                          [{k: v for k, v in row.items() if v is not None}])
     return {"dictionaryId": dict_id, "path": str(folder), **d.stats}
-
-
-def _zoo_names() -> set[str]:
-    from ingest.zoo import ZOO
-
-    return set(ZOO)

@@ -44,7 +44,8 @@ def require_run(store: Store, run_id: str) -> dict[str, Any]:
     """The run's properties; RunNotFound (listing what exists) when absent."""
     run = store.get_run(run_id)
     if run is None:
-        known = fetch_runs(store)["runId"].tolist()
+        runs = fetch_runs(store)
+        known = runs["runId"].tolist() if "runId" in runs else []  # an empty database returns no columns
         hint = f"; known runs: {', '.join(known[:5])}" + (" ..." if len(known) > 5 else "") if known else "; the database has no runs yet"
         raise RunNotFound(f"no run {run_id!r}{hint}")
     return run

@@ -82,7 +82,8 @@ def test_saved_circuit_members_can_be_read_back(store: Store, embedded: StoreSet
     assert store.counts() == counts
 
 
-def test_anatomy_and_probe_fill_the_database(store: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_anatomy_and_probe_fill_the_database(store: Store, embedded: StoreSettings, ig_run: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     frame = run_anatomy(store, "induction-2l", embedded.home, n_random=50)
     assert len(frame) == 4 * 4 * 3
     top = store.read(
@@ -100,7 +101,7 @@ def test_anatomy_and_probe_fill_the_database(store: Store, embedded: StoreSettin
     assert len(roles.loc["induction-2l/L1.H0", "top"]) == 5 and roles["probe"].str.startswith("atlas-probe-v1").all()
     # probe results show in the exported page's tooltips
     page = tmp_path / "p.html"
-    assert main(["export", "--run", "ig", "--html", str(page), "--home", str(embedded.home)]) == 0
+    assert main(["export", "--run", ig_run, "--html", str(page), "--home", str(embedded.home)]) == 0
     assert "prevTokenScore" in page.read_text() and "topTokens" in page.read_text()
 
 
@@ -191,6 +192,10 @@ def test_neuron_level_run(store: Store, embedded: StoreSettings, capsys: pytest.
     assert into == 6 * 5  # embed + 4 heads into each selected neuron
     run = store.get_run("neurons")
     assert run["granularity"] == "neuron" and run["topNeurons"] == 6 and "EAP node attribution" in run["neuronSelection"]
+    stats = store.read("MATCH ()-[:ATTRIBUTION {runId: 'neurons'}]->(n:Neuron) RETURN DISTINCT n.frequency AS f, n.probe AS probe, "
+                       "n.topContexts AS ctx")
+    assert len(stats) == 6 and stats["f"].between(0, 1).all() and stats["probe"].str.startswith("the run's prompts").all()
+    assert all(len(c) > 0 for c in stats["ctx"])
     counts = store.counts()
     assert main(args) == 0
     assert store.counts() == counts
@@ -222,6 +227,8 @@ def test_sae_train_and_feature_level_run(store: Store, embedded: StoreSettings, 
     totals = dict(zip(sums["mlp"], sums["total"]))
     assert totals[True] == pytest.approx(totals[False], rel=1e-4) and abs(totals[True]) > 0.1
     assert store.get_run("feat")["granularity"] == "feature"
+    on_run = store.read("MATCH (d:Dictionary {dictionaryId: $id}) RETURN d.fvuOnRun AS fvu, d.l0OnRun AS l0", {"id": did})
+    assert 0 <= on_run["fvu"].iloc[0] < 0.5 and on_run["l0"].iloc[0] > 0  # measured again on the run's own prompts
     counts = store.counts()
     assert main(args) == 0  # idempotent
     assert store.counts() == counts
