@@ -308,12 +308,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _require_run(store, args.run)
         out = verify_run(store, args.run, args.top, settings.home, progress=not args.quiet)
     if args.json:
-        print(json.dumps({k: v for k, v in out.items() if k != "edges"}))
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items() if k != "edges"}))
         return 0
     print(f"run {args.run}: top {out['top']} edges patched exactly")
     print(f"  Spearman(fast score, exact effect) = {out['spearman']:.3f}")
     print(f"  sum of exact edge effects / clean-corrupt gap = {out['explained']:.3f}")
-    print(f"  faithfulness of the top-{out['top']} circuit (other edges corrupted) = {out['faithfulness']:.3f}")
+    if math.isnan(out["faithfulness"]):
+        print("  faithfulness: not defined here (neurons or features sit next to their MLP: use a head-level run)")
+    else:
+        print(f"  faithfulness of the top-{out['top']} circuit (other edges corrupted) = {out['faithfulness']:.3f}")
     _print_frame(out["edges"], "table")
     return 0
 

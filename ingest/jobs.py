@@ -81,6 +81,17 @@ class IngestConfig:
             data["saes"] = [{"path": str(Path(p).resolve()), "sha256": _file_digest(Path(p) / "sae_weights.safetensors")} for p in self.saes]
         return json.dumps(data, sort_keys=True)
 
+    @classmethod
+    def from_json(cls, text: str) -> IngestConfig:
+        """The configuration of a stored run (``configJson``); its dictionaries must be unchanged on disk."""
+        data = json.loads(text)
+        saes = data.pop("saes", [])
+        config = cls(**data, saes=tuple(d["path"] for d in saes))
+        for d in saes:
+            if _file_digest(Path(d["path"]) / "sae_weights.safetensors") != d["sha256"]:
+                raise ValidationError(f"the dictionary at {d['path']} changed since the run was made")
+        return config
+
     def default_run_id(self, model_id: str) -> str:
         digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
         return f"{model_id}:{self.task}:{self.method}:{digest}"
@@ -127,6 +138,31 @@ def resolve_task(task: str, model: str) -> str:
     return ZOO[name].task
 
 
+def run_graph(config: IngestConfig, loaded: Any, task: Any, batch: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The component graph a run's configuration asks for (its neurons or dictionary features chosen
+    on its prompts, deterministically) and the rows of its dictionaries."""
+    from ingest.graph import build_graph
+
+    chosen, features, dictionaries = None, None, []
+    if config.granularity == "neuron":
+        from ingest.methods import select_neurons
+
+        chosen, _ = select_neurons(loaded.model, task, batch, config.top_neurons)
+    if config.granularity == "feature":
+        from ingest.methods import select_features
+        from ingest.sae import load_for_model
+
+        saes = load_for_model(loaded.model, loaded.model_id, config.saes)
+        picked, _ = select_features(loaded.model, saes, task, batch, config.top_features)
+        features = {layer: (saes[layer], picked[layer]) for layer in saes}
+        paths = dict(zip(saes, config.saes))  # layer -> path, in the order given
+        dictionaries = [{**sae.stats, "dictionaryId": sae.dictionary_id, "modelId": loaded.model_id, "layer": layer,
+                         "hookName": sae.hook_name, "hookNameOut": sae.hook_name_out, "transcoder": sae.is_transcoder,
+                         "architecture": sae.architecture, "path": str(Path(paths[layer]).resolve())}
+                        for layer, sae in sorted(saes.items())]
+    return build_graph(loaded.model, loaded.model_id, chosen, features), dictionaries
+
+
 def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
     """Load, build the task and compute the edges; no I/O to the store. Returns (loaded, nodes, edges)."""
     from ingest.graph import build_graph
@@ -141,23 +177,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
     if batch.clean.max() >= loaded.model.cfg.d_vocab or batch.clean.shape[1] > loaded.model.cfg.n_ctx:
         raise ValidationError("the task's prompts do not fit the model's vocabulary or context")
-    chosen, features, dictionaries = None, None, []
-    if config.granularity == "neuron":
-        from ingest.methods import select_neurons
-
-        chosen, _ = select_neurons(loaded.model, task, batch, config.top_neurons)
-    if config.granularity == "feature":
-        from ingest.methods import select_features
-        from ingest.sae import load_for_model
-
-        saes = load_for_model(loaded.model, loaded.model_id, config.saes)
-        picked, _ = select_features(loaded.model, saes, task, batch, config.top_features)
-        features = {layer: (saes[layer], picked[layer]) for layer in saes}
-        dictionaries = [{**sae.stats, "dictionaryId": sae.dictionary_id, "modelId": loaded.model_id, "layer": layer,
-                         "hookName": sae.hook_name, "hookNameOut": sae.hook_name_out, "transcoder": sae.is_transcoder,
-                         "architecture": sae.architecture, "path": str(Path(path).resolve())}
-                        for (layer, sae), path in zip(sorted(saes.items()), config.saes)]
-    graph = build_graph(loaded.model, loaded.model_id, chosen, features)
+    graph, dictionaries = run_graph(config, loaded, task, batch)
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
     total = {Method.EAP.value: 3, Method.EAP_IG.value: config.steps + 2, Method.EAP_IG_ACT.value: config.steps + 2,
              Method.PATCHING.value: n_edges}[config.method]

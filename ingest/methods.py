@@ -593,13 +593,14 @@ def compute_patching(
     Many edges share a forward pass: the prompts are tiled once per edge in a chunk and each copy
     receives its own sender delta at its own receiver input. A head's q/k/v input is patched by
     recomputing that head's q/k/v from ``ln1(resid_pre + delta)``; an MLP's via ``hook_mlp_in``;
-    the logits' at the final residual.
+    a neuron's pre-activation from ``ln2(mlp_in + delta)``; a dictionary feature's input likewise,
+    its changed activation written through its decoder row (and an error node's: the MLP's change
+    minus the selected features'); the logits' at the final residual.
 
     Args:
         delta: ``[batch, pos, sender, d_model]`` replacement-minus-clean sender outputs; default
             corrupted-minus-clean. Path patching with zero/mean/resample ablations passes its own.
     """
-    _no_features(graph, "patching")
     model.eval()
     edges = all_edges(graph) if edges is None else list(edges)
     with torch.no_grad():
@@ -634,10 +635,18 @@ def _patch_chunk(
     add_d: dict[str, torch.Tensor] = {}
     neur_d: dict[int, torch.Tensor] = {}
     neur_col: dict[int, torch.Tensor] = {}
+    feat_d: dict[int, torch.Tensor] = {}
+    feat_col: dict[int, torch.Tensor] = {}  # the feature index, -2 for the error node, -1 not patched here
     for copy, (si, ri) in enumerate(part):
         r = graph.receivers[ri]
         rows = slice(copy * b, (copy + 1) * b)
-        if r.kind is ComponentKind.NEURON:
+        if r.kind in (ComponentKind.FEATURE, ComponentKind.ERROR):
+            if r.layer not in feat_d:
+                feat_d[r.layer] = torch.zeros(e * b, p, d, dtype=delta.dtype)
+                feat_col[r.layer] = torch.full((e * b,), -1, dtype=torch.long)
+            feat_d[r.layer][rows] = delta[:, :, si]
+            feat_col[r.layer][rows] = -2 if r.feature is None else int(r.feature)
+        elif r.kind is ComponentKind.NEURON:
             if r.layer not in neur_d:
                 neur_d[r.layer] = torch.zeros(e * b, p, d, dtype=delta.dtype)
                 neur_col[r.layer] = torch.full((e * b,), -1, dtype=torch.long)
@@ -707,6 +716,35 @@ def _patch_chunk(
 
         return fn
 
+    def patch_features(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        block, sae = model.blocks[layer], graph.saes[layer]
+        selected = graph.features()[layer]
+
+        def parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(MLP output, activations of every feature) for MLP input ``x``."""
+            out = block.mlp(block.ln2(x))
+            return out, sae.encode(block.ln2(x) if sae.is_transcoder else out)
+
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            cols = feat_col[layer]
+            rows_ = (cols >= 0).nonzero().squeeze(-1)
+            errs = (cols == -2).nonzero().squeeze(-1)
+            act = act.clone()
+            if len(rows_):
+                x = mlp_in[layer][rows_]
+                (_, f0), (_, f1) = parts(x), parts(x + feat_d[layer][rows_])
+                c = cols[rows_]
+                change = f1[torch.arange(len(c)), :, c] - f0[torch.arange(len(c)), :, c]  # [r, p]
+                act[rows_] += change[..., None] * sae.W_dec[c][:, None, :]
+            if len(errs):
+                x = mlp_in[layer][errs]
+                (o0, f0), (o1, f1) = parts(x), parts(x + feat_d[layer][errs])
+                w = sae.W_dec[selected]
+                act[errs] += (o1 - f1[..., selected] @ w) - (o0 - f0[..., selected] @ w)
+            return act
+
+        return fn
+
     hooks: list[tuple[str, Any]] = []
     for layer in sorted({k[0] for k in head_d}):
         hooks.append((f"blocks.{layer}.hook_resid_pre", keep_resid(layer)))
@@ -714,9 +752,12 @@ def _patch_chunk(
         hooks.append((f"blocks.{layer}.attn.hook_{c}", patch_head(layer, c)))
     for name in add_d:
         hooks.append((name, add(name)))
-    for layer in neur_d:  # after any MLP-input patch at the same hook, so the copy sees its own input
+    for layer in sorted(set(neur_d) | set(feat_d)):  # after any MLP-input patch at the same hook, so the copy sees its own input
         hooks.append((f"blocks.{layer}.hook_mlp_in", keep_mlp_in(layer)))
+    for layer in neur_d:
         hooks.append((f"blocks.{layer}.mlp.hook_pre", patch_neuron(layer)))
+    for layer in feat_d:
+        hooks.append((f"blocks.{layer}.hook_mlp_out", patch_features(layer)))
     logits = model.run_with_hooks(tiled.clean, fwd_hooks=hooks)
     per_prompt = task.metric(logits, tiled).view(e, b).mean(dim=1)
     return per_prompt.double().numpy()

@@ -133,9 +133,19 @@ def _run_context(store: Store, run_id: str, home: Path) -> tuple[dict[str, Any],
         raise ValidationError(f"run {run_id!r} is not complete (status {run.get('status')!r})")
     if run.get("method") not in ("eap", "eap-ig", "eap-ig-act", "patching"):
         raise ValidationError(f"run {run_id!r} is a {run.get('method')} run; give an attribution run")
-    cfg = IngestConfig(**json.loads(run["configJson"]))
+    from ingest.jobs import run_graph
+
+    cfg = IngestConfig.from_json(run["configJson"])
     loaded, graph, task, batch = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric)
+    if cfg.granularity != "head":  # the same neurons or features the run chose
+        graph, _ = run_graph(cfg, loaded, task, batch)
     return run, loaded, graph, task, batch
+
+
+def _overlapping_parts(graph: Any) -> bool:
+    """Neurons or features sit in the graph next to their whole MLP: two descriptions of the same
+    computation, so "the circuit with every other edge ablated" has no single meaning there."""
+    return bool(graph.neurons() or graph.features())
 
 
 def _edge_indices(graph: Any, frame: pd.DataFrame) -> list[tuple[int, int]]:
@@ -179,9 +189,16 @@ def verify_run(store: Store, run_id: str, top: int, home: Path, *, progress: boo
     bar.close()
     key = ["componentId_pre", "componentId_post", "channel"]
     merged = fast.merge(exact.rename(columns={"score": "effect"}), on=key)
-    ablated = ablated_outputs(loaded.model, graph, batch, "corrupt")
-    faith = faithfulness(loaded.model, graph, task, batch, ablated, set(idx))
-    gap = faith["metricEmpty"] - faith["metricFull"]
+    if _overlapping_parts(graph):  # no circuit faithfulness (see _overlapping_parts); the gap from the runs themselves
+        import torch
+
+        with torch.no_grad():
+            gap = float(task.metric(loaded.model(batch.corrupted), batch).mean() - task.metric(loaded.model(batch.clean), batch).mean())
+        faith = {"faithfulness": float("nan")}
+    else:
+        ablated = ablated_outputs(loaded.model, graph, batch, "corrupt")
+        faith = faithfulness(loaded.model, graph, task, batch, ablated, set(idx))
+        gap = faith["metricEmpty"] - faith["metricFull"]
     rho = float(spearmanr(merged["score"], merged["effect"])[0]) if len(merged) > 2 else float("nan")
     result = {
         "runId": run_id, "top": len(merged), "spearman": rho,
@@ -208,7 +225,9 @@ def save_circuit(store: Store, run_id: str, home: Path, *, top: int | None = Non
     if top is None and min_weight <= 0:
         raise ValidationError("choose the circuit: --top N or --min-weight W")
     run, loaded, graph, task, batch = _run_context(store, run_id, home)
-    cfg = IngestConfig(**json.loads(run["configJson"]))
+    if _overlapping_parts(graph):
+        raise ValidationError(f"run {run_id!r} holds neurons or features next to their MLPs; circuits need a head-level run")
+    cfg = IngestConfig.from_json(run["configJson"])
     edges = _top_edges(store, run_id, top, min_weight)
     keep = set(_edge_indices(graph, edges))
     reference = task.make_batch(loaded.model, n_reference, cfg.seed + 1).clean

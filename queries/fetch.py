@@ -29,10 +29,11 @@ def fetch_custom(store: Store, cypher: str, params: dict[str, Any] | None = None
 
 
 def fetch_runs(store: Store, model_id: str | None = None) -> pd.DataFrame:
-    """One row per run: ``runId, modelId, task, method, status, nPrompts, nEdges, createdAt``."""
+    """One row per run: ``runId, modelId, task, method, granularity, status, nPrompts, nEdges, createdAt``."""
     df = store.read(
         "MATCH (r:Run) WHERE $model IS NULL OR r.modelId = $model "
         "RETURN r.runId AS runId, r.modelId AS modelId, r.task AS task, r.method AS method, "
+        "coalesce(r.granularity, 'head') AS granularity, "
         "r.status AS status, r.nPrompts AS nPrompts, r.nEdges AS nEdges, r.createdAt AS createdAt "
         "ORDER BY r.createdAt, r.runId",
         {"model": model_id},

@@ -196,6 +196,9 @@ def test_neuron_level_run(store: Store, embedded: StoreSettings, capsys: pytest.
                        "n.topContexts AS ctx")
     assert len(stats) == 6 and stats["f"].between(0, 1).all() and stats["probe"].str.startswith("the run's prompts").all()
     assert all(len(c) > 0 for c in stats["ctx"])
+    assert main(["verify", "--run", "neurons", "--top", "10", "--json", "--quiet", "--home", str(embedded.home)]) == 0
+    checked = json.loads(capsys.readouterr().out)  # the run's own neurons are rebuilt and patched
+    assert checked["top"] == 10 and checked["spearman"] > 0.5
     counts = store.counts()
     assert main(args) == 0
     assert store.counts() == counts
@@ -232,6 +235,17 @@ def test_sae_train_and_feature_level_run(store: Store, embedded: StoreSettings, 
     counts = store.counts()
     assert main(args) == 0  # idempotent
     assert store.counts() == counts
+    capsys.readouterr()
+    # verify patches the top edges of the feature run exactly (features and error included)
+    assert main(["verify", "--run", "feat", "--top", "12", "--json", "--quiet", *home]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["top"] == 12 and checked["spearman"] > 0.5 and checked["faithfulness"] is None
+    assert main(["circuit", "--run", "feat", "--top", "5", *home]) == 2
+    assert "head-level run" in capsys.readouterr().err
+    weights = folder / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")  # the dictionary changed under the run
+    assert main(["verify", "--run", "feat", "--top", "12", "--quiet", *home]) == 2
+    assert "changed since the run" in capsys.readouterr().err
     assert main(["ingest", "--model", "modadd-1l", "--task", "default", "--granularity", "feature", *home]) == 2
     assert "--sae PATH" in capsys.readouterr().err
     assert main(["ingest", "--model", "modadd-1l", "--task", "default", "--granularity", "feature", "--sae", str(tmp_path / "none"), *home]) == 2
