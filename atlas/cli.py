@@ -419,7 +419,9 @@ def cmd_binding(args: argparse.Namespace) -> int:
 
     with _connect(args) as store:
         _require_run(store, args.run)
-        df = fetch_binding(store, args.run, args.min_share, args.channels)
+        if args.null:
+            _require_run(store, args.null)
+        df = fetch_binding(store, args.run, args.min_share, args.channels, args.null)
         saved = [save_binding(store, args.run, row) for row in df.head(args.save).to_dict("records")] if args.save else []
     _print_frame(df.head(args.top), _fmt(args))
     for cid in saved:
@@ -702,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("--min-share", type=float, default=0.1, help="significant input: this share of the head's |attribution|")
     s.add_argument("--channels", default="qk", choices=["qk", "any"], help="qk: q-source + k-source; any: any two channels")
+    s.add_argument("--null", metavar="RUN", help="a null run (e.g. the untrained NAME@0 on the same task): each input must also "
+                                                 "beat the share of its own slot there")
     s.add_argument("--top", type=int, default=10)
     s.add_argument("--save", type=int, default=0, metavar="N", help="save the N best as :Circuit {kind: 'binding'}")
     g = s.add_mutually_exclusive_group()

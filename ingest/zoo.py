@@ -531,10 +531,15 @@ def train_zoo_model(name: str, out_dir: Path, steps: int | None = None, progress
 
 
 def load_zoo_checkpoint(name: str, step: int, home: Path) -> tuple[Any, dict[str, Any]]:
-    """A training checkpoint saved by ``atlas zoo train NAME --checkpoint-every N``."""
+    """A training checkpoint saved by ``atlas zoo train NAME --checkpoint-every N``; step 0 is the
+    model as initialised before training (the same seed; no weights need saving), a natural null."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     entry = zoo_entry(name)
+    if step == 0:
+        model = _build(entry)
+        model.eval()
+        return model, {"checkpointStep": 0, "untrained": True}
     folder = home / "zoo" / entry.name
     path = folder / "checkpoints" / f"step-{step}.pt"
     if not path.exists():

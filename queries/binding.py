@@ -2,7 +2,10 @@
 
 Operational definition (DESIGN.md section 9), as far as attribution can take it:
   1. For each head, each input's share = |score on that channel| / all |score| entering the head.
-     Inputs with share >= ``min_share`` are significant.
+     Inputs with share >= ``min_share`` are significant; calibrated against a null run (an untrained
+     copy, ``NAME@0``), an input must also beat the share its own slot (source, head, channel) gets
+     there: shares are normalised per head, so a head with few inputs gives each a large share by
+     architecture alone (a global quantile of null shares would be dominated by those).
   2. A binding motif is a pair of significant inputs on two different channels from two different
      sources, at least one of them a cross-position mover (an attention head). By default the pair is
      a q-source and a k-source (what decides where the head looks, as the current token and the
@@ -29,7 +32,7 @@ from atlas.errors import ValidationError
 from atlas.store import Store
 from queries.graph import collapse, fetch_graph
 
-__all__ = ["find_binding", "fetch_binding", "save_binding"]
+__all__ = ["find_binding", "fetch_binding", "save_binding", "null_shares"]
 
 BINDING_COLUMNS = ["rank", "head", "channels", "sourceA", "channelA", "shareA", "sourceB", "channelB", "shareB", "moverChannel",
                    "vSources", "readers", "score"]
@@ -48,7 +51,8 @@ def _channel_shares(graph: nx.MultiDiGraph) -> dict[str, dict[str, dict[str, flo
     return out
 
 
-def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str = "qk") -> pd.DataFrame:
+def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str = "qk",
+                 null: dict[tuple[str, str, str], float] | None = None) -> pd.DataFrame:
     """Ranked binding motifs (see module docstring), the best pair per head; one row each.
 
     Columns: ``rank, head, channels, sourceA, channelA, shareA, sourceB, channelB, shareB, vSources,
@@ -69,7 +73,8 @@ def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str =
         readers = {r: d["share"] for _, r, d in merged.out_edges(head, data=True) if d["share"] >= threshold}
         if not readers:
             continue
-        significant = [(ch, src, s) for ch, srcs in by_channel.items() for src, s in srcs.items() if s >= threshold]
+        significant = [(ch, src, s) for ch, srcs in by_channel.items() for src, s in srcs.items()
+                       if s >= threshold and (null is None or s > null.get((src.rsplit("/", 1)[1], head.rsplit("/", 1)[1], ch), 0.0))]
         best = None
         v_sources = [src for ch, src, _ in sorted(significant, key=lambda t: -t[2]) if ch == "v"]
         for (ca, a, sa), (cb, b, sb) in itertools.combinations(significant, 2):
@@ -93,9 +98,21 @@ def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str =
     return frame
 
 
-def fetch_binding(store: Store, run_id: str, min_share: float = 0.1, channels: str = "qk") -> pd.DataFrame:
-    """:func:`find_binding` over a stored run."""
-    return find_binding(fetch_graph(store, run_id), min_share, channels)
+def null_shares(graph: nx.MultiDiGraph) -> dict[tuple[str, str, str], float]:
+    """Each head input's share in a null connectome, keyed by ``(source, head, channel)`` local ids
+    (model ids differ between a model and its null): what the architecture alone gives that slot."""
+    return {(src.rsplit("/", 1)[1], head.rsplit("/", 1)[1], ch): share
+            for head, by_ch in _channel_shares(graph).items() for ch, srcs in by_ch.items() for src, share in srcs.items()}
+
+
+def fetch_binding(store: Store, run_id: str, min_share: float = 0.1, channels: str = "qk", null_run: str | None = None) -> pd.DataFrame:
+    """:func:`find_binding` over a stored run; with ``null_run`` (e.g. the untrained ``NAME@0`` on
+    the same task) an input must also beat its own slot's share there (DESIGN.md section 9)."""
+    null = null_shares(fetch_graph(store, null_run)) if null_run else None
+    frame = find_binding(fetch_graph(store, run_id), min_share, channels, null)
+    if null_run:
+        frame.attrs["nullRun"] = null_run
+    return frame
 
 
 def save_binding(store: Store, run_id: str, row: dict) -> str:

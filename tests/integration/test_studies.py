@@ -141,8 +141,14 @@ def test_binding_model_evaluates_and_its_control_reads_as_induction(embedded: St
     assert rev["task"] == "binding-reverse" and rev["auc"] >= 0.95
     assert main(["evaluate", "--model", "binding", "--task", "induction", *home]) == 2
     assert "ground truth for tasks" in capsys.readouterr().err
-    for run, mover_channel in ((fwd["runId"], "v"), (rev["runId"], "k")):
-        assert main(["binding", "--run", run, "--channels", "any", "--json", *home]) == 0
+    # the null: the same architecture untrained (binding@0), on each task
+    for task in ("binding", "binding-reverse"):
+        assert main(["ingest", "--model", "binding@0", "--task", task, "--run-id", f"null-{task}", "--quiet", *home]) == 0
+    capsys.readouterr()
+    assert main(["binding", "--run", "null-binding", "--channels", "any", "--json", *home]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # nothing binds in an untrained model
+    for run, task, mover_channel in ((fwd["runId"], "binding", "v"), (rev["runId"], "binding-reverse", "k")):
+        assert main(["binding", "--run", run, "--channels", "any", "--null", f"null-{task}", "--json", *home]) == 0
         rows = json.loads(capsys.readouterr().out)
         assert rows and all(r["moverChannel"] == mover_channel for r in rows)
         assert all("binding/L0.H0" in (r["sourceA"], r["sourceB"]) for r in rows)

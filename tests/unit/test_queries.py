@@ -146,6 +146,13 @@ def test_binding_finds_the_built_motif() -> None:
     assert row["readers"] == ["h/LOGITS"] and row["vSources"] == ["h/EMBED"]
     assert row["score"] == pytest.approx(0.4 * 0.4 * 0.6)
     assert find_binding(edges_to_graph(BIND), min_share=0.5).empty
+    assert row["moverChannel"] == "k"
+    # against a null, an input must beat its own slot's share there (model ids may differ)
+    assert find_binding(edges_to_graph(BIND), null={("L0.H0", "L1.H0", "k"): 0.3})["head"].tolist() == ["h/L1.H0"]
+    assert find_binding(edges_to_graph(BIND), null={("L0.H0", "L1.H0", "k"): 0.5}).empty
+    from queries.binding import null_shares
+
+    assert null_shares(edges_to_graph(BIND))[("L0.H0", "L1.H0", "k")] == pytest.approx(0.4)
 
 
 def test_criteria_cypher_is_parameterised() -> None:
