@@ -248,6 +248,9 @@ def test_sae_train_and_feature_level_run(store: Store, embedded: StoreSettings, 
     assert checked["top"] == 12 and checked["spearman"] > 0.5 and checked["faithfulness"] is None
     assert main(["circuit", "--run", "feat", "--top", "5", *home]) == 2
     assert "head-level run" in capsys.readouterr().err
+    page = tmp_path / "feat.html"  # the export's tooltips show the features' sparse-coding statistics
+    assert main(["export", "--run", "feat", "--html", str(page), *home]) == 0
+    assert "frequency: " in page.read_text() and "dictionaryId: " in page.read_text() and "#9d9d9d" in page.read_text()
     weights = folder / "sae_weights.safetensors"
     weights.write_bytes(weights.read_bytes() + b" ")  # the dictionary changed under the run
     assert main(["verify", "--run", "feat", "--top", "12", "--quiet", *home]) == 2
