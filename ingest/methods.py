@@ -479,6 +479,29 @@ def _no_features(graph: ModelGraph, method: str) -> None:
         raise ValidationError(f"--method {method} does not cover dictionary features yet: use eap or eap-ig")
 
 
+def _node_attribution_passes(model: Any, task: Task, batch: PromptBatch, names: set[str],
+                             with_grad: set[str]) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The two passes of EAP node attribution: activations at ``names`` on the corrupted prompts
+    (a cache), and on the clean prompts with the metric's gradient at ``with_grad`` (``.grad``)."""
+    with torch.no_grad():
+        _, corr = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in names)
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        if hook.name in with_grad:
+            act.retain_grad()
+        store[hook.name] = act
+        return act
+
+    for p_ in model.parameters():
+        p_.requires_grad_(False)
+    with torch.enable_grad():
+        emb = model.embed(batch.clean).detach().requires_grad_(True)
+        logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb), *[(n, keep) for n in names]])
+        task.metric(logits, batch).mean().backward()
+    return corr, store
+
+
 def select_neurons(model: Any, task: Task, batch: PromptBatch, k: int) -> tuple[dict[int, list[int]], pd.DataFrame]:
     """The ``k`` most important neurons of each MLP by node attribution (EAP on neurons):
     ``|sum_{batch, pos} (post_corr - post_clean) * dm/dpost|`` (mean over prompts), one forward on
@@ -489,21 +512,7 @@ def select_neurons(model: Any, task: Task, batch: PromptBatch, k: int) -> tuple[
     if model.cfg.attn_only:
         raise ValidationError("neuron granularity needs a model with MLPs")
     names = {f"blocks.{l}.mlp.hook_post" for l in range(model.cfg.n_layers)}
-    with torch.no_grad():
-        _, corr = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in names)
-    store: dict[str, torch.Tensor] = {}
-
-    def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        act.retain_grad()
-        store[hook.name] = act
-        return act
-
-    for p_ in model.parameters():
-        p_.requires_grad_(False)
-    with torch.enable_grad():
-        emb = model.embed(batch.clean).detach().requires_grad_(True)
-        logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb), *[(n, keep) for n in names]])
-        task.metric(logits, batch).mean().backward()
+    corr, store = _node_attribution_passes(model, task, batch, names, names)
     rows, chosen = [], {}
     for l in range(model.cfg.n_layers):
         name = f"blocks.{l}.mlp.hook_post"
@@ -521,22 +530,7 @@ def select_features(model: Any, saes: dict[int, Any], task: Task, batch: PromptB
     if k < 1:
         raise ValidationError(f"--top-features must be at least 1, got {k}")
     names = {f"blocks.{l}.hook_{s}" for l in saes for s in ("mlp_out", "resid_mid", "resid_pre")}
-    with torch.no_grad():
-        _, corr = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in names)
-    store: dict[str, torch.Tensor] = {}
-
-    def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        if hook.name.endswith("mlp_out"):
-            act.retain_grad()
-        store[hook.name] = act
-        return act
-
-    for p_ in model.parameters():
-        p_.requires_grad_(False)
-    with torch.enable_grad():
-        emb = model.embed(batch.clean).detach().requires_grad_(True)
-        logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb), *[(n, keep) for n in names]])
-        task.metric(logits, batch).mean().backward()
+    corr, store = _node_attribution_passes(model, task, batch, names, {n for n in names if n.endswith("mlp_out")})
     rows, chosen = [], {}
     parallel = bool(model.cfg.parallel_attn_mlp)
     for l, sae in sorted(saes.items()):

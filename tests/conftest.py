@@ -30,6 +30,23 @@ def make_tiny(seed: int = 0, *, attn_only: bool = False, normalization: str | No
     return model
 
 
+def nearby_corruption(model: object, eps: float, n_prompts: int = 4, length: int = 12) -> object:
+    """Make tokens 25..49 of ``model`` (float64 from here on) copies of tokens 0..24 moved by
+    ``eps`` (relative) and return prompts whose corrupted version is the clean one shifted by 25:
+    the small-perturbation limit where attribution patching must agree with patching."""
+    from ingest.tasks import PromptBatch
+
+    model.to(torch.float64)  # float32 metric differences are quantised at ~5e-7: use float64
+    with torch.no_grad():
+        noise = torch.randn(25, model.cfg.d_model, generator=torch.Generator().manual_seed(0)).double()
+        rows = model.W_E[:25]
+        model.W_E[25:50] = rows + eps * noise * rows.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
+    gen = torch.Generator().manual_seed(1)
+    clean = torch.randint(0, 25, (n_prompts, length), generator=gen)
+    targets = torch.randint(0, 50, (n_prompts, length), generator=gen)
+    return PromptBatch(clean, clean + 25, targets, torch.ones_like(clean, dtype=torch.bool))
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> object:
     return make_tiny()

@@ -13,7 +13,7 @@ from atlas.errors import ValidationError
 from ingest.graph import build_graph
 from ingest.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching, get_method, sender_outputs
 from ingest.tasks import InductionTask, PromptBatch
-from tests.conftest import make_tiny
+from tests.conftest import make_tiny, nearby_corruption
 
 KEY = ["componentId_pre", "componentId_post", "channel"]
 
@@ -120,15 +120,7 @@ def _perturbation_error(eps: float, neurons: dict[int, list[int]] | None = None)
     """Max |EAP - patching| / max |patching| when corrupted embeddings are clean ones moved by ~eps
     (over the edges touching ``neurons`` when given, else over all edges)."""
     model = make_tiny(5)
-    model.to(torch.float64)  # float32 metric differences are quantised at ~5e-7: use float64
-    with torch.no_grad():
-        noise = torch.randn(25, model.cfg.d_model, generator=torch.Generator().manual_seed(0)).double()
-        rows = model.W_E[:25]
-        model.W_E[25:50] = rows + eps * noise * rows.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
-    gen = torch.Generator().manual_seed(1)
-    clean = torch.randint(0, 25, (4, 12), generator=gen)
-    targets = torch.randint(0, 50, (4, 12), generator=gen)
-    batch = PromptBatch(clean, clean + 25, targets, torch.ones_like(clean, dtype=torch.bool))
+    batch = nearby_corruption(model, eps)
     task = InductionTask()
     graph = build_graph(model, "pert", neurons)
     m = merged(compute_eap(model, graph, task, batch), compute_patching(model, graph, task, batch))

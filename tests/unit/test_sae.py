@@ -14,7 +14,7 @@ from ingest.methods import (MethodConfig, compute_eap, compute_eap_ig, compute_e
                             sender_outputs)
 from ingest.sae import Dictionary, collect_activations, load_dictionary, load_for_model, save_dictionary, site_hooks, train_dictionary
 from ingest.tasks import InductionTask
-from tests.conftest import make_tiny
+from tests.conftest import make_tiny, nearby_corruption
 
 # stated thresholds, on held-out activations of modadd-1l's MLP (measured 0.028 and 0.055 at 128 features, 3000 steps)
 FVU_MAX = {False: 0.05, True: 0.1}  # SAE on the MLP output; transcoder (predicting it from the input is harder)
@@ -198,20 +198,9 @@ def test_feature_patching_matches_eap_in_small_perturbation_limit() -> None:
     """In the small-perturbation limit EAP and exact patching agree on every edge into or out of a
     feature or error node (float64): the patching hooks and the gradient paths check each other."""
     model = make_tiny(4)
-    model.to(torch.float64)
+    near = nearby_corruption(model, 1e-4, n_prompts=3, length=10)
     dicts = _random_dictionaries(model)
     graph = build_graph(model, "f", features=dicts)
-    # (1) corrupted embeddings = clean ones moved by 1e-4
-    eps = 1e-4
-    with torch.no_grad():
-        noise = torch.randn(25, model.cfg.d_model, generator=torch.Generator().manual_seed(0)).double()
-        rows = model.W_E[:25]
-        model.W_E[25:50] = rows + eps * noise * rows.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
-    gen = torch.Generator().manual_seed(1)
-    clean = torch.randint(0, 25, (3, 10), generator=gen)
-    from ingest.tasks import PromptBatch
-
-    near = PromptBatch(clean, clean + 25, torch.randint(0, 50, (3, 10), generator=gen), torch.ones_like(clean, dtype=torch.bool))
     task = InductionTask()
     est, exact = _feature_edges(compute_eap(model, graph, task, near)), _feature_edges(compute_patching(model, graph, task, near))
     assert len(exact) > 200 and set(est.index) == set(exact.index)
