@@ -164,8 +164,8 @@ def run_graph(config: IngestConfig, loaded: Any, task: Any, batch: Any) -> tuple
 
 
 def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
-    """Load, build the task and compute the edges; no I/O to the store. Returns (loaded, nodes, edges)."""
-    from ingest.graph import build_graph
+    """Load, build the task and compute the edges; no I/O to the store. Returns (loaded, nodes, edges);
+    a feature-level run's dictionaries travel in ``nodes.attrs["dictionaries"]`` to :func:`write_run`."""
     from ingest.methods import MethodConfig, get_method
     from ingest.models import load_model
     from ingest.tasks import get_task
@@ -188,9 +188,8 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
         if bar:
             bar.close()
     nodes = graph.nodes_frame()
-    nodes = _with_unit_stats(loaded, nodes, graph, batch)
-    quality = nodes.attrs.pop("quality", {})
-    nodes.attrs["dictionaries"] = [{**row, **quality.get(row["layer"], {})} for row in dictionaries]  # written by write_run
+    nodes, quality = _with_unit_stats(loaded, nodes, graph, batch)
+    nodes.attrs["dictionaries"] = [{**row, **quality.get(row["layer"], {})} for row in dictionaries]
     roles = loaded.info.get("roles", {})
     if roles:
         local = nodes["componentId"].str.rsplit("/", n=1).str[1]
@@ -199,9 +198,10 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     return loaded, nodes, edges
 
 
-def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> pd.DataFrame:
+def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> tuple[pd.DataFrame, dict[int, dict[str, Any]]]:
     """Sparse-coding statistics of every neuron and feature node, measured on the run's own prompts
-    (clean and corrupted): activation frequency, mean and max activation, receptive field."""
+    (clean and corrupted): activation frequency, mean and max activation, receptive field. Also
+    returns, per dictionary layer, its reconstruction quality on those prompts."""
     import torch
 
     from ingest.probes import sparse_coding_rows
@@ -209,7 +209,8 @@ def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -
 
     tokens = torch.cat([batch.clean, batch.corrupted])
     probe = f"the run's prompts ({len(tokens)} = clean + corrupted)"
-    extra = []
+    extra: list[dict[str, Any]] = []
+    quality: dict[int, dict[str, Any]] = {}
     for kind, units_by_layer in (("neuron", graph.neurons()), ("feature", graph.features())):
         for layer, units in units_by_layer.items():
             if kind == "feature":
@@ -218,8 +219,8 @@ def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -
                                                   f"blocks.{layer}.hook_mlp_out")
                 acts = sae.encode(x_in).reshape(tokens.shape[0], tokens.shape[1], -1)
                 # how well it reconstructs on these very prompts (a dictionary from elsewhere has no stats of ours)
-                quality = dictionary_quality(sae, x_in, x_out)
-                nodes.attrs.setdefault("quality", {})[layer] = {"fvuOnRun": quality["fvu"], "l0OnRun": quality["l0"], "deadOnRun": quality["dead"]}
+                q = dictionary_quality(sae, x_in, x_out)
+                quality[layer] = {"fvuOnRun": q["fvu"], "l0OnRun": q["l0"], "deadOnRun": q["dead"]}
             else:
                 with torch.no_grad():
                     _, cache = loaded.model.run_with_cache(tokens, names_filter=lambda n, l=layer: n == f"blocks.{l}.mlp.hook_post")
@@ -227,11 +228,9 @@ def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -
             rows = nodes[(nodes["kind"] == kind) & (nodes["layer"] == layer)].set_index(kind).loc[units].reset_index()
             extra += sparse_coding_rows(loaded.model, tokens, acts[:, :, units], rows.to_dict("records"), probe)
     if not extra:
-        return nodes
+        return nodes, quality
     rest = nodes[~nodes["kind"].isin(["neuron", "feature"])]
-    out = pd.concat([rest, pd.DataFrame(extra)], ignore_index=True)
-    out.attrs = dict(nodes.attrs)
-    return out
+    return pd.concat([rest, pd.DataFrame(extra)], ignore_index=True), quality
 
 
 def write_run(
