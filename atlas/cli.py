@@ -268,7 +268,8 @@ def cmd_sae(args: argparse.Namespace) -> int:
     print(f"{out['dictionaryId']} -> {out['path']}")
     print(f"  held-out FVU {out['fvu']:.4f}, mean L0 {out['l0']:.1f} of {out['dSae']}, dead features {out['dead']} "
           f"({out['nTrain']} training / {out['nEval']} held-out activations, {out['steps']} steps, l1 {out['l1']})")
-    print(f"  use it: atlas ingest --model {args.model} --task default --granularity feature --sae {out['path']}")
+    if args.transcoder or args.hook.endswith("hook_mlp_out"):  # what feature-level ingestion accepts
+        print(f"  use it: atlas ingest --model {args.model} --task default --granularity feature --sae {out['path']}")
     return 0
 
 

@@ -102,8 +102,10 @@ def site_hooks(model: Any, hook: str, transcoder: bool) -> tuple[str, str | None
     names = set(model.hook_dict)
     m = _HOOK_LAYER.match(hook)
     if transcoder:
-        if m is None or model.cfg.attn_only:
-            raise ValidationError(f"a transcoder needs an MLP layer: give --hook blocks.L.hook_mlp_out, not {hook!r}")
+        if model.cfg.attn_only:
+            raise ValidationError("a transcoder stands in for an MLP, and this model has none (attention only)")
+        if m is None or not 0 <= int(m.group(1)) < model.cfg.n_layers:
+            raise ValidationError(f"a transcoder needs an MLP layer of the model: give --hook blocks.L.hook_mlp_out, not {hook!r}")
         layer = int(m.group(1))
         return f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"
     if hook not in names:

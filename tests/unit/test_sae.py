@@ -227,3 +227,15 @@ def test_feature_edges_rank_like_patching_on_a_trained_dictionary(modadd: object
     exact = _feature_edges(compute_patching(modadd, graph, task, batch))
     assert len(ig) > 100
     assert spearmanr(ig, exact.loc[ig.index])[0] >= FEATURE_SPEARMAN_MIN
+
+
+def test_site_hooks_name_what_is_wrong() -> None:
+    model = make_tiny(4)
+    assert site_hooks(model, "blocks.1.hook_mlp_out", True) == ("blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out")
+    assert site_hooks(model, "blocks.1.hook_resid_pre", False) == ("blocks.1.hook_resid_pre", None)
+    with pytest.raises(ValidationError, match="no hook"):
+        site_hooks(model, "blocks.1.hook_nothing", False)
+    with pytest.raises(ValidationError, match="MLP layer of the model"):
+        site_hooks(model, "blocks.7.hook_mlp_out", True)
+    with pytest.raises(ValidationError, match="attention only"):
+        site_hooks(make_tiny(4, attn_only=True), "blocks.0.hook_mlp_out", True)
