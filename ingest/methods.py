@@ -469,14 +469,8 @@ def compute_eap_ig_activations(
     integral is complete per receiver; ``k + 2`` passes like EAP-IG over inputs."""
     if config.steps < 1:
         raise ValidationError(f"EAP-IG needs at least 1 step, got {config.steps}")
-    _no_features(graph, "eap-ig-act")
     alphas = [(i + 0.5) / config.steps for i in range(config.steps)]  # midpoint rule
     return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate="activations")
-
-
-def _no_features(graph: ModelGraph, method: str) -> None:
-    if graph.saes:
-        raise ValidationError(f"--method {method} does not cover dictionary features yet: use eap or eap-ig")
 
 
 def _node_attribution_passes(model: Any, task: Task, batch: PromptBatch, names: set[str],

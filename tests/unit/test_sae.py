@@ -166,8 +166,13 @@ def test_feature_selection_and_refusals() -> None:
     chosen, scores = select_features(model, dicts, task, batch, 3)
     assert all(len(v) == 3 for v in chosen.values()) and scores["selected"].sum() == 6
     graph = build_graph(model, "f", features={l: (dicts[l], chosen[l]) for l in dicts})
-    with pytest.raises(ValidationError, match="eap or eap-ig"):
-        compute_eap_ig_activations(model, graph, task, batch)
+    # EAP-IG over activations covers features too: interpolated MLP outputs feed the features' side branch
+    act = compute_eap_ig_activations(model, graph, task, batch, MethodConfig(steps=3))
+    act = act.assign(pre=act.componentId_pre.map(_local), post=act.componentId_post.map(_local))
+    for layer in (0, 1):
+        into_logits = act[act.post == "LOGITS"]
+        parts = into_logits[into_logits.pre.str.match(rf"L{layer}\.(F\d+|ERR)@")]["score"].sum()
+        assert parts == pytest.approx(float(into_logits[into_logits.pre == f"L{layer}.MLP"]["score"].iloc[0]), rel=1e-4)
     with pytest.raises(ValidationError, match="top-features"):
         select_features(model, dicts, task, batch, 0)
 
