@@ -61,6 +61,13 @@ def _require_columns(frame: pd.DataFrame, columns: Iterable[str], name: str) -> 
         raise ValidationError(f"{name} is missing column(s) {missing}; has {list(frame.columns)}")
 
 
+def _parse_or_none(cid: str) -> object:
+    try:
+        return parse_component_id(cid)
+    except ValidationError:
+        return None
+
+
 def validate_edges(frame: pd.DataFrame) -> pd.DataFrame:
     """Check an edge frame and return it with canonical dtypes.
 
@@ -77,10 +84,19 @@ def validate_edges(frame: pd.DataFrame) -> pd.DataFrame:
     for col in EDGE_COLUMNS:
         if out[col].isna().any():
             _fail(f"edge frame column {col!r} has nulls", out, out[col].isna())
+    # ids repeat across rows: check and parse each distinct value once, then index by row
+    ends: dict[str, tuple[np.ndarray, list[object]]] = {}
     for col in ("componentId_pre", "componentId_post", "channel"):
-        bad = ~out[col].map(lambda v: isinstance(v, str))
-        if bad.any():
-            _fail(f"edge frame column {col!r} must hold strings", out, bad)
+        codes, uniques = pd.factorize(out[col])
+        not_str = np.array([not isinstance(v, str) for v in uniques], dtype=bool)
+        if not_str.any():
+            _fail(f"edge frame column {col!r} must hold strings", out, not_str[codes])
+        if col != "channel":
+            ends[col] = (codes, [_parse_or_none(v) for v in uniques])
+    for col, (codes, refs) in ends.items():
+        invalid = np.array([r is None for r in refs], dtype=bool)[codes]
+        if invalid.any():
+            _fail(f"edge frame column {col!r} has invalid component ids", out, invalid)
     try:
         out["score"] = pd.to_numeric(out["score"], errors="raise").astype(float)
     except (TypeError, ValueError):
@@ -94,29 +110,16 @@ def validate_edges(frame: pd.DataFrame) -> pd.DataFrame:
     if bad.any():
         _fail(f"edge frame column 'channel' must be one of {sorted(valid_channels)}", out, bad)
 
-    refs: dict[str, object] = {}
+    def per_row(col: str, attr: str) -> np.ndarray:
+        codes, refs = ends[col]
+        return np.array([getattr(r, attr) for r in refs], dtype=object)[codes]
 
-    def parse(cid: str) -> object:
-        if cid not in refs:
-            try:
-                refs[cid] = parse_component_id(cid)
-            except ValidationError:
-                refs[cid] = None
-        return refs[cid]
-
-    for col in ("componentId_pre", "componentId_post"):
-        bad = out[col].map(parse).isna()
-        if bad.any():
-            _fail(f"edge frame column {col!r} has invalid component ids", out, bad)
-    pre = out["componentId_pre"].map(parse)
-    post = out["componentId_post"].map(parse)
-    bad = np.array([a.model_id != b.model_id for a, b in zip(pre, post)], dtype=bool)
+    bad = per_row("componentId_pre", "model_id") != per_row("componentId_post", "model_id")
     if bad.any():
         _fail("edge frame mixes models: both ends of an edge must belong to one model", out, bad)
-    post_kind = post.map(lambda r: r.kind)
-    pre_kind = pre.map(lambda r: r.kind)
+    pre_kind, post_kind = per_row("componentId_pre", "kind"), per_row("componentId_post", "kind")
     into_head = post_kind == ComponentKind.HEAD
-    head_channel = out["channel"].isin(_HEAD_CHANNELS)
+    head_channel = out["channel"].isin(_HEAD_CHANNELS).to_numpy()
     bad = (into_head & ~head_channel) | (~into_head & head_channel)
     if bad.any():
         _fail("edge frame channel must be q/k/v exactly when the target is a head ('in' otherwise)", out, bad)
