@@ -244,3 +244,18 @@ def test_site_hooks_name_what_is_wrong() -> None:
         site_hooks(model, "blocks.7.hook_mlp_out", True)
     with pytest.raises(ValidationError, match="attention only"):
         site_hooks(make_tiny(4, attn_only=True), "blocks.0.hook_mlp_out", True)
+
+
+@pytest.mark.parametrize("name", ["std", "jump"])
+def test_loads_what_sae_lens_writes(name: str) -> None:
+    """Folders written by sae-lens 6.54.12 itself (``StandardSAE`` / ``JumpReLUSAE`` ``.save_model``, random
+    weights, with sae-lens's own outputs on fixed inputs in ``check.pt``): we encode and decode as it does.
+    (The other way round was checked by hand: sae-lens's ``SAE.load_from_disk`` reads our SAEs and
+    transcoders and reproduces our outputs exactly.)"""
+    folder = Path(__file__).resolve().parent.parent / "data" / "sae_lens_6.54" / name
+    d = load_dictionary(folder)
+    check = torch.load(folder / "check.pt", weights_only=True)
+    assert d.architecture == ("standard" if name == "std" else "jumprelu") and d.hook_name == "blocks.0.hook_mlp_out"
+    assert torch.allclose(d.encode(check["x"]), check["f"], atol=1e-6)
+    assert torch.allclose(d.decode(d.encode(check["x"])), check["rec"], atol=1e-6)
+    assert (check["f"] > 0).any() and (check["f"] == 0).any()  # the check exercises both sides of the activation
