@@ -318,7 +318,9 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
 
     Activations: every position of ``n_prompts`` clean and corrupted prompts of ``task`` (``default``:
     the zoo model's own task; other models use ``induction``). With ``store``, the dictionary and
-    its quality are recorded as ``(:Dictionary)`` next to the model. Returns the stats and the path.
+    its quality are recorded as ``(:Dictionary)`` next to the model, and every feature as a
+    ``:Feature`` node (``PART_OF`` its ``:Mlp`` for MLP dictionaries) with sparse-coding statistics on
+    the training prompts (up to 512 of them). Returns the stats and the path.
     """
     from ingest.jobs import resolve_task
     from ingest.models import load_model, model_properties
@@ -354,4 +356,36 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
                "transcoder": transcoder, "architecture": d.architecture, "path": str(folder.resolve())}
         store.write_rows("UNWIND $rows AS r MERGE (d:Dictionary {dictionaryId: r.dictionaryId}) SET d += r",
                          [{k: v for k, v in row.items() if v is not None}])
+        _write_feature_nodes(store, loaded, d, tokens[:512])
     return {"dictionaryId": dict_id, "path": str(folder), **d.stats}
+
+
+def _write_feature_nodes(store: Store, loaded: Any, d: Any, tokens: Any) -> None:
+    """Every feature of ``d`` as a node with its sparse-coding statistics on ``tokens``."""
+    import re
+
+    from atlas.ids import component_id
+    from atlas.schema import ComponentKind
+    from ingest.probes import sparse_coding_rows
+    from ingest.sae import collect_activations, mlp_layer
+
+    try:
+        layer, part_of = mlp_layer(d), True
+    except ValidationError:  # a dictionary on another site: nodes without a PART_OF
+        m = re.match(r"^blocks\.(\d+)\.", d.hook_name)
+        if m is None:
+            return
+        layer, part_of = int(m.group(1)), False
+    x_in, _ = collect_activations(loaded.model, tokens, d.hook_name)
+    acts = d.encode(x_in).reshape(tokens.shape[0], tokens.shape[1], -1)
+    units = [{"componentId": component_id(loaded.model_id, ComponentKind.FEATURE, layer=layer, feature=f, dictionary_id=d.dictionary_id),
+              "kind": "feature", "modelId": loaded.model_id, "layer": layer, "head": None, "feature": f, "dictionaryId": d.dictionary_id}
+             for f in range(d.d_sae)]
+    probe = f"the dictionary's training prompts ({len(tokens)})"
+    nodes = pd.DataFrame(sparse_coding_rows(loaded.model, tokens, acts, units, probe))
+    from ingest.graph import build_graph
+
+    store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())  # the MLPs they are PART_OF
+    store.write_components(nodes)
+    if part_of:
+        store.write_part_of([(cid, f"{loaded.model_id}/L{layer}.MLP") for cid in nodes["componentId"]])

@@ -222,13 +222,18 @@ def test_sae_train_and_feature_level_run(store: Store, embedded: StoreSettings, 
     assert (folder / "cfg.json").exists() and (folder / "sae_weights.safetensors").exists()
     row = store.read("MATCH (d:Dictionary {dictionaryId: $id}) RETURN d.fvu AS fvu, d.l0 AS l0, d.dead AS dead", {"id": trained["dictionaryId"]})
     assert row["fvu"].iloc[0] == pytest.approx(trained["fvu"]) and row["fvu"].iloc[0] < 0.2
+    # every feature of the dictionary is a node with its sparse-coding statistics, PART_OF the MLP
+    every = store.read("MATCH (f:Feature {dictionaryId: $id})-[:PART_OF]->(:Mlp) RETURN f.frequency AS freq, f.topContexts AS ctx",
+                       {"id": trained["dictionaryId"]})
+    assert len(every) == 64 and every["freq"].between(0, 1).all() and (every["freq"] > 0).sum() >= 32
     args = ["ingest", "--model", "modadd-1l", "--task", "default", "--granularity", "feature", "--sae", str(folder),
             "--top-features", "16", "--prompts", "8", "--run-id", "feat", "--quiet", *home]
     assert main(args) == 0
     capsys.readouterr()
     did = trained["dictionaryId"]
-    n_feat = _count(store, "MATCH (f:Feature {dictionaryId: $d})-[:PART_OF]->(:Mlp {componentId: 'modadd-1l/L0.MLP'}) "
-                           "WHERE f.frequency > 0 AND f.maxAct > 0 AND size(f.topContexts) > 0 RETURN count(f) AS n", d=did)
+    n_feat = _count(store, "MATCH (f:Feature {dictionaryId: $d})-[:ATTRIBUTION {runId: 'feat'}]->() "
+                           "WHERE f.frequency > 0 AND f.maxAct > 0 AND size(f.topContexts) > 0 AND f.probe STARTS WITH 'the run' "
+                           "RETURN count(DISTINCT f) AS n", d=did)
     assert 1 <= n_feat <= 16
     assert _count(store, "MATCH (e:Error {dictionaryId: $d})-[:PART_OF]->(:Mlp) RETURN count(e) AS n", d=did) == 1
     sums = store.read("MATCH (s:Component)-[e:ATTRIBUTION {runId: 'feat'}]->(:Logit) WHERE s:Mlp OR s:Feature OR s:Error "
