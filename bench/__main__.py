@@ -9,8 +9,9 @@
 - ``demo``: ``atlas demo`` end to end in a fresh atlas home (target < 60 s).
 - ``peer``: the same EAP in auto-circuit, side by side on the same model and prompts (installed in
   its own virtualenv under ``.bench-venvs/`` on first use: torch 2.13.0 first, then auto-circuit and
-  ``transformer_lens<3``, the line it was written for): speed ratio and rank agreement of the scores. Not in ``--smoke`` (the
-  install pulls JAX and takes minutes); the edge-name mapping it relies on is unit-tested.
+  ``transformer_lens<3``, the line it was written for): speed ratio and rank agreement of the scores.
+  ``--smoke`` runs it on a tiny model (the install, about a minute, included) and fails unless the
+  two EAPs agree (Spearman >= 0.99).
 """
 
 from __future__ import annotations
@@ -267,15 +268,19 @@ def bench_peer(smoke: bool) -> None:
     threads = 2
     torch.set_num_threads(threads)
     py = _peer_python()
-    zoo_home = Path(tempfile.mkdtemp())
-    models: list[tuple[str, Any, dict[str, Any]]] = [
-        ("induction-2l", load_model("induction-2l", zoo_home).model, json.loads((Path(__file__).resolve().parent.parent / "ingest" / "zoo_weights" / "induction-2l" / "config.json").read_text())),
-    ]
-    gpt2 = {"n_layers": 12, "d_model": 768, "n_ctx": 1024, "d_head": 64, "n_heads": 12, "d_vocab": 50257, "d_mlp": 3072,
-            "act_fn": "gelu_new", "normalization_type": "LN", "seed": 0}
-    models.append(("GPT-2-small shape (random)", HookedTransformer(HookedTransformerConfig(**gpt2)), gpt2))
+    models: list[tuple[str, Any, dict[str, Any]]] = []
+    if smoke:
+        tiny = {"n_layers": 2, "d_model": 32, "n_ctx": 32, "d_head": 8, "n_heads": 4, "d_vocab": 50, "d_mlp": 64, "act_fn": "gelu",
+                "normalization_type": "LN", "seed": 0}
+        models.append(("tiny (2L x 4H, d32)", HookedTransformer(HookedTransformerConfig(**tiny)), tiny))
+    else:
+        zoo_config = Path(__file__).resolve().parent.parent / "ingest" / "zoo_weights" / "induction-2l" / "config.json"
+        models.append(("induction-2l", load_model("induction-2l", Path(tempfile.mkdtemp())).model, json.loads(zoo_config.read_text())))
+        gpt2 = {"n_layers": 12, "d_model": 768, "n_ctx": 1024, "d_head": 64, "n_heads": 12, "d_vocab": 50257, "d_mlp": 3072,
+                "act_fn": "gelu_new", "normalization_type": "LN", "seed": 0}
+        models.append(("GPT-2-small shape (random)", HookedTransformer(HookedTransformerConfig(**gpt2)), gpt2))
     task = get_task("induction", metric="target-logit")
-    repeats = 3
+    repeats = 1 if smoke else 3
     rows = []
     for name, model, config in models:
         model.eval()
@@ -307,6 +312,8 @@ def bench_peer(smoke: bool) -> None:
                      "auto-circuit wrap s": peer["wrapSeconds"], "Spearman": float(spearmanr(a, b)[0]),
                      "max rel diff": float(np.abs(a - b).max() / np.abs(a).max())})
     _table("peer: auto-circuit EAP vs atlas EAP, same model and prompts (8 x 16 tokens, last-position target logit, 2 threads)", rows)
+    if min(r["Spearman"] for r in rows) < 0.99:
+        raise SystemExit("auto-circuit and atlas EAP disagree (Spearman < 0.99): see the table above")
 
 
 # -- demo --------------------------------------------------------------------------------------
@@ -329,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "demo"])
     p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
     a = p.parse_args(argv)
-    only = set(a.only or (["attribution", "loading", "paths", "demo"] if a.smoke else ["attribution", "peer", "loading", "paths", "demo"]))
+    only = set(a.only or ["attribution", "peer", "loading", "paths", "demo"])
     tmp = None
     home = Path(a.home) if a.home else Path(tmp := tempfile.mkdtemp(prefix="atlas-bench-"))
     try:
