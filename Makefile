@@ -30,4 +30,4 @@ bench: $(STAMP)
 
 clean:
 	-$(VENV)/bin/atlas db stop
-	rm -rf $(VENV) .atlas atlas-demo .pytest_cache
+	rm -rf $(VENV) .bench-venvs .atlas atlas-demo .pytest_cache
