@@ -155,7 +155,7 @@ def dictionary_quality(d: Dictionary, x_in: torch.Tensor, x_out: torch.Tensor) -
 
 
 def train_dictionary(x_in: torch.Tensor, x_out: torch.Tensor, n_features: int, *, hook_name: str, hook_name_out: str | None,
-                     model_name: str, dictionary_id: str, steps: int = 3000, l1: float = 3e-3, lr: float = 3e-3, batch: int = 512,
+                     model_name: str, dictionary_id: str, steps: int = 3000, l1: float = 0.1, lr: float = 3e-3, batch: int = 512,
                      seed: int = 0, progress: Callable[[int], None] | None = None) -> Dictionary:
     """Train a ReLU dictionary on ``x_in -> x_out`` (the same tensor for an SAE); 10% held out for the stats."""
     if n_features < 1:
