@@ -89,18 +89,17 @@ class ModelGraph:
 
     def features(self) -> dict[int, list[int]]:
         """Layer -> the dictionary features in the graph, in graph order."""
-        out: dict[int, list[int]] = {}
-        for s in self.senders:
-            if s.feature is not None:
-                out.setdefault(s.layer, []).append(s.feature)
-        return out
+        return self._units("feature")
 
     def neurons(self) -> dict[int, list[int]]:
         """Layer -> the neurons in the graph, in graph order."""
+        return self._units("neuron")
+
+    def _units(self, field_name: str) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
         for s in self.senders:
-            if s.neuron is not None:
-                out.setdefault(s.layer, []).append(s.neuron)
+            if getattr(s, field_name) is not None:
+                out.setdefault(s.layer, []).append(getattr(s, field_name))
         return out
 
 

@@ -653,11 +653,12 @@ def _patch_chunk(
                 add_d[name] = torch.zeros(e * b, p, d, dtype=delta.dtype)
             add_d[name][rows] += delta[:, :, si]
 
-    resid: dict[int, torch.Tensor] = {}
+    resid: dict[int, torch.Tensor] = {}  # layer -> resid_pre in this pass
+    mlp_in: dict[int, torch.Tensor] = {}  # layer -> MLP input in this pass
 
-    def keep_resid(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    def keep(into: dict[int, torch.Tensor], layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            resid[layer] = act
+            into[layer] = act
             return act
 
         return fn
@@ -677,15 +678,6 @@ def _patch_chunk(
     def add(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
             return act + add_d[name]
-
-        return fn
-
-    mlp_in: dict[int, torch.Tensor] = {}
-
-    def keep_mlp_in(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            mlp_in[layer] = act
-            return act
 
         return fn
 
@@ -735,13 +727,13 @@ def _patch_chunk(
 
     hooks: list[tuple[str, Any]] = []
     for layer in sorted({k[0] for k in head_d}):
-        hooks.append((f"blocks.{layer}.hook_resid_pre", keep_resid(layer)))
+        hooks.append((f"blocks.{layer}.hook_resid_pre", keep(resid, layer)))
     for layer, c in head_d:
         hooks.append((f"blocks.{layer}.attn.hook_{c}", patch_head(layer, c)))
     for name in add_d:
         hooks.append((name, add(name)))
     for layer in sorted(set(neur_d) | set(feat_d)):  # after any MLP-input patch at the same hook, so the copy sees its own input
-        hooks.append((f"blocks.{layer}.hook_mlp_in", keep_mlp_in(layer)))
+        hooks.append((f"blocks.{layer}.hook_mlp_in", keep(mlp_in, layer)))
     for layer in neur_d:
         hooks.append((f"blocks.{layer}.mlp.hook_pre", patch_neuron(layer)))
     for layer in feat_d:

@@ -29,7 +29,7 @@ import torch
 
 from atlas.errors import ModelError, ValidationError
 
-__all__ = ["Dictionary", "load_dictionary", "load_for_model", "save_dictionary", "train_dictionary", "dictionary_quality",
+__all__ = ["Dictionary", "load_dictionary", "load_for_model", "hook_layer", "save_dictionary", "train_dictionary", "dictionary_quality",
            "collect_activations", "site_hooks", "mlp_layer"]
 
 _MLP_OUT = re.compile(r"^blocks\.(\d+)\.hook_mlp_out$")
@@ -86,6 +86,12 @@ class Dictionary:
         return f @ self.W_dec + self.b_dec
 
 
+def hook_layer(hook: str | None) -> int | None:
+    """The block index a ``blocks.L.*`` hook name belongs to; None for other hooks."""
+    m = _HOOK_LAYER.match(hook or "")
+    return int(m.group(1)) if m else None
+
+
 def mlp_layer(d: Dictionary) -> int:
     """The layer whose MLP a dictionary stands in for (a transcoder, or an SAE on ``hook_mlp_out``)."""
     out = d.hook_name_out or d.hook_name
@@ -100,13 +106,12 @@ def site_hooks(model: Any, hook: str, transcoder: bool) -> tuple[str, str | None
     """Validate a hook name against the model; for a transcoder, ``hook`` names the MLP layer's
     ``blocks.L.hook_mlp_out`` (or its input) and the pair (input, output) is returned."""
     names = set(model.hook_dict)
-    m = _HOOK_LAYER.match(hook)
+    layer = hook_layer(hook)
     if transcoder:
         if model.cfg.attn_only:
             raise ValidationError("a transcoder stands in for an MLP, and this model has none (attention only)")
-        if m is None or not 0 <= int(m.group(1)) < model.cfg.n_layers:
+        if layer is None or not 0 <= layer < model.cfg.n_layers:
             raise ValidationError(f"a transcoder needs an MLP layer of the model: give --hook blocks.L.hook_mlp_out, not {hook!r}")
-        layer = int(m.group(1))
         return f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"
     if hook not in names:
         close = sorted(n for n in names if n.endswith(hook.rsplit(".", 1)[-1]))[:4]
@@ -122,7 +127,7 @@ def collect_activations(model: Any, tokens: torch.Tensor, hook_in: str, hook_out
     A transcoder's input is the MLP's actual input: ``ln2`` applied to ``hook_mlp_in``.
     """
     ins, outs = [], []
-    layer = int(_HOOK_LAYER.match(hook_in).group(1)) if hook_in.endswith("hook_mlp_in") else None  # type: ignore[union-attr]
+    layer = hook_layer(hook_in) if hook_in.endswith("hook_mlp_in") else None
     old = bool(model.cfg.use_hook_mlp_in)
     if layer is not None:
         model.set_use_hook_mlp_in(True)
@@ -212,8 +217,7 @@ def save_dictionary(d: Dictionary, folder: Path) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    layer = _HOOK_LAYER.match(d.hook_name)
-    meta = {"model_name": d.model_name, "hook_name": d.hook_name, "hook_layer": int(layer.group(1)) if layer else 0,
+    meta = {"model_name": d.model_name, "hook_name": d.hook_name, "hook_layer": hook_layer(d.hook_name) or 0,
             "hook_head_index": None, "prepend_bos": False, "context_size": None, "dataset_path": "own task prompts"}
     cfg: dict[str, Any] = {
         "architecture": "transcoder" if d.is_transcoder else d.architecture,
@@ -223,9 +227,7 @@ def save_dictionary(d: Dictionary, folder: Path) -> None:
         "atlas_dictionary_id": d.dictionary_id, "atlas_stats": d.stats,
     }
     if d.is_transcoder:
-        out_layer = _HOOK_LAYER.match(d.hook_name_out or "")
-        cfg.update({"d_out": int(d.W_dec.shape[1]), "hook_name_out": d.hook_name_out,
-                    "hook_layer_out": int(out_layer.group(1)) if out_layer else 0})
+        cfg.update({"d_out": int(d.W_dec.shape[1]), "hook_name_out": d.hook_name_out, "hook_layer_out": hook_layer(d.hook_name_out) or 0})
     if d.k is not None:
         cfg["k"] = d.k
     tensors = {"W_enc": d.W_enc, "b_enc": d.b_enc, "W_dec": d.W_dec, "b_dec": d.b_dec}

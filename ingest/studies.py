@@ -362,20 +362,18 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
 
 def _write_feature_nodes(store: Store, loaded: Any, d: Any, tokens: Any) -> None:
     """Every feature of ``d`` as a node with its sparse-coding statistics on ``tokens``."""
-    import re
-
     from atlas.ids import component_id
     from atlas.schema import ComponentKind
     from ingest.probes import sparse_coding_rows
-    from ingest.sae import collect_activations, mlp_layer
+    from ingest.sae import collect_activations, hook_layer, mlp_layer
 
     try:
         layer, part_of = mlp_layer(d), True
     except ValidationError:  # a dictionary on another site: nodes without a PART_OF
-        m = re.match(r"^blocks\.(\d+)\.", d.hook_name)
-        if m is None:
+        site = hook_layer(d.hook_name)
+        if site is None:
             return
-        layer, part_of = int(m.group(1)), False
+        layer, part_of = site, False
     x_in, _ = collect_activations(loaded.model, tokens, d.hook_name)
     acts = d.encode(x_in).reshape(tokens.shape[0], tokens.shape[1], -1)
     units = [{"componentId": component_id(loaded.model_id, ComponentKind.FEATURE, layer=layer, feature=f, dictionary_id=d.dictionary_id),
