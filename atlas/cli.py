@@ -146,7 +146,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     cypher = args.cypher
     if cypher == "-":
         cypher = sys.stdin.read()
-    with _connect(args) as store:
+    from atlas.store import Store
+
+    with Store.connect(_settings(args), read_only=not args.write) as store:
         df = store.run(cypher, _parse_params(args.param), write=args.write)
     _print_frame(df, _fmt(args))
     return 0

@@ -7,24 +7,79 @@ Nothing is read at import time.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from atlas.errors import ConfigError
 
-__all__ = ["StoreSettings", "atlas_home", "resolve_store_settings", "EMBEDDED_DATABASE"]
+__all__ = ["StoreSettings", "atlas_home", "ensure_home", "check_private_file", "resolve_store_settings", "EMBEDDED_DATABASE"]
 
 EMBEDDED_DATABASE = "atlas"
 """Name of the database the embedded ArcadeDB server holds."""
 
 
 def atlas_home(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The atlas home: ``explicit``, else ``$ATLAS_HOME``, else ``./.atlas``; made absolute."""
+    """The atlas home: ``explicit``, else ``$ATLAS_HOME``, else ``./.atlas``; made absolute.
+
+    The home is a security boundary (it holds the database's passwords, its files and the model
+    cache, whose pickles torch loads), so an existing home that is not a directory, is not owned by
+    the current user, or that another user may write is refused. Creating it is
+    :func:`ensure_home`'s job.
+    """
     raw = explicit if explicit is not None else os.environ.get("ATLAS_HOME") or ".atlas"
     home = Path(raw).expanduser().resolve()
-    if home.exists() and not home.is_dir():
-        raise ConfigError(f"atlas home {home} exists and is not a directory")
+    if home.exists():
+        if not home.is_dir():
+            raise ConfigError(f"atlas home {home} exists and is not a directory")
+        _check_owned(home, "atlas home")
     return home
+
+
+def ensure_home(home: Path) -> Path:
+    """Create the atlas home (mode 0700) when missing; refuse one another user owns or may write."""
+    if not home.exists():
+        home.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            home.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # created concurrently: checked below like any existing home
+        else:
+            os.chmod(home, 0o700)  # mkdir's mode is masked by the umask
+    if not home.is_dir():
+        raise ConfigError(f"atlas home {home} exists and is not a directory")
+    _check_owned(home, "atlas home")
+    return home
+
+
+def _check_owned(path: Path, what: str) -> os.stat_result:
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(f"{what} {path} is a symbolic link; refusing to trust it")
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"{what} {path} is owned by another user (uid {st.st_uid}); refusing to trust it")
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            f"{what} {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"refusing to trust it (chmod go-w {path} if that is intended)"
+        )
+    return st
+
+
+def check_private_file(path: Path, what: str, *, secret: bool = False) -> bool:
+    """Check a file of the home before trusting it; returns False when it does not exist.
+
+    It must be a regular file owned by the current user that no one else may write; a ``secret``
+    that others may read is made private (0600) first.
+    """
+    if not os.path.lexists(path):
+        return False
+    st = _check_owned(path, what)
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what} {path} is not a regular file; refusing to trust it")
+    if secret and st.st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return True
 
 
 @dataclass(frozen=True)

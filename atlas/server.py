@@ -3,13 +3,19 @@
 The server lives in its own process (``python -m atlas.server``), started detached so several
 atlas processes can share it. Its state lives in the atlas home::
 
-    HOME/password        root password, generated once, mode 0600
-    HOME/server.json     {pid, boltPort, httpPort}, written once the server listens
-    HOME/server.lock     serialises concurrent starts
-    HOME/arcadedb/       databases, config and the server's own log/ folder
-    HOME/log/server.out  the daemon's stdout/stderr
+    HOME/password         root password, generated once, mode 0600
+    HOME/reader-password  password of ``reader``, a user whose group may only read, mode 0600
+    HOME/server.json      {pid, boltPort, httpPort}, written once the server listens
+    HOME/server.lock      serialises concurrent starts
+    HOME/arcadedb/        databases, config and the server's own log/ folder
+    HOME/log/server.out   the daemon's stdout/stderr
 
-Every listener binds to 127.0.0.1; nothing is written to the current directory.
+Security: every listener binds to 127.0.0.1; the home is created 0700 and a home or file in it that
+another user owns or may write is refused (see :func:`atlas.config.check_private_file`); the server
+runs in ArcadeDB's production mode with ``LOAD CSV`` file and remote URLs off; read-only work
+(``atlas query`` without ``--write``) logs in as ``reader``, whose database group grants
+``readRecord`` alone, so the server itself refuses writes, schema changes and user management.
+Nothing is written to the current directory.
 """
 
 from __future__ import annotations
@@ -27,13 +33,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from atlas.config import EMBEDDED_DATABASE
+from atlas.config import EMBEDDED_DATABASE, check_private_file, ensure_home
 from atlas.errors import ConfigError, StoreUnavailable
 
-__all__ = ["ServerInfo", "ensure_server", "server_status", "start_server", "stop_server", "read_password"]
+__all__ = [
+    "ServerInfo", "ensure_server", "server_status", "start_server", "stop_server", "read_password",
+    "ROOT_USER", "READER_USER",
+]
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90.0
+ROOT_USER = "root"
+READER_USER = "reader"
+"""The embedded server's read-only user: its group in the atlas database may only read records."""
+READER_GROUP = {"access": [], "resultSetLimit": -1, "readTimeout": -1, "types": {"*": {"access": ["readRecord"]}}}
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,7 @@ class ServerInfo:
 def _paths(home: Path) -> dict[str, Path]:
     return {
         "password": home / "password",
+        "reader-password": home / "reader-password",
         "state": home / "server.json",
         "lock": home / "server.lock",
         "root": home / "arcadedb",
@@ -60,19 +74,17 @@ def _paths(home: Path) -> dict[str, Path]:
     }
 
 
-def read_password(home: Path, create: bool = False) -> str:
-    """The embedded server's root password; generated (mode 0600) when ``create`` and missing."""
-    path = _paths(home)["password"]
-    if not path.exists():
+def read_password(home: Path, create: bool = False, user: str = ROOT_USER) -> str:
+    """The password of ``user`` (root or reader) of the embedded server; generated (mode 0600)
+    when ``create`` and missing. A password file another user owns or may write is refused."""
+    path = _paths(home)["password" if user == ROOT_USER else "reader-password"]
+    if not check_private_file(path, "password file", secret=True):
         if not create:
             raise ConfigError(f"no password file at {path}: start the server with 'atlas db start'")
-        home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        ensure_home(home)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(24))
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        os.chmod(path, 0o600)
     return path.read_text().strip()
 
 
@@ -111,7 +123,7 @@ def _free_port() -> int:
 def server_status(home: Path) -> ServerInfo | None:
     """The running server of this home, or None (a stale state file is removed)."""
     state = _paths(home)["state"]
-    if not state.exists():
+    if not check_private_file(state, "server state file"):
         return None
     try:
         data = json.loads(state.read_text())
@@ -128,8 +140,10 @@ def server_status(home: Path) -> ServerInfo | None:
 
 @contextlib.contextmanager
 def _locked(home: Path):
-    home.mkdir(parents=True, exist_ok=True)
-    with open(_paths(home)["lock"], "w") as fh:
+    ensure_home(home)
+    lock = _paths(home)["lock"]
+    check_private_file(lock, "lock file")
+    with os.fdopen(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -145,7 +159,8 @@ def start_server(home: Path, heap: str | None = None, quiet: bool = False) -> tu
             return info, False
         paths = _paths(home)
         read_password(home, create=True)
-        paths["log"].mkdir(parents=True, exist_ok=True)
+        read_password(home, create=True, user=READER_USER)
+        paths["log"].mkdir(mode=0o700, parents=True, exist_ok=True)
         paths["state"].unlink(missing_ok=True)
         bolt, http = _free_port(), _free_port()
         while http == bolt:
@@ -155,7 +170,9 @@ def start_server(home: Path, heap: str | None = None, quiet: bool = False) -> tu
             cmd += ["--heap", heap or os.environ["ATLAS_DB_HEAP"]]
         if not quiet:
             print(f"atlas: starting the embedded database in {home} ...", file=sys.stderr)
-        with open(paths["log"] / "server.out", "ab") as out:
+        log_file = paths["log"] / "server.out"
+        check_private_file(log_file, "server log")
+        with os.fdopen(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "ab") as out:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=str(home), start_new_session=True,
@@ -199,22 +216,28 @@ def stop_server(home: Path, timeout: float = 30.0) -> bool:
 
 
 def _serve(home: Path, bolt_port: int, http_port: int, heap: str) -> None:
-    """Daemon body: run ArcadeDB until SIGTERM. Writes the state file once Bolt listens."""
+    """Daemon body: run ArcadeDB until SIGTERM. Writes the state file once Bolt listens and the
+    read-only user exists."""
     import arcadedb_embedded as adb  # heavy (starts a JVM): only in the daemon
 
+    os.umask(0o077)  # database files, config and logs readable by this user only
     paths = _paths(home)
     root = paths["root"]
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)  # homes made by earlier versions left it 0755
     server = adb.ArcadeDBServer(
         root_path=str(root / "databases"),
         root_password=read_password(home),
         config={
             "host": HOST,
+            "mode": "production",  # among others, forces LOAD CSV file URLs off
             "http_port": http_port,
             "server_plugins": "Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
             "bolt_port": bolt_port,
             "server_rootPath": str(root),
             "server_databaseDirectory": str(root / "databases"),
+            "opencypher_loadCsv_allowFileUrls": False,
+            "opencypher_loadCsv_allowRemoteUrls": False,
         },
         jvm_kwargs={"heap_size": heap},
     )
@@ -229,8 +252,12 @@ def _serve(home: Path, bolt_port: int, http_port: int, heap: str) -> None:
     try:
         if not (root / "databases" / EMBEDDED_DATABASE).exists():
             server.create_database(EMBEDDED_DATABASE)
+        _ensure_reader(server, read_password(home, user=READER_USER))
         tmp = paths["state"].with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "boltPort": bolt_port, "httpPort": http_port}))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "boltPort": bolt_port, "httpPort": http_port}))
         os.replace(tmp, paths["state"])
         while not stop["now"]:
             time.sleep(0.2)
@@ -239,6 +266,23 @@ def _serve(home: Path, bolt_port: int, http_port: int, heap: str) -> None:
             if paths["state"].exists() and json.loads(paths["state"].read_text()).get("pid") == os.getpid():
                 paths["state"].unlink()
         server.stop()
+
+
+def _ensure_reader(server: object, password: str) -> None:
+    """(Re)create the read-only user and its group in the atlas database, through the server's
+    own security API (so the password is hashed the server's way and the files stay consistent)."""
+    import jpype
+
+    json_object = jpype.JClass("com.arcadedb.serializer.json.JSONObject")
+    security = server._java_server.getSecurity()  # type: ignore[attr-defined]
+    security.saveGroup(EMBEDDED_DATABASE, READER_USER, json_object(json.dumps(READER_GROUP)))
+    if security.existsUser(READER_USER):
+        security.dropUser(READER_USER)
+    security.createUser(json_object(json.dumps({
+        "name": READER_USER,
+        "password": str(security.encodePassword(password)),
+        "databases": {EMBEDDED_DATABASE: [READER_USER]},
+    })))
 
 
 def main(argv: list[str] | None = None) -> None:

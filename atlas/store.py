@@ -1,9 +1,11 @@
 """The graph store: one implementation over the official ``neo4j`` driver for both servers.
 
 ``Store.connect()`` reaches the embedded ArcadeDB server (started on demand) or, given a URI, any
-Neo4j 5 server. Reads run in an explicit transaction that is always rolled back and refuse any
-statement that wrote (ArcadeDB does not enforce the driver's READ access mode, so we do). Writes
-are ``UNWIND $rows`` batches in managed transactions. Values always travel as parameters; the only
+Neo4j 5 server. ``Store.connect(read_only=True)`` is what user-written queries get: on the embedded
+server it logs in as the ``reader`` user, whose group may only read (ArcadeDB ignores the driver's
+READ access mode, Neo4j enforces it). Reads also run in an explicit transaction that is always
+rolled back and refuse any statement that wrote, and :mod:`atlas.guard` refuses statements that act
+outside transactions before sending them. Writes are ``UNWIND $rows`` batches in managed transactions. Values always travel as parameters; the only
 text ever put into Cypher is labels and relationship types from :mod:`atlas.schema`.
 
 This is the only module that imports ``neo4j``.
@@ -27,6 +29,7 @@ from atlas.errors import (
     ValidationError,
 )
 from atlas.frames import validate_edges, validate_nodes
+from atlas.guard import check_statement
 from atlas.schema import COMPONENT_LABEL, CONSTRAINTS, INDEXES, KIND_LABEL, ComponentKind, RelType, RunStatus
 
 __all__ = ["Store", "DEFAULT_BATCH", "EDGE_BATCH"]
@@ -36,7 +39,7 @@ EDGE_BATCH = 20000
 _WRITE_QUERY_TYPES = {"w", "rw", "s"}
 
 
-def _translate(exc: Exception, cypher: str | None = None) -> StoreError:
+def _translate(exc: Exception, cypher: str | None = None, *, read_only: bool = False) -> StoreError:
     """Map a driver exception onto the atlas error tree with a one-line message."""
     import neo4j.exceptions as nx
 
@@ -44,6 +47,13 @@ def _translate(exc: Exception, cypher: str | None = None) -> StoreError:
     msg = " ".join(str(msg).split())
     if len(msg) > 300:
         msg = msg[:297] + "..."
+    code = str(getattr(exc, "code", None) or "")
+    if read_only and (isinstance(exc, nx.Forbidden) or code.endswith(("Security.Forbidden", "AccessMode"))):
+        return ReadOnlyViolation(
+            "the database refused the statement: this connection may only read; pass --write (write=True) to allow writes"
+        )
+    if isinstance(exc, nx.Forbidden):
+        return QueryError(f"the database refused the statement: not permitted for this user ({code})")
     if isinstance(exc, nx.AuthError):
         return StoreAuthError(f"the database refused the credentials: {msg}")
     if isinstance(exc, nx.CypherSyntaxError):
@@ -108,17 +118,20 @@ class Store:
         settings: The settings it was opened with.
     """
 
-    def __init__(self, driver: Any, database: str | None, settings: StoreSettings) -> None:
+    def __init__(self, driver: Any, database: str | None, settings: StoreSettings, *, read_only: bool = False) -> None:
         self._driver = driver
         self.database = database
         self.settings = settings
+        self.read_only = read_only
 
     # -- connection -------------------------------------------------------------------------
     @classmethod
-    def connect(cls, settings: StoreSettings | None = None, *, quiet: bool = False) -> Store:
+    def connect(cls, settings: StoreSettings | None = None, *, quiet: bool = False, read_only: bool = False) -> Store:
         """Open the store named by ``settings`` (default: flags/env/embedded), verifying it answers.
 
         For the embedded default the ArcadeDB server is started on demand (a line on stderr says so).
+        With ``read_only`` the server itself refuses writes: the embedded server is reached as its
+        read-only user, a Neo4j server in READ access mode, and ``run(write=True)`` is refused.
 
         Raises:
             StoreUnavailable: nothing answers at the URI.
@@ -128,10 +141,11 @@ class Store:
 
         settings = settings or resolve_store_settings()
         if settings.embedded:
-            from atlas.server import ensure_server, read_password
+            from atlas.server import READER_USER, ROOT_USER, ensure_server, read_password
 
             info = ensure_server(settings.home, quiet=quiet)
-            uri, user, password = info.uri, "root", read_password(settings.home)
+            user = READER_USER if read_only else ROOT_USER
+            uri, password = info.uri, read_password(settings.home, user=user)
             database = settings.database or EMBEDDED_DATABASE
         else:
             assert settings.uri is not None
@@ -155,8 +169,13 @@ class Store:
             driver.verify_connectivity()
         except Exception as exc:
             driver.close()
-            raise _translate(exc) from exc
-        return cls(driver, database, settings)
+            error = _translate(exc)
+            if settings.embedded and read_only and isinstance(error, StoreAuthError):
+                raise StoreAuthError(
+                    f"{error}; a server started by an older atlas has no read-only user: restart it with 'atlas db stop'"
+                ) from exc
+            raise error from exc
+        return cls(driver, database, settings, read_only=read_only)
 
     def close(self) -> None:
         self._driver.close()
@@ -170,22 +189,30 @@ class Store:
     def _session(self, read: bool = False) -> Any:
         import neo4j
 
-        mode = neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS
+        mode = neo4j.READ_ACCESS if read or self.read_only else neo4j.WRITE_ACCESS
         return self._driver.session(database=self.database, default_access_mode=mode)
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyViolation("this store was opened read-only; open it without read_only to write")
 
     # -- generic statements -----------------------------------------------------------------
     def read(self, cypher: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Run a read-only statement and return its rows as a DataFrame (columns = RETURN names).
 
         The statement runs in an explicit transaction that is rolled back, so nothing it does
-        persists; a statement that tried to write raises ReadOnlyViolation.
+        persists; a statement that tried to write raises ReadOnlyViolation, and one whose effect
+        would escape the transaction is refused before sending (:mod:`atlas.guard`).
         """
         return self.run(cypher, params, write=False)
 
     def run(self, cypher: str, params: dict[str, Any] | None = None, *, write: bool = False) -> pd.DataFrame:
-        """Run one statement; writes persist only when ``write`` is true."""
+        """Run one statement; writes persist only when ``write`` is true (and the store is not read-only)."""
         if not isinstance(cypher, str) or not cypher.strip():
             raise QueryError("empty Cypher statement")
+        if write:
+            self._require_writable()
+        check_statement(cypher, write=write)
         params = dict(params or {})
         try:
             with self._session(read=not write) as session:
@@ -206,7 +233,7 @@ class Store:
         except StoreError:
             raise
         except Exception as exc:
-            raise _translate(exc, cypher) from exc
+            raise _translate(exc, cypher, read_only=not write) from exc
         if wrote and not write:
             raise ReadOnlyViolation(
                 "the statement writes to the database and was rolled back; pass --write (write=True) to allow writes"
@@ -227,6 +254,7 @@ class Store:
         The statement must be idempotent per batch (MERGE), or the caller must make the whole
         operation restartable (see ``write_edges``). Returns the number of rows sent.
         """
+        self._require_writable()
         extra = dict(params or {})
 
         def work(tx: Any, batch: Sequence[dict[str, Any]]) -> None:
@@ -308,6 +336,7 @@ class Store:
         travel ~2x faster than a list of maps over Bolt (measured: 59k vs 29k edges/s), because a
         map repeats its keys on every row.
         """
+        self._require_writable()
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
             raise ValidationError(f"columns differ in length: {sorted(lengths)}")
