@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo test test-fast lint bench install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/atlas demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
+# unit tier only: no database, browser, network or model training (well under a minute)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check atlas ingest queries cli bench tests
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m bench

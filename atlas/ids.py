@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from atlas.errors import ValidationError
 from atlas.schema import ComponentKind
 
-__all__ = ["ComponentRef", "component_id", "parse_component_id", "validate_model_id"]
+__all__ = ["ComponentRef", "component_id", "parse_component_id", "validate_model_id", "write_stage", "read_stage", "LAST_STAGE"]
 
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
 _DICT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -134,3 +134,31 @@ def parse_component_id(cid: str) -> ComponentRef:
     return ComponentRef(
         model_id, ComponentKind.FEATURE, layer=layer, feature=int(m["feature"]), dictionary_id=m["dict"]
     )
+
+
+LAST_STAGE = 1 << 30
+"""The stage of the logits when the model's depth is unknown (ids alone do not carry it)."""
+
+
+def write_stage(kind: ComponentKind, layer: int | None) -> int:
+    """When in the forward pass a component writes into the residual stream (the one rule, shared
+    by the graph the methods score and the path search over stored runs): the embedding at -1, the
+    heads of layer ``l`` at ``2 l``, the MLP of layer ``l`` and its neurons, features and error
+    term at ``2 l + 1``, the logits last (``2 n_layers`` when ``layer`` is ``n_layers``)."""
+    if kind is ComponentKind.EMBED:
+        return -1
+    if kind is ComponentKind.LOGITS:
+        return LAST_STAGE if layer is None else 2 * layer
+    if layer is None:
+        raise ValidationError(f"a {kind.value} has a layer")
+    return 2 * layer if kind is ComponentKind.HEAD else 2 * layer + 1
+
+
+def read_stage(kind: ComponentKind, layer: int | None, *, parallel: bool = False) -> int:
+    """When a component reads the residual stream: a head at ``2 l``, an MLP (and its units) at
+    ``2 l + 1``, or at ``2 l`` beside the heads in a parallel attention + MLP block; the logits last.
+    An edge u -> v exists when ``write_stage(u) < read_stage(v)``."""
+    if kind in (ComponentKind.HEAD, ComponentKind.LOGITS, ComponentKind.EMBED):
+        return write_stage(kind, layer)
+    assert layer is not None
+    return 2 * layer if parallel else 2 * layer + 1

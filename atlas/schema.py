@@ -12,11 +12,17 @@ __all__ = [
     "ComponentKind",
     "Channel",
     "Method",
+    "Metric",
+    "Ablation",
+    "Granularity",
+    "choices",
     "RunStatus",
     "RelType",
     "COMPONENT_LABEL",
     "CONSTRAINTS",
     "INDEXES",
+    "EDGE_PROPERTIES",
+    "RUN_CACHES",
     "KIND_LABEL",
 ]
 
@@ -78,6 +84,46 @@ class Method(StrEnum):
     """Exact activation patching of every edge: the reference the estimates are checked against."""
 
 
+class Metric(StrEnum):
+    """What a run's edges measure the effect on (per prompt, averaged over its scored positions)."""
+
+    LOGIT = "logit"
+    """The target token's logit minus the mean logit: linear in the residual stream, does not saturate."""
+    LOGPROB = "logprob"
+    """log p(target)."""
+    TARGET_LOGIT = "target-logit"
+    """The raw target logit (auto-circuit's ``logit``), for side-by-side comparisons."""
+
+
+class Ablation(StrEnum):
+    """What replaces a lesioned (or pruned-away) component's output."""
+
+    CORRUPT = "corrupt"
+    """Its output on the corrupted prompt (interchange ablation)."""
+    ZERO = "zero"
+    """Zero."""
+    MEAN = "mean"
+    """Its mean output over reference prompts, per position."""
+    RESAMPLE = "resample"
+    """Its output on another, randomly drawn reference prompt."""
+
+
+class Granularity(StrEnum):
+    """Which units a run's connectome resolves inside the MLPs."""
+
+    HEAD = "head"
+    """Heads and whole MLPs."""
+    NEURON = "neuron"
+    """Also the top-K neurons of each MLP (by EAP node attribution)."""
+    FEATURE = "feature"
+    """Also the active features of sparse dictionaries on the MLPs, plus their error nodes."""
+
+
+def choices(vocabulary: type[StrEnum]) -> list[str]:
+    """A closed vocabulary's values, for argparse ``choices`` and error messages."""
+    return [member.value for member in vocabulary]
+
+
 class RunStatus(StrEnum):
     """Life cycle of a ``:Run``; only ``complete`` runs are whole."""
 
@@ -115,3 +161,14 @@ INDEXES: tuple[tuple[str, RelType, str], ...] = (
     ("attribution_run", RelType.ATTRIBUTION, "runId"),
     ("ablation_run", RelType.ABLATION, "runId"),
 )
+
+EDGE_PROPERTIES: frozenset[str] = frozenset({
+    "runId", "channel", "score", "effect", "srcPos", "dstPos",  # measured edges
+    "ablation", "scope",  # ABLATION: how the source (or the edge) was lesioned
+    "kind", "baseline", "zScore", "modelId",  # COMPOSITION: Q/K/V kind and its random baseline
+})
+"""Every property a measured or structural relationship may carry: the only names
+``atlas.connectome.write_edges`` formats into a statement."""
+
+RUN_CACHES: frozenset[str] = frozenset({"topPaths", "topPathsSplit"})
+"""Derived results kept on a complete ``:Run`` (JSON): its strongest paths, whole or split by channel."""

@@ -5,15 +5,15 @@ Neo4j 5 server. ``Store.connect(read_only=True)`` is what user-written queries g
 server it logs in as the ``reader`` user, whose group may only read (ArcadeDB ignores the driver's
 READ access mode, Neo4j enforces it). Reads also run in an explicit transaction that is always
 rolled back and refuse any statement that wrote, and :mod:`atlas.guard` refuses statements that act
-outside transactions before sending them. Writes are ``UNWIND $rows`` batches in managed transactions. Values always travel as parameters; the only
-text ever put into Cypher is labels and relationship types from :mod:`atlas.schema`.
+outside transactions before sending them. Writes are ``UNWIND $rows`` batches in managed
+transactions. The statements themselves live in :mod:`atlas.connectome`; this module only
+carries them, with values always as parameters.
 
 This is the only module that imports ``neo4j``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,9 +28,7 @@ from atlas.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from atlas.frames import validate_edges, validate_nodes
 from atlas.guard import check_statement
-from atlas.schema import COMPONENT_LABEL, CONSTRAINTS, INDEXES, KIND_LABEL, ComponentKind, RelType, RunStatus
 
 __all__ = ["Store", "DEFAULT_BATCH", "EDGE_BATCH"]
 
@@ -92,18 +90,6 @@ def _chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield rows[i : i + size]
 
 
-def _clean_props(props: dict[str, Any]) -> dict[str, Any]:
-    """Drop None/NaN values: graph databases store absence, not null."""
-    out = {}
-    for k, v in props.items():
-        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-            continue
-        if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
-            v = v.item()
-        out[k] = v
-    return out
-
-
 class Store:
     """A connection to the connectome database.
 
@@ -146,15 +132,15 @@ class Store:
             info = ensure_server(settings.home, quiet=quiet)
             user = READER_USER if read_only else ROOT_USER
             uri, password = info.uri, read_password(settings.home, user=user)
-            database = settings.database or EMBEDDED_DATABASE
+            database: str | None = settings.database or EMBEDDED_DATABASE
         else:
             assert settings.uri is not None
             uri = settings.uri
             user = settings.user or "neo4j"
+            if settings.password is None:
+                raise StoreAuthError("no password for the database: pass --password or set ATLAS_PASSWORD")
             password = settings.password
             database = settings.database
-            if password is None:
-                raise StoreAuthError("no password for the database: pass --password or set ATLAS_PASSWORD")
         try:
             driver = neo4j.GraphDatabase.driver(
                 uri,
@@ -274,53 +260,6 @@ class Store:
             raise _translate(exc, cypher) from exc
         return sent
 
-    # -- schema -----------------------------------------------------------------------------
-    def ensure_schema(self) -> None:
-        """Create the unique constraints and relationship indexes of the schema, if missing."""
-        for name, label, prop in CONSTRAINTS:
-            self.run(
-                f"CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{label}) REQUIRE n.{prop} IS UNIQUE", write=True
-            )
-        for name, rel, prop in INDEXES:
-            self.run(f"CREATE INDEX {name} IF NOT EXISTS FOR ()-[e:{rel.value}]-() ON (e.{prop})", write=True)
-
-    def schema(self) -> pd.DataFrame:
-        """The indexes the server reports (constraint-backed ones included)."""
-        df = self.read("SHOW INDEXES")
-        keep = [c for c in ("name", "type", "entityType", "labelsOrTypes", "properties") if c in df.columns]
-        return df[keep]
-
-    # -- typed writes -----------------------------------------------------------------------
-    def write_model(self, props: dict[str, Any]) -> None:
-        """MERGE the ``:Model`` node (keyed by ``modelId``) and set its properties."""
-        if "modelId" not in props:
-            raise ValidationError("model properties need a modelId")
-        self.run(
-            "MERGE (m:Model {modelId: $id}) SET m += $props",
-            {"id": props["modelId"], "props": _clean_props(props)},
-            write=True,
-        )
-
-    def write_components(
-        self, nodes: pd.DataFrame, *, batch_size: int = DEFAULT_BATCH, progress: Callable[[int], None] | None = None
-    ) -> int:
-        """MERGE component nodes (one kind label each) from a node frame; extra columns become properties."""
-        nodes = validate_nodes(nodes)
-        total = 0
-        for kind, group in nodes.groupby("kind", sort=False):
-            label = KIND_LABEL[ComponentKind(kind)]
-            rows = [
-                {"id": rec["componentId"], "props": _clean_props(rec)}
-                for rec in group.drop(columns=["kind"]).to_dict("records")
-            ]
-            total += self.write_rows(
-                f"UNWIND $rows AS r MERGE (c:{COMPONENT_LABEL}:{label} {{componentId: r.id}}) SET c += r.props",
-                rows,
-                batch_size=batch_size,
-                progress=progress,
-            )
-        return total
-
     def write_columns(
         self,
         cypher: str,
@@ -357,122 +296,3 @@ class Store:
         except Exception as exc:
             raise _translate(exc, cypher) from exc
         return n
-
-    def write_edges(
-        self,
-        edges: pd.DataFrame,
-        run_id: str | None,
-        *,
-        rel_type: RelType = RelType.ATTRIBUTION,
-        props: dict[str, Any] | None = None,
-        batch_size: int = EDGE_BATCH,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """CREATE relationships from an edge frame. Both ends must exist as components.
-
-        The frame's ``score`` is stored as ``score`` on ``ATTRIBUTION`` and ``COMPOSITION`` and as
-        ``effect`` on ``ABLATION``; extra columns and ``props`` (the same for every row) become
-        properties; ``run_id`` None stores none (the structural ``COMPOSITION`` edges).
-
-        Not idempotent by itself (CREATE is ~30x faster than MERGE on relationships): callers
-        delete what they rewrite, as ``ingest.jobs`` does for unfinished runs.
-        """
-        edges = validate_edges(edges)
-        value = "effect" if rel_type is RelType.ABLATION else "score"
-        columns: dict[str, list[Any]] = {
-            "a": edges["componentId_pre"].tolist(),
-            "b": edges["componentId_post"].tolist(),
-        }
-        assigns = []
-        for i, col in enumerate(c for c in edges.columns if c not in ("componentId_pre", "componentId_post")):
-            values = edges[col].tolist()
-            columns[f"c{i}"] = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
-            assigns.append(f"{value if col == 'score' else col}: $c{i}[i]")
-        assigns += [f"{k}: $props.{k}" for k in (props or {})]
-        if run_id is not None:
-            assigns.insert(0, "runId: $runId")
-        cypher = (
-            "UNWIND range(0, size($a) - 1) AS i "
-            "MATCH (a:Component {componentId: $a[i]}) MATCH (b:Component {componentId: $b[i]}) "
-            f"CREATE (a)-[e:{rel_type.value} {{{', '.join(assigns)}}}]->(b)"
-        )
-        return self.write_columns(
-            cypher, columns, params={"runId": run_id, "props": dict(props or {})}, batch_size=batch_size, progress=progress
-        )
-
-    def delete_run_edges(self, run_id: str, *, rel_type: RelType = RelType.ATTRIBUTION, batch_size: int = 20000) -> int:
-        """Delete a run's relationships of one type, in batches; returns how many went."""
-        total = 0
-        while True:
-            df = self.run(
-                f"MATCH ()-[e:{rel_type.value} {{runId: $runId}}]->() WITH e LIMIT $n DELETE e RETURN count(*) AS n",
-                {"runId": run_id, "n": batch_size},
-                write=True,
-            )
-            n = int(df["n"].iloc[0]) if len(df) else 0
-            total += n
-            if n < batch_size:
-                return total
-
-    def write_part_of(self, pairs: Sequence[tuple[str, str]]) -> int:
-        """MERGE ``(part)-[:PART_OF]->(whole)`` for (part id, whole id) pairs (idempotent)."""
-        return self.write_rows(
-            f"UNWIND $rows AS r MATCH (p:Component {{componentId: r.part}}) MATCH (w:Component {{componentId: r.whole}}) "
-            f"MERGE (p)-[:{RelType.PART_OF.value}]->(w)",
-            [{"part": a, "whole": b} for a, b in pairs],
-        )
-
-    def delete_model_edges(self, model_id: str, rel_type: RelType) -> int:
-        """Delete a model's relationships of one type (for task-free edges such as COMPOSITION)."""
-        df = self.run(
-            f"MATCH (a:Component {{modelId: $model}})-[e:{rel_type.value}]->() DELETE e RETURN count(*) AS n",
-            {"model": model_id},
-            write=True,
-        )
-        return int(df["n"].iloc[0]) if len(df) else 0
-
-    def write_circuit(self, props: dict[str, Any], members: dict[str, str]) -> None:
-        """MERGE a ``:Circuit`` and replace its ``MEMBER_OF {role}`` links (componentId -> role)."""
-        if "circuitId" not in props:
-            raise ValidationError("circuit properties need a circuitId")
-        self.ensure_schema()
-        self.run(
-            "MERGE (c:Circuit {circuitId: $id}) SET c += $props "
-            "WITH c OPTIONAL MATCH (:Component)-[m:MEMBER_OF]->(c) DELETE m",
-            {"id": props["circuitId"], "props": _clean_props(props)},
-            write=True,
-        )
-        self.write_rows(
-            "UNWIND $rows AS r MATCH (c:Circuit {circuitId: $id}) MATCH (n:Component {componentId: r.id}) "
-            "CREATE (n)-[:MEMBER_OF {role: r.role}]->(c)",
-            [{"id": k, "role": v} for k, v in members.items()],
-            params={"id": props["circuitId"]},
-        )
-
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
-        """The properties of a ``:Run``, or None."""
-        df = self.read("MATCH (r:Run {runId: $id}) RETURN properties(r) AS p", {"id": run_id})
-        return None if df.empty else dict(df["p"].iloc[0])
-
-    def begin_run(self, props: dict[str, Any]) -> None:
-        """MERGE the ``:Run`` and its ``OF_MODEL`` link with status ``writing``."""
-        props = _clean_props({**props, "status": RunStatus.WRITING.value})
-        self.run(
-            "MERGE (r:Run {runId: $id}) SET r += $props "
-            "WITH r MATCH (m:Model {modelId: $modelId}) MERGE (r)-[:OF_MODEL]->(m)",
-            {"id": props["runId"], "props": props, "modelId": props["modelId"]},
-            write=True,
-        )
-
-    def set_run_status(self, run_id: str, status: RunStatus, extra: dict[str, Any] | None = None) -> None:
-        self.run(
-            "MATCH (r:Run {runId: $id}) SET r += $props",
-            {"id": run_id, "props": _clean_props({**(extra or {}), "status": status.value})},
-            write=True,
-        )
-
-    def counts(self) -> dict[str, int]:
-        """Node and relationship counts, for idempotency checks and ``atlas db status``."""
-        nodes = self.read("MATCH (n) RETURN count(n) AS n")["n"].iloc[0]
-        rels = self.read("MATCH ()-[e]->() RETURN count(e) AS n")["n"].iloc[0]
-        return {"nodes": int(nodes), "relationships": int(rels)}

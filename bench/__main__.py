@@ -160,25 +160,29 @@ def _native_rate(edges: pd.DataFrame, nodes: pd.DataFrame, workdir: Path) -> flo
 
 
 def bench_loading(smoke: bool, home: Path) -> None:
+    from atlas import connectome as cx
     from atlas.config import resolve_store_settings
+    from atlas.records import ModelRecord, RunRecord
     from atlas.schema import RunStatus
     from atlas.store import Store
 
     sizes = [2_000] if smoke else [10_000, 100_000, 1_000_000]
     rows = []
     with Store.connect(resolve_store_settings(home=home)) as store:
-        store.ensure_schema()
+        cx.ensure_schema(store)
         for n in sizes:
             edges, nodes = _synthetic_edges(n, model=f"synthetic-{n}")
-            store.write_model({"modelId": f"synthetic-{n}"})
-            store.write_components(nodes)
+            model_id = f"synthetic-{n}"
+            layers = int(nodes["layer"].max()) + 1
+            cx.write_model(store, ModelRecord(model_id, model_id, "synthetic", layers, 0, 0, 0, None, 0, 0, "bench"))
+            cx.write_components(store, nodes)
             run_id = f"bench-load-{n}"
-            store.delete_run_edges(run_id)
-            store.begin_run({"runId": run_id, "modelId": f"synthetic-{n}"})
+            cx.delete_run_edges(store, run_id)
+            cx.begin_run(store, RunRecord(run_id=run_id, model_id=model_id))
             t0 = time.perf_counter()
-            store.write_edges(edges, run_id)
+            cx.write_edges(store, edges, run_id)
             ours = n / (time.perf_counter() - t0)
-            store.set_run_status(run_id, RunStatus.COMPLETE, {"nEdges": n})
+            cx.set_run_status(store, run_id, RunStatus.COMPLETE, n_edges=n)
             with tempfile.TemporaryDirectory() as tmp:
                 native = _native_rate(edges, nodes, Path(tmp))
             rows.append({"edges": n, "atlas over Bolt (edges/s)": ours, "ArcadeDB GraphBatch in-process (edges/s)": native,
@@ -188,9 +192,10 @@ def bench_loading(smoke: bool, home: Path) -> None:
 
 # -- paths -------------------------------------------------------------------------------------
 def bench_paths(smoke: bool, home: Path) -> None:
+    from atlas import connectome as cx
     from atlas.config import resolve_store_settings
     from atlas.store import Store
-    from queries.paths import fetch_paths, top_paths_frame
+    from queries.paths import fetch_paths, top_paths_frame, write_path_cache
 
     n = 5_000 if smoke else 1_000_000
     edges, _ = _synthetic_edges(n, model=f"synthetic-{n}")
@@ -200,9 +205,10 @@ def bench_paths(smoke: bool, home: Path) -> None:
     row: dict[str, Any] = {"edges": len(edges), "top-10 in memory s": t_mem, "top-10, channels split s": t_split}
     with Store.connect(resolve_store_settings(home=home)) as store:
         run_id = f"bench-load-{n}"
-        if store.get_run(run_id) is not None:
-            store.run("MATCH (r:Run {runId: $id}) REMOVE r.topPaths", {"id": run_id}, write=True)
+        if cx.fetch_run(store, run_id) is not None:
+            cx.delete_path_caches(store, run_id)
             t0 = time.perf_counter()
+            write_path_cache(store, run_id)
             first = fetch_paths(store, run_id, top=10)
             row["atlas paths, first call (fetch + search) s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -321,10 +327,10 @@ def bench_demo(smoke: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "ATLAS_HOME": str(Path(tmp) / ".atlas")}
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "atlas.cli", "demo", "--quiet", "--prompts", "4" if smoke else "16"],
+        proc = subprocess.run([sys.executable, "-m", "cli", "demo", "--quiet", "--prompts", "4" if smoke else "16"],
                               cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        subprocess.run([sys.executable, "-m", "atlas.cli", "db", "stop"], cwd=tmp, env=env, capture_output=True)
+        subprocess.run([sys.executable, "-m", "cli", "db", "stop"], cwd=tmp, env=env, capture_output=True)
     if proc.returncode != 0:
         raise SystemExit(f"demo failed: {proc.stderr[-500:]}")
     _table("atlas demo end to end, fresh atlas home (target < 60 s)", [{"wall s": wall}])

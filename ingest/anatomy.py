@@ -7,7 +7,7 @@ convention ``x @ W``, for a writer head ``a`` in an earlier layer and a reader h
      each divided by the product of the two factors' Frobenius norms.
   3. The ratio is not zero for unrelated matrices. The baseline is the same ratio for random Gaussian
      factors of the same shapes (``n_random`` draws); edges carry the score, the baseline mean and
-     ``zScore = (score - mean) / std`` (DESIGN.md section 9).
+     ``zScore = (score - mean) / std`` (docs/architecture.md, science notes).
 Layer norms between heads are ignored, as in the paper.
 """
 

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata, spearmanr
 
+from atlas import connectome as cx
 from atlas.errors import ModelError, ValidationError
-from atlas.schema import RunStatus
 from atlas.store import Store
 
 __all__ = ["roc_auc", "ground_truth_labels", "evaluate_model"]
@@ -76,11 +76,7 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
         raise ValidationError(f"{model} has ground truth for tasks {sorted(allowed)}, not {task_name!r}")
     config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps)
     result = run_ingest(store, config, home, progress=progress)
-    edges = store.read(
-        "MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(b:Component) "
-        "RETURN a.componentId AS componentId_pre, b.componentId AS componentId_post, e.channel AS channel, e.score AS score",
-        {"run": result.run_id},
-    )
+    edges = cx.fetch_edge_columns(store, result.run_id)
     loaded = load_model(model, home)
     truth = loaded.info.get(controls.get(task_name, "groundTruth"), {})
     if not truth.get("edges"):
@@ -102,7 +98,7 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
         key = ["componentId_pre", "componentId_post", "channel"]
         both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))  # structural edges are 0 in both
         rho = float(spearmanr(both["score"], both["score_exact"])[0])
-    store.set_run_status(result.run_id, RunStatus.COMPLETE, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
+    cx.write_run_figures(store, result.run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
     return {
         "model": model, "method": method, "task": task_name, "runId": result.run_id, "auc": auc, "spearman": rho,
         "nEdges": int(len(scored)), "nTruth": int(scored["truth"].sum()),

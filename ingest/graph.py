@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from atlas.errors import ModelError
-from atlas.ids import component_id
+from atlas.ids import component_id, read_stage, write_stage
 from atlas.schema import Channel, ComponentKind
 
 __all__ = ["Sender", "Receiver", "ModelGraph", "build_graph"]
@@ -149,37 +149,38 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
     parallel = bool(cfg.parallel_attn_mlp)
     senders: list[Sender] = []
 
-    def add_sender(kind: ComponentKind, layer: int, head: int | None, stage: int) -> None:
+    def add_sender(kind: ComponentKind, layer: int, head: int | None) -> None:
         cid = component_id(model_id, kind, layer=layer, head=head)
-        senders.append(Sender(cid, kind, layer, head, stage, len(senders)))
+        senders.append(Sender(cid, kind, layer, head, write_stage(kind, layer), len(senders)))
 
-    add_sender(ComponentKind.EMBED, -1, None, -1)
+    add_sender(ComponentKind.EMBED, -1, None)
     for layer in range(n_layers):
         for h in range(n_heads):
-            add_sender(ComponentKind.HEAD, layer, h, 2 * layer)
+            add_sender(ComponentKind.HEAD, layer, h)
         if has_mlp:
-            add_sender(ComponentKind.MLP, layer, None, 2 * layer + 1)
+            add_sender(ComponentKind.MLP, layer, None)
+            unit_stage = write_stage(ComponentKind.MLP, layer)
             for n in (neurons or {}).get(layer, []):
                 cid = component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=n)
-                senders.append(Sender(cid, ComponentKind.NEURON, layer, None, 2 * layer + 1, len(senders), neuron=n))
+                senders.append(Sender(cid, ComponentKind.NEURON, layer, None, unit_stage, len(senders), neuron=n))
             if layer in (features or {}):
                 sae, fs = features[layer]  # type: ignore[index]
                 did = sae.dictionary_id
                 for f in fs:
                     cid = component_id(model_id, ComponentKind.FEATURE, layer=layer, feature=f, dictionary_id=did)
-                    senders.append(Sender(cid, ComponentKind.FEATURE, layer, None, 2 * layer + 1, len(senders), feature=f))
+                    senders.append(Sender(cid, ComponentKind.FEATURE, layer, None, unit_stage, len(senders), feature=f))
                 cid = component_id(model_id, ComponentKind.ERROR, layer=layer, dictionary_id=did)
-                senders.append(Sender(cid, ComponentKind.ERROR, layer, None, 2 * layer + 1, len(senders)))
+                senders.append(Sender(cid, ComponentKind.ERROR, layer, None, unit_stage, len(senders)))
 
     receivers: list[Receiver] = []
     for layer in range(n_layers):
         for ch in (Channel.Q, Channel.K, Channel.V):
             for h in range(n_heads):
                 cid = component_id(model_id, ComponentKind.HEAD, layer=layer, head=h)
-                receivers.append(Receiver(cid, ComponentKind.HEAD, layer, h, ch, 2 * layer, len(receivers)))
+                receivers.append(Receiver(cid, ComponentKind.HEAD, layer, h, ch, read_stage(ComponentKind.HEAD, layer), len(receivers)))
         if has_mlp:
             cid = component_id(model_id, ComponentKind.MLP, layer=layer)
-            read = 2 * layer if parallel else 2 * layer + 1
+            read = read_stage(ComponentKind.MLP, layer, parallel=parallel)
             receivers.append(Receiver(cid, ComponentKind.MLP, layer, None, Channel.IN, read, len(receivers)))
             for n in (neurons or {}).get(layer, []):
                 cid = component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=n)
@@ -193,7 +194,8 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
                 cid = component_id(model_id, ComponentKind.ERROR, layer=layer, dictionary_id=sae.dictionary_id)
                 receivers.append(Receiver(cid, ComponentKind.ERROR, layer, None, Channel.IN, read, len(receivers)))
     receivers.append(
-        Receiver(component_id(model_id, ComponentKind.LOGITS), ComponentKind.LOGITS, n_layers, None, Channel.IN, 2 * n_layers, len(receivers))
+        Receiver(component_id(model_id, ComponentKind.LOGITS), ComponentKind.LOGITS, n_layers, None, Channel.IN,
+                 read_stage(ComponentKind.LOGITS, n_layers), len(receivers))
     )
     # Senders must be sorted by write stage so that visibility is a prefix.
     assert all(a.write_stage <= b.write_stage for a, b in zip(senders, senders[1:]))

@@ -22,19 +22,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from atlas.errors import ValidationError
-from atlas.schema import ComponentKind
+from atlas.schema import Ablation, ComponentKind, choices
 from ingest.graph import ModelGraph
-from ingest.methods import sender_outputs
+from ingest.methods import restores_model, sender_outputs
 from ingest.tasks import PromptBatch, Task
 
 __all__ = ["ABLATIONS", "ablated_outputs", "compute_node_lesions", "circuit_metric", "faithfulness"]
 
-ABLATIONS = ("corrupt", "zero", "mean", "resample")
+ABLATIONS = tuple(choices(Ablation))
 
 
 def ablated_outputs(
@@ -119,6 +118,7 @@ def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned
     return hooks
 
 
+@restores_model
 def compute_node_lesions(
     model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, ablated: torch.Tensor,
     progress: Callable[[int], None] | None = None, budget: int = 32_000_000,
@@ -127,7 +127,6 @@ def compute_node_lesions(
 
     Returns a frame ``componentId, kind, layer, effect`` with ``effect = m(lesioned) - m(clean)``.
     """
-    model.eval()
     b, p, _, d = ablated.shape
     chunk = max(1, budget // (b * p * d * max(graph.n_heads, 1)))
     with torch.no_grad():
@@ -151,11 +150,11 @@ def compute_node_lesions(
     )
 
 
+@restores_model
 def circuit_metric(
     model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, ablated: torch.Tensor, keep: set[tuple[int, int]]
 ) -> float:
     """Mean metric with every edge outside ``keep`` (sender, receiver indices) carrying its ablated value."""
-    model.eval()
     senders, n_l = graph.senders, graph.n_layers
     current: dict[int, torch.Tensor] = {}  # sender index -> its output in this pass
     by_recv: dict[int, list[int]] = {}

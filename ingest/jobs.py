@@ -14,19 +14,21 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from atlas import __version__
+from atlas import connectome as cx
 from atlas.errors import RunConflict, ValidationError
-from atlas.schema import Method, RelType, RunStatus
+from atlas.records import DictionaryRecord, RunRecord
+from atlas.schema import Granularity, Method, Metric, RelType, RunStatus, choices
 from atlas.store import Store
 
-__all__ = ["IngestConfig", "IngestResult", "run_ingest", "compute_run", "make_progress", "resolve_task"]
+__all__ = ["IngestConfig", "IngestResult", "ComputedRun", "run_ingest", "compute_run", "make_progress", "resolve_task"]
 
 
 @dataclass(frozen=True)
@@ -46,16 +48,16 @@ class IngestConfig:
     top_features: int = 64
 
     def validate(self) -> IngestConfig:
-        if self.method not in {m.value for m in Method}:
-            raise ValidationError(f"unknown method {self.method!r}: choose one of {[m.value for m in Method]}")
+        if self.method not in choices(Method):
+            raise ValidationError(f"unknown method {self.method!r}: choose one of {choices(Method)}")
         if self.n_prompts < 1:
             raise ValidationError(f"--prompts must be at least 1, got {self.n_prompts}")
         if self.steps < 1:
             raise ValidationError(f"--steps must be at least 1, got {self.steps}")
-        if self.metric not in ("logit", "logprob", "target-logit"):
-            raise ValidationError(f"unknown metric {self.metric!r}: choose logit, logprob or target-logit")
-        if self.granularity not in ("head", "neuron", "feature"):
-            raise ValidationError(f"unknown granularity {self.granularity!r}: choose head, neuron or feature")
+        if self.metric not in choices(Metric):
+            raise ValidationError(f"unknown metric {self.metric!r}: choose one of {choices(Metric)}")
+        if self.granularity not in choices(Granularity):
+            raise ValidationError(f"unknown granularity {self.granularity!r}: choose one of {choices(Granularity)}")
         if self.granularity == "neuron" and self.top_neurons < 1:
             raise ValidationError(f"--top-neurons must be at least 1, got {self.top_neurons}")
         if self.granularity == "feature":
@@ -138,12 +140,24 @@ def resolve_task(task: str, model: str) -> str:
     return ZOO[name].task
 
 
+@dataclass(frozen=True)
+class ComputedRun:
+    """What :func:`compute_run` hands to :func:`write_run`: the model, its node and edge frames,
+    and the sparse dictionaries a feature-level run used (with their quality on its prompts)."""
+
+    loaded: Any
+    nodes: pd.DataFrame
+    edges: pd.DataFrame
+    dictionaries: tuple[DictionaryRecord, ...] = ()
+
+
 def run_graph(config: IngestConfig, loaded: Any, task: Any, batch: Any) -> tuple[Any, list[dict[str, Any]]]:
     """The component graph a run's configuration asks for (its neurons or dictionary features chosen
     on its prompts, deterministically) and the rows of its dictionaries."""
     from ingest.graph import build_graph
 
-    chosen, features, dictionaries = None, None, []
+    chosen, features = None, None
+    dictionaries: list[dict[str, Any]] = []
     if config.granularity == "neuron":
         from ingest.methods import select_neurons
 
@@ -163,9 +177,8 @@ def run_graph(config: IngestConfig, loaded: Any, task: Any, batch: Any) -> tuple
     return build_graph(loaded.model, loaded.model_id, chosen, features), dictionaries
 
 
-def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
-    """Load, build the task and compute the edges; no I/O to the store. Returns (loaded, nodes, edges);
-    a feature-level run's dictionaries travel in ``nodes.attrs["dictionaries"]`` to :func:`write_run`."""
+def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None) -> ComputedRun:
+    """Load, build the task and compute the edges; no I/O to the store."""
     from ingest.methods import MethodConfig, get_method
     from ingest.models import load_model
     from ingest.tasks import get_task
@@ -189,13 +202,13 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
             bar.close()
     nodes = graph.nodes_frame()
     nodes, quality = _with_unit_stats(loaded, nodes, graph, batch)
-    nodes.attrs["dictionaries"] = [{**row, **quality.get(row["layer"], {})} for row in dictionaries]
+    records = tuple(DictionaryRecord.from_props({**row, **quality.get(row["layer"], {})}) for row in dictionaries)
     roles = loaded.info.get("roles", {})
     if roles:
         local = nodes["componentId"].str.rsplit("/", n=1).str[1]
         for key in ("prevTokenScore", "inductionScore"):
             nodes[key] = [roles.get(name, {}).get(key) for name in local]
-    return loaded, nodes, edges
+    return ComputedRun(loaded, nodes, edges, records)
 
 
 def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> tuple[pd.DataFrame, dict[int, dict[str, Any]]]:
@@ -235,10 +248,8 @@ def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -
 
 def write_run(
     store: Store,
-    loaded: Any,
-    nodes: pd.DataFrame,
-    edges: pd.DataFrame,
-    props: dict[str, Any],
+    computed: ComputedRun,
+    run: RunRecord,
     *,
     rel_type: RelType,
     edge_props: dict[str, Any] | None = None,
@@ -250,41 +261,40 @@ def write_run(
 
     On any failure while writing, the run's partial edges are removed and it is marked ``failed``.
     """
-    from ingest.models import model_properties
+    from ingest.models import model_record
 
-    run_id = props["runId"]
-    store.ensure_schema()
-    store.write_model(model_properties(loaded))
-    store.write_components(nodes)
+    loaded, nodes, edges = computed.loaded, computed.nodes, computed.edges
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, nodes)
     parts = nodes[nodes["kind"].isin(["neuron", "feature", "error"])]
     if len(parts):
-        store.write_part_of([(cid, f"{loaded.model_id}/L{int(layer)}.MLP") for cid, layer in zip(parts["componentId"], parts["layer"])])
-    if nodes.attrs.get("dictionaries"):
-        store.write_rows("UNWIND $rows AS r MERGE (d:Dictionary {dictionaryId: r.dictionaryId}) SET d += r",
-                         [{k: v for k, v in row.items() if v is not None} for row in nodes.attrs["dictionaries"]])
+        cx.write_part_of(store, [(cid, f"{loaded.model_id}/L{int(layer)}.MLP") for cid, layer in zip(parts["componentId"], parts["layer"])])
+    if computed.dictionaries:
+        cx.write_dictionaries(store, computed.dictionaries)
     if unfinished:
-        removed = store.delete_run_edges(run_id, rel_type=rel_type)
-        log(f"run {run_id} was unfinished: removed {removed} partial edges, writing it again")
-    store.begin_run({**props, "createdAt": datetime.now(timezone.utc).isoformat(timespec="seconds"), "atlasVersion": __version__})
+        removed = cx.delete_run_edges(store, run.run_id, rel_type=rel_type)
+        log(f"run {run.run_id} was unfinished: removed {removed} partial edges, writing it again")
+    cx.begin_run(store, replace(run, created_at=datetime.now(UTC).isoformat(timespec="seconds"), atlas_version=__version__))
     bar = make_progress(progress)(len(edges), "writing edges")
     try:
-        store.write_edges(edges, run_id, rel_type=rel_type, props=edge_props, progress=bar.update)
+        cx.write_edges(store, edges, run.run_id, rel_type=rel_type, props=edge_props, progress=bar.update)
     except BaseException:
         bar.close()
         try:
-            store.delete_run_edges(run_id, rel_type=rel_type)
-            store.set_run_status(run_id, RunStatus.FAILED)
+            cx.delete_run_edges(store, run.run_id, rel_type=rel_type)
+            cx.set_run_status(store, run.run_id, RunStatus.FAILED)
         except Exception:  # the original error is the one to report
             pass
         raise
     bar.close()
-    store.set_run_status(run_id, RunStatus.COMPLETE, {"nEdges": len(edges), "nNodes": len(nodes)})
+    cx.set_run_status(store, run.run_id, RunStatus.COMPLETE, n_edges=len(edges), n_nodes=len(nodes))
 
 
-def check_existing(store: Store, run_id: str, config_json: str) -> dict[str, Any] | None:
+def check_existing(store: Store, run_id: str, config_json: str) -> RunRecord | None:
     """The existing run of this id, refusing one with another configuration (RunConflict)."""
-    existing = store.get_run(run_id)
-    if existing is not None and existing.get("configJson") != config_json:
+    existing = cx.fetch_run(store, run_id)
+    if existing is not None and existing.config_json != config_json:
         raise RunConflict(f"run {run_id!r} exists with a different configuration; choose another --run-id")
     return existing
 
@@ -304,41 +314,32 @@ def run_ingest(
         RunConflict: ``run_id`` exists with a different configuration.
         ModelError, TaskError, ValidationError, StoreError: bad input or an unreachable store.
     """
-    from dataclasses import replace
-
     config.validate()
     config = replace(config, task=resolve_task(config.task, config.model))  # 'default' and its name: one run
     t0 = time.perf_counter()
     bars = make_progress(progress)
     if run_id is not None:
         existing = check_existing(store, run_id, config.to_json())
-        if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
-            return IngestResult(run_id, "unchanged", 0, int(existing.get("nEdges", 0)))
-    loaded, nodes, edges = compute_run(config, home, bars)
+        if existing is not None and existing.complete:
+            return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)
+    computed = compute_run(config, home, bars)
     t1 = time.perf_counter()
-    run_id = run_id or config.default_run_id(loaded.model_id)
+    run_id = run_id or config.default_run_id(computed.loaded.model_id)
     existing = check_existing(store, run_id, config.to_json())
-    if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
-        return IngestResult(run_id, "unchanged", 0, int(existing.get("nEdges", 0)))
-    props = {
-        "runId": run_id,
-        "modelId": loaded.model_id,
-        "task": config.task,
-        "method": config.method,
-        "metric": config.metric,
-        "nPrompts": config.n_prompts,
-        "steps": config.steps if config.method in (Method.EAP_IG.value, Method.EAP_IG_ACT.value) else None,
-        "configJson": config.to_json(),
-    }
+    if existing is not None and existing.complete:
+        return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)
+    details: dict[str, Any] = {"steps": config.steps if config.method in (Method.EAP_IG.value, Method.EAP_IG_ACT.value) else None}
     if config.granularity == "neuron":
-        props.update({"granularity": "neuron", "topNeurons": config.top_neurons,
-                      "neuronSelection": "top-K per MLP by |sum (post_corr - post_clean) * dm/dpost| (EAP node attribution)"})
+        details.update({"granularity": "neuron", "topNeurons": config.top_neurons,
+                        "neuronSelection": "top-K per MLP by |sum (post_corr - post_clean) * dm/dpost| (EAP node attribution)"})
     if config.granularity == "feature":
-        props.update({"granularity": "feature", "topFeatures": config.top_features,
-                      "dictionaries": [d["dictionaryId"] for d in nodes.attrs.get("dictionaries", [])],
-                      "featureSelection": "features active on the prompts, top-K per dictionary by "
-                                          "|sum (f_corr - f_clean) W_dec . dm/d(mlp_out)| (EAP node attribution); "
-                                          "the error node holds the rest"})
-    write_run(store, loaded, nodes, edges, props, rel_type=RelType.ATTRIBUTION, unfinished=existing is not None, progress=progress, log=log)
+        details.update({"granularity": "feature", "topFeatures": config.top_features,
+                        "dictionaries": [d.dictionary_id for d in computed.dictionaries],
+                        "featureSelection": "features active on the prompts, top-K per dictionary by "
+                                            "|sum (f_corr - f_clean) W_dec . dm/d(mlp_out)| (EAP node attribution); "
+                                            "the error node holds the rest"})
+    run = RunRecord(run_id=run_id, model_id=computed.loaded.model_id, task=config.task, method=config.method, metric=config.metric,
+                    n_prompts=config.n_prompts, config_json=config.to_json(), details=details)
+    write_run(store, computed, run, rel_type=RelType.ATTRIBUTION, unfinished=existing is not None, progress=progress, log=log)
     t2 = time.perf_counter()
-    return IngestResult(run_id, "written", len(nodes), len(edges), {"compute": t1 - t0, "write": t2 - t1})
+    return IngestResult(run_id, "written", len(computed.nodes), len(computed.edges), {"compute": t1 - t0, "write": t2 - t1})

@@ -42,6 +42,8 @@ from ingest.tasks import PromptBatch, Task
 
 __all__ = [
     "MethodConfig",
+    "analysis_mode",
+    "restores_model",
     "compute_eap",
     "compute_eap_ig",
     "compute_eap_ig_activations",
@@ -68,6 +70,35 @@ class MethodConfig:
 
     steps: int = 5
     patch_budget: int = 64_000_000
+
+
+@contextlib.contextmanager
+def analysis_mode(model: Any) -> Iterator[None]:
+    """Put ``model`` in eval mode with frozen weights for a measurement, and give it back as it came:
+    its train flag and every parameter's ``requires_grad`` are restored on exit (even on error)."""
+    was_training = bool(model.training)
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def restores_model(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn(model, ...)`` inside :func:`analysis_mode` of its first argument."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+        with analysis_mode(model):
+            return fn(model, *args, **kwargs)
+
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -363,6 +394,7 @@ def _edge_frame(graph: ModelGraph, score: np.ndarray) -> pd.DataFrame:
     return validate_edges(frame)
 
 
+@restores_model
 def _gradient_scores(
     model: Any,
     graph: ModelGraph,
@@ -373,9 +405,6 @@ def _gradient_scores(
     interpolate: str = "inputs",
 ) -> pd.DataFrame:
     """Shared body of EAP (alphas = [1]) and EAP-IG (alphas = 1/k..1, over inputs or activations)."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     with torch.no_grad():
         corr_out = sender_outputs(model, graph, batch.corrupted)
         emb_clean = model.embed(batch.clean)
@@ -473,6 +502,7 @@ def compute_eap_ig_activations(
     return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate="activations")
 
 
+@restores_model
 def _node_attribution_passes(model: Any, task: Task, batch: PromptBatch, names: set[str],
                              with_grad: set[str]) -> tuple[Any, dict[str, torch.Tensor]]:
     """The two passes of EAP node attribution: activations at ``names`` on the corrupted prompts
@@ -487,8 +517,6 @@ def _node_attribution_passes(model: Any, task: Task, batch: PromptBatch, names: 
         store[hook.name] = act
         return act
 
-    for p_ in model.parameters():
-        p_.requires_grad_(False)
     with torch.enable_grad():
         emb = model.embed(batch.clean).detach().requires_grad_(True)
         logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb), *[(n, keep) for n in names]])
@@ -571,6 +599,7 @@ def all_edges(graph: ModelGraph) -> list[tuple[int, int]]:
     return [(s.index, r.index) for r in graph.receivers for s in graph.visible(r)]
 
 
+@restores_model
 def compute_patching(
     model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, config: MethodConfig = MethodConfig(),
     progress: Progress | None = None, edges: list[tuple[int, int]] | None = None,
@@ -589,7 +618,6 @@ def compute_patching(
         delta: ``[batch, pos, sender, d_model]`` replacement-minus-clean sender outputs; default
             corrupted-minus-clean. Path patching with zero/mean/resample ablations passes its own.
     """
-    model.eval()
     edges = all_edges(graph) if edges is None else list(edges)
     with torch.no_grad():
         if delta is None:

@@ -22,8 +22,9 @@ import torch
 
 from atlas.errors import ModelError
 from atlas.ids import validate_model_id
+from atlas.records import ModelRecord
 
-__all__ = ["LoadedModel", "load_model", "model_properties"]
+__all__ = ["LoadedModel", "load_model", "model_record"]
 
 
 @dataclass
@@ -164,19 +165,19 @@ def _looks_like_hub(spec: str) -> bool:
     return spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
 
 
-def model_properties(loaded: LoadedModel) -> dict[str, Any]:
-    """The ``:Model`` node's properties."""
+def model_record(loaded: LoadedModel) -> ModelRecord:
+    """The ``:Model`` node of a loaded model."""
     cfg = loaded.model.cfg
-    return {
-        "modelId": loaded.model_id,
-        "name": loaded.model_id,
-        "architecture": cfg.original_architecture or ("attn-only" if cfg.attn_only else "HookedTransformer"),
-        "nLayers": int(cfg.n_layers),
-        "nHeads": int(cfg.n_heads),
-        "dModel": int(cfg.d_model),
-        "dHead": int(cfg.d_head),
-        "dMlp": None if cfg.attn_only else int(cfg.d_mlp),
-        "dVocab": int(cfg.d_vocab),
-        "nCtx": int(cfg.n_ctx),
-        "source": loaded.source,
-    }
+    return ModelRecord(
+        model_id=loaded.model_id,
+        name=loaded.model_id,
+        architecture=cfg.original_architecture or ("attn-only" if cfg.attn_only else "HookedTransformer"),
+        n_layers=int(cfg.n_layers),
+        n_heads=int(cfg.n_heads),
+        d_model=int(cfg.d_model),
+        d_head=int(cfg.d_head),
+        d_mlp=None if cfg.attn_only else int(cfg.d_mlp),
+        d_vocab=int(cfg.d_vocab),
+        n_ctx=int(cfg.n_ctx),
+        source=loaded.source,
+    )

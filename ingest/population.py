@@ -3,7 +3,7 @@
 Stimuli are the (sequence, position) rows of the probe set (:mod:`ingest.probes`); a component's
 representation is what it writes into the residual stream there (``[stimuli, d_model]``); a layer's
 is the residual stream after it. All measures compare two representations of the same stimuli in the
-same row order (DESIGN.md section 9):
+same row order (docs/architecture.md, science notes):
   - linear CKA (Kornblith et al. 2019): ``|Y'X|_F^2 / (|X'X|_F |Y'Y|_F)`` on column-centred X, Y;
     invariant to rotation, isotropic scaling and translation; biased upward when features >> stimuli,
     so the debiased HSIC form (Song et al. 2012) is offered (``debiased=True``);

@@ -17,10 +17,12 @@ from typing import Any
 import pandas as pd
 from scipy.stats import spearmanr
 
+from atlas import connectome as cx
 from atlas.errors import ValidationError
-from atlas.schema import RelType, RunStatus
+from atlas.records import CircuitRecord, DictionaryRecord, RunRecord
+from atlas.schema import Method, RelType
 from atlas.store import Store
-from ingest.jobs import IngestConfig, check_existing, make_progress, write_run
+from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, write_run
 
 __all__ = ["LesionConfig", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae"]
 
@@ -90,7 +92,7 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
     config.validate()
     if run_id is not None:
         existing = check_existing(store, run_id, config.to_json())
-        if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
+        if existing is not None and existing.complete:
             return {"runId": run_id, "status": "unchanged", "frame": None}
     loaded, graph, task, batch = _context(config.model, config.task, config.n_prompts, config.seed, home, config.metric)
     reference = task.make_batch(loaded.model, config.n_reference, config.seed + 1).clean
@@ -110,32 +112,30 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
         frame = edges.rename(columns={"score": "effect"})
     run_id = run_id or config.default_run_id(loaded.model_id)
     existing = check_existing(store, run_id, config.to_json())
-    if existing is not None and existing.get("status") == RunStatus.COMPLETE.value:
+    if existing is not None and existing.complete:
         return {"runId": run_id, "status": "unchanged", "frame": frame}
-    props = {
-        "runId": run_id, "modelId": loaded.model_id, "task": config.task, "method": "lesion", "metric": config.metric,
-        "ablation": config.ablation, "scope": config.scope, "nPrompts": config.n_prompts,
-        "referencePrompts": config.n_reference if config.ablation in ("mean", "resample") else None,
-        "referenceSeed": config.seed + 1 if config.ablation in ("mean", "resample") else None,
-        "configJson": config.to_json(),
-    }
-    write_run(store, loaded, graph.nodes_frame(), edges, props, rel_type=RelType.ABLATION,
+    run = RunRecord(
+        run_id=run_id, model_id=loaded.model_id, task=config.task, method="lesion", metric=config.metric,
+        n_prompts=config.n_prompts, config_json=config.to_json(),
+        details={"ablation": config.ablation, "scope": config.scope,
+                 "referencePrompts": config.n_reference if config.ablation in ("mean", "resample") else None,
+                 "referenceSeed": config.seed + 1 if config.ablation in ("mean", "resample") else None},
+    )
+    write_run(store, ComputedRun(loaded, graph.nodes_frame(), edges), run, rel_type=RelType.ABLATION,
               edge_props={"ablation": config.ablation, "scope": config.scope}, unfinished=existing is not None,
               progress=progress, log=log)
     return {"runId": run_id, "status": "written", "frame": frame}
 
 
-def _run_context(store: Store, run_id: str, home: Path) -> tuple[dict[str, Any], Any, Any, Any, Any]:
-    run = store.get_run(run_id)
-    if run is None:
-        raise ValidationError(f"no run {run_id!r}")
-    if run.get("status") != RunStatus.COMPLETE.value:
-        raise ValidationError(f"run {run_id!r} is not complete (status {run.get('status')!r})")
-    if run.get("method") not in ("eap", "eap-ig", "eap-ig-act", "patching"):
-        raise ValidationError(f"run {run_id!r} is a {run.get('method')} run; give an attribution run")
+def _run_context(store: Store, run_id: str, home: Path) -> tuple[RunRecord, Any, Any, Any, Any]:
+    run = cx.require_run(store, run_id)
+    if not run.complete:
+        raise ValidationError(f"run {run_id!r} is not complete (status {run.status.value!r})")
+    if run.method not in {m.value for m in Method}:
+        raise ValidationError(f"run {run_id!r} is a {run.method} run; give an attribution run")
     from ingest.jobs import run_graph
 
-    cfg = IngestConfig.from_json(run["configJson"])
+    cfg = IngestConfig.from_json(run.config_json or "{}")
     loaded, graph, task, batch = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric)
     if cfg.granularity != "head":  # the same neurons or features the run chose
         graph, _ = run_graph(cfg, loaded, task, batch)
@@ -158,12 +158,7 @@ def _edge_indices(graph: Any, frame: pd.DataFrame) -> list[tuple[int, int]]:
 
 
 def _top_edges(store: Store, run_id: str, top: int | None, min_weight: float) -> pd.DataFrame:
-    df = store.read(
-        "MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(b:Component) WHERE abs(e.score) >= $w "
-        "RETURN a.componentId AS componentId_pre, b.componentId AS componentId_post, e.channel AS channel, e.score AS score "
-        "ORDER BY abs(e.score) DESC" + (" LIMIT $top" if top is not None else ""),
-        {"run": run_id, "w": float(min_weight), "top": top},
-    )
+    df = cx.fetch_edges(store, run_id, top=top, min_weight=min_weight)[["componentId_pre", "componentId_post", "channel", "score"]]
     if df.empty:
         raise ValidationError(f"run {run_id!r} has no edges with |score| >= {min_weight}")
     return df
@@ -205,9 +200,9 @@ def verify_run(store: Store, run_id: str, top: int, home: Path, *, progress: boo
         "explained": float(merged["effect"].sum() / gap) if abs(gap) > 1e-12 else float("nan"),
         "faithfulness": faith["faithfulness"], "edges": merged,
     }
-    store.delete_run_edges(run_id, rel_type=RelType.ABLATION)
-    store.write_edges(exact, run_id, rel_type=RelType.ABLATION, props={"ablation": "patch", "scope": "edge"})
-    store.set_run_status(run_id, RunStatus.COMPLETE, {
+    cx.delete_run_edges(store, run_id, rel_type=RelType.ABLATION)
+    cx.write_edges(store, exact, run_id, rel_type=RelType.ABLATION, props={"ablation": "patch", "scope": "edge"})
+    cx.write_run_figures(store, run_id, {
         "verifyTopK": result["top"], "verifySpearman": rho, "verifyExplained": result["explained"],
         "verifyFaithfulness": result["faithfulness"],
     })
@@ -227,7 +222,7 @@ def save_circuit(store: Store, run_id: str, home: Path, *, top: int | None = Non
     run, loaded, graph, task, batch = _run_context(store, run_id, home)
     if _overlapping_parts(graph):
         raise ValidationError(f"run {run_id!r} holds neurons or features next to their MLPs; circuits need a head-level run")
-    cfg = IngestConfig.from_json(run["configJson"])
+    cfg = IngestConfig.from_json(run.config_json or "{}")
     edges = _top_edges(store, run_id, top, min_weight)
     keep = set(_edge_indices(graph, edges))
     reference = task.make_batch(loaded.model, n_reference, cfg.seed + 1).clean
@@ -238,49 +233,48 @@ def save_circuit(store: Store, run_id: str, home: Path, *, top: int | None = Non
     for a, b in zip(edges["componentId_pre"], edges["componentId_post"]):
         members.setdefault(a, "input" if a.endswith("/EMBED") else "internal")
         members[b] = "output" if b.endswith("/LOGITS") else members.get(b, "internal")
-    props = {
-        "circuitId": circuit_id, "runId": run_id, "modelId": run["modelId"], "kind": "pruned", "ablation": ablation,
-        "selection": selection, "nEdges": len(edges), "nNodes": len(members),
-        "edgeKeys": [f"{a}|{b}|{c}" for a, b, c in zip(edges["componentId_pre"], edges["componentId_post"], edges["channel"])],
-        **faith,
-    }
-    store.write_circuit(props, members)
-    return {**props, "members": members}
+    circuit = CircuitRecord(
+        circuit_id=circuit_id, run_id=run_id, kind="pruned", members=members,
+        edge_keys=tuple(f"{a}|{b}|{c}" for a, b, c in zip(edges["componentId_pre"], edges["componentId_post"], edges["channel"])),
+        details={"modelId": run.model_id, "ablation": ablation, "selection": selection, "nEdges": len(edges), "nNodes": len(members), **faith},
+    )
+    cx.write_circuit(store, circuit)
+    return {**circuit.to_props(), "members": members}
 
 
 def run_anatomy(store: Store, model: str, home: Path, n_random: int = 200) -> pd.DataFrame:
     """Compute and (re)write the model's ``COMPOSITION`` edges; returns them."""
     from ingest.anatomy import compute_composition
     from ingest.graph import build_graph
-    from ingest.models import load_model, model_properties
+    from ingest.models import load_model, model_record
 
     loaded = load_model(model, home, make_progress(True))
     frame = compute_composition(loaded.model, loaded.model_id, n_random)
-    store.ensure_schema()
-    store.write_model(model_properties(loaded))
-    store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())
-    store.delete_model_edges(loaded.model_id, RelType.COMPOSITION)
-    store.write_edges(frame.assign(kind=frame["channel"]), None, rel_type=RelType.COMPOSITION, props={"modelId": loaded.model_id})
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, build_graph(loaded.model, loaded.model_id).nodes_frame())
+    cx.delete_model_edges(store, loaded.model_id, RelType.COMPOSITION)
+    cx.write_edges(store, frame.assign(kind=frame["channel"]), None, rel_type=RelType.COMPOSITION, props={"modelId": loaded.model_id})
     return frame
 
 
 def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7) -> pd.DataFrame:
     """Measure role scores and receptive fields and store them on the components; returns them."""
     from ingest.graph import build_graph
-    from ingest.models import load_model, model_properties
+    from ingest.models import load_model, model_record
     from ingest.probes import compute_neuron_stats, compute_probes
 
     loaded = load_model(model, home, make_progress(True))
     frame = compute_probes(loaded.model, loaded.model_id, n=n, seed=seed)
     neurons = compute_neuron_stats(loaded.model, loaded.model_id, n=n, seed=seed)
-    store.ensure_schema()
-    store.write_model(model_properties(loaded))
-    store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())
-    store.write_components(frame)
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, build_graph(loaded.model, loaded.model_id).nodes_frame())
+    cx.write_components(store, frame)
     if not neurons.empty:
-        store.write_components(neurons)
+        cx.write_components(store, neurons)
         mlp = {layer: f"{loaded.model_id}/L{layer}.MLP" for layer in neurons["layer"].unique()}
-        store.write_part_of([(cid, mlp[layer]) for cid, layer in zip(neurons["componentId"], neurons["layer"])])
+        cx.write_part_of(store, [(cid, mlp[layer]) for cid, layer in zip(neurons["componentId"], neurons["layer"])])
     return pd.concat([frame, neurons], ignore_index=True)
 
 
@@ -288,26 +282,17 @@ def run_population(store: Store | None, model: str, home: Path, layer: int | Non
     """RSA / CKA / CCA tables on the probe set; with a store, the component pairs are (re)written as
     ``(a)-[:SIMILAR_TO {cka, cca, rsa, probe}]->(b)``."""
     from ingest.graph import build_graph
-    from ingest.models import load_model, model_properties
+    from ingest.models import load_model, model_record
     from ingest.population import population_tables, representations
     from ingest.probes import PROBE_NAME
 
     loaded = load_model(model, home, make_progress(True))
     tables = population_tables(representations(loaded.model, loaded.model_id, layer), debiased=debiased)
     if store is not None and not tables["components"].empty:
-        store.ensure_schema()
-        store.write_model(model_properties(loaded))
-        store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())
-        comps = tables["components"]
-        store.run(
-            f"MATCH (a:Component)-[e:{RelType.SIMILAR_TO.value}]->(b:Component) WHERE a.componentId IN $ids DELETE e",
-            {"ids": sorted(set(comps["a"]) | set(comps["b"]))}, write=True,
-        )
-        store.write_rows(
-            "UNWIND $rows AS r MATCH (a:Component {componentId: r.a}) MATCH (b:Component {componentId: r.b}) "
-            f"CREATE (a)-[:{RelType.SIMILAR_TO.value} {{cka: r.cka, cca: r.cca, rsa: r.rsa, probe: $probe}}]->(b)",
-            comps.to_dict("records"), params={"probe": PROBE_NAME},
-        )
+        cx.ensure_schema(store)
+        cx.write_model(store, model_record(loaded))
+        cx.write_components(store, build_graph(loaded.model, loaded.model_id).nodes_frame())
+        cx.write_similarity(store, tables["components"], PROBE_NAME)
     return tables
 
 
@@ -323,7 +308,7 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
     the training prompts (up to 512 of them). Returns the stats and the path.
     """
     from ingest.jobs import resolve_task
-    from ingest.models import load_model, model_properties
+    from ingest.models import load_model, model_record
     from ingest.sae import collect_activations, save_dictionary, site_hooks, train_dictionary
     from ingest.tasks import get_task
 
@@ -350,12 +335,11 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
     folder = out or home / "dictionaries" / dict_id
     save_dictionary(d, folder)
     if store is not None:
-        store.ensure_schema()
-        store.write_model(model_properties(loaded))
+        cx.ensure_schema(store)
+        cx.write_model(store, model_record(loaded))
         row = {**d.stats, "dictionaryId": dict_id, "modelId": loaded.model_id, "hookName": hook_in, "hookNameOut": hook_out,
                "transcoder": transcoder, "architecture": d.architecture, "path": str(folder.resolve())}
-        store.write_rows("UNWIND $rows AS r MERGE (d:Dictionary {dictionaryId: r.dictionaryId}) SET d += r",
-                         [{k: v for k, v in row.items() if v is not None}])
+        cx.write_dictionaries(store, [DictionaryRecord.from_props(row)])
         _write_feature_nodes(store, loaded, d, tokens[:512])
     return {"dictionaryId": dict_id, "path": str(folder), **d.stats}
 
@@ -383,7 +367,7 @@ def _write_feature_nodes(store: Store, loaded: Any, d: Any, tokens: Any) -> None
     nodes = pd.DataFrame(sparse_coding_rows(loaded.model, tokens, acts, units, probe))
     from ingest.graph import build_graph
 
-    store.write_components(build_graph(loaded.model, loaded.model_id).nodes_frame())  # the MLPs they are PART_OF
-    store.write_components(nodes)
+    cx.write_components(store, build_graph(loaded.model, loaded.model_id).nodes_frame())  # the MLPs they are PART_OF
+    cx.write_components(store, nodes)
     if part_of:
-        store.write_part_of([(cid, f"{loaded.model_id}/L{layer}.MLP") for cid in nodes["componentId"]])
+        cx.write_part_of(store, [(cid, f"{loaded.model_id}/L{layer}.MLP") for cid in nodes["componentId"]])

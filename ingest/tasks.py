@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from atlas.errors import TaskError
+from atlas.schema import Metric
 
 __all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric"]
 
@@ -65,7 +66,7 @@ class PromptBatch:
         )
 
 
-def logprob_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:
+def logprob_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
     """Mean log-probability of the target token over each prompt's scored positions."""
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # never *down*cast: float64 models keep their precision
@@ -75,7 +76,7 @@ def logprob_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: Prompt
     return (picked * mask).sum(-1) / mask.sum(-1)
 
 
-def logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:
+def logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
     """Mean over scored positions of the target's logit minus the mean logit.
 
     Linear in the logits (like the IOI logit difference) and invariant to a shift of all logits.
@@ -88,7 +89,7 @@ def logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBa
     return (picked * mask).sum(-1) / mask.sum(-1)
 
 
-def target_logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:
+def target_logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
     """Mean over scored positions of the target's raw logit (auto-circuit's ``logit`` / ``avg_val``).
 
     Not shift-invariant: a change that lifts every logit counts. Offered so that scores can be
@@ -100,7 +101,7 @@ def target_logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: P
 
 
 METRICS: dict[str, Callable[[torch.Tensor, PromptBatch], torch.Tensor]] = {
-    "logit": logit_metric, "logprob": logprob_metric, "target-logit": target_logit_metric,
+    Metric.LOGIT.value: logit_metric, Metric.LOGPROB.value: logprob_metric, Metric.TARGET_LOGIT.value: target_logit_metric,
 }
 
 

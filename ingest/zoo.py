@@ -3,7 +3,7 @@
 ``induction-2l``: a 2-layer attention-only transformer whose layer-0 head 0 is a *sharp*
 previous-token head by construction and whose layer-1 heads learn induction.
 
-Why this recipe (DESIGN.md section 9): trained naively, layer 0 stays a broad "recent tokens" head
+Why this recipe (docs/architecture.md, science notes): trained naively, layer 0 stays a broad "recent tokens" head
 while induction already works, and fixed-offset repeats let the model skip layer 0 by position.
 So, following the clamped-head fallback of Singh et al. (2024):
   1. The positional embedding is fixed: 16 sinusoid pairs with generic frequencies in the last 32
@@ -19,7 +19,7 @@ The ground truth is the textbook circuit (Elhage et al. 2021; Olsson et al. 2022
 and v, induction head -> logits. Which layer-1 head(s) become induction heads is measured after
 training (induction score) and recorded next to the weights.
 
-``binding``: attribute-first pairs ``A1 E1 A2 E2 ... Q E2 -> A2`` (DESIGN.md section 9: entity-first
+``binding``: attribute-first pairs ``A1 E1 A2 E2 ... Q E2 -> A2`` (docs/architecture.md, science notes: entity-first
 prompts are solved by plain induction). The same clamped previous-token head copies A_k onto E_k;
 a layer-1 head must find E_k by its token (q, k from the embedding) and read the attribute from its
 *value* (V-composition). Slots are random among fillers, so no position helps. Reverse queries
@@ -379,7 +379,7 @@ def binding_swap(model: Any, prompts: BindingPrompts, channel: str, other: torch
     """Swap L0.H0's output between the queried pair's entity and pair ``other``'s entity, as read by
     every layer-1 head on ``channel`` (q, k or v) only; returns the new argmax answer ``[b]``.
 
-    The causal check of DESIGN.md section 9: if the binding is carried on ``channel``, the answer
+    The causal check of docs/architecture.md, science notes: if the binding is carried on ``channel``, the answer
     flips to the other pair's (attribute for a forward query, entity for a reverse one).
     """
     b = torch.arange(len(prompts.tokens))

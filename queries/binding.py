@@ -1,6 +1,6 @@
 """Binding circuits: heads where inputs from different sources converge on different channels.
 
-Operational definition (DESIGN.md section 9), as far as attribution can take it:
+Operational definition (docs/architecture.md, science notes), as far as attribution can take it:
   1. For each head, each input's share = |score on that channel| / all |score| entering the head.
      Inputs with share >= ``min_share`` are significant; calibrated against a null run (an untrained
      copy, ``NAME@0``), an input must also beat the share its own slot (source, head, channel) gets
@@ -28,11 +28,13 @@ import itertools
 import networkx as nx
 import pandas as pd
 
+from atlas import connectome as cx
 from atlas.errors import ValidationError
+from atlas.records import CircuitRecord
 from atlas.store import Store
 from queries.graph import collapse, fetch_graph
 
-__all__ = ["find_binding", "fetch_binding", "save_binding", "null_shares"]
+__all__ = ["find_binding", "fetch_binding", "write_binding_circuit", "null_shares"]
 
 BINDING_COLUMNS = ["rank", "head", "channels", "sourceA", "channelA", "shareA", "sourceB", "channelB", "shareB", "moverChannel",
                    "vSources", "readers", "score"]
@@ -88,7 +90,7 @@ def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str =
                 movers = [(s, c) for c, src, s in ((ca, a, sa), (cb, b, sb)) if graph.nodes[src].get("kind") == "Head"]
                 best = {"head": head, "channels": f"{ca}+{cb}", "sourceA": a, "channelA": ca, "shareA": sa,
                         "sourceB": b, "channelB": cb, "shareB": sb, "moverChannel": max(movers)[1], "vSources": v_sources,
-                        "readers": sorted(readers, key=readers.get, reverse=True), "score": score}
+                        "readers": sorted(readers, key=lambda r: readers[r], reverse=True), "score": score}
         if best is not None:
             rows.append(best)
     frame = pd.DataFrame(rows, columns=BINDING_COLUMNS[1:])
@@ -107,7 +109,7 @@ def null_shares(graph: nx.MultiDiGraph) -> dict[tuple[str, str, str], float]:
 
 def fetch_binding(store: Store, run_id: str, min_share: float = 0.1, channels: str = "qk", null_run: str | None = None) -> pd.DataFrame:
     """:func:`find_binding` over a stored run; with ``null_run`` (e.g. the untrained ``NAME@0`` on
-    the same task) an input must also beat its own slot's share there (DESIGN.md section 9)."""
+    the same task) an input must also beat its own slot's share there (docs/architecture.md, science notes)."""
     null = null_shares(fetch_graph(store, null_run)) if null_run else None
     frame = find_binding(fetch_graph(store, run_id), min_share, channels, null)
     if null_run:
@@ -115,15 +117,13 @@ def fetch_binding(store: Store, run_id: str, min_share: float = 0.1, channels: s
     return frame
 
 
-def save_binding(store: Store, run_id: str, row: dict) -> str:
+def write_binding_circuit(store: Store, run_id: str, row: dict) -> str:
     """Save one binding motif as ``(:Circuit {kind: "binding"})`` with roles; returns its id."""
     circuit_id = f"{run_id}/binding/{row['head'].rsplit('/', 1)[-1]}"
     members = {row["sourceA"]: f"{row['channelA']}-source", row["sourceB"]: f"{row['channelB']}-source"}
     for r in row["readers"]:
         members.setdefault(r, "reader")
     members[row["head"]] = "binder"
-    store.write_circuit(
-        {"circuitId": circuit_id, "runId": run_id, "kind": "binding", "score": float(row["score"]), "channels": row["channels"]},
-        members,
-    )
+    cx.write_circuit(store, CircuitRecord(circuit_id=circuit_id, run_id=run_id, kind="binding", members=members,
+                                          details={"score": float(row["score"]), "channels": row["channels"]}))
     return circuit_id

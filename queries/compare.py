@@ -22,12 +22,12 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
+from atlas import connectome as cx
 from atlas.errors import ValidationError
-from atlas.schema import RelType
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edges, require_run
 
-__all__ = ["compare_edges", "align_components", "compare_runs", "ROLE_KEYS"]
+__all__ = ["compare_edges", "align_components", "compare_runs", "write_alignment", "ROLE_KEYS"]
 
 ROLE_KEYS = ("prevTokenScore", "inductionScore", "duplicateTokenScore")
 
@@ -104,13 +104,17 @@ def align_components(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["componentId_a", "componentId_b", "kind", "distance", "score"])
 
 
-def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50, store_alignment: bool = True) -> dict[str, Any]:
-    """Compare two stored runs; aligns (and stores ``ALIGNED_WITH``) when their components differ."""
+ALIGNMENT_METHOD = "depth+roles"
+
+
+def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50) -> dict[str, Any]:
+    """Compare two stored runs, aligning components when they differ (read-only: keep an alignment
+    with :func:`write_alignment`)."""
     ra, rb = require_run(store, run_a), require_run(store, run_b)
     ea, eb = fetch_edges(store, run_a), fetch_edges(store, run_b)
     if ea.empty or eb.empty:
         raise ValidationError("both runs need edges to compare")
-    ca, cb = fetch_components(store, ra["modelId"]), fetch_components(store, rb["modelId"])
+    ca, cb = fetch_components(store, ra.model_id), fetch_components(store, rb.model_id)
     same = set(ca["componentId"].map(_local)) == set(cb["componentId"].map(_local))
     rename = None
     alignment = None
@@ -121,16 +125,16 @@ def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50, store_alig
         ea = ea[ea["componentId_pre"].isin(rename) & ea["componentId_post"].isin(rename)]
         if ea.empty:
             raise ValidationError(f"no component of run {run_a} could be aligned with run {run_b} ({len(unmatched)} unmatched)")
-        if store_alignment:
-            store.run(
-                f"MATCH (a:Component {{modelId: $ma}})-[e:{RelType.ALIGNED_WITH.value}]->(b:Component {{modelId: $mb}}) DELETE e",
-                {"ma": ra["modelId"], "mb": rb["modelId"]}, write=True,
-            )
-            store.write_rows(
-                "UNWIND $rows AS r MATCH (a:Component {componentId: r.a}) MATCH (b:Component {componentId: r.b}) "
-                f"CREATE (a)-[:{RelType.ALIGNED_WITH.value} {{score: r.score, method: 'depth+roles'}}]->(b)",
-                [{"a": x, "b": y, "score": s} for x, y, s in zip(alignment["componentId_a"], alignment["componentId_b"], alignment["score"])],
-            )
     figures, changes = compare_edges(ea, eb, top, rename)
-    figures.update({"runA": run_a, "runB": run_b, "modelA": ra["modelId"], "modelB": rb["modelId"], "aligned": not same})
+    figures.update({"runA": run_a, "runB": run_b, "modelA": ra.model_id, "modelB": rb.model_id, "aligned": not same})
     return {"figures": figures, "changes": changes, "alignment": alignment}
+
+
+def write_alignment(store: Store, comparison: dict[str, Any]) -> int:
+    """Keep a comparison's component alignment as ``ALIGNED_WITH {score, method}`` (0 when the runs
+    needed none: same components)."""
+    alignment = comparison["alignment"]
+    if alignment is None:
+        return 0
+    fig = comparison["figures"]
+    return cx.write_alignment(store, fig["modelA"], fig["modelB"], alignment, ALIGNMENT_METHOD)

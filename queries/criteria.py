@@ -99,7 +99,8 @@ class ComponentCriteria:
 
     def cypher(self, var: str, prefix: str = "c") -> tuple[str, dict[str, Any]]:
         """A WHERE fragment over node variable ``var`` and its parameters (values never inlined)."""
-        parts, params = [], {}
+        parts: list[str] = []
+        params: dict[str, Any] = {}
         if self.kind is not None:
             parts.append(f"${prefix}Kind IN labels({var})")
             params[f"{prefix}Kind"] = self.kind

@@ -21,6 +21,7 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
+from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edges, require_run
@@ -65,10 +66,10 @@ def select_graph(store: Store, run_id: str, *, top: int | None = None, min_weigh
     run = require_run(store, run_id)
     edges = fetch_edges(store, run_id, top=top, min_weight=min_weight)
     if circuit is not None:
-        found = store.read("MATCH (c:Circuit {circuitId: $id}) RETURN c.edgeKeys AS keys, c.runId AS run", {"id": circuit})
-        if found.empty:
+        saved = cx.fetch_circuit(store, circuit)
+        if saved is None:
             raise ValidationError(f"no circuit {circuit!r}")
-        keys = found["keys"].iloc[0]
+        keys = saved.edge_keys
         if not keys:
             raise ValidationError(f"circuit {circuit!r} records no edges (binding circuits hold members only)")
         wanted = set(keys)
@@ -81,11 +82,11 @@ def select_graph(store: Store, run_id: str, *, top: int | None = None, min_weigh
         edges = edges[[(a, b, c) in hops for a, b, c in zip(edges["componentId_pre"], edges["componentId_post"], edges["channel"])]]
     if edges.empty:
         raise ValidationError("nothing to export: the selection has no edges")
-    comps = fetch_components(store, run["modelId"])
+    comps = fetch_components(store, run.model_id)
     if not comps.empty:
         comps = comps[comps["componentId"].isin(set(edges["componentId_pre"]) | set(edges["componentId_post"]))]
     graph = edges_to_graph(edges, comps)
-    graph.graph.update({"runId": run_id, "modelId": run["modelId"], "method": run.get("method")})
+    graph.graph.update({"runId": run_id, "modelId": run.model_id, "method": run.method})
     return graph
 
 
@@ -105,7 +106,7 @@ def _tooltip(cid: str, attrs: dict[str, Any]) -> str:
 
 def _layer(attrs: dict[str, Any]) -> int:
     layer = attrs.get("layer")
-    return int(layer) if _present(layer) else 0
+    return int(layer) if layer is not None and _present(layer) else 0
 
 
 def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Path:
@@ -232,13 +233,13 @@ def import_csv(store: Store, folder: Path) -> tuple[int, int]:
         "head": [int(h) if h else None for h in nodes["head:int"]],
     })
     # kinds (and so labels) are read from the ids, never from the file's :LABEL text
-    store.ensure_schema()
-    n_nodes = store.write_components(frame)
+    cx.ensure_schema(store)
+    n_nodes = cx.write_components(store, frame)
     n_rels = 0
     for run_id, group in rels.groupby("runId"):
         edges = pd.DataFrame({"componentId_pre": group[":START_ID"], "componentId_post": group[":END_ID"],
                               "channel": group["channel"], "score": group["score:double"].astype(float)})
-        n_rels += store.write_edges(edges, str(run_id), rel_type=RelType.ATTRIBUTION)
+        n_rels += cx.write_edges(store, edges, str(run_id), rel_type=RelType.ATTRIBUTION)
     return n_nodes, n_rels
 
 

@@ -18,7 +18,7 @@ from atlas.ids import parse_component_id
 from atlas.schema import KIND_LABEL, RelType
 from atlas.store import Store
 
-__all__ = ["edges_to_graph", "collapse", "fetch_graph"]
+__all__ = ["edges_to_graph", "collapse", "fetch_graph", "kind_and_layer"]
 
 
 def _present(v: Any) -> bool:
@@ -30,7 +30,7 @@ def _present(v: Any) -> bool:
         return True
 
 
-def _kind_and_layer(cid: str) -> tuple[str, int | None]:
+def kind_and_layer(cid: str) -> tuple[str, int | None]:
     """Label and layer read from a component id (the grammar lives in :mod:`atlas.ids`)."""
     ref = parse_component_id(cid)
     return KIND_LABEL[ref.kind], ref.layer
@@ -47,7 +47,7 @@ def edges_to_graph(edges: pd.DataFrame, components: pd.DataFrame | None = None) 
         for end in ("pre", "post"):
             cid = rec[f"componentId_{end}"]
             if cid not in g:
-                id_kind, id_layer = _kind_and_layer(cid)
+                id_kind, id_layer = kind_and_layer(cid)
                 kind = rec.get(f"kind_{end}") if _present(rec.get(f"kind_{end}")) else id_kind
                 layer = rec.get(f"layer_{end}") if _present(rec.get(f"layer_{end}")) else id_layer
                 g.add_node(cid, kind=kind, layer=layer)
@@ -90,7 +90,7 @@ def fetch_graph(store: Store, run_id: str, *, min_weight: float = 0.0, rel_type:
 
     run = require_run(store, run_id)
     edges = fetch_edges(store, run_id, min_weight=min_weight, rel_type=rel_type)
-    comps = fetch_components(store, run["modelId"])
+    comps = fetch_components(store, run.model_id)
     if not comps.empty:
         comps = comps[comps["componentId"].isin(set(edges["componentId_pre"]) | set(edges["componentId_post"]))]
     return edges_to_graph(edges, comps)

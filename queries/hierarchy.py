@@ -20,12 +20,12 @@ import networkx as nx
 import pandas as pd
 from scipy.stats import spearmanr
 
+from atlas import connectome as cx
 from atlas.errors import ValidationError
-from atlas.schema import RelType
 from atlas.store import Store
 from queries.graph import collapse, fetch_graph
 
-__all__ = ["Hierarchy", "compute_hierarchy", "fetch_hierarchy", "store_hierarchy"]
+__all__ = ["Hierarchy", "compute_hierarchy", "fetch_hierarchy", "write_hierarchy"]
 
 
 @dataclass
@@ -93,15 +93,6 @@ def fetch_hierarchy(store: Store, run_id: str, min_weight: float = 0.0) -> Hiera
     return compute_hierarchy(fetch_graph(store, run_id, min_weight=min_weight), min_weight)
 
 
-def store_hierarchy(store: Store, run_id: str, result: Hierarchy, min_weight: float) -> int:
+def write_hierarchy(store: Store, run_id: str, result: Hierarchy, min_weight: float) -> int:
     """Write ``(c)-[:IN_RUN {level, module, minWeight}]->(:Run)`` for each component (replacing old ones)."""
-    store.run(f"MATCH (:Component)-[e:{RelType.IN_RUN.value}]->(:Run {{runId: $run}}) DELETE e", {"run": run_id}, write=True)
-    rows = [
-        {"id": r["componentId"], "level": None if pd.isna(r["level"]) else int(r["level"]), "module": None if pd.isna(r["module"]) else int(r["module"])}
-        for r in result.levels.to_dict("records")
-    ]
-    return store.write_rows(
-        "UNWIND $rows AS r MATCH (c:Component {componentId: r.id}) MATCH (run:Run {runId: $run}) "
-        f"CREATE (c)-[:{RelType.IN_RUN.value} {{level: r.level, module: r.module, minWeight: $w}}]->(run)",
-        rows, params={"run": run_id, "w": float(min_weight)},
-    )
+    return cx.write_hierarchy(store, run_id, result.levels, min_weight)

@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 
+from atlas import connectome as cx
 from atlas.errors import NoPath, ValidationError
-from atlas.store import Store
 from atlas.schema import KIND_LABEL
+from atlas.store import Store
 from queries.criteria import ComponentCriteria
 from queries.graph import collapse
 
-__all__ = ["top_paths", "top_paths_frame", "fetch_paths", "fetch_shortest_paths", "fetch_all_paths", "PATH_COLUMNS"]
+__all__ = [
+    "top_paths", "top_paths_frame", "fetch_paths", "write_path_cache", "is_default_question", "fetch_shortest_paths",
+    "fetch_all_paths", "PATH_COLUMNS", "CACHED_K",
+]
 
 PATH_COLUMNS = ["rank", "strength", "length", "path", "nodes", "shares", "scores", "channels"]
 _SRC, _DST = "__source__", "__sink__"
@@ -88,7 +93,7 @@ def _search(g: nx.DiGraph, sources: ComponentCriteria | None, targets: Component
     for t in dst:
         g.add_edge(t, _DST, cost=0.0)
     g.remove_edges_from([(u, v) for u, v, d in g.edges(data=True) if math.isinf(d.get("cost", 0.0))])
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         candidates = nx.shortest_simple_paths(g, _SRC, _DST, weight="cost")
         for examined, full in enumerate(candidates):
@@ -155,11 +160,11 @@ _CHANNEL_BIT = {"q": 1, "k": 2, "v": 4, "in": 8}
 
 def _graph_from_shares(frame: pd.DataFrame, split_channels: bool) -> nx.DiGraph:
     """A search graph from rows that carry their full-graph ``share`` (see :func:`top_paths_frame`)."""
-    from queries.graph import _kind_and_layer
+    from queries.graph import kind_and_layer
 
     g = nx.DiGraph()
     for cid in pd.unique(pd.concat([frame["componentId_pre"], frame["componentId_post"]])):
-        kind, layer = _kind_and_layer(cid)
+        kind, layer = kind_and_layer(cid)
         g.add_node(cid, kind=kind, layer=layer)
     cost = -np.log(frame["share"].to_numpy())
     if split_channels:
@@ -244,17 +249,12 @@ def _potential(df: pd.DataFrame, sources: ComponentCriteria, targets: ComponentC
     """For each edge u->v, the strength of the strongest source-to-target path through it:
     best_in(u) * share * best_out(v), by dynamic programming in forward-pass order (stages read from
     the ids). None when some edge does not run forward in that order (then no pruning is safe)."""
-    from atlas.ids import parse_component_id
-    from atlas.schema import ComponentKind
+    from atlas.ids import parse_component_id, write_stage
 
     codes, names = pd.factorize(pd.concat([df["componentId_pre"], df["componentId_post"]], ignore_index=True))
     pre, post = codes[: len(df)], codes[len(df):]
     refs = [parse_component_id(n) for n in names]
-    stage_of = {ComponentKind.EMBED: lambda r: -1, ComponentKind.HEAD: lambda r: 2 * r.layer,
-                ComponentKind.MLP: lambda r: 2 * r.layer + 1, ComponentKind.NEURON: lambda r: 2 * r.layer + 1,
-                ComponentKind.FEATURE: lambda r: 2 * r.layer + 1, ComponentKind.ERROR: lambda r: 2 * r.layer + 1,
-                ComponentKind.LOGITS: lambda r: 1 << 30}
-    stage = np.array([stage_of[r.kind](r) for r in refs])
+    stage = np.array([write_stage(r.kind, r.layer) for r in refs])
     if not (stage[pre] < stage[post]).all():
         return None
     share = df["share"].to_numpy()
@@ -278,6 +278,17 @@ CACHED_K = 50
 (100 would cost 8.7 s of search on a 1M-edge run against 0.5 s for 50: the pruning bound weakens)."""
 
 
+def _path_cache_key(split_channels: bool) -> str:
+    return "topPathsSplit" if split_channels else "topPaths"
+
+
+def is_default_question(sources: ComponentCriteria | None = None, targets: ComponentCriteria | None = None, *, top: int = 10,
+                        min_weight: float = 0.0, through: Sequence[ComponentCriteria] = (), max_length: int | None = None) -> bool:
+    """Whether a pathway question is the default one (embedding -> logits, no constraints,
+    ``top <= CACHED_K``), which :func:`write_path_cache` answers once per run."""
+    return sources is None and targets is None and not through and max_length is None and min_weight == 0 and top <= CACHED_K
+
+
 def fetch_paths(
     store: Store,
     run_id: str,
@@ -292,29 +303,41 @@ def fetch_paths(
 ) -> pd.DataFrame:
     """The strongest paths of a stored run (edges with ``|score| >= min_weight``), via :func:`top_paths_frame`.
 
-    A complete run never changes, so the default question (embedding -> logits, no constraints,
-    ``top <= 50``) is answered once over the whole run and its 50 strongest paths are kept on the
-    ``:Run`` (``topPaths`` / ``topPathsSplit``, JSON); later calls read them back. On a 1M-edge run
-    that is 8 s the first time (fetching the edges) and milliseconds after.
+    Read-only. The default question is served from the run's path cache when
+    :func:`write_path_cache` has kept one (on a 1M-edge run: milliseconds instead of ~8 s).
     """
     import json
 
-    from queries.fetch import fetch_edge_columns, require_run
+    run = cx.require_run(store, run_id)
+    if is_default_question(sources, targets, top=top, min_weight=min_weight, through=through, max_length=max_length):
+        cached = run.details.get(_path_cache_key(split_channels))
+        if cached and run.complete:
+            return pd.DataFrame(json.loads(cached), columns=PATH_COLUMNS).head(top)
+    edges = cx.fetch_edge_columns(store, run_id, min_weight=min_weight)
+    return top_paths_frame(edges, sources=sources, targets=targets, k=top, through=through,
+                           max_length=max_length, split_channels=split_channels)
 
-    default = sources is None and targets is None and not through and max_length is None and min_weight == 0 and top <= CACHED_K
-    key = "topPathsSplit" if split_channels else "topPaths"
-    if default:
-        run = require_run(store, run_id)
-        if run.get(key) and run.get("status") == "complete":
-            return pd.DataFrame(json.loads(run[key]), columns=PATH_COLUMNS).head(top)
-    edges = fetch_edge_columns(store, run_id, min_weight=min_weight)
-    found = top_paths_frame(edges, sources=sources, targets=targets, k=CACHED_K if default else top, through=through,
-                            max_length=max_length, split_channels=split_channels)
-    if default and run.get("status") == "complete":
-        text = json.dumps(found.to_dict("records"))
-        # the property name comes from code, never from input
-        store.run(f"MATCH (r:Run {{runId: $id}}) SET r.{key} = $json", {"id": run_id, "json": text}, write=True)
-    return found.head(top)
+
+def write_path_cache(store: Store, run_id: str, *, split_channels: bool = False) -> bool:
+    """Answer the default pathway question (its ``CACHED_K`` strongest paths) once over a complete
+    run and keep it on the ``:Run``; a complete run never changes. Returns False when the run is
+    not complete or already holds the answer."""
+    import json
+
+    run = cx.require_run(store, run_id)
+    key = _path_cache_key(split_channels)
+    if not run.complete or run.details.get(key):
+        return False
+    found = top_paths_frame(cx.fetch_edge_columns(store, run_id), k=CACHED_K, split_channels=split_channels)
+    cx.write_path_cache(store, run_id, key, json.dumps(found.to_dict("records")))
+    return True
+
+
+def _with_path_text(df: pd.DataFrame, none: str) -> pd.DataFrame:
+    if df.empty:
+        raise NoPath(none)
+    df["path"] = df["nodes"].map(" -> ".join)
+    return df
 
 
 def fetch_shortest_paths(store: Store, run_id: str, source: str, target: str, *, min_weight: float = 0.0, max_length: int = 6) -> pd.DataFrame:
@@ -325,43 +348,14 @@ def fetch_shortest_paths(store: Store, run_id: str, source: str, target: str, *,
     ``allShortestPaths ... WHERE``: ArcadeDB finds the unfiltered shortest path and then filters it
     away, while Neo4j searches under the predicate; this form means the same on both.
     """
-    from queries.fetch import require_run
-
-    require_run(store, run_id)
-    if not 1 <= max_length <= 6:
-        raise ValidationError("max_length must be between 1 and 6 (path counts grow exponentially)")
-    df = store.read(
-        f"MATCH p = (a:Component {{componentId: $source}})-[:ATTRIBUTION*1..{int(max_length)}]->(b:Component {{componentId: $target}}) "
-        "WHERE all(e IN relationships(p) WHERE e.runId = $run AND abs(e.score) >= $w) "
-        "WITH collect(p) AS found, min(length(p)) AS shortest "
-        "UNWIND found AS p WITH p, shortest WHERE length(p) = shortest "
-        "RETURN [n IN nodes(p) | n.componentId] AS nodes, [e IN relationships(p) | e.score] AS scores, "
-        "[e IN relationships(p) | e.channel] AS channels, length(p) AS length",
-        {"source": source, "target": target, "run": run_id, "w": float(min_weight)},
-    )
-    if df.empty:
-        raise NoPath(f"no path from {source} to {target} in run {run_id} with |score| >= {min_weight}")
-    df["path"] = df["nodes"].map(" -> ".join)
-    return df
+    cx.require_run(store, run_id)
+    df = cx.match_paths(store, run_id, source, target, min_weight=min_weight, max_length=max_length, shortest=True)
+    return _with_path_text(df, f"no path from {source} to {target} in run {run_id} with |score| >= {min_weight}")
 
 
 def fetch_all_paths(store: Store, run_id: str, source: str, target: str, *, max_length: int = 3, min_weight: float = 0.0, limit: int = 1000) -> pd.DataFrame:
     """All paths of at most ``max_length`` hops between two components, in Cypher, ordered by the
     product of |score| (strongest first; use ``top_paths`` for the share-normalised strength)."""
-    from queries.fetch import require_run
-
-    require_run(store, run_id)
-    if not 1 <= max_length <= 6:
-        raise ValidationError("max_length must be between 1 and 6 (path counts grow exponentially)")
-    df = store.read(
-        f"MATCH p = (a:Component {{componentId: $source}})-[:ATTRIBUTION*1..{int(max_length)}]->(b:Component {{componentId: $target}}) "
-        "WHERE all(e IN relationships(p) WHERE e.runId = $run AND abs(e.score) >= $w) "
-        "WITH p, reduce(s = 1.0, e IN relationships(p) | s * abs(e.score)) AS strength "
-        "RETURN [n IN nodes(p) | n.componentId] AS nodes, [e IN relationships(p) | e.channel] AS channels, "
-        "[e IN relationships(p) | e.score] AS scores, length(p) AS length, strength ORDER BY strength DESC LIMIT $limit",
-        {"source": source, "target": target, "run": run_id, "w": float(min_weight), "limit": int(limit)},
-    )
-    if df.empty:
-        raise NoPath(f"no path of at most {max_length} hops from {source} to {target} in run {run_id}")
-    df["path"] = df["nodes"].map(" -> ".join)
-    return df
+    cx.require_run(store, run_id)
+    df = cx.match_paths(store, run_id, source, target, min_weight=min_weight, max_length=max_length, shortest=False, limit=limit)
+    return _with_path_text(df, f"no path of at most {max_length} hops from {source} to {target} in run {run_id}")

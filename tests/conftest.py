@@ -1,7 +1,12 @@
 """Shared fixtures: tiny models built from configs, and a real embedded database over Bolt.
 
-Tiers: ``tests/unit`` needs no database; ``tests/integration`` talks to a real embedded ArcadeDB
-server (one per test session, wiped per module). Nothing here mocks the database.
+Tiers, as markers set here from where a test lives and what it needs (``make test-fast`` runs
+``unit`` only):
+  - ``unit``: no database, browser or network (``tests/unit``, less what is marked below);
+  - ``db``: talks to a real embedded ArcadeDB server (``tests/integration``: one server per test
+    session, wiped per module). Nothing here mocks the database;
+  - ``browser``: drives headless Chromium; ``network``: installs packages from the registry;
+  - ``slow``: trains or ingests real models (seconds to a minute), marked on the test itself.
 """
 
 from __future__ import annotations
@@ -14,6 +19,26 @@ import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+_BROWSER = {"test_browser.py"}
+_NETWORK = {"test_bench_smoke.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        tiers = set()
+        if path.name in _BROWSER:
+            tiers.add("browser")
+        if path.name in _NETWORK:
+            tiers.add("network")
+        if "integration" in path.parts:
+            tiers.add("db")
+        if not tiers and "slow" not in item.keywords:
+            tiers.add("unit")
+        for tier in sorted(tiers):
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 def make_tiny(seed: int = 0, *, attn_only: bool = False, normalization: str | None = "LN", parallel: bool = False) -> object:
@@ -45,6 +70,13 @@ def nearby_corruption(model: object, eps: float, n_prompts: int = 4, length: int
     clean = torch.randint(0, 25, (n_prompts, length), generator=gen)
     targets = torch.randint(0, 50, (n_prompts, length), generator=gen)
     return PromptBatch(clean, clean + 25, targets, torch.ones_like(clean, dtype=torch.bool))
+
+
+def model_stub(model_id: str, n_layers: int = 1) -> object:
+    """A ``:Model`` record for hand-built test graphs (only the id and depth matter there)."""
+    from atlas.records import ModelRecord
+
+    return ModelRecord(model_id, model_id, "hand-built", n_layers, 0, 0, 0, None, 0, 0, "test")
 
 
 @pytest.fixture(scope="session")

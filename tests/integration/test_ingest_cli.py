@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from atlas.cli import main
+from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.errors import RunConflict
+from atlas.records import RunRecord
 from atlas.schema import RunStatus
 from atlas.store import Store
+from cli import main
 from ingest.jobs import IngestConfig, compute_run, run_ingest
 from tests.conftest import make_tiny
 
@@ -39,32 +41,33 @@ def test_ingest_twice_changes_nothing(store: Store, embedded: StoreSettings, tin
     config = IngestConfig(model=str(tiny_file), method="eap-ig", n_prompts=4, steps=2)
     first = run_ingest(store, config, embedded.home, run_id="twice", progress=False)
     assert first.status == "written" and first.n_edges == 12 + 5 + 72 + 10 + 11
-    counts = store.counts()
+    counts = cx.count_graph(store)
     second = run_ingest(store, config, embedded.home, run_id="twice", progress=False)
     assert second.status == "unchanged"
-    assert store.counts() == counts
-    run = store.get_run("twice")
-    assert run["status"] == RunStatus.COMPLETE.value and run["nEdges"] == first.n_edges
+    assert cx.count_graph(store) == counts
+    run = cx.fetch_run(store, "twice")
+    assert run.complete and run.n_edges == first.n_edges
     assert store.read("MATCH (:Run {runId: 'twice'})-[:OF_MODEL]->(m:Model) RETURN m.nLayers AS n")["n"].iloc[0] == 2
     # the default run id is derived from the configuration: idempotent without --run-id too
     a = run_ingest(store, config, embedded.home, progress=False)
-    counts = store.counts()
+    counts = cx.count_graph(store)
     b = run_ingest(store, config, embedded.home, progress=False)
-    assert a.run_id == b.run_id and b.status == "unchanged" and store.counts() == counts
+    assert a.run_id == b.run_id and b.status == "unchanged" and cx.count_graph(store) == counts
 
 
 def test_unfinished_run_is_rewritten_whole(store: Store, embedded: StoreSettings, tiny_file: Path) -> None:
     config = IngestConfig(model=str(tiny_file), method="eap", n_prompts=3)
-    loaded, nodes, edges = compute_run(config, embedded.home)
+    computed = compute_run(config, embedded.home)
+    loaded, nodes, edges = computed.loaded, computed.nodes, computed.edges
     # simulate a crash half-way through writing: run marked "writing", half of its edges present
-    store.write_components(nodes)
-    store.begin_run({"runId": "crashed", "modelId": loaded.model_id, "configJson": config.to_json()})
-    store.write_edges(edges.iloc[: len(edges) // 2], "crashed")
-    assert store.get_run("crashed")["status"] == RunStatus.WRITING.value
+    cx.write_components(store, nodes)
+    cx.begin_run(store, RunRecord(run_id="crashed", model_id=loaded.model_id, config_json=config.to_json()))
+    cx.write_edges(store, edges.iloc[: len(edges) // 2], "crashed")
+    assert cx.fetch_run(store, "crashed").status is RunStatus.WRITING
     result = run_ingest(store, config, embedded.home, run_id="crashed", progress=False, log=lambda m: None)
     assert result.status == "written"
     n = store.read("MATCH ()-[e:ATTRIBUTION {runId: 'crashed'}]->() RETURN count(e) AS n")["n"].iloc[0]
-    assert n == len(edges) and store.get_run("crashed")["status"] == RunStatus.COMPLETE.value
+    assert n == len(edges) and cx.fetch_run(store, "crashed").complete
 
 
 def test_run_id_with_other_configuration_is_refused(store: Store, embedded: StoreSettings, tiny_file: Path) -> None:
@@ -72,10 +75,21 @@ def test_run_id_with_other_configuration_is_refused(store: Store, embedded: Stor
         run_ingest(store, IngestConfig(model=str(tiny_file), method="eap-ig", n_prompts=4, steps=3), embedded.home, run_id="twice", progress=False)
 
 
-def test_cli_ingest_query_and_write_guard(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--method", "eap-ig", "--steps", "3", "--run-id", "cli-run", "--prompts", "4", "--quiet")
+CLI_RUN = ("ingest", "--model", "induction-2l", "--method", "eap-ig", "--steps", "3", "--run-id", "cli-run", "--prompts", "4", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def cli_run(store: Store, embedded: StoreSettings) -> str:
+    """The run ``cli-run``, ingested through the CLI once for this module (every test that reads it
+    asks for it, so none depends on another's order)."""
+    assert main([*CLI_RUN, "--home", str(embedded.home)]) == 0
+    return "cli-run"
+
+
+def test_cli_ingest_query_and_write_guard(store: Store, embedded: StoreSettings, cli_run: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, embedded.home, *CLI_RUN)
     assert code == 0, err
-    assert "cli-run" in out
+    assert "already complete" in out  # the fixture wrote it; the same command again changes nothing
     code, out, _ = cli(capsys, embedded.home, "query",
                        "MATCH (a)-[e:ATTRIBUTION {runId: $run}]->(b:Logit) RETURN a.componentId AS src, e.score AS score ORDER BY abs(e.score) DESC",
                        "--param", "run=cli-run", "--json")
@@ -85,7 +99,7 @@ def test_cli_ingest_query_and_write_guard(store: Store, embedded: StoreSettings,
     assert len(rows) == len(direct) == 9
     assert {r["src"]: r["score"] for r in rows} == dict(zip(direct["src"], direct["score"]))
     # the induction heads are the strongest inputs to the logits (EAP-IG: plain EAP's gradients
-    # vanish on this saturated model, DESIGN.md section 9)
+    # vanish on this saturated model, docs/architecture.md, science notes)
     assert all(r["src"].startswith("induction-2l/L1.") for r in rows[:4])
     code, _, err = cli(capsys, embedded.home, "query", "CREATE (x:Sneaky {a: 1})")
     assert code == 2 and "--write" in err and err.count("\n") == 1
@@ -96,9 +110,7 @@ def test_cli_ingest_query_and_write_guard(store: Store, embedded: StoreSettings,
     assert code == 0 and "cli-run" in out and out.startswith("runId,")
 
 
-def test_export_html_has_every_node_and_no_external_links(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    if store.get_run("cli-run") is None:
-        assert cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--method", "eap-ig", "--steps", "3", "--run-id", "cli-run", "--prompts", "4", "--quiet")[0] == 0
+def test_export_html_has_every_node_and_no_external_links(store: Store, embedded: StoreSettings, cli_run: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     page = tmp_path / "out" / "c.html"
     code, out, err = cli(capsys, embedded.home, "export", "--run", "cli-run", "--html", str(page))
     assert code == 0, err
@@ -125,7 +137,7 @@ def test_demo_runs_end_to_end(embedded: StoreSettings, capsys: pytest.CaptureFix
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "atlas.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -141,13 +153,13 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_errors_are_one_line(embedded: StoreSettings, args: list[str], needle: str) -> None:
     before = None
     with Store.connect(embedded, quiet=True) as s:
-        before = s.counts()
+        before = cx.count_graph(s)
     proc = _run_cli(*args, "--home", str(embedded.home))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert needle in proc.stderr.lower()
     with Store.connect(embedded, quiet=True) as s:
-        assert s.counts() == before  # nothing half-written
+        assert cx.count_graph(s) == before  # nothing half-written
 
 
 def test_cli_bad_inputs_that_need_a_model(embedded: StoreSettings, tmp_path: Path) -> None:
@@ -158,11 +170,11 @@ def test_cli_bad_inputs_that_need_a_model(embedded: StoreSettings, tmp_path: Pat
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps([{"clean": [1, 2, 3, 4], "corrupted": [5, 6, 7], "target": 3}]))
     with Store.connect(embedded, quiet=True) as s:
-        before = s.counts()
+        before = cx.count_graph(s)
     proc = _run_cli("ingest", "--model", "induction-2l", "--task", str(prompts), "--home", str(embedded.home))
     assert proc.returncode == 2 and "lengths differ" in proc.stderr and proc.stderr.count("\n") == 1
     with Store.connect(embedded, quiet=True) as s:
-        assert s.counts() == before
+        assert cx.count_graph(s) == before
 
 
 def test_cli_unreachable_and_wrong_password(embedded: StoreSettings) -> None:
@@ -175,9 +187,7 @@ def test_cli_unreachable_and_wrong_password(embedded: StoreSettings) -> None:
     assert proc.returncode == 2 and "credentials" in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_unwritable_export_path_is_one_line(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    if store.get_run("cli-run") is None:
-        assert cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--method", "eap", "--run-id", "cli-run", "--prompts", "4", "--quiet")[0] == 0
+def test_unwritable_export_path_is_one_line(store: Store, embedded: StoreSettings, cli_run: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     code, _, err = cli(capsys, embedded.home, "export", "--run", "cli-run", "--html", str(blocker / "page.html"))

@@ -8,20 +8,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from atlas.cli import main
+from atlas import connectome as cx
 from atlas.config import StoreSettings, resolve_store_settings
+from atlas.connectome import delete_path_caches, require_run
 from atlas.ids import parse_component_id
+from atlas.records import RunRecord
 from atlas.schema import RunStatus
 from atlas.server import start_server, stop_server
 from atlas.store import Store
+from cli import main
 from ingest.jobs import IngestConfig, run_ingest
 from queries.binding import fetch_binding
 from queries.criteria import ComponentCriteria
 from queries.export import import_csv, select_graph, to_csv, to_gexf, to_graphml, to_json, to_png
 from queries.fetch import fetch_edges
-from queries.hierarchy import fetch_hierarchy, store_hierarchy
+from queries.hierarchy import fetch_hierarchy, write_hierarchy
 from queries.motifs import fetch_motifs
-from queries.paths import fetch_all_paths, fetch_paths, fetch_shortest_paths
+from queries.paths import fetch_all_paths, fetch_paths, fetch_shortest_paths, write_path_cache
+from tests.conftest import model_stub
 from tests.unit.test_queries import BIND, HAND, LEVELS
 
 
@@ -31,12 +35,12 @@ def write_hand_run(store: Store, run_id: str, edges: pd.DataFrame) -> None:
     top = max((r.layer for r in refs if r.layer is not None), default=0) + 1
     nodes = pd.DataFrame([{"componentId": c, "kind": r.kind.value, "modelId": r.model_id,
                            "layer": r.layer if r.layer is not None else top, "head": r.head} for c, r in zip(ids, refs)])
-    store.ensure_schema()
-    store.write_model({"modelId": refs[0].model_id})
-    store.write_components(nodes)
-    store.begin_run({"runId": run_id, "modelId": refs[0].model_id})
-    store.write_edges(edges, run_id)
-    store.set_run_status(run_id, RunStatus.COMPLETE, {"nEdges": len(edges)})
+    cx.ensure_schema(store)
+    cx.write_model(store, model_stub(refs[0].model_id))
+    cx.write_components(store, nodes)
+    cx.begin_run(store, RunRecord(run_id=run_id, model_id=refs[0].model_id))
+    cx.write_edges(store, edges, run_id)
+    cx.set_run_status(store, run_id, RunStatus.COMPLETE, n_edges=len(edges))
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +71,12 @@ def test_hierarchy_through_the_database(hand: Store) -> None:
     result = fetch_hierarchy(hand, "levels")
     assert dict(zip(result.levels["componentId"], result.levels["level"])) == {"lv/EMBED": 0, "lv/L0.H0": 1, "lv/L1.H0": 2, "lv/LOGITS": 3}
     assert result.summary["skipHistogram"] == {0: 3, 1: 2, 2: 1}
-    store_hierarchy(hand, "levels", result, 0.0)
+    write_hierarchy(hand, "levels", result, 0.0)
     back = hand.read("MATCH (c:Component)-[p:IN_RUN]->(:Run {runId: 'levels'}) RETURN c.componentId AS id, p.level AS level")
     assert dict(zip(back["id"], back["level"])) == {"lv/EMBED": 0, "lv/L0.H0": 1, "lv/L1.H0": 2, "lv/LOGITS": 3}
-    counts = hand.counts()
-    store_hierarchy(hand, "levels", result, 0.0)
-    assert hand.counts() == counts
+    counts = cx.count_graph(hand)
+    write_hierarchy(hand, "levels", result, 0.0)
+    assert cx.count_graph(hand) == counts
 
 
 def test_binding_and_motifs_through_the_database(hand: Store) -> None:
@@ -128,9 +132,9 @@ def test_exports_and_csv_round_trip(hand: Store, tmp_path: Path, tmp_path_factor
     start_server(fresh_home, quiet=True)
     try:
         with Store.connect(resolve_store_settings(home=fresh_home), quiet=True) as fresh:
-            assert fresh.counts() == {"nodes": 0, "relationships": 0}
+            assert cx.count_graph(fresh) == {"nodes": 0, "relationships": 0}
             assert import_csv(fresh, tmp_path / "csv") == (4, 6)
-            fresh.begin_run({"runId": "hand", "modelId": "h"})
+            cx.begin_run(fresh, RunRecord(run_id="hand", model_id="h"))
             key = ["componentId_pre", "componentId_post", "channel"]
             a = fetch_edges(hand, "hand")[key + ["score"]].sort_values(key).reset_index(drop=True)
             b = fetch_edges(fresh, "hand")[key + ["score"]].sort_values(key).reset_index(drop=True)
@@ -143,7 +147,7 @@ def test_exports_and_csv_round_trip(hand: Store, tmp_path: Path, tmp_path_factor
 
 def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ingest.zoo import train_zoo_model
-    from queries.compare import compare_runs
+    from queries.compare import compare_runs, write_alignment
 
     # a home of its own: training there must not replace the zoo model other tests load
     models_home = tmp_path / "models-home"
@@ -157,7 +161,11 @@ def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSetti
     same = compare_runs(hand, "ck20", "ck20")["figures"]
     assert same["weightedJaccard"] == 1.0 and same["spearman"] == pytest.approx(1.0)
     # a different model (no MLPs vs MLPs): aligned by depth, stored as ALIGNED_WITH
-    assert compare_runs(hand, "hand", "ck20")["figures"]["aligned"]
+    cross = compare_runs(hand, "hand", "ck20")
+    assert cross["figures"]["aligned"]
+    query = "MATCH (:Component {modelId: 'h'})-[e:ALIGNED_WITH]->(:Component {modelId: 'induction-2l/step-20'}) RETURN count(e) AS n"
+    assert hand.read(query)["n"].iloc[0] == 0  # comparing reads only
+    assert write_alignment(hand, cross) == 4
     n = hand.read("MATCH (:Component {modelId: 'h'})-[e:ALIGNED_WITH]->(:Component {modelId: 'induction-2l/step-20'}) RETURN count(e) AS n")["n"].iloc[0]
     assert n == 4
     assert main(["compare", "ck10", "ck20", "--png", str(tmp_path / "c.png"), "--html", str(tmp_path / "c.html"), "--home", str(embedded.home)]) == 0
@@ -168,9 +176,11 @@ def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSetti
 
 
 def test_default_pathways_are_kept_on_the_run(hand: Store) -> None:
-    hand.run("MATCH (r:Run {runId: 'hand'}) REMOVE r.topPaths", write=True)
+    delete_path_caches(hand, "hand")
     first = fetch_paths(hand, "hand", top=2)
-    assert hand.get_run("hand").get("topPaths")  # kept on the complete run
+    assert not require_run(hand, "hand").details.get("topPaths")  # fetching reads only
+    assert write_path_cache(hand, "hand") and not write_path_cache(hand, "hand")
+    assert require_run(hand, "hand").details.get("topPaths")  # kept on the complete run
     again = fetch_paths(hand, "hand", top=2)
     pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True), check_dtype=False)
     assert again["strength"].tolist() == pytest.approx([0.4, 0.4])

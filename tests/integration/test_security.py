@@ -17,11 +17,12 @@ from typing import Any
 import neo4j
 import pytest
 
-from atlas.cli import main
+from atlas import connectome as cx
 from atlas.config import StoreSettings, atlas_home, ensure_home
 from atlas.errors import ConfigError, ReadOnlyViolation
 from atlas.server import READER_USER, read_password, server_status, start_server, stop_server
 from atlas.store import Store
+from cli import main
 
 # Each statement was seen changing the database through the old rolled-back "read-only" query.
 HOSTILE = [
@@ -42,7 +43,7 @@ FILE_READ = "LOAD CSV FROM 'file:///etc/passwd' AS row RETURN row LIMIT 2"
 
 @pytest.fixture(scope="module")
 def seeded(store: Store) -> Store:
-    store.ensure_schema()
+    cx.ensure_schema(store)
     store.run("MERGE (r:Run {runId: 'sec-1'}) SET r.status = 'complete'", write=True)
     return store
 
@@ -50,8 +51,8 @@ def seeded(store: Store) -> Store:
 def _fingerprint(store: Store, home: Path) -> dict[str, Any]:
     config = home / "arcadedb" / "config"
     return {
-        **store.counts(),
-        "schema": sorted(json.dumps(r, sort_keys=True, default=str) for r in store.schema().to_dict("records")),
+        **cx.count_graph(store),
+        "schema": sorted(json.dumps(r, sort_keys=True, default=str) for r in cx.fetch_schema(store).to_dict("records")),
         "runs": store.read("MATCH (r:Run) RETURN r.runId AS id, r.status AS status ORDER BY id").to_dict("records"),
         "users": hashlib.sha256((config / "server-users.jsonl").read_bytes()).hexdigest(),
         "groups": hashlib.sha256((config / "server-groups.json").read_bytes()).hexdigest(),
@@ -217,7 +218,7 @@ def test_fresh_server_in_fresh_home_is_hardened(tmp_path: Path) -> None:
         users = [json.loads(line)["name"] for line in (home / "arcadedb" / "config" / "server-users.jsonl").read_text().splitlines() if line]
         assert sorted(users) == ["reader", "root"]
         proc = subprocess.run(
-            [sys.executable, "-m", "atlas.cli", "query", "CREATE (:X)", "--home", str(home)], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "cli", "query", "CREATE (:X)", "--home", str(home)], capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 2 and "may only read" in proc.stderr
     finally:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from atlas.cli import main
+from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.store import Store
+from cli import main
 from ingest.jobs import IngestConfig, run_ingest
 from ingest.studies import LesionConfig, run_anatomy, run_lesion, run_probe, save_circuit, verify_run
 
@@ -35,11 +36,11 @@ def test_node_lesions_name_the_circuit_and_are_idempotent(store: Store, embedded
     assert frame["effect"].iloc[0] < -1.0
     n = _count(store, "MATCH (:Component)-[e:ABLATION {runId: 'les'}]->(:Logit) RETURN count(e) AS n")
     assert n == 9  # embed + 8 heads
-    props = store.get_run("les")
-    assert props["status"] == "complete" and props["ablation"] == "resample" and props["referencePrompts"] == 16
-    counts = store.counts()
+    run = cx.fetch_run(store, "les")
+    assert run.complete and run.details["ablation"] == "resample" and run.details["referencePrompts"] == 16
+    counts = cx.count_graph(store)
     assert run_lesion(store, cfg, embedded.home, run_id="les", progress=False)["status"] == "unchanged"
-    assert store.counts() == counts
+    assert cx.count_graph(store) == counts
 
 
 def test_edge_lesions_write_one_ablation_per_edge(store: Store, embedded: StoreSettings) -> None:
@@ -55,11 +56,11 @@ def test_verify_stores_patch_edges_and_figures(store: Store, embedded: StoreSett
     # two code paths, one answer: the top-10 circuit's faithfulness as the circuit job computes it
     assert save_circuit(store, ig_run, embedded.home, top=10)["faithfulness"] == pytest.approx(out["faithfulness"], abs=1e-9)
     assert _count(store, "MATCH ()-[e:ABLATION {runId: $r, ablation: 'patch'}]->() RETURN count(e) AS n", r=ig_run) == 10
-    counts = store.counts()
+    counts = cx.count_graph(store)
     again = verify_run(store, ig_run, 10, embedded.home, progress=False)
-    assert store.counts() == counts and again["spearman"] == pytest.approx(out["spearman"])
-    run = store.get_run(ig_run)
-    assert run["verifyTopK"] == 10 and run["verifySpearman"] == pytest.approx(out["spearman"])
+    assert cx.count_graph(store) == counts and again["spearman"] == pytest.approx(out["spearman"])
+    run = cx.fetch_run(store, ig_run)
+    assert run.details["verifyTopK"] == 10 and run.details["verifySpearman"] == pytest.approx(out["spearman"])
     # the ABLATION edge sits next to its ATTRIBUTION edge
     both = _count(store, "MATCH (a)-[p:ABLATION {runId: $r}]->(b) MATCH (a)-[e:ATTRIBUTION]->(b) WHERE e.runId = $r AND e.channel = p.channel RETURN count(*) AS n", r=ig_run)
     assert both == 10
@@ -77,9 +78,9 @@ def test_saved_circuit_members_can_be_read_back(store: Store, embedded: StoreSet
     assert circuit["a"].iloc[0] == "corrupt" and circuit["n"].iloc[0] == 20
     # the top 20 of 81 EAP-IG edges recover most of the clean-corrupt gap (measured 0.77)
     assert circuit["f"].iloc[0] == pytest.approx(out["faithfulness"]) and out["faithfulness"] > 0.5
-    counts = store.counts()
+    counts = cx.count_graph(store)
     save_circuit(store, ig_run, embedded.home, top=20)
-    assert store.counts() == counts
+    assert cx.count_graph(store) == counts
 
 
 def test_anatomy_and_probe_fill_the_database(store: Store, embedded: StoreSettings, ig_run: str, tmp_path: Path,
@@ -90,9 +91,9 @@ def test_anatomy_and_probe_fill_the_database(store: Store, embedded: StoreSettin
         "MATCH (a:Head)-[c:COMPOSITION {kind: 'k'}]->(b:Head) RETURN a.componentId AS a, b.componentId AS b, c.zScore AS z ORDER BY c.zScore DESC LIMIT 4"
     )
     assert set(top["a"]) == {"induction-2l/L0.H0"} and top["z"].min() > 10  # K-composition of the textbook circuit
-    counts = store.counts()
+    counts = cx.count_graph(store)
     run_anatomy(store, "induction-2l", embedded.home, n_random=50)
-    assert store.counts() == counts
+    assert cx.count_graph(store) == counts
     run_probe(store, "induction-2l", embedded.home)
     roles = store.read("MATCH (h:Head {modelId: 'induction-2l'}) RETURN h.componentId AS id, h.prevTokenScore AS prev, h.inductionScore AS ind, h.topTokens AS top, h.probe AS probe")
     roles = roles.set_index("id")
@@ -117,7 +118,7 @@ def test_evaluate_reports_auc_and_spearman(embedded: StoreSettings, capsys: pyte
     assert main(["evaluate", "--model", "induction-2l", "--method", "eap-ig", "--prompts", "8", "--json", "--quiet", "--home", str(embedded.home)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"auc", "spearman", "truthRanks"} <= set(out)
-    assert out["auc"] >= 0.95  # the known circuit ranks above the rest (DESIGN.md section 8 target)
+    assert out["auc"] >= 0.95  # the known circuit ranks above the rest (docs/architecture.md, targets target)
     assert out["nTruth"] == len(out["truthRanks"]) == 1 + 4 * 4
     assert main(["evaluate", "--model", "gpt2", "--home", str(embedded.home)]) == 2
     capsys.readouterr()
@@ -181,9 +182,9 @@ def test_probe_stores_neurons_with_sparse_coding_statistics(store: Store, embedd
     assert n == 256
     row = store.read("MATCH (n:Neuron {componentId: 'modadd-1l/L0.N0'}) RETURN n.frequency AS f, n.maxAct AS m, n.topTokens AS t")
     assert 0 <= row["f"].iloc[0] <= 1 and len(row["t"].iloc[0]) == 5
-    counts = store.counts()
+    counts = cx.count_graph(store)
     run_probe(store, "modadd-1l", embedded.home, n=8)
-    assert store.counts() == counts
+    assert cx.count_graph(store) == counts
 
 
 def test_neuron_level_run(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,8 +197,9 @@ def test_neuron_level_run(store: Store, embedded: StoreSettings, capsys: pytest.
     assert parts == 6
     into = _count(store, "MATCH ()-[e:ATTRIBUTION {runId: 'neurons'}]->(:Neuron) RETURN count(e) AS n")
     assert into == 6 * 5  # embed + 4 heads into each selected neuron
-    run = store.get_run("neurons")
-    assert run["granularity"] == "neuron" and run["topNeurons"] == 6 and "EAP node attribution" in run["neuronSelection"]
+    run = cx.fetch_run(store, "neurons")
+    assert run.details["granularity"] == "neuron" and run.details["topNeurons"] == 6
+    assert "EAP node attribution" in run.details["neuronSelection"]
     stats = store.read("MATCH ()-[:ATTRIBUTION {runId: 'neurons'}]->(n:Neuron) RETURN DISTINCT n.frequency AS f, n.probe AS probe, "
                        "n.topContexts AS ctx")
     assert len(stats) == 6 and stats["f"].between(0, 1).all() and stats["probe"].str.startswith("the run's prompts").all()
@@ -205,9 +207,9 @@ def test_neuron_level_run(store: Store, embedded: StoreSettings, capsys: pytest.
     assert main(["verify", "--run", "neurons", "--top", "10", "--json", "--quiet", "--home", str(embedded.home)]) == 0
     checked = json.loads(capsys.readouterr().out)  # the run's own neurons are rebuilt and patched
     assert checked["top"] == 10 and checked["spearman"] > 0.5
-    counts = store.counts()
+    counts = cx.count_graph(store)
     assert main(args) == 0
-    assert store.counts() == counts
+    assert cx.count_graph(store) == counts
 
 
 def test_sae_train_and_feature_level_run(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -240,12 +242,12 @@ def test_sae_train_and_feature_level_run(store: Store, embedded: StoreSettings, 
                       "RETURN s:Mlp AS mlp, sum(e.score) AS total")
     totals = dict(zip(sums["mlp"], sums["total"]))
     assert totals[True] == pytest.approx(totals[False], rel=1e-4) and abs(totals[True]) > 0.1
-    assert store.get_run("feat")["granularity"] == "feature"
+    assert cx.fetch_run(store, "feat").details["granularity"] == "feature"
     on_run = store.read("MATCH (d:Dictionary {dictionaryId: $id}) RETURN d.fvuOnRun AS fvu, d.l0OnRun AS l0", {"id": did})
     assert 0 <= on_run["fvu"].iloc[0] < 0.5 and on_run["l0"].iloc[0] > 0  # measured again on the run's own prompts
-    counts = store.counts()
+    counts = cx.count_graph(store)
     assert main(args) == 0  # idempotent
-    assert store.counts() == counts
+    assert cx.count_graph(store) == counts
     capsys.readouterr()
     # verify patches the top edges of the feature run exactly (features and error included)
     assert main(["verify", "--run", "feat", "--top", "12", "--json", "--quiet", *home]) == 0

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
-from atlas.cli import main
+from cli import main
 
 
-def test_help_is_instant_and_lists_commands() -> None:
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "atlas.cli", "--help"], capture_output=True, text=True)
+def test_help_lists_commands_without_heavy_imports() -> None:
+    proc = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     for cmd in ("db", "ingest", "query", "runs", "export", "zoo", "demo"):
         assert cmd in proc.stdout
-    assert time.monotonic() - t0 < 5  # no torch import for --help
-    proc = subprocess.run([sys.executable, "-c", "import atlas.cli, sys; print('torch' in sys.modules)"], capture_output=True, text=True)
-    assert proc.stdout.strip() == "False"
+    # --help stays instant: building the parser imports neither torch nor the ingest/query packages
+    probe = "import cli, sys; cli.build_parser(); print(sorted(m for m in ('torch', 'ingest', 'queries', 'neo4j') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.stdout.strip() == "[]", proc.stderr
 
 
 @pytest.mark.parametrize(

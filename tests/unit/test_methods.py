@@ -219,7 +219,7 @@ def test_patching_equals_the_analytic_direct_effect() -> None:
 
 @pytest.mark.slow
 def test_eap_ig_agrees_with_patching_on_the_induction_model(tmp_path) -> None:
-    """Fidelity target (DESIGN.md section 8): Spearman(EAP-IG, patching) >= 0.8 on induction-2l with the
+    """Fidelity target (docs/architecture.md, targets): Spearman(EAP-IG, patching) >= 0.8 on induction-2l with the
     logit metric (measured 0.92); with log-probability it is 0.65, because four redundant induction heads
     saturate it (README, 'Fidelity')."""
     from ingest.models import load_model
@@ -288,3 +288,28 @@ def test_neuron_patching_in_small_perturbation_limit() -> None:
     gradients (through W_in and ln2) and the neuron patching hooks against each other."""
     err, m = _perturbation_error(1e-4, {0: [1, 7, 30], 1: [2, 40]})
     assert len(m) > 30 and err < 1e-3
+
+
+def test_methods_give_the_model_back_as_it_came() -> None:
+    """Measuring leaves the caller's train flag and every parameter's requires_grad as they were."""
+    from ingest.graph import build_graph
+    from ingest.interventions import ablated_outputs, compute_node_lesions
+    from ingest.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching
+    from ingest.tasks import get_task
+    from tests.conftest import make_tiny
+
+    model = make_tiny(3)
+    model.train()
+    frozen = model.blocks[0].attn.W_Q
+    frozen.requires_grad_(False)
+    task = get_task("induction")
+    batch = task.make_batch(model, 2, 0)
+    graph = build_graph(model, "tiny")
+    for run in (lambda: compute_eap(model, graph, task, batch, MethodConfig()),
+                lambda: compute_eap_ig(model, graph, task, batch, MethodConfig(steps=2)),
+                lambda: compute_patching(model, graph, task, batch, MethodConfig()),
+                lambda: compute_node_lesions(model, graph, task, batch, ablated_outputs(model, graph, batch, "zero"))):
+        run()
+        assert model.training
+        assert not frozen.requires_grad
+        assert all(p.requires_grad for name, p in model.named_parameters() if p is not frozen)

@@ -10,8 +10,7 @@ import torch
 
 from atlas.errors import ModelError, ValidationError
 from ingest.graph import build_graph
-from ingest.methods import (MethodConfig, compute_eap, compute_eap_ig, compute_eap_ig_activations, compute_patching, select_features,
-                            sender_outputs)
+from ingest.methods import MethodConfig, compute_eap, compute_eap_ig, compute_eap_ig_activations, compute_patching, select_features, sender_outputs
 from ingest.sae import Dictionary, collect_activations, load_dictionary, load_for_model, save_dictionary, site_hooks, train_dictionary
 from ingest.tasks import InductionTask
 from tests.conftest import make_tiny, nearby_corruption

@@ -25,7 +25,7 @@ def test_shipped_induction_model_has_its_circuit(tmp_path: Path) -> None:
     assert (SHIPPED_DIR / "induction-2l" / "model.pt").exists()
     model, info = load_zoo_model("induction-2l", tmp_path)
     mean_prev, argmax = _sharp_prev_token(model)
-    assert mean_prev >= 0.9 and argmax >= 0.95  # DESIGN.md section 9: "sharp"
+    assert mean_prev >= 0.9 and argmax >= 0.95  # docs/architecture.md, science notes: "sharp"
     roles = head_role_scores(model)
     assert max(v["inductionScore"] for k, v in roles.items() if k.startswith("L1.")) >= 0.8
     assert max(v["inductionScore"] for k, v in roles.items() if k.startswith("L0.")) < 0.1
@@ -82,7 +82,7 @@ def test_modadd_task_batches(tmp_path: Path) -> None:
 
 
 def test_shipped_binding_model_binds_by_value_and_reverse_is_induction(tmp_path: Path) -> None:
-    """The causal check of DESIGN.md section 9, measured live on the shipped weights: swapping the
+    """The causal check of docs/architecture.md, science notes, measured live on the shipped weights: swapping the
     previous-token head's output between two bound entities flips a forward answer when the
     layer-1 heads read it on the value channel only; a reverse query (the control) flips on the
     key channel only."""

@@ -1,0 +1,224 @@
+"""Commands that read stored connectomes: ``paths``, ``hierarchy``, ``binding``, ``motifs``,
+``compare``, ``export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from atlas.errors import ValidationError
+from cli.common import connect, fmt, jsonable, print_frame, require_run
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    from queries.criteria import ComponentCriteria
+    from queries.paths import (
+        fetch_all_paths,
+        fetch_paths,
+        fetch_shortest_paths,
+        is_default_question,
+        write_path_cache,
+    )
+
+    with connect(args) as store:
+        if args.mode == "strongest":
+            question = {
+                "sources": ComponentCriteria.parse(args.source) if args.source else None,
+                "targets": ComponentCriteria.parse(args.target) if args.target else None,
+                "top": args.top, "min_weight": args.min_weight,
+                "through": [ComponentCriteria.parse(t) for t in args.through], "max_length": args.max_length,
+            }
+            if is_default_question(**question):  # answered once per run, then kept on it
+                write_path_cache(store, args.run, split_channels=args.split_channels)
+            df = fetch_paths(store, args.run, **question, split_channels=args.split_channels)
+            cols = ["rank", "strength", "length", "path", "channels"]
+        else:
+            if not args.source or not args.target:
+                raise ValidationError(f"--mode {args.mode} needs --source and --target component ids")
+            require_run(store, args.run)
+            if args.mode == "shortest":
+                df = fetch_shortest_paths(store, args.run, args.source, args.target, min_weight=args.min_weight)
+            else:
+                df = fetch_all_paths(store, args.run, args.source, args.target, max_length=args.max_length or 3, min_weight=args.min_weight)
+            cols = [c for c in ("length", "strength", "path", "channels", "scores") if c in df.columns]
+    print_frame(df if fmt(args) != "table" else df[cols], fmt(args))
+    return 0
+
+
+def cmd_hierarchy(args: argparse.Namespace) -> int:
+    from queries.hierarchy import fetch_hierarchy, write_hierarchy
+
+    with connect(args) as store:
+        require_run(store, args.run)
+        result = fetch_hierarchy(store, args.run, args.min_weight)
+        if not args.no_store:
+            write_hierarchy(store, args.run, result, args.min_weight)
+    if args.json:
+        print(json.dumps({"summary": result.summary, "levels": result.levels.to_dict("records"),
+                          "skips": result.edges[result.edges["skip"] > 0].to_dict("records")}, default=jsonable))
+        return 0
+    print(f"levels of run {args.run} (edges with |score| >= {args.min_weight}):")
+    print_frame(result.levels, "table")
+    sm = result.summary
+    print(f"\nstrictness {sm['strictness']:.3f} (share of edges skipping a level {sm['skipShare']:.3f}; skips by length {sm['skipHistogram']})")
+    print(f"depth {sm['depth']}, Spearman(level, layer) {sm['levelLayerSpearman']:.3f}, {sm['nModules']} modules (modularity {sm['modularity']:.3f}), flow hierarchy {sm['flowHierarchy']:.3f}")
+    skips = result.edges[result.edges["skip"] > 0]
+    if len(skips):
+        print("\nskip connections (strongest first):")
+        print_frame(skips.sort_values("weight", ascending=False).head(10), "table")
+    return 0
+
+
+def cmd_binding(args: argparse.Namespace) -> int:
+    from queries.binding import fetch_binding, write_binding_circuit
+
+    with connect(args) as store:
+        require_run(store, args.run)
+        if args.null:
+            require_run(store, args.null)
+        df = fetch_binding(store, args.run, args.min_share, args.channels, args.null)
+        saved = [write_binding_circuit(store, args.run, row) for row in df.head(args.save).to_dict("records")] if args.save else []
+    print_frame(df.head(args.top), fmt(args))
+    for cid in saved:
+        print(f"saved circuit {cid}", file=sys.stderr)
+    return 0
+
+
+def cmd_motifs(args: argparse.Namespace) -> int:
+    from queries.motifs import fetch_motifs
+
+    with connect(args) as store:
+        require_run(store, args.run)
+        df = fetch_motifs(store, args.run, args.min_weight, args.random, args.seed)
+    print_frame(df, fmt(args))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from queries.compare import compare_runs, write_alignment
+    from queries.export import select_graph, to_html_side_by_side, to_png_side_by_side
+
+    with connect(args) as store:
+        out = compare_runs(store, args.run_a, args.run_b, top=args.top)
+        write_alignment(store, out)
+        if args.png or args.html:
+            ga, gb = select_graph(store, args.run_a, top=args.top), select_graph(store, args.run_b, top=args.top)
+    fig = out["figures"]
+    if args.png:
+        print(f"wrote {to_png_side_by_side(ga, gb, Path(args.png), (args.run_a, args.run_b))}", file=sys.stderr)
+    if args.html:
+        print(f"wrote {to_html_side_by_side(ga, gb, Path(args.html), (args.run_a, args.run_b))}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**fig, "changes": out["changes"].head(args.top).to_dict("records")}, default=jsonable))
+        return 0
+    print(f"{args.run_a} ({fig['modelA']}) vs {args.run_b} ({fig['modelB']})" + (" — components aligned by depth and roles" if fig["aligned"] else ""))
+    print(f"  shared edges {fig['nShared']} of {fig['nEdgesA']} / {fig['nEdgesB']}; Spearman of shared scores {fig['spearman']:.3f}")
+    print(f"  weighted Jaccard of the top {fig['top']} edges {fig['weightedJaccard']:.3f}; gained {len(fig['gained'])}, lost {len(fig['lost'])}")
+    print("\nlargest changes:")
+    print_frame(out["changes"].head(10), "table")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from queries.export import (
+        select_graph,
+        to_csv,
+        to_gexf,
+        to_graphml,
+        to_html,
+        to_json,
+        to_png,
+    )
+
+    targets = {"html": args.html, "graphml": args.graphml, "gexf": args.gexf, "json": args.json, "csv": args.csv, "png": args.png}
+    chosen = {k: v for k, v in targets.items() if v}
+    if not chosen:
+        raise ValidationError("say what to write: --html, --graphml, --gexf, --json, --png PATH or --csv FOLDER")
+    with connect(args) as store:
+        graph = select_graph(store, args.run, top=args.top, min_weight=args.min_weight, circuit=args.circuit, paths=args.paths)
+    writers = {"html": lambda p: to_html(graph, p, title=f"connectome {args.run}"), "graphml": lambda p: to_graphml(graph, p),
+               "gexf": lambda p: to_gexf(graph, p), "json": lambda p: to_json(graph, p), "png": lambda p: to_png(graph, p),
+               "csv": lambda p: to_csv(graph, p, args.run)[0].parent}
+    for kind, target in chosen.items():
+        path = Path(target)
+        if kind != "csv":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        written = writers[kind](path)
+        print(f"wrote {written} ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges)")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this group's commands to the ``atlas`` parser."""
+    fmt_class = argparse.ArgumentDefaultsHelpFormatter
+    s = sub.add_parser("paths", parents=[common], help="strongest pathways (or shortest / all paths in Cypher)", formatter_class=fmt_class)
+    s.add_argument("--run", required=True)
+    s.add_argument("--mode", default="strongest", choices=["strongest", "shortest", "all"],
+                   help="strongest: k strongest by product of per-target shares; shortest/all: Cypher in the database")
+    s.add_argument("--source", help="criteria (e.g. Embed, L0.H0, kind=Head,layer=0) or, for shortest/all, a component id")
+    s.add_argument("--target", help="as --source (default: the logits)")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--min-weight", type=float, default=0.0, help="ignore edges with |score| below this")
+    s.add_argument("--through", action="append", default=[], metavar="CRITERIA", help="paths must pass a matching component (repeatable)")
+    s.add_argument("--max-length", type=int, help="at most this many hops")
+    s.add_argument("--split-channels", action="store_true", help="treat each q/k/v channel as its own hop")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    s.set_defaults(func=cmd_paths)
+
+    s = sub.add_parser("hierarchy", parents=[common], help="hierarchy levels, skip connections, modules", formatter_class=fmt_class)
+    s.add_argument("--run", required=True)
+    s.add_argument("--min-weight", type=float, default=0.0, help="significant edges: |score| >= this")
+    s.add_argument("--no-store", action="store_true", help="do not store levels back as IN_RUN relationships")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_hierarchy)
+
+    s = sub.add_parser("binding", parents=[common], help="binding circuits: inputs converging on different channels", formatter_class=fmt_class)
+    s.add_argument("--run", required=True)
+    s.add_argument("--min-share", type=float, default=0.1, help="significant input: this share of the head's |attribution|")
+    s.add_argument("--channels", default="qk", choices=["qk", "any"], help="qk: q-source + k-source; any: any two channels")
+    s.add_argument("--null", metavar="RUN", help="a null run (e.g. the untrained NAME@0 on the same task): each input must also "
+                                                 "beat the share of its own slot there")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--save", type=int, default=0, metavar="N", help="save the N best as :Circuit {kind: 'binding'}")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    s.set_defaults(func=cmd_binding)
+
+    s = sub.add_parser("motifs", parents=[common], help="3-node motif census against degree-preserving random graphs", formatter_class=fmt_class)
+    s.add_argument("--run", required=True)
+    s.add_argument("--min-weight", type=float, default=0.0)
+    s.add_argument("--random", type=int, default=100, help="randomised graphs")
+    s.add_argument("--seed", type=int, default=0)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    s.set_defaults(func=cmd_motifs)
+
+    s = sub.add_parser("compare", parents=[common], help="compare two connectomes (checkpoints, tasks, methods, models)", formatter_class=fmt_class)
+    s.add_argument("run_a")
+    s.add_argument("run_b")
+    s.add_argument("--top", type=int, default=50, help="top-N edges for the weighted Jaccard and the drawings")
+    s.add_argument("--png", help="write a side-by-side drawing here")
+    s.add_argument("--html", help="write a side-by-side page here (two pages beside it)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("export", parents=[common], help="export a run's connectome (HTML, GraphML, GEXF, JSON, CSV, PNG)", formatter_class=fmt_class)
+    s.add_argument("--run", required=True, help="run id")
+    s.add_argument("--html", help="write a pyvis page here (offline, layered)")
+    s.add_argument("--graphml", help="write GraphML here")
+    s.add_argument("--gexf", help="write GEXF here")
+    s.add_argument("--json", help="write node-link JSON here")
+    s.add_argument("--csv", help="write nodes.csv and relationships.csv (neo4j-admin import format) into this folder")
+    s.add_argument("--png", help="write a static layered drawing here")
+    s.add_argument("--top", type=int, help="only the N strongest edges by |score|")
+    s.add_argument("--min-weight", type=float, default=0.0, help="only edges with |score| >= this")
+    s.add_argument("--circuit", help="only the edges of this saved circuit")
+    s.add_argument("--paths", type=int, metavar="K", help="only the edges of the K strongest pathways")
+    s.set_defaults(func=cmd_export)

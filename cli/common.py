@@ -1,0 +1,85 @@
+"""What every command shares: one-line argparse errors, the database options, one way to open the
+store, and one way to print a frame (table, CSV or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, NoReturn
+
+__all__ = ["Parser", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), as for every other user mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"atlas: error: {message} (see '{self.prog} --help')\n")
+
+
+def store_options() -> argparse.ArgumentParser:
+    """The parent parser of every command: how to reach the database and where the atlas home is."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("database (default: the embedded ArcadeDB server in the atlas home)")
+    g.add_argument("--uri", help="Bolt URI of a Neo4j server, e.g. bolt://localhost:7687 (env ATLAS_URI)")
+    g.add_argument("--user", help="user name for --uri (env ATLAS_USER; default neo4j)")
+    g.add_argument("--password", help="password for --uri (env ATLAS_PASSWORD)")
+    g.add_argument("--database", help="database name (env ATLAS_DATABASE; default: the server's)")
+    g.add_argument("--home", help="atlas home for the embedded server, zoo cache and password (env ATLAS_HOME; default ./.atlas)")
+    return p
+
+
+def settings(args: argparse.Namespace) -> Any:
+    """The store settings named by the command's flags (then the environment, then defaults)."""
+    from atlas.config import resolve_store_settings
+
+    return resolve_store_settings(args.uri, args.user, args.password, args.database, args.home)
+
+
+def open_store(conf: Any, *, quiet: bool = False, read_only: bool = False) -> Any:
+    """Open the store of resolved settings: the one way commands open it."""
+    from atlas.store import Store
+
+    return Store.connect(conf, quiet=quiet, read_only=read_only)
+
+
+def connect(args: argparse.Namespace, *, read_only: bool = False) -> Any:
+    """Open the store the command's flags name."""
+    return open_store(settings(args), read_only=read_only)
+
+
+def require_run(store: Any, run_id: str) -> None:
+    from atlas.connectome import require_run as require
+
+    require(store, run_id)
+
+
+def jsonable(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        return v.item()
+    return v
+
+
+def print_frame(df: Any, how: str) -> None:
+    """Print a DataFrame as a table, CSV or a JSON array (one object per row)."""
+    if how == "json":
+        records = df.to_dict("records")
+        print(json.dumps([{k: jsonable(v) for k, v in r.items()} for r in records], indent=1, default=str))
+    elif how == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif df.empty:
+        print("(no rows)")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+            print(df.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+
+
+def fmt(args: argparse.Namespace) -> str:
+    """``json``, ``csv`` or ``table``, from the command's ``--json`` / ``--csv`` flags."""
+    return "json" if getattr(args, "json", False) is True else "csv" if getattr(args, "csv", False) is True else "table"

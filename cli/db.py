@@ -1,0 +1,110 @@
+"""``atlas db``, ``query``, ``runs``, ``import``: the database itself and what is in it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from atlas.errors import ValidationError
+from cli.common import connect, fmt, open_store, print_frame, settings
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from atlas.server import server_status, start_server, stop_server
+
+    conf = settings(args)
+    if not conf.embedded:
+        raise ValidationError("'atlas db' manages the embedded server only; a --uri server is managed by its owner")
+    home = conf.home
+    if args.action == "start":
+        info, started = start_server(home, quiet=True)
+        print(f"{'started' if started else 'already running'}: {info.uri} (pid {info.pid}, home {home})")
+    elif args.action == "stop":
+        print("stopped" if stop_server(home) else f"not running (home {home})")
+    else:
+        status = server_status(home)
+        if status is None:
+            print(f"not running (home {home})")
+            return 1
+        from atlas.connectome import count_graph
+
+        with open_store(conf, quiet=True) as store:
+            counts = count_graph(store)
+        print(f"running: {status.uri} (pid {status.pid}, home {home}); {counts['nodes']} nodes, {counts['relationships']} relationships")
+    return 0
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValidationError(f"--param takes NAME=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        if not key.isidentifier():
+            raise ValidationError(f"--param name {key!r} is not a valid parameter name")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    cypher = args.cypher
+    if cypher == "-":
+        cypher = sys.stdin.read()
+
+    with open_store(settings(args), read_only=not args.write) as store:
+        df = store.run(cypher, _parse_params(args.param), write=args.write)
+    print_frame(df, fmt(args))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from queries.fetch import fetch_runs
+
+    with connect(args) as store:
+        df = fetch_runs(store, args.model)
+    print_frame(df, fmt(args))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from queries.export import import_csv
+
+    with connect(args) as store:
+        n_nodes, n_rels = import_csv(store, Path(args.csv))
+    print(f"imported {n_nodes} components and {n_rels} relationships from {args.csv}")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this group's commands to the ``atlas`` parser."""
+    fmt_class = argparse.ArgumentDefaultsHelpFormatter
+    s = sub.add_parser("db", parents=[common], help="start, stop or inspect the embedded database server", formatter_class=fmt_class)
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.set_defaults(func=cmd_db)
+
+    s = sub.add_parser("query", parents=[common], help="run Cypher (read-only unless --write)", formatter_class=fmt_class)
+    s.add_argument("cypher", help="the statement ('-' reads it from stdin); values as $params")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (VALUE parsed as JSON when it is JSON)")
+    s.add_argument("--write", action="store_true", help="allow the statement to write")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print a JSON array, one object per row")
+    g.add_argument("--csv", action="store_true", help="print CSV")
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("runs", parents=[common], help="list runs", formatter_class=fmt_class)
+    s.add_argument("--model", help="only runs of this model id")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt_class)
+    s.add_argument("--csv", required=True, help="folder with nodes.csv and relationships.csv")
+    s.set_defaults(func=cmd_import)

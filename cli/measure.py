@@ -1,0 +1,277 @@
+"""Commands that run a model and write what they measure: ``ingest``, ``evaluate``, ``sae``,
+``population``, ``lesion``, ``verify``, ``circuit``, ``anatomy``, ``probe``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from atlas.schema import Ablation, Granularity, Method, Metric, choices
+from cli.common import fmt, jsonable, open_store, print_frame, require_run, settings
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.jobs import IngestConfig, run_ingest
+
+    config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts,
+                          steps=args.steps, seed=args.seed, granularity=args.granularity, top_neurons=args.top_neurons,
+                          saes=tuple(args.sae or ()), top_features=args.top_features)
+    config.validate()
+    conf = settings(args)
+
+    with open_store(conf) as store:
+        result = run_ingest(store, config, conf.home, run_id=args.run_id, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({"runId": result.run_id, "status": result.status, "nNodes": result.n_nodes, "nEdges": result.n_edges, "seconds": result.seconds}))
+    elif result.status == "unchanged":
+        print(f"run {result.run_id} is already complete ({result.n_edges} edges); nothing changed")
+    else:
+        secs = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+        print(f"run {result.run_id}: {result.n_nodes} components, {result.n_edges} edges written ({secs})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ingest.evaluate import evaluate_model
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        out = evaluate_model(store, args.model, args.method, conf.home, n_prompts=args.prompts, steps=args.steps,
+                             progress=not args.quiet, task=args.task)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{out['model']} / {out['method']} on {out['task']} (run {out['runId']}):")
+    print(f"  ROC AUC vs ground truth {out['auc']:.3f} ({out['nTruth']} true of {out['nEdges']} scored edges)")
+    print(f"  Spearman vs exact patching {out['spearman']:.3f}")
+    if out["structuralExcluded"]:
+        print(f"  excluded (structural, no token corruption moves them): {', '.join(out['structuralExcluded'])}")
+    import pandas as pd
+
+    print_frame(pd.DataFrame(out["truthRanks"]), "table")
+    return 0
+
+
+def cmd_sae(args: argparse.Namespace) -> int:
+    from ingest.studies import train_sae
+
+    conf = settings(args)
+    kwargs = {"transcoder": args.transcoder, "out": Path(args.out) if args.out else None, "steps": args.steps, "l1": args.l1,
+              "n_prompts": args.prompts, "task": args.task, "progress": not args.quiet}
+    if args.no_store:
+        out = train_sae(None, args.model, args.hook, args.features, conf.home, **kwargs)
+    else:
+        with open_store(conf) as store:
+            out = train_sae(store, args.model, args.hook, args.features, conf.home, **kwargs)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{out['dictionaryId']} -> {out['path']}")
+    print(f"  held-out FVU {out['fvu']:.4f}, mean L0 {out['l0']:.1f} of {out['dSae']}, dead features {out['dead']} "
+          f"({out['nTrain']} training / {out['nEval']} held-out activations, {out['steps']} steps, l1 {out['l1']})")
+    if args.transcoder or args.hook.endswith("hook_mlp_out"):  # what feature-level ingestion accepts
+        print(f"  use it: atlas ingest --model {args.model} --task default --granularity feature --sae {out['path']}")
+    return 0
+
+
+def cmd_population(args: argparse.Namespace) -> int:
+    from ingest.studies import run_population
+
+    conf = settings(args)
+    if args.store:
+        with open_store(conf) as store:
+            tables = run_population(store, args.model, conf.home, args.layer, args.debiased)
+    else:
+        tables = run_population(None, args.model, conf.home, args.layer, args.debiased)
+    if args.json:
+        print(json.dumps({k: v.to_dict("records") for k, v in tables.items()}, default=jsonable))
+        return 0
+    where = f"layer {args.layer}" if args.layer is not None else "all layers"
+    print(f"components of {where} (linear CKA{' debiased' if args.debiased else ''}, SVCCA, RSA on the probe set):")
+    print_frame(tables["components"], "table")
+    print("\nresidual stream between layers:")
+    print_frame(tables["layers"], "table")
+    return 0
+
+
+def cmd_lesion(args: argparse.Namespace) -> int:
+    from ingest.studies import LesionConfig, run_lesion
+
+    config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node", metric=args.metric,
+                          n_prompts=args.prompts, n_reference=args.reference, seed=args.seed).validate()
+    conf = settings(args)
+    with open_store(conf) as store:
+        out = run_lesion(store, config, conf.home, run_id=args.run_id, progress=not args.quiet)
+    if out["status"] == "unchanged":
+        print(f"run {out['runId']} is already complete; nothing changed")
+        return 0
+    frame = out["frame"].sort_values("effect")
+    print(f"run {out['runId']}: {args.ablation} {'edge' if args.edges else 'node'} lesions (effect = change in the metric; most harmful first)")
+    print_frame(frame.head(args.show), fmt(args))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ingest.studies import verify_run
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        require_run(store, args.run)
+        out = verify_run(store, args.run, args.top, conf.home, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items() if k != "edges"}))
+        return 0
+    print(f"run {args.run}: top {out['top']} edges patched exactly")
+    print(f"  Spearman(fast score, exact effect) = {out['spearman']:.3f}")
+    print(f"  sum of exact edge effects / clean-corrupt gap = {out['explained']:.3f}")
+    if math.isnan(out["faithfulness"]):
+        print("  faithfulness: not defined here (neurons or features sit next to their MLP: use a head-level run)")
+    else:
+        print(f"  faithfulness of the top-{out['top']} circuit (other edges corrupted) = {out['faithfulness']:.3f}")
+    print_frame(out["edges"], "table")
+    return 0
+
+
+def cmd_circuit(args: argparse.Namespace) -> int:
+    from ingest.studies import save_circuit
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        require_run(store, args.run)
+        out = save_circuit(store, args.run, conf.home, top=args.top, min_weight=args.min_weight, ablation=args.ablation)
+    if args.json:
+        print(json.dumps({k: v for k, v in out.items() if k != "edgeKeys"}, default=str))
+        return 0
+    print(f"circuit {out['circuitId']}: {out['nEdges']} edges, {out['nNodes']} components, {args.ablation} ablation")
+    print(f"  faithfulness {out['faithfulness']:.3f} (metric: circuit {out['metricCircuit']:.4g}, full {out['metricFull']:.4g}, all ablated {out['metricEmpty']:.4g})")
+    return 0
+
+
+def cmd_anatomy(args: argparse.Namespace) -> int:
+    from ingest.studies import run_anatomy
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        frame = run_anatomy(store, args.model, conf.home)
+    print(f"{len(frame)} COMPOSITION edges written; strongest by z-score (random baseline {frame['baseline'].iloc[0]:.3f}):")
+    print_frame(frame.sort_values("zScore", ascending=False).head(args.show), fmt(args))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from ingest.studies import run_probe
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        frame = run_probe(store, args.model, conf.home)
+    cols = [c for c in ("componentId", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens") if c in frame.columns]
+    print(f"{len(frame)} components probed; properties stored on the components:")
+    print_frame(frame[cols], fmt(args))
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this group's commands to the ``atlas`` parser."""
+    fmt_class = argparse.ArgumentDefaultsHelpFormatter
+    s = sub.add_parser("ingest", parents=[common], help="compute a run's edges and write them into the database", formatter_class=fmt_class)
+    s.add_argument("--model", required=True, help="zoo name, model directory/.pt file, or cached TransformerLens name")
+    s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
+    s.add_argument("--method", default="eap-ig", choices=choices(Method),
+                   help="eap-ig: integrated gradients over inputs; eap-ig-act: over activations; patching: exact")
+    s.add_argument("--metric", default="logit", choices=choices(Metric),
+                   help="logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target); "
+                        "target-logit: the raw target logit (as auto-circuit scores)")
+    s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
+    s.add_argument("--prompts", type=int, default=16, help="number of prompts")
+    s.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
+    s.add_argument("--seed", type=int, default=0, help="seed of the task's prompts")
+    s.add_argument("--granularity", default="head", choices=choices(Granularity),
+                   help="neuron: also the top-K neurons of each MLP as nodes, with edges into and out of them")
+    s.add_argument("--top-neurons", type=int, default=8, help="K neurons per MLP (by EAP node attribution) for --granularity neuron")
+    s.add_argument("--sae", action="append", metavar="PATH",
+                   help="a sparse dictionary on an MLP (sae-lens folder: an SAE on blocks.L.hook_mlp_out or a transcoder) "
+                        "for --granularity feature; repeat for several layers")
+    s.add_argument("--top-features", type=int, default=64,
+                   help="at most K active features per dictionary (by EAP node attribution); the error node holds the rest")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("evaluate", parents=[common], help="score a method against a zoo model's known circuit", formatter_class=fmt_class)
+    s.add_argument("--model", required=True, help="zoo model")
+    s.add_argument("--method", default="eap-ig", choices=choices(Method))
+    s.add_argument("--task", help="the model's evaluation task (default) or one of its control tasks, e.g. binding-reverse")
+    s.add_argument("--prompts", type=int, default=16)
+    s.add_argument("--steps", type=int, default=5)
+    s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("sae", parents=[common], help="sparse dictionaries: train an SAE or transcoder on the model's own activations",
+                       formatter_class=fmt_class)
+    s.add_argument("action", choices=["train"])
+    s.add_argument("--model", required=True)
+    s.add_argument("--hook", required=True, help="hook to reconstruct, e.g. blocks.0.hook_mlp_out (a transcoder: the MLP's output hook)")
+    s.add_argument("--features", type=int, required=True, help="dictionary size")
+    s.add_argument("--transcoder", action="store_true", help="read the MLP's input, predict its output")
+    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--l1", type=float, default=0.1, help="sparsity penalty (decoder-norm-weighted L1, on unit-scaled activations)")
+    s.add_argument("--prompts", type=int, default=2048, help="prompts of the task whose activations it learns from")
+    s.add_argument("--task", default="default", help="task of those prompts (default: the zoo model's own; else induction)")
+    s.add_argument("--out", help="folder to save into (default: ATLAS_HOME/dictionaries/ID)")
+    s.add_argument("--no-store", action="store_true", help="do not record the dictionary in the database")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_sae)
+
+    s = sub.add_parser("population", parents=[common], help="population coding: RSA, CKA and CCA between components and layers", formatter_class=fmt_class)
+    s.add_argument("--model", required=True)
+    s.add_argument("--layer", type=int, help="components of this layer only (default: all)")
+    s.add_argument("--debiased", action="store_true", help="debiased HSIC form of CKA (use when features >> stimuli)")
+    s.add_argument("--store", action="store_true", help="store component pairs as SIMILAR_TO edges")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_population)
+
+    s = sub.add_parser("lesion", parents=[common], help="lesion every node (or edge) and measure the effect", formatter_class=fmt_class)
+    s.add_argument("--model", required=True, help="zoo name, model file, or cached TransformerLens name")
+    s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
+    s.add_argument("--ablation", default="zero", choices=choices(Ablation))
+    s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
+    s.add_argument("--metric", default="logit", choices=choices(Metric))
+    s.add_argument("--run-id", help="run id (default: derived from the configuration)")
+    s.add_argument("--prompts", type=int, default=16)
+    s.add_argument("--reference", type=int, default=32, help="reference prompts for mean/resample statistics")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--show", type=int, default=10, help="rows to print")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_lesion)
+
+    s = sub.add_parser("verify", parents=[common], help="patch a fast run's top edges exactly and report agreement", formatter_class=fmt_class)
+    s.add_argument("--run", required=True, help="an eap / eap-ig run")
+    s.add_argument("--top", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("circuit", parents=[common], help="keep a run's strongest edges, ablate the rest, save the circuit", formatter_class=fmt_class)
+    s.add_argument("--run", required=True)
+    s.add_argument("--top", type=int, help="keep the N strongest edges by |score|")
+    s.add_argument("--min-weight", type=float, default=0.0, help="keep edges with |score| >= W")
+    s.add_argument("--ablation", default="corrupt", choices=choices(Ablation))
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_circuit)
+
+    s = sub.add_parser("anatomy", parents=[common], help="weight-based Q/K/V composition between heads (task-free)", formatter_class=fmt_class)
+    s.add_argument("--model", required=True)
+    s.add_argument("--show", type=int, default=10)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_anatomy)
+
+    s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
+    s.add_argument("--model", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_probe)
