@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from atlas.errors import ValidationError
 from atlas.schema import ComponentKind
 
-__all__ = ["ComponentRef", "component_id", "parse_component_id", "validate_model_id", "write_stage", "read_stage", "LAST_STAGE"]
+__all__ = [
+    "ComponentRef", "component_id", "parse_component_id", "validate_model_id", "local_id", "model_of",
+    "write_stage", "read_stage", "LAST_STAGE",
+]
 
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
 _DICT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -162,3 +165,17 @@ def read_stage(kind: ComponentKind, layer: int | None, *, parallel: bool = False
         return write_stage(kind, layer)
     assert layer is not None
     return 2 * layer if parallel else 2 * layer + 1
+
+
+def local_id(cid: str) -> str:
+    """The part of a component id after its model (``gpt2/L5.H1`` -> ``L5.H1``), as the atlas prints it.
+
+    >>> local_id("EleutherAI/pythia-70m/L3.MLP")
+    'L3.MLP'
+    """
+    return cid.rsplit("/", 1)[-1]
+
+
+def model_of(cid: str) -> str:
+    """The model id of a component id (``EleutherAI/pythia-70m/L3.MLP`` -> ``EleutherAI/pythia-70m``)."""
+    return cid.rsplit("/", 1)[0]

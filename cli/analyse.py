@@ -106,19 +106,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_alignment(store, out)
         if args.png or args.html:
             ga, gb = select_graph(store, args.run_a, top=args.top), select_graph(store, args.run_b, top=args.top)
-    fig = out["figures"]
+    fig = out.figures
     if args.png:
         print(f"wrote {to_png_side_by_side(ga, gb, Path(args.png), (args.run_a, args.run_b))}", file=sys.stderr)
     if args.html:
         print(f"wrote {to_html_side_by_side(ga, gb, Path(args.html), (args.run_a, args.run_b))}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**fig, "changes": out["changes"].head(args.top).to_dict("records")}, default=jsonable))
+        print(json.dumps({**fig, "changes": out.changes.head(args.top).to_dict("records")}, default=jsonable))
         return 0
     print(f"{args.run_a} ({fig['modelA']}) vs {args.run_b} ({fig['modelB']})" + (" — components aligned by depth and roles" if fig["aligned"] else ""))
     print(f"  shared edges {fig['nShared']} of {fig['nEdgesA']} / {fig['nEdgesB']}; Spearman of shared scores {fig['spearman']:.3f}")
     print(f"  weighted Jaccard of the top {fig['top']} edges {fig['weightedJaccard']:.3f}; gained {len(fig['gained'])}, lost {len(fig['lost'])}")
     print("\nlargest changes:")
-    print_frame(out["changes"].head(10), "table")
+    print_frame(out.changes.head(10), "table")
     return 0
 
 

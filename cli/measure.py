@@ -105,11 +105,11 @@ def cmd_lesion(args: argparse.Namespace) -> int:
     conf = settings(args)
     with open_store(conf) as store:
         out = run_lesion(store, config, conf.home, run_id=args.run_id, progress=not args.quiet)
-    if out["status"] == "unchanged":
-        print(f"run {out['runId']} is already complete; nothing changed")
+    if out.status == "unchanged" or out.frame is None:
+        print(f"run {out.run_id} is already complete; nothing changed")
         return 0
-    frame = out["frame"].sort_values("effect")
-    print(f"run {out['runId']}: {args.ablation} {'edge' if args.edges else 'node'} lesions (effect = change in the metric; most harmful first)")
+    frame = out.frame.sort_values("effect")
+    print(f"run {out.run_id}: {args.ablation} {'edge' if args.edges else 'node'} lesions (effect = change in the metric; most harmful first)")
     print_frame(frame.head(args.show), fmt(args))
     return 0
 
@@ -122,16 +122,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         require_run(store, args.run)
         out = verify_run(store, args.run, args.top, conf.home, progress=not args.quiet)
     if args.json:
-        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items() if k != "edges"}))
+        print(json.dumps(out.figures()))
         return 0
-    print(f"run {args.run}: top {out['top']} edges patched exactly")
-    print(f"  Spearman(fast score, exact effect) = {out['spearman']:.3f}")
-    print(f"  sum of exact edge effects / clean-corrupt gap = {out['explained']:.3f}")
-    if math.isnan(out["faithfulness"]):
+    print(f"run {args.run}: top {out.top} edges patched exactly")
+    print(f"  Spearman(fast score, exact effect) = {out.spearman:.3f}")
+    print(f"  sum of exact edge effects / clean-corrupt gap = {out.explained:.3f}")
+    if math.isnan(out.faithfulness):
         print("  faithfulness: not defined here (neurons or features sit next to their MLP: use a head-level run)")
     else:
-        print(f"  faithfulness of the top-{out['top']} circuit (other edges corrupted) = {out['faithfulness']:.3f}")
-    print_frame(out["edges"], "table")
+        print(f"  faithfulness of the top-{out.top} circuit (other edges corrupted) = {out.faithfulness:.3f}")
+    print_frame(out.edges, "table")
     return 0
 
 
@@ -141,9 +141,10 @@ def cmd_circuit(args: argparse.Namespace) -> int:
     conf = settings(args)
     with open_store(conf) as store:
         require_run(store, args.run)
-        out = save_circuit(store, args.run, conf.home, top=args.top, min_weight=args.min_weight, ablation=args.ablation)
+        circuit = save_circuit(store, args.run, conf.home, top=args.top, min_weight=args.min_weight, ablation=args.ablation)
+    out = {k: v for k, v in circuit.to_props().items() if k != "edgeKeys"}
     if args.json:
-        print(json.dumps({k: v for k, v in out.items() if k != "edgeKeys"}, default=str))
+        print(json.dumps({**out, "members": dict(circuit.members)}, default=str))
         return 0
     print(f"circuit {out['circuitId']}: {out['nEdges']} edges, {out['nNodes']} components, {args.ablation} ablation")
     print(f"  faithfulness {out['faithfulness']:.3f} (metric: circuit {out['metricCircuit']:.4g}, full {out['metricFull']:.4g}, all ablated {out['metricEmpty']:.4g})")

@@ -25,6 +25,7 @@ from scipy.stats import rankdata, spearmanr
 
 from atlas import connectome as cx
 from atlas.errors import ModelError, ValidationError
+from atlas.ids import local_id
 from atlas.store import Store
 
 __all__ = ["roc_auc", "ground_truth_labels", "evaluate_model"]
@@ -44,7 +45,7 @@ def ground_truth_labels(edges: pd.DataFrame, truth: list[list[str]], structural:
                         silent: frozenset[str] = frozenset()) -> pd.DataFrame:
     """The edge frame with ``local`` keys, ``truth`` labels and a ``structural`` flag (the listed
     edges and every edge touching a ``silent`` component)."""
-    local = (edges["componentId_pre"].str.rsplit("/", n=1).str[1], edges["componentId_post"].str.rsplit("/", n=1).str[1], edges["channel"])
+    local = (edges["componentId_pre"].map(local_id), edges["componentId_post"].map(local_id), edges["channel"])
     keys = list(zip(*local))
     truth_set = {tuple(t) for t in truth}
     out = edges.assign(key=keys)
@@ -69,9 +70,9 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     if model not in ZOO:
         raise ModelError(f"evaluate needs a zoo model with a known circuit: one of {sorted(ZOO)}")
     entry = ZOO[model]
-    task_name = task or entry.extra.get("evalTask", entry.task)
-    controls = entry.extra.get("controls", {})
-    allowed = {entry.extra.get("evalTask", entry.task), entry.task, *controls}
+    task_name = task or entry.evaluation.task or entry.task
+    controls = entry.evaluation.controls
+    allowed = {entry.evaluation.task or entry.task, entry.task, *controls}
     if task_name not in allowed:
         raise ValidationError(f"{model} has ground truth for tasks {sorted(allowed)}, not {task_name!r}")
     config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps)
@@ -81,8 +82,8 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     truth = loaded.info.get(controls.get(task_name, "groundTruth"), {})
     if not truth.get("edges"):
         raise ModelError(f"zoo model {model} declares no ground-truth edges for task {task_name}")
-    structural = {tuple(e) for e in entry.extra.get("structuralEdges", [])}
-    silent = frozenset(entry.extra.get("silentHeads", []))
+    structural = set(entry.evaluation.structural_edges)
+    silent = frozenset(entry.evaluation.silent_heads)
     labelled = ground_truth_labels(edges, truth["edges"], structural, silent)
     scored = labelled[~labelled["structural"]]
     auc = roc_auc(scored["score"].abs().to_numpy(), scored["truth"].to_numpy())

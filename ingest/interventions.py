@@ -28,6 +28,7 @@ import torch
 from atlas.errors import ValidationError
 from atlas.schema import Ablation, ComponentKind, choices
 from ingest.graph import ModelGraph
+from ingest.hooks import hook_name
 from ingest.methods import restores_model, sender_outputs
 from ingest.tasks import PromptBatch, Task
 
@@ -84,7 +85,7 @@ def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned
             new = ablated[prompt_of_row, :, embed_idx]
             return torch.where(m[:, None, None], new, act)
 
-        hooks.append(("blocks.0.hook_resid_pre", embed_hook))
+        hooks.append((hook_name("resid_pre", 0), embed_hook))
     for layer in range(graph.n_layers):
         head_copies = [(c, senders[i]) for c, i in enumerate(lesioned) if senders[i].kind is ComponentKind.HEAD and senders[i].layer == layer]
         if head_copies:
@@ -102,8 +103,8 @@ def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned
                 abl = ablated[prompt_of_row, :, first : first + graph.n_heads]
                 return act + torch.einsum("bh,bphd->bpd", hmask, abl - out)
 
-            hooks.append((f"blocks.{layer}.attn.hook_z", keep_z))
-            hooks.append((f"blocks.{layer}.hook_attn_out", attn_hook))
+            hooks.append((hook_name("z", layer), keep_z))
+            hooks.append((hook_name("attn_out", layer), attn_hook))
         mlp_copies = [c for c, i in enumerate(lesioned) if senders[i].kind is ComponentKind.MLP and senders[i].layer == layer]
         if mlp_copies:
             idx = next(s.index for s in senders if s.kind is ComponentKind.MLP and s.layer == layer)
@@ -114,7 +115,7 @@ def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned
             def mlp_hook(act: torch.Tensor, hook: Any, idx: int = idx, mm: torch.Tensor = mm) -> torch.Tensor:
                 return torch.where(mm[:, None, None], ablated[prompt_of_row, :, idx], act)
 
-            hooks.append((f"blocks.{layer}.hook_mlp_out", mlp_hook))
+            hooks.append((hook_name("mlp_out", layer), mlp_hook))
     return hooks
 
 
@@ -171,7 +172,7 @@ def circuit_metric(
         current[embed_idx] = act  # resid_pre of layer 0 is exactly the embedding (+ position)
         return act
 
-    hooks.append(("blocks.0.hook_resid_pre", record_embed))
+    hooks.append((hook_name("resid_pre", 0), record_embed))
     resid: dict[int, torch.Tensor] = {}
     for layer in range(n_l):
         attn = model.blocks[layer].attn
@@ -181,7 +182,7 @@ def circuit_metric(
             resid[layer] = act
             return act
 
-        hooks.append((f"blocks.{layer}.hook_resid_pre", keep_resid))
+        hooks.append((hook_name("resid_pre", layer), keep_resid))
         for c in "qkv":
             recv = sorted((r for r in heads if r.channel.value == c), key=lambda r: r.head)
 
@@ -195,7 +196,7 @@ def circuit_metric(
                 bias = getattr(block.attn, f"b_{c.upper()}")
                 return torch.einsum("bphd,hde->bphe", block.ln1(x), w) + bias
 
-            hooks.append((f"blocks.{layer}.attn.hook_{c}", qkv_hook))
+            hooks.append((hook_name(c, layer), qkv_hook))
 
         def record_heads(act: torch.Tensor, hook: Any, layer: int = layer, attn: Any = attn) -> torch.Tensor:
             out = torch.einsum("bphe,hed->bphd", act, attn.W_O)
@@ -204,7 +205,7 @@ def circuit_metric(
                     current[s.index] = out[:, :, s.head]
             return act
 
-        hooks.append((f"blocks.{layer}.attn.hook_z", record_heads))
+        hooks.append((hook_name("z", layer), record_heads))
         if graph.has_mlp:
             mlp_recv = next(r for r in graph.receivers if r.kind is ComponentKind.MLP and r.layer == layer)
             mlp_send = next(s for s in senders if s.kind is ComponentKind.MLP and s.layer == layer)
@@ -216,14 +217,14 @@ def circuit_metric(
                 current[s.index] = act
                 return act
 
-            hooks.append((f"blocks.{layer}.hook_mlp_in", mlp_in))
-            hooks.append((f"blocks.{layer}.hook_mlp_out", mlp_out))
+            hooks.append((hook_name("mlp_in", layer), mlp_in))
+            hooks.append((hook_name("mlp_out", layer), mlp_out))
     logits_recv = graph.receivers[-1]
 
     def final(act: torch.Tensor, hook: Any) -> torch.Tensor:
         return act - d_of(by_recv[logits_recv.index])
 
-    hooks.append((f"blocks.{n_l - 1}.hook_resid_post", final))
+    hooks.append((hook_name("resid_post", n_l - 1), final))
     from ingest.methods import _mlp_in_hook
 
     with _mlp_in_hook(model), torch.no_grad():

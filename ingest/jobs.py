@@ -24,9 +24,11 @@ import pandas as pd
 from atlas import __version__
 from atlas import connectome as cx
 from atlas.errors import RunConflict, ValidationError
+from atlas.ids import local_id
 from atlas.records import DictionaryRecord, RunRecord
 from atlas.schema import Granularity, Method, Metric, RelType, RunStatus, choices
 from atlas.store import Store
+from ingest.hooks import hook_name
 
 __all__ = ["IngestConfig", "IngestResult", "ComputedRun", "run_ingest", "compute_run", "make_progress", "resolve_task"]
 
@@ -205,7 +207,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     records = tuple(DictionaryRecord.from_props({**row, **quality.get(row["layer"], {})}) for row in dictionaries)
     roles = loaded.info.get("roles", {})
     if roles:
-        local = nodes["componentId"].str.rsplit("/", n=1).str[1]
+        local = nodes["componentId"].map(local_id)
         for key in ("prevTokenScore", "inductionScore"):
             nodes[key] = [roles.get(name, {}).get(key) for name in local]
     return ComputedRun(loaded, nodes, edges, records)
@@ -228,16 +230,16 @@ def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -
         for layer, units in units_by_layer.items():
             if kind == "feature":
                 sae = graph.saes[layer]
-                x_in, x_out = collect_activations(loaded.model, tokens, f"blocks.{layer}.hook_mlp_in" if sae.is_transcoder else sae.hook_name,
-                                                  f"blocks.{layer}.hook_mlp_out")
+                x_in, x_out = collect_activations(loaded.model, tokens, hook_name("mlp_in", layer) if sae.is_transcoder else sae.hook_name,
+                                                  hook_name("mlp_out", layer))
                 acts = sae.encode(x_in).reshape(tokens.shape[0], tokens.shape[1], -1)
                 # how well it reconstructs on these very prompts (a dictionary from elsewhere has no stats of ours)
                 q = dictionary_quality(sae, x_in, x_out)
                 quality[layer] = {"fvuOnRun": q["fvu"], "l0OnRun": q["l0"], "deadOnRun": q["dead"]}
             else:
                 with torch.no_grad():
-                    _, cache = loaded.model.run_with_cache(tokens, names_filter=lambda n, l=layer: n == f"blocks.{l}.mlp.hook_post")
-                acts = cache[f"blocks.{layer}.mlp.hook_post"]
+                    _, cache = loaded.model.run_with_cache(tokens, names_filter=lambda n, l=layer: n == hook_name("post", l))
+                acts = cache[hook_name("post", layer)]
             rows = nodes[(nodes["kind"] == kind) & (nodes["layer"] == layer)].set_index(kind).loc[units].reset_index()
             extra += sparse_coding_rows(loaded.model, tokens, acts[:, :, units], rows.to_dict("records"), probe)
     if not extra:

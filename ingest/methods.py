@@ -34,10 +34,11 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
-from atlas.errors import ValidationError
+from atlas.errors import ModelError, ValidationError
 from atlas.frames import validate_edges
 from atlas.schema import Channel, ComponentKind, Method
 from ingest.graph import ModelGraph, Receiver
+from ingest.hooks import hook_name
 from ingest.tasks import PromptBatch, Task
 
 __all__ = [
@@ -120,33 +121,33 @@ def _positional_in_residual(model: Any) -> bool:
 
 def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float[torch.Tensor, "batch pos sender d_model"]:
     """Each sender's output into the residual stream, stacked in sender-index order (no grad)."""
-    names = {"hook_embed"}
+    names = {hook_name("embed")}
     if _positional_in_residual(model):
-        names.add("hook_pos_embed")
+        names.add(hook_name("pos_embed"))
     neurons, features = graph.neurons(), graph.features()
     for layer in range(graph.n_layers):
-        names.add(f"blocks.{layer}.attn.hook_z")
+        names.add(hook_name("z", layer))
         if graph.has_mlp:
-            names.add(f"blocks.{layer}.hook_mlp_out")
+            names.add(hook_name("mlp_out", layer))
         if layer in neurons:
-            names.add(f"blocks.{layer}.mlp.hook_post")
+            names.add(hook_name("post", layer))
         if layer in features:
-            names.add(f"blocks.{layer}.hook_resid_{'pre' if graph.parallel else 'mid'}")
+            names.add(hook_name("resid_pre" if graph.parallel else "resid_mid", layer))
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-        outs = [cache["hook_embed"] + (cache["hook_pos_embed"] if "hook_pos_embed" in names else 0.0)]
+        outs = [cache[hook_name("embed")] + (cache[hook_name("pos_embed")] if hook_name("pos_embed") in names else 0.0)]
         for layer in range(graph.n_layers):
-            z = cache[f"blocks.{layer}.attn.hook_z"]
+            z = cache[hook_name("z", layer)]
             w_o = model.blocks[layer].attn.W_O
             outs.extend(torch.einsum("bphe,hed->bphd", z, w_o).unbind(dim=2))
             if graph.has_mlp:
-                outs.append(cache[f"blocks.{layer}.hook_mlp_out"])
+                outs.append(cache[hook_name("mlp_out", layer)])
             if layer in neurons:
-                outs.extend(_neuron_outputs(model, layer, neurons[layer], cache[f"blocks.{layer}.mlp.hook_post"]).unbind(dim=2))
+                outs.extend(_neuron_outputs(model, layer, neurons[layer], cache[hook_name("post", layer)]).unbind(dim=2))
             if layer in features:
-                mlp_in = cache[f"blocks.{layer}.hook_resid_{'pre' if graph.parallel else 'mid'}"]
-                acts = graph.saes[layer].encode(_dictionary_site(model, graph, layer, mlp_in, cache[f"blocks.{layer}.hook_mlp_out"]))
-                outs.extend(_feature_outputs(graph, layer, acts, cache[f"blocks.{layer}.hook_mlp_out"]).unbind(dim=2))
+                mlp_in = cache[hook_name("resid_pre" if graph.parallel else "resid_mid", layer)]
+                acts = graph.saes[layer].encode(_dictionary_site(model, graph, layer, mlp_in, cache[hook_name("mlp_out", layer)]))
+                outs.extend(_feature_outputs(graph, layer, acts, cache[hook_name("mlp_out", layer)]).unbind(dim=2))
     out = torch.stack(outs, dim=2)
     assert out.shape[2] == len(graph.senders)
     return out
@@ -240,14 +241,15 @@ def _receiver_grads(
     task: Task,
     batch: PromptBatch,
     embed: torch.Tensor,
+    groups: list[ReceiverGroup],
     extra_hooks: list[tuple[str, Any]] | None = None,
     capture_senders: bool = False,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """One forward+backward from the token embedding ``embed``; gradients at every receiver input.
 
-    Returns a map from group key to ``[b, p, n_receivers_in_group, d_model]`` (``"L{l}.attn"`` holds
-    q, k, v of every head of layer ``l``, channel-major; ``"L{l}.mlp"`` one MLP; ``"logits"`` one)
-    and, with ``capture_senders``, the senders' outputs in this pass (as :func:`sender_outputs`).
+    Returns, for each of ``groups`` (from :func:`_receiver_groups`) in order, its gradients
+    ``[b, p, len(group.receivers), d_model]`` in the group's receiver order, and, with
+    ``capture_senders``, the senders' outputs in this pass (as :func:`sender_outputs`).
     """
     store: dict[str, torch.Tensor] = {}
     embed_leaf = embed.detach().clone().requires_grad_(True)
@@ -280,26 +282,26 @@ def _receiver_grads(
 
         return fn
 
-    hooks: list[tuple[str, Any]] = [("hook_embed", replace_embed), *(extra_hooks or [])]
+    hooks: list[tuple[str, Any]] = [(hook_name("embed"), replace_embed), *(extra_hooks or [])]
     neurons, features = graph.neurons(), graph.features()
     for layer in range(graph.n_layers):
-        hooks.append((f"blocks.{layer}.hook_resid_pre", keep(f"x{layer}", False)))
+        hooks.append((hook_name("resid_pre", layer), keep(f"x{layer}", False)))
         for c in "qkv":
-            hooks.append((f"blocks.{layer}.attn.hook_{c}", keep(f"{c}{layer}", True)))
+            hooks.append((hook_name(c, layer), keep(f"{c}{layer}", True)))
         if graph.has_mlp:
-            hooks.append((f"blocks.{layer}.hook_mlp_in", keep(f"mlp{layer}", True)))
+            hooks.append((hook_name("mlp_in", layer), keep(f"mlp{layer}", True)))
         if layer in neurons:
-            hooks.append((f"blocks.{layer}.mlp.hook_pre", keep(f"pre{layer}", True)))
+            hooks.append((hook_name("pre", layer), keep(f"pre{layer}", True)))
             if capture_senders:
-                hooks.append((f"blocks.{layer}.mlp.hook_post", keep(f"post{layer}", False)))
-    hooks.append((f"blocks.{graph.n_layers - 1}.hook_resid_post", keep("final", True)))
+                hooks.append((hook_name("post", layer), keep(f"post{layer}", False)))
+    hooks.append((hook_name("resid_post", graph.n_layers - 1), keep("final", True)))
     for layer in range(graph.n_layers):
         if capture_senders:
-            hooks.append((f"blocks.{layer}.attn.hook_z", keep(f"z{layer}", False)))
+            hooks.append((hook_name("z", layer), keep(f"z{layer}", False)))
             if graph.has_mlp:
-                hooks.append((f"blocks.{layer}.hook_mlp_out", keep(f"out{layer}", False)))
+                hooks.append((hook_name("mlp_out", layer), keep(f"out{layer}", False)))
         if layer in features:  # after keep(): the stored MLP output is the MLP's own
-            hooks.append((f"blocks.{layer}.hook_mlp_out", splice(layer)))
+            hooks.append((hook_name("mlp_out", layer), splice(layer)))
     with torch.enable_grad():
         logits = model.run_with_hooks(batch.clean, fwd_hooks=hooks)
         task.metric(logits, batch).mean().backward()
@@ -318,33 +320,42 @@ def _receiver_grads(
                     outs.extend(_feature_outputs(graph, layer, store[f"f{layer}"], store[f"out{layer}"].detach()).unbind(dim=2))
             senders = torch.stack(outs, dim=2)
 
-    groups: dict[str, torch.Tensor] = {}
-    for layer in range(graph.n_layers):
-        attn = model.blocks[layer].attn
-        cot = torch.cat(
-            [
-                torch.einsum("bphe,hde->bphd", store[f"{c}{layer}"].grad, w)
-                for c, w in (("q", attn.W_Q), ("k", attn.W_K), ("v", attn.W_V))
-            ],
-            dim=2,
-        )
-        groups[f"L{layer}.attn"] = _layer_norm_vjp(model.blocks[layer].ln1, store[f"x{layer}"], cot)
-        if graph.has_mlp:
-            groups[f"L{layer}.mlp"] = store[f"mlp{layer}"].grad[:, :, None, :]
-        if layer in neurons:
+    def gradient(group: ReceiverGroup) -> torch.Tensor:
+        layer = group.layer
+        if group.kind is ComponentKind.HEAD:  # q, k, v of every head, channel-major (the group's order)
+            attn = model.blocks[layer].attn
+            cot = torch.cat([torch.einsum("bphe,hde->bphd", store[f"{c}{layer}"].grad, w)
+                             for c, w in (("q", attn.W_Q), ("k", attn.W_K), ("v", attn.W_V))], dim=2)
+            return _layer_norm_vjp(model.blocks[layer].ln1, store[f"x{layer}"], cot)
+        if group.kind is ComponentKind.MLP:
+            return store[f"mlp{layer}"].grad[:, :, None, :]
+        if group.kind is ComponentKind.NEURON:
             ns = neurons[layer]
-            mlp = model.blocks[layer].mlp
-            cot = store[f"pre{layer}"].grad[:, :, ns, None] * mlp.W_in[:, ns].T[None, None]  # [b, p, k, d]
-            groups[f"L{layer}.neurons"] = _layer_norm_vjp(model.blocks[layer].ln2, store[f"mlp{layer}"], cot)
-        if layer in features:
-            groups[f"L{layer}.features"] = _feature_cotangents(model, graph, layer, store[f"mlp{layer}"].detach(), store[f"fpre{layer}"].grad)
-    groups["logits"] = store["final"].grad[:, :, None, :]
-    return groups, senders
+            cot = store[f"pre{layer}"].grad[:, :, ns, None] * model.blocks[layer].mlp.W_in[:, ns].T[None, None]  # [b, p, k, d]
+            return _layer_norm_vjp(model.blocks[layer].ln2, store[f"mlp{layer}"], cot)
+        if group.kind is ComponentKind.FEATURE:
+            return _feature_cotangents(model, graph, layer, store[f"mlp{layer}"].detach(), store[f"fpre{layer}"].grad)
+        return store["final"].grad[:, :, None, :]
+
+    grads = [gradient(group) for group in groups]
+    for group, grad in zip(groups, grads, strict=True):
+        assert grad.shape[2] == len(group.receivers), (group.kind, group.layer, grad.shape)
+    return grads, senders
 
 
-def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
-    """Receivers in the order ``_receiver_grads`` stacks them."""
-    out: list[tuple[str, list[Receiver]]] = []
+@dataclass(frozen=True)
+class ReceiverGroup:
+    """Receivers whose input gradients one einsum produces: the q, k, v inputs of every head of a
+    layer (channel-major, then head), one MLP, a layer's selected neurons or features, or the logits."""
+
+    kind: ComponentKind
+    layer: int
+    receivers: tuple[Receiver, ...]
+
+
+def _receiver_groups(graph: ModelGraph) -> list[ReceiverGroup]:
+    """The receivers of ``graph`` grouped and ordered as :func:`_receiver_grads` returns gradients."""
+    out: list[ReceiverGroup] = []
     by_layer: dict[int, list[Receiver]] = {}
     mlps: dict[int, Receiver] = {}
     neurons: dict[int, list[Receiver]] = {}
@@ -365,22 +376,37 @@ def _receiver_groups(graph: ModelGraph) -> list[tuple[str, list[Receiver]]]:
             logits = r
     order = {Channel.Q: 0, Channel.K: 1, Channel.V: 2}
     for layer in range(graph.n_layers):
-        heads = sorted(by_layer[layer], key=lambda r: (order[r.channel], r.head))
-        out.append((f"L{layer}.attn", heads))
+        heads = sorted(by_layer[layer], key=lambda r: (order[r.channel], r.head or 0))
+        out.append(ReceiverGroup(ComponentKind.HEAD, layer, tuple(heads)))
         if layer in mlps:
-            out.append((f"L{layer}.mlp", [mlps[layer]]))
+            out.append(ReceiverGroup(ComponentKind.MLP, layer, (mlps[layer],)))
         if layer in neurons:
-            out.append((f"L{layer}.neurons", neurons[layer]))
+            out.append(ReceiverGroup(ComponentKind.NEURON, layer, tuple(neurons[layer])))
         if layer in features:
-            out.append((f"L{layer}.features", features[layer]))
+            out.append(ReceiverGroup(ComponentKind.FEATURE, layer, tuple(features[layer])))
     assert logits is not None
-    out.append(("logits", [logits]))
+    out.append(ReceiverGroup(ComponentKind.LOGITS, graph.n_layers, (logits,)))
     return out
 
 
-def _edge_frame(graph: ModelGraph, score: np.ndarray) -> pd.DataFrame:
-    """Turn a ``[n_senders, n_receivers]`` score matrix (NaN = not an edge) into an edge frame."""
-    src, dst = np.nonzero(~np.isnan(score))
+def _edge_frame(graph: ModelGraph, score: np.ndarray, scored: np.ndarray) -> pd.DataFrame:
+    """Turn a ``[n_senders, n_receivers]`` score matrix into an edge frame of the ``scored`` entries.
+
+    "Not an edge" is the mask's business, never a value's: a scored edge whose score is NaN or
+    infinite stops the run (a model with NaN/Inf weights or activations) instead of vanishing.
+
+    Raises:
+        ModelError: some scored edge is not finite.
+    """
+    bad = scored & ~np.isfinite(score)
+    if bad.any():
+        s, r = np.argwhere(bad)[0]
+        raise ModelError(
+            f"{int(bad.sum())} of {int(scored.sum())} edge scores are not finite (NaN or Inf), e.g. "
+            f"{graph.senders[s].component_id} -> {graph.receivers[r].component_id} [{graph.receivers[r].channel.value}]: "
+            "the model's weights or activations hold NaN/Inf on these prompts; nothing was written"
+        )
+    src, dst = np.nonzero(scored)
     senders = graph.senders
     receivers = graph.receivers
     frame = pd.DataFrame(
@@ -414,19 +440,17 @@ def _gradient_scores(
     groups = _receiver_groups(graph)
     raw = _raw_sender_acts(model, graph, batch) if interpolate == "activations" else None
     clean_out: torch.Tensor | None = None
-    grad_sum: dict[str, torch.Tensor] = {}
+    grad_sum: list[torch.Tensor] = []
     with _mlp_in_hook(model):
         for alpha in alphas:
             embed = emb_corr + alpha * (emb_clean - emb_corr)
             extra = _interpolation_hooks(graph, raw, alpha) if raw is not None else None
             # over inputs, alpha = 1 is the clean run itself: take the clean sender outputs from it
             capture = raw is None and alpha == 1.0
-            grads, senders = _receiver_grads(model, graph, task, batch, embed, extra, capture_senders=capture)
+            grads, senders = _receiver_grads(model, graph, task, batch, embed, groups, extra, capture_senders=capture)
             if senders is not None:
                 clean_out = senders
-            for key, _ in groups:
-                g = grads[key].detach()
-                grad_sum[key] = grad_sum[key] + g if key in grad_sum else g
+            grad_sum = [g.detach() for g in grads] if not grad_sum else [s + g.detach() for s, g in zip(grad_sum, grads, strict=True)]
             if progress:
                 progress(1)
     if clean_out is None:
@@ -436,17 +460,21 @@ def _gradient_scores(
     delta = corr_out - clean_out  # [b, p, s, d]
     # score = delta . mean gradient: one matrix product per receiver group on [sender, batch*pos*d]
     delta_flat = delta.permute(2, 0, 1, 3).reshape(delta.shape[2], -1)
-    score = np.full((len(graph.senders), len(graph.receivers)), np.nan)
-    for key, recv in groups:
+    score = np.zeros((len(graph.senders), len(graph.receivers)))
+    scored = np.zeros(score.shape, dtype=bool)
+    for group, total in zip(groups, grad_sum, strict=True):
+        recv = group.receivers
         k = graph.n_visible(recv[0].read_stage)
-        g = grad_sum[key] / len(alphas)
+        g = total / len(alphas)
         g_flat = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1)
-        score[:k, [r.index for r in recv]] = (delta_flat[:k] @ g_flat.T).double().numpy()
-    _error_columns(graph, score)
-    return _edge_frame(graph, score)
+        cols = [r.index for r in recv]
+        score[:k, cols] = (delta_flat[:k] @ g_flat.T).double().numpy()
+        scored[:k, cols] = True
+    _error_columns(graph, score, scored)
+    return _edge_frame(graph, score, scored)
 
 
-def _error_columns(graph: ModelGraph, score: np.ndarray) -> None:
+def _error_columns(graph: ModelGraph, score: np.ndarray, scored: np.ndarray) -> None:
     """Fill each error receiver's column: the MLP's column minus its features' columns.
 
     The gradient at the MLP input splits exactly into the path through the features and the path
@@ -460,13 +488,14 @@ def _error_columns(graph: ModelGraph, score: np.ndarray) -> None:
     for cols in by_layer.values():
         if "error" in cols:
             score[:, cols["error"][0]] = score[:, cols["mlp"][0]] - score[:, cols["feature"]].sum(axis=1)
+            scored[:, cols["error"][0]] = scored[:, cols["mlp"][0]]
 
 
 def _raw_sender_acts(model: Any, graph: ModelGraph, batch: PromptBatch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(clean, corrupted) values at every sender's own hook: ``hook_z`` per layer and ``hook_mlp_out``."""
-    names = {f"blocks.{l}.attn.hook_z" for l in range(graph.n_layers)}
+    names = {hook_name("z", l) for l in range(graph.n_layers)}
     if graph.has_mlp:
-        names |= {f"blocks.{l}.hook_mlp_out" for l in range(graph.n_layers)}
+        names |= {hook_name("mlp_out", l) for l in range(graph.n_layers)}
     with torch.no_grad():
         _, clean = model.run_with_cache(batch.clean, names_filter=lambda n: n in names)
         _, corr = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in names)
@@ -519,7 +548,7 @@ def _node_attribution_passes(model: Any, task: Task, batch: PromptBatch, names: 
 
     with torch.enable_grad():
         emb = model.embed(batch.clean).detach().requires_grad_(True)
-        logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb), *[(n, keep) for n in names]])
+        logits = model.run_with_hooks(batch.clean, fwd_hooks=[(hook_name("embed"), lambda a, hook: emb), *[(n, keep) for n in names]])
         task.metric(logits, batch).mean().backward()
     return corr, store
 
@@ -533,11 +562,11 @@ def select_neurons(model: Any, task: Task, batch: PromptBatch, k: int) -> tuple[
         raise ValidationError(f"--top-neurons must be at least 1, got {k}")
     if model.cfg.attn_only:
         raise ValidationError("neuron granularity needs a model with MLPs")
-    names = {f"blocks.{l}.mlp.hook_post" for l in range(model.cfg.n_layers)}
+    names = {hook_name("post", l) for l in range(model.cfg.n_layers)}
     corr, store = _node_attribution_passes(model, task, batch, names, names)
     rows, chosen = [], {}
     for l in range(model.cfg.n_layers):
-        name = f"blocks.{l}.mlp.hook_post"
+        name = hook_name("post", l)
         score = ((corr[name] - store[name].detach()) * store[name].grad).sum(dim=1).mean(dim=0)  # [d_mlp]
         top = torch.topk(score.abs(), min(k, score.numel())).indices.tolist()
         chosen[l] = sorted(top)
@@ -551,19 +580,19 @@ def select_features(model: Any, saes: dict[int, Any], task: Task, batch: PromptB
     dm/d(mlp_out)|`` (mean over prompts). Returns (layer -> features, every active feature's score)."""
     if k < 1:
         raise ValidationError(f"--top-features must be at least 1, got {k}")
-    names = {f"blocks.{l}.hook_{s}" for l in saes for s in ("mlp_out", "resid_mid", "resid_pre")}
+    names = {hook_name(s, l) for l in saes for s in ("mlp_out", "resid_mid", "resid_pre")}
     corr, store = _node_attribution_passes(model, task, batch, names, {n for n in names if n.endswith("mlp_out")})
     rows, chosen = [], {}
     parallel = bool(model.cfg.parallel_attn_mlp)
     for l, sae in sorted(saes.items()):
         def acts(cache: Any) -> torch.Tensor:
-            mlp_in = cache[f"blocks.{l}.hook_resid_{'pre' if parallel else 'mid'}"].detach()
-            out = cache[f"blocks.{l}.hook_mlp_out"].detach()
+            mlp_in = cache[hook_name("resid_pre" if parallel else "resid_mid", l)].detach()
+            out = cache[hook_name("mlp_out", l)].detach()
             return sae.encode(model.blocks[l].ln2(mlp_in) if sae.is_transcoder else out)
 
         with torch.no_grad():
             f_clean, f_corr = acts(store), acts(corr)
-            grad_f = store[f"blocks.{l}.hook_mlp_out"].grad @ sae.W_dec.T  # [b, p, d_sae]
+            grad_f = store[hook_name("mlp_out", l)].grad @ sae.W_dec.T  # [b, p, d_sae]
             score = ((f_corr - f_clean) * grad_f).sum(dim=1).mean(dim=0)
             active = ((f_clean > 0) | (f_corr > 0)).flatten(0, 1).any(0)
         idx = torch.nonzero(active).flatten()
@@ -626,16 +655,18 @@ def compute_patching(
     b, p, _, d = delta.shape
     per_copy = b * p * max(graph.n_heads, 1) * d
     chunk = max(1, min(len(edges), config.patch_budget // per_copy))
-    score = np.full((len(graph.senders), len(graph.receivers)), np.nan)
+    score = np.zeros((len(graph.senders), len(graph.receivers)))
+    scored = np.zeros(score.shape, dtype=bool)
     with _mlp_in_hook(model), torch.no_grad():
         for start in range(0, len(edges), chunk):
             part = edges[start : start + chunk]
             effects = _patch_chunk(model, graph, task, batch, delta, part) - base
             for (si, ri), eff in zip(part, effects):
                 score[si, ri] = eff
+                scored[si, ri] = True
             if progress:
                 progress(len(part))
-    return _edge_frame(graph, score)
+    return _edge_frame(graph, score, scored)
 
 
 def _patch_chunk(
@@ -676,7 +707,7 @@ def _patch_chunk(
             head_d[key][rows, :, r.head] = delta[:, :, si]
             head_mask[key][rows, r.head] = True
         else:
-            name = f"blocks.{r.layer}.hook_mlp_in" if r.kind is ComponentKind.MLP else f"blocks.{graph.n_layers - 1}.hook_resid_post"
+            name = hook_name("mlp_in", r.layer) if r.kind is ComponentKind.MLP else hook_name("resid_post", graph.n_layers - 1)
             if name not in add_d:
                 add_d[name] = torch.zeros(e * b, p, d, dtype=delta.dtype)
             add_d[name][rows] += delta[:, :, si]
@@ -755,17 +786,17 @@ def _patch_chunk(
 
     hooks: list[tuple[str, Any]] = []
     for layer in sorted({k[0] for k in head_d}):
-        hooks.append((f"blocks.{layer}.hook_resid_pre", keep(resid, layer)))
+        hooks.append((hook_name("resid_pre", layer), keep(resid, layer)))
     for layer, c in head_d:
-        hooks.append((f"blocks.{layer}.attn.hook_{c}", patch_head(layer, c)))
+        hooks.append((hook_name(c, layer), patch_head(layer, c)))
     for name in add_d:
         hooks.append((name, add(name)))
     for layer in sorted(set(neur_d) | set(feat_d)):  # after any MLP-input patch at the same hook, so the copy sees its own input
-        hooks.append((f"blocks.{layer}.hook_mlp_in", keep(mlp_in, layer)))
+        hooks.append((hook_name("mlp_in", layer), keep(mlp_in, layer)))
     for layer in neur_d:
-        hooks.append((f"blocks.{layer}.mlp.hook_pre", patch_neuron(layer)))
+        hooks.append((hook_name("pre", layer), patch_neuron(layer)))
     for layer in feat_d:
-        hooks.append((f"blocks.{layer}.hook_mlp_out", patch_features(layer)))
+        hooks.append((hook_name("mlp_out", layer), patch_features(layer)))
     logits = model.run_with_hooks(tiled.clean, fwd_hooks=hooks)
     per_prompt = task.metric(logits, tiled).view(e, b).mean(dim=1)
     return per_prompt.double().numpy()

@@ -25,6 +25,7 @@ import torch
 from scipy.stats import spearmanr
 
 from atlas.errors import ValidationError
+from ingest.hooks import hook_name
 
 __all__ = ["linear_cka", "cca_similarity", "rsa_similarity", "representations", "population_tables"]
 
@@ -122,13 +123,13 @@ def representations(model: Any, model_id: str, layer: int | None = None, n: int 
     _, cache = model.run_with_cache(tokens, names_filter=lambda h: h.endswith(("hook_z", "hook_mlp_out", "hook_resid_post")))
     out: dict[str, np.ndarray] = {}
     for l in layers:
-        heads = torch.einsum("bphe,hed->bphd", cache[f"blocks.{l}.attn.hook_z"], model.blocks[l].attn.W_O)
+        heads = torch.einsum("bphe,hed->bphd", cache[hook_name("z", l)], model.blocks[l].attn.W_O)
         for h in range(cfg.n_heads):
             out[component_id(model_id, ComponentKind.HEAD, layer=l, head=h)] = heads[:, :, h].reshape(-1, cfg.d_model).double().numpy()
         if not cfg.attn_only:
-            out[component_id(model_id, ComponentKind.MLP, layer=l)] = cache[f"blocks.{l}.hook_mlp_out"].reshape(-1, cfg.d_model).double().numpy()
+            out[component_id(model_id, ComponentKind.MLP, layer=l)] = cache[hook_name("mlp_out", l)].reshape(-1, cfg.d_model).double().numpy()
     for l in range(cfg.n_layers):
-        out[f"resid L{l}"] = cache[f"blocks.{l}.hook_resid_post"].reshape(-1, cfg.d_model).double().numpy()
+        out[f"resid L{l}"] = cache[hook_name("resid_post", l)].reshape(-1, cfg.d_model).double().numpy()
     return out
 
 

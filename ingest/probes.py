@@ -21,6 +21,7 @@ import torch
 
 from atlas.ids import component_id
 from atlas.schema import ComponentKind
+from ingest.hooks import hook_name
 
 __all__ = ["PROBE_NAME", "compute_probes", "compute_neuron_stats", "sparse_coding_rows", "probe_tokens"]
 
@@ -77,7 +78,7 @@ def compute_neuron_stats(model: Any, model_id: str, n: int = 32, half: int = 16,
     probe = f"{PROBE_NAME} (repeated random tokens, n={n}, half={tokens.shape[1] // 2}, seed={seed})"
     rows = []
     for layer in range(cfg.n_layers):
-        act = cache[f"blocks.{layer}.mlp.hook_post"]
+        act = cache[hook_name("post", layer)]
         units = [{"componentId": component_id(model_id, ComponentKind.NEURON, layer=layer, neuron=neuron), "kind": "neuron",
                   "modelId": model_id, "layer": layer, "head": None, "neuron": neuron} for neuron in range(cfg.d_mlp)]
         rows += sparse_coding_rows(model, tokens, act, units, probe, k)
@@ -128,11 +129,11 @@ def compute_probes(model: Any, model_id: str, n: int = 32, half: int = 16, seed:
     probe = f"{PROBE_NAME} (repeated random tokens, n={n}, half={half}, seed={seed})"
     rows = []
     for layer in range(cfg.n_layers):
-        pat = cache[f"blocks.{layer}.attn.hook_pattern"]  # [b, h, q, k]
+        pat = cache[hook_name("pattern", layer)]  # [b, h, q, k]
         prev = torch.diagonal(pat, offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
         dup = torch.diagonal(pat, offset=-half, dim1=-2, dim2=-1).mean(dim=(0, 2))
         ind = torch.diagonal(pat, offset=-(half - 1), dim1=-2, dim2=-1)[:, :, 1:].mean(dim=(0, 2))
-        out = torch.einsum("bphe,hed->bphd", cache[f"blocks.{layer}.attn.hook_z"], model.blocks[layer].attn.W_O).norm(dim=-1)
+        out = torch.einsum("bphe,hed->bphd", cache[hook_name("z", layer)], model.blocks[layer].attn.W_O).norm(dim=-1)
         for h in range(cfg.n_heads):
             rows.append({
                 "componentId": component_id(model_id, ComponentKind.HEAD, layer=layer, head=h),
@@ -141,7 +142,7 @@ def compute_probes(model: Any, model_id: str, n: int = 32, half: int = 16, seed:
                 **_receptive_field(model, tokens, out[:, :, h], k), "probe": probe,
             })
         if not cfg.attn_only:
-            act = cache[f"blocks.{layer}.hook_mlp_out"].norm(dim=-1)
+            act = cache[hook_name("mlp_out", layer)].norm(dim=-1)
             rows.append({
                 "componentId": component_id(model_id, ComponentKind.MLP, layer=layer),
                 "kind": "mlp", "modelId": model_id, "layer": layer, "head": None,

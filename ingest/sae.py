@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from atlas.errors import ModelError, ValidationError
+from ingest.hooks import hook_name
 
 __all__ = ["Dictionary", "load_dictionary", "load_for_model", "hook_layer", "save_dictionary", "train_dictionary", "dictionary_quality",
            "collect_activations", "site_hooks", "mlp_layer"]
@@ -112,7 +113,7 @@ def site_hooks(model: Any, hook: str, transcoder: bool) -> tuple[str, str | None
             raise ValidationError("a transcoder stands in for an MLP, and this model has none (attention only)")
         if layer is None or not 0 <= layer < model.cfg.n_layers:
             raise ValidationError(f"a transcoder needs an MLP layer of the model: give --hook blocks.L.hook_mlp_out, not {hook!r}")
-        return f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"
+        return hook_name("mlp_in", layer), hook_name("mlp_out", layer)
     if hook not in names:
         close = sorted(n for n in names if n.endswith(hook.rsplit(".", 1)[-1]))[:4]
         raise ValidationError(f"the model has no hook {hook!r}" + (f"; e.g. {', '.join(close)}" if close else ""))

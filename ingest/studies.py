@@ -10,7 +10,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,13 @@ from scipy.stats import spearmanr
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
+from atlas.ids import local_id
 from atlas.records import CircuitRecord, DictionaryRecord, RunRecord
 from atlas.schema import Method, RelType
 from atlas.store import Store
 from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, write_run
 
-__all__ = ["LesionConfig", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae"]
+__all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae"]
 
 Log = Callable[[str], None]
 
@@ -33,7 +34,46 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, metric: str = "logit") -> tuple[Any, Any, Any, Any]:
+@dataclass(frozen=True)
+class StudyContext:
+    """What a study measures on: the loaded model, its component graph, the task and its prompts."""
+
+    loaded: Any
+    graph: Any
+    task: Any
+    batch: Any
+
+
+@dataclass(frozen=True)
+class LesionResult:
+    """A lesion run: ``status`` is ``written`` or ``unchanged``; ``frame`` holds the effects
+    (``componentId, kind, layer, effect`` for nodes; an edge frame with ``effect`` for edges),
+    None when an unchanged run was not recomputed."""
+
+    run_id: str
+    status: str
+    frame: pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Exact patching of a fast run's top edges (also stored on the run as ``verify*`` figures)."""
+
+    run_id: str
+    top: int
+    spearman: float
+    explained: float
+    faithfulness: float
+    edges: pd.DataFrame
+
+    def figures(self) -> dict[str, Any]:
+        """The figures as JSON-ready camelCase values (NaN as None)."""
+        raw = {"runId": self.run_id, "top": self.top, "spearman": self.spearman, "explained": self.explained,
+               "faithfulness": self.faithfulness}
+        return {k: None if isinstance(v, float) and v != v else v for k, v in raw.items()}
+
+
+def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, metric: str = "logit") -> StudyContext:
     from ingest.graph import build_graph
     from ingest.models import load_model
     from ingest.tasks import get_task
@@ -44,7 +84,7 @@ def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, 
     task = get_task(resolve_task(task_name, model), metric)
     graph = build_graph(loaded.model, loaded.model_id)
     batch = task.make_batch(loaded.model, n_prompts, seed)
-    return loaded, graph, task, batch
+    return StudyContext(loaded, graph, task, batch)
 
 
 @dataclass(frozen=True)
@@ -79,8 +119,8 @@ class LesionConfig:
         return f"{model_id}:{self.task}:lesion-{self.scope}-{self.ablation}:{digest}"
 
 
-def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | None = None, *, progress: bool = True, log: Log = _stderr) -> dict[str, Any]:
-    """Lesion every node (or edge) and write ``ABLATION`` edges; returns ``{runId, status, frame}``.
+def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | None = None, *, progress: bool = True, log: Log = _stderr) -> LesionResult:
+    """Lesion every node (or edge) and write ``ABLATION`` edges; returns a :class:`LesionResult`.
 
     Node scope writes ``(component)-[:ABLATION {runId, effect, ablation, scope: "node"}]->(:Logit)``;
     edge scope writes one ``ABLATION`` per edge with its channel. Mean and resample statistics come
@@ -93,8 +133,9 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
     if run_id is not None:
         existing = check_existing(store, run_id, config.to_json())
         if existing is not None and existing.complete:
-            return {"runId": run_id, "status": "unchanged", "frame": None}
-    loaded, graph, task, batch = _context(config.model, config.task, config.n_prompts, config.seed, home, config.metric)
+            return LesionResult(run_id, "unchanged", None)
+    ctx = _context(config.model, config.task, config.n_prompts, config.seed, home, config.metric)
+    loaded, graph, task, batch = ctx.loaded, ctx.graph, ctx.task, ctx.batch
     reference = task.make_batch(loaded.model, config.n_reference, config.seed + 1).clean
     ablated = ablated_outputs(loaded.model, graph, batch, config.ablation, reference, seed=config.seed)
     if config.scope == "node":
@@ -113,7 +154,7 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
     run_id = run_id or config.default_run_id(loaded.model_id)
     existing = check_existing(store, run_id, config.to_json())
     if existing is not None and existing.complete:
-        return {"runId": run_id, "status": "unchanged", "frame": frame}
+        return LesionResult(run_id, "unchanged", frame)
     run = RunRecord(
         run_id=run_id, model_id=loaded.model_id, task=config.task, method="lesion", metric=config.metric,
         n_prompts=config.n_prompts, config_json=config.to_json(),
@@ -124,10 +165,10 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
     write_run(store, ComputedRun(loaded, graph.nodes_frame(), edges), run, rel_type=RelType.ABLATION,
               edge_props={"ablation": config.ablation, "scope": config.scope}, unfinished=existing is not None,
               progress=progress, log=log)
-    return {"runId": run_id, "status": "written", "frame": frame}
+    return LesionResult(run_id, "written", frame)
 
 
-def _run_context(store: Store, run_id: str, home: Path) -> tuple[RunRecord, Any, Any, Any, Any]:
+def _run_context(store: Store, run_id: str, home: Path) -> tuple[RunRecord, StudyContext]:
     run = cx.require_run(store, run_id)
     if not run.complete:
         raise ValidationError(f"run {run_id!r} is not complete (status {run.status.value!r})")
@@ -136,10 +177,11 @@ def _run_context(store: Store, run_id: str, home: Path) -> tuple[RunRecord, Any,
     from ingest.jobs import run_graph
 
     cfg = IngestConfig.from_json(run.config_json or "{}")
-    loaded, graph, task, batch = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric)
+    ctx = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric)
     if cfg.granularity != "head":  # the same neurons or features the run chose
-        graph, _ = run_graph(cfg, loaded, task, batch)
-    return run, loaded, graph, task, batch
+        graph, _ = run_graph(cfg, ctx.loaded, ctx.task, ctx.batch)
+        ctx = replace(ctx, graph=graph)
+    return run, ctx
 
 
 def _overlapping_parts(graph: Any) -> bool:
@@ -164,7 +206,7 @@ def _top_edges(store: Store, run_id: str, top: int | None, min_weight: float) ->
     return df
 
 
-def verify_run(store: Store, run_id: str, top: int, home: Path, *, progress: bool = True) -> dict[str, Any]:
+def verify_run(store: Store, run_id: str, top: int, home: Path, *, progress: bool = True) -> VerifyResult:
     """Patch the top-``top`` edges of a fast run exactly; store them as ``ABLATION {ablation: "patch"}``.
 
     Returns (and stores on the run) the Spearman correlation of the fast scores with the exact effects
@@ -176,7 +218,8 @@ def verify_run(store: Store, run_id: str, top: int, home: Path, *, progress: boo
 
     if top < 2:
         raise ValidationError("--top must be at least 2 to correlate")
-    run, loaded, graph, task, batch = _run_context(store, run_id, home)
+    run, ctx = _run_context(store, run_id, home)
+    loaded, graph, task, batch = ctx.loaded, ctx.graph, ctx.task, ctx.batch
     fast = _top_edges(store, run_id, top, 0.0)
     idx = _edge_indices(graph, fast)
     bar = make_progress(progress)(len(idx), "patching top edges")
@@ -195,22 +238,22 @@ def verify_run(store: Store, run_id: str, top: int, home: Path, *, progress: boo
         faith = faithfulness(loaded.model, graph, task, batch, ablated, set(idx))
         gap = faith["metricEmpty"] - faith["metricFull"]
     rho = float(spearmanr(merged["score"], merged["effect"])[0]) if len(merged) > 2 else float("nan")
-    result = {
-        "runId": run_id, "top": len(merged), "spearman": rho,
-        "explained": float(merged["effect"].sum() / gap) if abs(gap) > 1e-12 else float("nan"),
-        "faithfulness": faith["faithfulness"], "edges": merged,
-    }
+    result = VerifyResult(
+        run_id=run_id, top=len(merged), spearman=rho,
+        explained=float(merged["effect"].sum() / gap) if abs(gap) > 1e-12 else float("nan"),
+        faithfulness=float(faith["faithfulness"]), edges=merged,
+    )
     cx.delete_run_edges(store, run_id, rel_type=RelType.ABLATION)
     cx.write_edges(store, exact, run_id, rel_type=RelType.ABLATION, props={"ablation": "patch", "scope": "edge"})
     cx.write_run_figures(store, run_id, {
-        "verifyTopK": result["top"], "verifySpearman": rho, "verifyExplained": result["explained"],
-        "verifyFaithfulness": result["faithfulness"],
+        "verifyTopK": result.top, "verifySpearman": rho, "verifyExplained": result.explained,
+        "verifyFaithfulness": result.faithfulness,
     })
     return result
 
 
 def save_circuit(store: Store, run_id: str, home: Path, *, top: int | None = None, min_weight: float = 0.0,
-                 ablation: str = "corrupt", n_reference: int = 32) -> dict[str, Any]:
+                 ablation: str = "corrupt", n_reference: int = 32) -> CircuitRecord:
     """Keep the top-N (or ``|score| >= min_weight``) edges of a run, ablate the rest, save a ``:Circuit``.
 
     The circuit id records the selection and the ablation, since faithfulness depends on both.
@@ -219,7 +262,8 @@ def save_circuit(store: Store, run_id: str, home: Path, *, top: int | None = Non
 
     if top is None and min_weight <= 0:
         raise ValidationError("choose the circuit: --top N or --min-weight W")
-    run, loaded, graph, task, batch = _run_context(store, run_id, home)
+    run, ctx = _run_context(store, run_id, home)
+    loaded, graph, task, batch = ctx.loaded, ctx.graph, ctx.task, ctx.batch
     if _overlapping_parts(graph):
         raise ValidationError(f"run {run_id!r} holds neurons or features next to their MLPs; circuits need a head-level run")
     cfg = IngestConfig.from_json(run.config_json or "{}")
@@ -231,15 +275,15 @@ def save_circuit(store: Store, run_id: str, home: Path, *, top: int | None = Non
     circuit_id = f"{run_id}/{selection}-{ablation}"
     members: dict[str, str] = {}
     for a, b in zip(edges["componentId_pre"], edges["componentId_post"]):
-        members.setdefault(a, "input" if a.endswith("/EMBED") else "internal")
-        members[b] = "output" if b.endswith("/LOGITS") else members.get(b, "internal")
+        members.setdefault(a, "input" if local_id(a) == "EMBED" else "internal")
+        members[b] = "output" if local_id(b) == "LOGITS" else members.get(b, "internal")
     circuit = CircuitRecord(
         circuit_id=circuit_id, run_id=run_id, kind="pruned", members=members,
         edge_keys=tuple(f"{a}|{b}|{c}" for a, b, c in zip(edges["componentId_pre"], edges["componentId_post"], edges["channel"])),
         details={"modelId": run.model_id, "ablation": ablation, "selection": selection, "nEdges": len(edges), "nNodes": len(members), **faith},
     )
     cx.write_circuit(store, circuit)
-    return {**circuit.to_props(), "members": members}
+    return circuit
 
 
 def run_anatomy(store: Store, model: str, home: Path, n_random: int = 200) -> pd.DataFrame:

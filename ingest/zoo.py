@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,29 @@ from typing import Any
 import torch
 
 from atlas.errors import ModelError
+from ingest.hooks import hook_name
 
-__all__ = ["ZooEntry", "ZOO", "BINDING", "BIND_Q", "binding_prompts", "binding_swap", "zoo_entry", "load_zoo_model", "load_zoo_checkpoint", "train_zoo_model", "head_role_scores", "SHIPPED_DIR"]
+__all__ = ["ZooEntry", "Evaluation", "ZOO", "BINDING", "BIND_Q", "binding_prompts", "binding_swap", "zoo_entry", "load_zoo_model", "load_zoo_checkpoint", "train_zoo_model", "head_role_scores", "SHIPPED_DIR"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "zoo_weights"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How ``atlas evaluate`` scores a zoo model against its ground truth.
+
+    Attributes:
+        task: The evaluation task (default: the model's own task).
+        structural_edges: ``(sender, receiver, channel)`` local ids that no token corruption moves
+            (e.g. a head whose q/k read position only); left out of the ranking.
+        silent_heads: Heads held silent by construction; their edges are exact zeros, left out.
+        controls: Control task -> the info key of its ground truth (e.g. the reverse-query control).
+    """
+
+    task: str | None = None
+    structural_edges: tuple[tuple[str, str, str], ...] = ()
+    silent_heads: tuple[str, ...] = ()
+    controls: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,7 @@ class ZooEntry:
     config: Callable[[], dict[str, Any]]
     train: Callable[..., dict[str, Any]]
     default_steps: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    evaluation: Evaluation = field(default_factory=Evaluation)
     truth: Callable[[Any], dict[str, Any]] | None = None
     """Measures the trained model's roles and returns ``{"roles": ..., "groundTruth": {"edges": ...}}``."""
 
@@ -201,7 +220,7 @@ def head_role_scores(model: Any, seed: int = 7, n: int = 32, half: int = 16) -> 
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
     out: dict[str, dict[str, float]] = {}
     for layer in range(model.cfg.n_layers):
-        pat = cache[f"blocks.{layer}.attn.hook_pattern"]  # [b, h, q, k]
+        pat = cache[hook_name("pattern", layer)]  # [b, h, q, k]
         prev = torch.diagonal(pat, offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
         ind = torch.diagonal(pat, offset=-(half - 1), dim1=-2, dim2=-1)[:, :, 1:].mean(dim=(0, 2))
         for h in range(model.cfg.n_heads):
@@ -260,7 +279,7 @@ def _train_modadd(model: Any, steps: int, progress: Callable[[int], None] | None
 def modadd_accuracy(model: Any, lesion_mlp: bool = False) -> float:
     """Accuracy on all prompts; with ``lesion_mlp`` the MLP's output is zeroed."""
     tokens, answers = modadd_data()
-    hooks = [("blocks.0.hook_mlp_out", lambda act, hook: torch.zeros_like(act))] if lesion_mlp else []
+    hooks = [(hook_name("mlp_out", 0), lambda act, hook: torch.zeros_like(act))] if lesion_mlp else []
     logits = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
     return float((logits.argmax(-1) == answers).float().mean())
 
@@ -269,7 +288,7 @@ def modadd_accuracy(model: Any, lesion_mlp: bool = False) -> float:
 def _modadd_truth(model: Any) -> dict[str, Any]:
     tokens, _ = modadd_data()
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    pat = cache["blocks.0.attn.hook_pattern"][:, :, 2, :2]  # from '=' to a and b: [batch, head, 2]
+    pat = cache[hook_name("pattern", 0)][:, :, 2, :2]  # from '=' to a and b: [batch, head, 2]
     roles = {f"L0.H{h}": {"attnToA": float(pat[:, h, 0].mean()), "attnToB": float(pat[:, h, 1].mean())} for h in range(model.cfg.n_heads)}
     movers = [h for h, r in roles.items() if r["attnToA"] + r["attnToB"] >= 0.5]
     edges = [["L0.MLP", "LOGITS", "in"]]
@@ -385,8 +404,8 @@ def binding_swap(model: Any, prompts: BindingPrompts, channel: str, other: torch
     b = torch.arange(len(prompts.tokens))
     pos_q = prompts.pairs[b, prompts.queried, 1]
     pos_o = prompts.pairs[b, other, 1]
-    _, cache = model.run_with_cache(prompts.tokens, names_filter=lambda n: n == "blocks.0.attn.hook_z")
-    out = torch.einsum("bpd,dm->bpm", cache["blocks.0.attn.hook_z"][:, :, 0], model.W_O[0, 0])
+    _, cache = model.run_with_cache(prompts.tokens, names_filter=lambda n: n == hook_name("z", 0))
+    out = torch.einsum("bpd,dm->bpm", cache[hook_name("z", 0)][:, :, 0], model.W_O[0, 0])
     delta = torch.zeros_like(out)
     delta[b, pos_q] = out[b, pos_o] - out[b, pos_q]
     delta[b, pos_o] = out[b, pos_q] - out[b, pos_o]
@@ -397,7 +416,7 @@ def binding_swap(model: Any, prompts: BindingPrompts, channel: str, other: torch
     use_split = model.cfg.use_split_qkv_input
     model.set_use_split_qkv_input(True)
     try:
-        logits = model.run_with_hooks(prompts.tokens, fwd_hooks=[(f"blocks.1.hook_{channel}_input", hook)])
+        logits = model.run_with_hooks(prompts.tokens, fwd_hooks=[(hook_name(f"{channel}_input", 1), hook)])
     finally:
         model.set_use_split_qkv_input(use_split)
     return logits[:, -1].argmax(-1)
@@ -416,15 +435,15 @@ def _binding_truth(model: Any) -> dict[str, Any]:
         b = torch.arange(len(prompts.tokens))
         report["accuracy"][direction] = float((model(prompts.tokens)[:, -1].argmax(-1) == prompts.answer).float().mean())
         ent_pos = prompts.pairs[b, prompts.queried, 1]
-        pat = cache["blocks.1.attn.hook_pattern"][b, :, -1, :]  # [b, head, key]
+        pat = cache[hook_name("pattern", 1)][b, :, -1, :]  # [b, head, key]
         for h in range(model.cfg.n_heads):
             roles[f"L1.H{h}"][f"{direction}AttnToEntity"] = float(pat[b, h, ent_pos].mean())
         n_pairs = (prompts.pairs[:, :, 0] >= 0).sum(1)
         other = (prompts.queried + 1 + (torch.rand(len(b), generator=gen) * (n_pairs - 1)).long()) % n_pairs
         flip_to = torch.where(prompts.forward, prompts.tokens[b, prompts.pairs[b, other, 0]], prompts.tokens[b, prompts.pairs[b, other, 1]])
         report["swapFlipRate"][direction] = {ch: float((binding_swap(model, prompts, ch, other) == flip_to).float().mean()) for ch in ("q", "k", "v")}
-    l0 = model.run_with_cache(binding_prompts(gen, 256).tokens, names_filter=lambda n: n == "blocks.0.attn.hook_pattern")[1]
-    prev = torch.diagonal(l0["blocks.0.attn.hook_pattern"], offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
+    l0 = model.run_with_cache(binding_prompts(gen, 256).tokens, names_filter=lambda n: n == hook_name("pattern", 0))[1]
+    prev = torch.diagonal(l0[hook_name("pattern", 0)], offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
     for h in range(model.cfg.n_heads):
         roles[f"L0.H{h}"]["prevTokenScore"] = float(prev[h])
     binders = [k for k, v in roles.items() if v.get("forwardAttnToEntity", 0.0) >= 0.3]
@@ -451,7 +470,7 @@ ZOO: dict[str, ZooEntry] = {
         default_steps=800,
         # Evaluation reaches both sides of the circuit: half the prompts corrupt the keys/values,
         # half the queries. L0.H0's q/k read position only, which no token corruption moves.
-        extra={"evalTask": "induction-mixed", "structuralEdges": [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"]]},
+        evaluation=Evaluation(task="induction-mixed", structural_edges=(("EMBED", "L0.H0", "q"), ("EMBED", "L0.H0", "k"))),
         truth=_induction_truth,
     ),
     "binding": ZooEntry(
@@ -466,8 +485,8 @@ ZOO: dict[str, ZooEntry] = {
         train=_train_binding,
         default_steps=800,
         # L0.H0 reads position only; the other layer-0 heads are held silent by construction.
-        extra={"structuralEdges": [["EMBED", "L0.H0", "q"], ["EMBED", "L0.H0", "k"]],
-               "silentHeads": ["L0.H1", "L0.H2", "L0.H3"], "controls": {"binding-reverse": "reverseGroundTruth"}},
+        evaluation=Evaluation(structural_edges=(("EMBED", "L0.H0", "q"), ("EMBED", "L0.H0", "k")),
+                              silent_heads=("L0.H1", "L0.H2", "L0.H3"), controls={"binding-reverse": "reverseGroundTruth"}),
         truth=_binding_truth,
     ),
     "modadd-1l": ZooEntry(

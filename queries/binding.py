@@ -30,6 +30,7 @@ import pandas as pd
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
+from atlas.ids import local_id
 from atlas.records import CircuitRecord
 from atlas.store import Store
 from queries.graph import collapse, fetch_graph
@@ -76,7 +77,7 @@ def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str =
         if not readers:
             continue
         significant = [(ch, src, s) for ch, srcs in by_channel.items() for src, s in srcs.items()
-                       if s >= threshold and (null is None or s > null.get((src.rsplit("/", 1)[1], head.rsplit("/", 1)[1], ch), 0.0))]
+                       if s >= threshold and (null is None or s > null.get((local_id(src), local_id(head), ch), 0.0))]
         best = None
         v_sources = [src for ch, src, _ in sorted(significant, key=lambda t: -t[2]) if ch == "v"]
         for (ca, a, sa), (cb, b, sb) in itertools.combinations(significant, 2):
@@ -103,7 +104,7 @@ def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str =
 def null_shares(graph: nx.MultiDiGraph) -> dict[tuple[str, str, str], float]:
     """Each head input's share in a null connectome, keyed by ``(source, head, channel)`` local ids
     (model ids differ between a model and its null): what the architecture alone gives that slot."""
-    return {(src.rsplit("/", 1)[1], head.rsplit("/", 1)[1], ch): share
+    return {(local_id(src), local_id(head), ch): share
             for head, by_ch in _channel_shares(graph).items() for ch, srcs in by_ch.items() for src, share in srcs.items()}
 
 

@@ -15,6 +15,7 @@ checkpoints this shows when a circuit appears.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,16 +25,17 @@ from scipy.stats import spearmanr
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
+from atlas.ids import local_id
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edges, require_run
 
-__all__ = ["compare_edges", "align_components", "compare_runs", "write_alignment", "ROLE_KEYS"]
+__all__ = ["Comparison", "compare_edges", "align_components", "compare_runs", "write_alignment", "ROLE_KEYS"]
 
 ROLE_KEYS = ("prevTokenScore", "inductionScore", "duplicateTokenScore")
 
 
 def _local(cid: str) -> str:
-    return cid.rsplit("/", 1)[-1]
+    return local_id(cid)
 
 
 def _keyed(edges: pd.DataFrame, rename: dict[str, str] | None = None) -> pd.Series:
@@ -107,7 +109,18 @@ def align_components(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 ALIGNMENT_METHOD = "depth+roles"
 
 
-def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Comparison:
+    """Two runs compared: ``figures`` (shared edges, Spearman, weighted Jaccard, gained/lost, the
+    runs and models, whether components were aligned), the per-edge ``changes``, and the
+    component ``alignment`` when the runs' components differ (None when they are the same)."""
+
+    figures: dict[str, Any]
+    changes: pd.DataFrame
+    alignment: pd.DataFrame | None
+
+
+def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50) -> Comparison:
     """Compare two stored runs, aligning components when they differ (read-only: keep an alignment
     with :func:`write_alignment`)."""
     ra, rb = require_run(store, run_a), require_run(store, run_b)
@@ -127,14 +140,13 @@ def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50) -> dict[st
             raise ValidationError(f"no component of run {run_a} could be aligned with run {run_b} ({len(unmatched)} unmatched)")
     figures, changes = compare_edges(ea, eb, top, rename)
     figures.update({"runA": run_a, "runB": run_b, "modelA": ra.model_id, "modelB": rb.model_id, "aligned": not same})
-    return {"figures": figures, "changes": changes, "alignment": alignment}
+    return Comparison(figures, changes, alignment)
 
 
-def write_alignment(store: Store, comparison: dict[str, Any]) -> int:
+def write_alignment(store: Store, comparison: Comparison) -> int:
     """Keep a comparison's component alignment as ``ALIGNED_WITH {score, method}`` (0 when the runs
     needed none: same components)."""
-    alignment = comparison["alignment"]
-    if alignment is None:
+    if comparison.alignment is None:
         return 0
-    fig = comparison["figures"]
-    return cx.write_alignment(store, fig["modelA"], fig["modelB"], alignment, ALIGNMENT_METHOD)
+    fig = comparison.figures
+    return cx.write_alignment(store, fig["modelA"], fig["modelB"], comparison.alignment, ALIGNMENT_METHOD)

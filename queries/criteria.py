@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atlas.errors import ValidationError
+from atlas.ids import local_id
 
 __all__ = ["ComponentCriteria"]
 
@@ -89,7 +90,7 @@ class ComponentCriteria:
         if not self._in(node.get("layer"), self.layer) or not self._in(node.get("head"), self.head):
             return False
         if self.pattern is not None:
-            local = str(node.get("componentId", "")).rsplit("/", 1)[-1]
+            local = local_id(str(node.get("componentId", "")))
             return fnmatch.fnmatchcase(local, self.pattern)
         return True
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
+from atlas.ids import local_id, model_of
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edges, require_run
 from queries.graph import edges_to_graph
@@ -123,7 +124,7 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Pa
         members.sort()
         for i, node in enumerate(members):
             attrs = graph.nodes[node]
-            net.add_node(node, label=node.rsplit("/", 1)[-1], title=_tooltip(node, attrs), x=(layer + 1) * 260,
+            net.add_node(node, label=local_id(node), title=_tooltip(node, attrs), x=(layer + 1) * 260,
                          y=(i - (len(members) - 1) / 2) * 70, color=KIND_COLOURS.get(attrs.get("kind") or "", "#999999"),
                          shape="dot", size=14, physics=False)
     max_abs = max((abs(d["score"]) for _, _, d in graph.edges(data=True)), default=1.0) or 1.0
@@ -202,7 +203,7 @@ def to_csv(graph: nx.MultiDiGraph, folder: Path, run_id: str | None = None) -> t
         w.writerow(_NODE_FIXED)
         for n, a in graph.nodes(data=True):
             head = a.get("head")
-            w.writerow([n, f"Component;{a.get('kind')}", n.rsplit("/", 1)[0], _layer(a),
+            w.writerow([n, f"Component;{a.get('kind')}", model_of(n), _layer(a),
                         int(head) if _present(head) else ""])
     with open(rels_path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -265,7 +266,7 @@ def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "") -> None:
                            arrows=True, alpha=0.7, connectionstyle="arc3,rad=0.08")
     nx.draw_networkx_nodes(simple, pos, ax=ax, node_size=380,
                            node_color=[KIND_COLOURS.get(a.get("kind") or "", "#999999") for _, a in simple.nodes(data=True)])
-    nx.draw_networkx_labels(simple, pos, ax=ax, labels={n: n.rsplit("/", 1)[-1] for n in simple}, font_size=7)
+    nx.draw_networkx_labels(simple, pos, ax=ax, labels={n: local_id(n) for n in simple}, font_size=7)
     ax.set_title(title or str(graph.graph.get("runId", "")))
     ax.axis("off")
 

@@ -155,14 +155,14 @@ def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSetti
     for step in (10, 20):
         run_ingest(hand, IngestConfig(model=f"induction-2l@{step}", method="eap", n_prompts=4), models_home, run_id=f"ck{step}", progress=False)
     out = compare_runs(hand, "ck10", "ck20", top=10)
-    fig = out["figures"]
+    fig = out.figures
     assert fig["modelA"] == "induction-2l/step-10" and not fig["aligned"] and fig["nShared"] == 81
     assert 0 <= fig["weightedJaccard"] <= 1 and -1 <= fig["spearman"] <= 1
-    same = compare_runs(hand, "ck20", "ck20")["figures"]
+    same = compare_runs(hand, "ck20", "ck20").figures
     assert same["weightedJaccard"] == 1.0 and same["spearman"] == pytest.approx(1.0)
     # a different model (no MLPs vs MLPs): aligned by depth, stored as ALIGNED_WITH
     cross = compare_runs(hand, "hand", "ck20")
-    assert cross["figures"]["aligned"]
+    assert cross.figures["aligned"]
     query = "MATCH (:Component {modelId: 'h'})-[e:ALIGNED_WITH]->(:Component {modelId: 'induction-2l/step-20'}) RETURN count(e) AS n"
     assert hand.read(query)["n"].iloc[0] == 0  # comparing reads only
     assert write_alignment(hand, cross) == 4

@@ -28,7 +28,7 @@ def _count(store: Store, cypher: str, **params: object) -> int:
 def test_node_lesions_name_the_circuit_and_are_idempotent(store: Store, embedded: StoreSettings) -> None:
     cfg = LesionConfig(model="induction-2l", ablation="resample", n_prompts=8, n_reference=16)
     out = run_lesion(store, cfg, embedded.home, run_id="les", progress=False)
-    frame = out["frame"].sort_values("effect")
+    frame = out.frame.sort_values("effect")
     # the embedding and the previous-token head are single points of failure; next come the four
     # induction heads, each hurting more than any head outside the circuit
     assert set(frame["componentId"].iloc[:2]) == {"induction-2l/EMBED", "induction-2l/L0.H0"}
@@ -39,7 +39,7 @@ def test_node_lesions_name_the_circuit_and_are_idempotent(store: Store, embedded
     run = cx.fetch_run(store, "les")
     assert run.complete and run.details["ablation"] == "resample" and run.details["referencePrompts"] == 16
     counts = cx.count_graph(store)
-    assert run_lesion(store, cfg, embedded.home, run_id="les", progress=False)["status"] == "unchanged"
+    assert run_lesion(store, cfg, embedded.home, run_id="les", progress=False).status == "unchanged"
     assert cx.count_graph(store) == counts
 
 
@@ -52,15 +52,15 @@ def test_edge_lesions_write_one_ablation_per_edge(store: Store, embedded: StoreS
 
 def test_verify_stores_patch_edges_and_figures(store: Store, embedded: StoreSettings, ig_run: str) -> None:
     out = verify_run(store, ig_run, 10, embedded.home, progress=False)
-    assert out["top"] == 10 and -1 <= out["spearman"] <= 1
+    assert out.top == 10 and -1 <= out.spearman <= 1
     # two code paths, one answer: the top-10 circuit's faithfulness as the circuit job computes it
-    assert save_circuit(store, ig_run, embedded.home, top=10)["faithfulness"] == pytest.approx(out["faithfulness"], abs=1e-9)
+    assert save_circuit(store, ig_run, embedded.home, top=10).details["faithfulness"] == pytest.approx(out.faithfulness, abs=1e-9)
     assert _count(store, "MATCH ()-[e:ABLATION {runId: $r, ablation: 'patch'}]->() RETURN count(e) AS n", r=ig_run) == 10
     counts = cx.count_graph(store)
     again = verify_run(store, ig_run, 10, embedded.home, progress=False)
-    assert cx.count_graph(store) == counts and again["spearman"] == pytest.approx(out["spearman"])
+    assert cx.count_graph(store) == counts and again.spearman == pytest.approx(out.spearman)
     run = cx.fetch_run(store, ig_run)
-    assert run.details["verifyTopK"] == 10 and run.details["verifySpearman"] == pytest.approx(out["spearman"])
+    assert run.details["verifyTopK"] == 10 and run.details["verifySpearman"] == pytest.approx(out.spearman)
     # the ABLATION edge sits next to its ATTRIBUTION edge
     both = _count(store, "MATCH (a)-[p:ABLATION {runId: $r}]->(b) MATCH (a)-[e:ATTRIBUTION]->(b) WHERE e.runId = $r AND e.channel = p.channel RETURN count(*) AS n", r=ig_run)
     assert both == 10
@@ -70,14 +70,17 @@ def test_saved_circuit_members_can_be_read_back(store: Store, embedded: StoreSet
     out = save_circuit(store, ig_run, embedded.home, top=20)
     members = store.read(
         "MATCH (c:Component)-[m:MEMBER_OF]->(k:Circuit {circuitId: $id}) RETURN c.componentId AS id, m.role AS role ORDER BY id",
-        {"id": out["circuitId"]},
+        {"id": out.circuit_id},
     )
-    assert len(members) == out["nNodes"] and "induction-2l/L0.H0" in set(members["id"])
+    assert dict(zip(members["id"], members["role"])) == dict(out.members)
+    back = cx.fetch_circuit(store, out.circuit_id)
+    assert back is not None and back.edge_keys == out.edge_keys and dict(back.members) == dict(out.members)
+    assert len(members) == out.details["nNodes"] and "induction-2l/L0.H0" in set(members["id"])
     assert dict(zip(members["id"], members["role"]))["induction-2l/LOGITS"] == "output"
-    circuit = store.read("MATCH (k:Circuit {circuitId: $id}) RETURN k.faithfulness AS f, k.ablation AS a, k.nEdges AS n", {"id": out["circuitId"]})
+    circuit = store.read("MATCH (k:Circuit {circuitId: $id}) RETURN k.faithfulness AS f, k.ablation AS a, k.nEdges AS n", {"id": out.circuit_id})
     assert circuit["a"].iloc[0] == "corrupt" and circuit["n"].iloc[0] == 20
     # the top 20 of 81 EAP-IG edges recover most of the clean-corrupt gap (measured 0.77)
-    assert circuit["f"].iloc[0] == pytest.approx(out["faithfulness"]) and out["faithfulness"] > 0.5
+    assert circuit["f"].iloc[0] == pytest.approx(out.details["faithfulness"]) and out.details["faithfulness"] > 0.5
     counts = cx.count_graph(store)
     save_circuit(store, ig_run, embedded.home, top=20)
     assert cx.count_graph(store) == counts

@@ -313,3 +313,23 @@ def test_methods_give_the_model_back_as_it_came() -> None:
         assert model.training
         assert not frozen.requires_grad
         assert all(p.requires_grad for name, p in model.named_parameters() if p is not frozen)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("method", ["eap", "eap-ig", "eap-ig-act", "patching"])
+def test_non_finite_scores_stop_the_run(method: str, bad: float) -> None:
+    """A NaN or Inf weight must stop a method with a clear error, never drop edges silently
+    (NaN was once both a score and the "no edge" sentinel)."""
+    from atlas.errors import ModelError
+    from ingest.graph import build_graph
+    from ingest.methods import MethodConfig, get_method
+    from ingest.tasks import get_task
+    from tests.conftest import make_tiny
+
+    model = make_tiny(5)
+    with torch.no_grad():
+        model.blocks[1].attn.W_V[2, 0, 0] = bad
+    task = get_task("induction")
+    batch = task.make_batch(model, 2, 0)
+    with pytest.raises(ModelError, match="not finite"):
+        get_method(method)(model, build_graph(model, "tiny"), task, batch, MethodConfig(steps=2))
