@@ -15,6 +15,9 @@ from atlas.errors import ConfigError
 
 __all__ = ["StoreSettings", "atlas_home", "ensure_home", "check_private_file", "resolve_store_settings", "EMBEDDED_DATABASE"]
 
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+"""URI schemes of the Bolt protocol (the official driver's): the only ones a store URI may use."""
+
 EMBEDDED_DATABASE = "atlas"
 """Name of the database the embedded ArcadeDB server holds."""
 
@@ -117,6 +120,6 @@ def resolve_store_settings(
     user = user or os.environ.get("ATLAS_USER") or None
     password = password or os.environ.get("ATLAS_PASSWORD") or None
     database = database or os.environ.get("ATLAS_DATABASE") or None
-    if uri is not None and "://" not in uri:
-        raise ConfigError(f"invalid database URI {uri!r}: expected e.g. bolt://localhost:7687 or neo4j+s://host")
+    if uri is not None and ("://" not in uri or uri.split("://", 1)[0] not in BOLT_SCHEMES):
+        raise ConfigError(f"invalid database URI {uri!r}: expected a Bolt URI ({', '.join(BOLT_SCHEMES)}), e.g. bolt://localhost:7687 or neo4j+s://host")
     return StoreSettings(uri=uri, user=user, password=password, database=database, home=atlas_home(home))

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from atlas.errors import QueryError, RunNotFound, ValidationError
 from atlas.frames import validate_edges, validate_nodes
+from atlas.ids import component_id, parse_component_id
 from atlas.records import CircuitRecord, DictionaryRecord, ModelRecord, RunRecord, check_property_keys
 from atlas.schema import (
     COMPONENT_LABEL,
@@ -44,7 +46,8 @@ __all__ = [
     "fetch_edges", "fetch_edge_columns", "fetch_components", "fetch_custom",
     "write_circuit", "fetch_circuit",
     "write_similarity", "write_hierarchy", "write_alignment", "write_path_cache", "delete_path_caches",
-    "match_paths",
+    "match_paths", "fetch_model", "fetch_run_relationships", "fetch_part_of", "EdgeBatch", "write_run",
+    "fetch_component_properties", "fetch_dictionaries",
 ]
 
 EDGE_FRAME_COLUMNS = ["componentId_pre", "componentId_post", "kind_pre", "kind_post", "layer_pre", "layer_post", "channel", "score"]
@@ -442,3 +445,122 @@ def match_paths(store: Store, run_id: str, source: str, target: str, *, min_weig
                       "RETURN [n IN nodes(p) | n.componentId] AS nodes, [e IN relationships(p) | e.channel] AS channels, "
                       "[e IN relationships(p) | e.score] AS scores, length(p) AS length, strength ORDER BY strength DESC LIMIT $limit",
                       params)
+
+
+# -- whole runs --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EdgeBatch:
+    """Edges of one relationship type for :func:`write_run`, with properties shared by every row."""
+
+    rel_type: RelType
+    frame: pd.DataFrame
+    props: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _part_of_pairs(nodes: pd.DataFrame) -> list[tuple[str, str]]:
+    """Neurons, features and error terms are ``PART_OF`` the MLP of their layer."""
+    parts = nodes[nodes["kind"].isin([ComponentKind.NEURON.value, ComponentKind.FEATURE.value, ComponentKind.ERROR.value])]
+    return [(cid, component_id(ref.model_id, ComponentKind.MLP, layer=int(layer)))
+            for cid, layer, ref in zip(parts["componentId"], parts["layer"], map(parse_component_id, parts["componentId"]))]
+
+
+def write_run(
+    store: Store,
+    run: RunRecord,
+    model: ModelRecord,
+    nodes: pd.DataFrame,
+    edges: Sequence[EdgeBatch],
+    *,
+    dictionaries: Sequence[DictionaryRecord] = (),
+    unfinished: bool = False,
+    progress: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """The life cycle of a run in the database, in one place (ingest and import both use it).
+
+    1. schema, the ``:Model``, the components and their ``PART_OF`` links, the dictionaries (MERGE);
+    2. an ``unfinished`` run's partial edges are deleted;
+    3. the ``:Run`` with status ``writing``; its edges in batched transactions;
+    4. status ``complete`` last, with ``nEdges`` and ``nNodes`` (the record's own when it has them).
+    On any failure while writing edges they are deleted again and the run is marked ``failed``.
+    """
+    ensure_schema(store)
+    write_model(store, model)
+    write_components(store, nodes)
+    pairs = _part_of_pairs(nodes)
+    if pairs:
+        write_part_of(store, pairs)
+    if dictionaries:
+        write_dictionaries(store, dictionaries)
+    types = sorted({batch.rel_type for batch in edges})
+    if unfinished:
+        removed = sum(delete_run_edges(store, run.run_id, rel_type=t) for t in types)
+        if log is not None:
+            log(f"run {run.run_id} was unfinished: removed {removed} partial edges, writing it again")
+    begin_run(store, run)
+    try:
+        for batch in edges:
+            write_edges(store, batch.frame, run.run_id, rel_type=batch.rel_type, props=batch.props, progress=progress)
+    except BaseException:
+        try:
+            for t in types:
+                delete_run_edges(store, run.run_id, rel_type=t)
+            set_run_status(store, run.run_id, RunStatus.FAILED)
+        except Exception:  # the original error is the one to report
+            pass
+        raise
+    # a copied run keeps its own counts (an attribution run's nEdges leaves out later verification edges)
+    n_edges = run.n_edges if run.n_edges is not None else sum(len(b.frame) for b in edges)
+    set_run_status(store, run.run_id, RunStatus.COMPLETE, n_edges=n_edges, n_nodes=run.n_nodes if run.n_nodes is not None else len(nodes))
+
+
+def fetch_model(store: Store, model_id: str) -> ModelRecord | None:
+    """The ``:Model`` of this id, or None."""
+    df = store.read("MATCH (m:Model {modelId: $id}) RETURN properties(m) AS p", {"id": model_id})
+    return None if df.empty else ModelRecord.from_props(dict(df["p"].iloc[0]))
+
+
+def fetch_run_relationships(store: Store, run_id: str) -> pd.DataFrame:
+    """Every relationship carrying ``runId`` = the run (attribution and ablation edges alike) with
+    all its properties: columns ``componentId_pre, componentId_post, type, props``."""
+    types = [RelType.ATTRIBUTION.value, RelType.ABLATION.value]
+    frames = [
+        store.read(
+            f"MATCH (a:Component)-[e:{t} {{runId: $run}}]->(b:Component) "
+            "RETURN a.componentId AS componentId_pre, b.componentId AS componentId_post, properties(e) AS props",
+            {"run": run_id},
+        ).assign(type=t)
+        for t in types
+    ]
+    out = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame(
+        columns=["componentId_pre", "componentId_post", "props", "type"])
+    return out[["componentId_pre", "componentId_post", "type", "props"]]
+
+
+def fetch_part_of(store: Store, model_id: str) -> list[tuple[str, str]]:
+    """The ``(part, whole)`` pairs of a model's components."""
+    df = store.read(
+        f"MATCH (p:Component {{modelId: $model}})-[:{RelType.PART_OF.value}]->(w:Component) RETURN p.componentId AS part, w.componentId AS whole",
+        {"model": model_id},
+    )
+    return list(zip(df["part"], df["whole"])) if len(df) else []
+
+
+def fetch_component_properties(store: Store, model_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every component of a model as ``(componentId, kind label, properties)``, values exactly as
+    stored (no DataFrame widening of integers to floats)."""
+    df = store.read(
+        "MATCH (c:Component {modelId: $model}) RETURN c.componentId AS id, "
+        "[l IN labels(c) WHERE l <> 'Component'][0] AS label, properties(c) AS props",
+        {"model": model_id},
+    )
+    return [(cid, label, dict(props)) for cid, label, props in zip(df["id"], df["label"], df["props"])] if len(df) else []
+
+
+def fetch_dictionaries(store: Store, dictionary_ids: Sequence[str]) -> list[DictionaryRecord]:
+    """The ``:Dictionary`` records of these ids (those that exist)."""
+    if not dictionary_ids:
+        return []
+    df = store.read("MATCH (d:Dictionary) WHERE d.dictionaryId IN $ids RETURN properties(d) AS p ORDER BY d.dictionaryId",
+                    {"ids": list(dictionary_ids)})
+    return [DictionaryRecord.from_props(dict(p)) for p in df["p"]] if len(df) else []

@@ -76,6 +76,15 @@ class ModelRecord:
     def to_props(self) -> dict[str, Any]:
         return _props(self)
 
+    @classmethod
+    def from_props(cls, props: Mapping[str, Any]) -> ModelRecord:
+        data = _split(cls, props)
+        missing = [camel(f.name) for f in fields(cls) if f.name not in data and f.name not in ("details", "d_mlp")]
+        if missing:
+            raise ValidationError(f"a :Model without {missing}")
+        data.setdefault("d_mlp", None)
+        return cls(**data)
+
 
 @dataclass(frozen=True)
 class RunRecord:

@@ -22,6 +22,8 @@ __all__ = [
     "CONSTRAINTS",
     "INDEXES",
     "EDGE_PROPERTIES",
+    "MAX_PROMPTS",
+    "MAX_STEPS",
     "RUN_CACHES",
     "KIND_LABEL",
 ]
@@ -172,3 +174,8 @@ EDGE_PROPERTIES: frozenset[str] = frozenset({
 
 RUN_CACHES: frozenset[str] = frozenset({"topPaths", "topPathsSplit"})
 """Derived results kept on a complete ``:Run`` (JSON): its strongest paths, whole or split by channel."""
+
+MAX_PROMPTS = 65_536
+"""Prompts in one run: their clean and corrupted activations are held in memory together."""
+MAX_STEPS = 1_000
+"""EAP-IG steps: each is a forward and a backward pass (5 to 20 is typical)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from cli.common import connect, fmt, jsonable, print_frame, require_run
+from cli.common import connect, count, fmt, jsonable, print_frame, require_run
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
@@ -123,31 +123,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from queries.export import (
-        select_graph,
-        to_csv,
-        to_gexf,
-        to_graphml,
-        to_html,
-        to_json,
-        to_png,
-    )
+    from queries.export import select_graph, to_gexf, to_graphml, to_html, to_json, to_png
 
-    targets = {"html": args.html, "graphml": args.graphml, "gexf": args.gexf, "json": args.json, "csv": args.csv, "png": args.png}
+    if args.csv_path:
+        print("atlas: 'export --csv FOLDER' is deprecated; use --csv-dir FOLDER", file=sys.stderr)
+    csv_dir = args.csv_dir or args.csv_path
+    targets = {"html": args.html, "graphml": args.graphml, "gexf": args.gexf, "node-link": args.node_link, "png": args.png}
     chosen = {k: v for k, v in targets.items() if v}
-    if not chosen:
-        raise ValidationError("say what to write: --html, --graphml, --gexf, --json, --png PATH or --csv FOLDER")
+    if not chosen and not csv_dir:
+        raise ValidationError("say what to write: --html, --graphml, --gexf, --node-link, --png PATH or --csv-dir FOLDER")
+    filtered = args.top is not None or args.min_weight or args.circuit or args.paths is not None
+    if csv_dir and filtered:
+        raise ValidationError("--csv-dir writes the whole run (a lossless copy for 'atlas import' or neo4j-admin); "
+                              "--top/--min-weight/--circuit/--paths select for the pictures and graph files only")
+    written: list[dict[str, Any]] = []
     with connect(args) as store:
-        graph = select_graph(store, args.run, top=args.top, min_weight=args.min_weight, circuit=args.circuit, paths=args.paths)
+        if csv_dir:
+            from queries.transfer import export_run_csv
+
+            paths = export_run_csv(store, args.run, Path(csv_dir))
+            written.append({"format": "csv", "path": str(paths[0].parent), "files": [p.name for p in paths]})
+        graph = select_graph(store, args.run, top=args.top, min_weight=args.min_weight, circuit=args.circuit, paths=args.paths) if chosen else None
     writers = {"html": lambda p: to_html(graph, p, title=f"connectome {args.run}"), "graphml": lambda p: to_graphml(graph, p),
-               "gexf": lambda p: to_gexf(graph, p), "json": lambda p: to_json(graph, p), "png": lambda p: to_png(graph, p),
-               "csv": lambda p: to_csv(graph, p, args.run)[0].parent}
+               "gexf": lambda p: to_gexf(graph, p), "node-link": lambda p: to_json(graph, p), "png": lambda p: to_png(graph, p)}
     for kind, target in chosen.items():
+        assert graph is not None
         path = Path(target)
-        if kind != "csv":
-            path.parent.mkdir(parents=True, exist_ok=True)
-        written = writers[kind](path)
-        print(f"wrote {written} ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written.append({"format": kind, "path": str(writers[kind](path)), "nodes": graph.number_of_nodes(), "edges": graph.number_of_edges()})
+    if args.json:
+        print(json.dumps(written))
+        return 0
+    for w in written:
+        size = f" ({w['nodes']} nodes, {w['edges']} edges)" if "nodes" in w else f" ({', '.join(w['files'])})"
+        print(f"wrote {w['path']}{size}")
     return 0
 
 
@@ -160,10 +169,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="strongest: k strongest by product of per-target shares; shortest/all: Cypher in the database")
     s.add_argument("--source", help="criteria (e.g. Embed, L0.H0, kind=Head,layer=0) or, for shortest/all, a component id")
     s.add_argument("--target", help="as --source (default: the logits)")
-    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--top", type=count(1, 10_000, "paths are searched one by one"), default=10)
     s.add_argument("--min-weight", type=float, default=0.0, help="ignore edges with |score| below this")
     s.add_argument("--through", action="append", default=[], metavar="CRITERIA", help="paths must pass a matching component (repeatable)")
-    s.add_argument("--max-length", type=int, help="at most this many hops")
+    s.add_argument("--max-length", type=count(1, 64), help="at most this many hops")
     s.add_argument("--split-channels", action="store_true", help="treat each q/k/v channel as its own hop")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true")
@@ -183,8 +192,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--channels", default="qk", choices=["qk", "any"], help="qk: q-source + k-source; any: any two channels")
     s.add_argument("--null", metavar="RUN", help="a null run (e.g. the untrained NAME@0 on the same task): each input must also "
                                                  "beat the share of its own slot there")
-    s.add_argument("--top", type=int, default=10)
-    s.add_argument("--save", type=int, default=0, metavar="N", help="save the N best as :Circuit {kind: 'binding'}")
+    s.add_argument("--top", type=count(1, 100_000), default=10)
+    s.add_argument("--save", type=count(0, 1_000), default=0, metavar="N", help="save the N best as :Circuit {kind: 'binding'}")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true")
     g.add_argument("--csv", action="store_true")
@@ -193,8 +202,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("motifs", parents=[common], help="3-node motif census against degree-preserving random graphs", formatter_class=fmt_class)
     s.add_argument("--run", required=True)
     s.add_argument("--min-weight", type=float, default=0.0)
-    s.add_argument("--random", type=int, default=100, help="randomised graphs")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--random", type=count(1, 100_000, "each is a rewired copy of the graph"), default=100, help="randomised graphs")
+    s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     g = s.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true")
     g.add_argument("--csv", action="store_true")
@@ -203,7 +212,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("compare", parents=[common], help="compare two connectomes (checkpoints, tasks, methods, models)", formatter_class=fmt_class)
     s.add_argument("run_a")
     s.add_argument("run_b")
-    s.add_argument("--top", type=int, default=50, help="top-N edges for the weighted Jaccard and the drawings")
+    s.add_argument("--top", type=count(1, 10_000_000, "the database's LIMIT"), default=50, help="top-N edges for the weighted Jaccard and the drawings")
     s.add_argument("--png", help="write a side-by-side drawing here")
     s.add_argument("--html", help="write a side-by-side page here (two pages beside it)")
     s.add_argument("--json", action="store_true")
@@ -214,11 +223,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--html", help="write a pyvis page here (offline, layered)")
     s.add_argument("--graphml", help="write GraphML here")
     s.add_argument("--gexf", help="write GEXF here")
-    s.add_argument("--json", help="write node-link JSON here")
-    s.add_argument("--csv", help="write nodes.csv and relationships.csv (neo4j-admin import format) into this folder")
+    s.add_argument("--node-link", metavar="PATH", help="write node-link JSON here (networkx.node_link_graph reads it back)")
+    s.add_argument("--csv-dir", metavar="FOLDER", help="write the whole run losslessly into this folder: nodes.csv and "
+                   "relationships.csv (neo4j-admin import format) and run.json ('atlas import' loads it)")
     s.add_argument("--png", help="write a static layered drawing here")
-    s.add_argument("--top", type=int, help="only the N strongest edges by |score|")
+    s.add_argument("--json", action="store_true", help="print what was written as JSON")
+    s.add_argument("--csv", dest="csv_path", metavar="FOLDER", help=argparse.SUPPRESS)  # the 0.1 spelling of --csv-dir
+    s.add_argument("--top", type=count(1, 10_000_000, "the database's LIMIT"), help="only the N strongest edges by |score|")
     s.add_argument("--min-weight", type=float, default=0.0, help="only edges with |score| >= this")
     s.add_argument("--circuit", help="only the edges of this saved circuit")
-    s.add_argument("--paths", type=int, metavar="K", help="only the edges of the K strongest pathways")
+    s.add_argument("--paths", type=count(1, 10_000), metavar="K", help="only the edges of the K strongest pathways")
     s.set_defaults(func=cmd_export)

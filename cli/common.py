@@ -9,7 +9,25 @@ import math
 import sys
 from typing import Any, NoReturn
 
-__all__ = ["Parser", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
+__all__ = ["count", "Parser", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
+
+
+def count(low: int, high: int, why: str = "") -> Any:
+    """An argparse ``type`` for an integer in ``[low, high]``; the error says the bound and why
+    (checked while parsing, so before the database or torch start)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            reason = f" ({why})" if why else ""
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}{reason}, got {value:,}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
 
 
 class Parser(argparse.ArgumentParser):

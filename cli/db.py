@@ -20,22 +20,29 @@ def cmd_db(args: argparse.Namespace) -> int:
     if not conf.embedded:
         raise ValidationError("'atlas db' manages the embedded server only; a --uri server is managed by its owner")
     home = conf.home
+    state: dict[str, Any] = {"home": str(home)}
     if args.action == "start":
         info, started = start_server(home, quiet=True)
-        print(f"{'started' if started else 'already running'}: {info.uri} (pid {info.pid}, home {home})")
+        state.update({"status": "started" if started else "running", "uri": info.uri, "pid": info.pid})
+        text = f"{'started' if started else 'already running'}: {info.uri} (pid {info.pid}, home {home})"
     elif args.action == "stop":
-        print("stopped" if stop_server(home) else f"not running (home {home})")
+        stopped = stop_server(home)
+        state["status"] = "stopped" if stopped else "not running"
+        text = "stopped" if stopped else f"not running (home {home})"
     else:
         status = server_status(home)
         if status is None:
-            print(f"not running (home {home})")
-            return 1
-        from atlas.connectome import count_graph
+            state["status"] = "not running"
+            text = f"not running (home {home})"
+        else:
+            from atlas.connectome import count_graph
 
-        with open_store(conf, quiet=True) as store:
-            counts = count_graph(store)
-        print(f"running: {status.uri} (pid {status.pid}, home {home}); {counts['nodes']} nodes, {counts['relationships']} relationships")
-    return 0
+            with open_store(conf, quiet=True) as store:
+                counts = count_graph(store)
+            state.update({"status": "running", "uri": status.uri, "pid": status.pid, **counts})
+            text = f"running: {status.uri} (pid {status.pid}, home {home}); {counts['nodes']} nodes, {counts['relationships']} relationships"
+    print(json.dumps(state) if args.json else text)
+    return 1 if state["status"] == "not running" and args.action == "status" else 0
 
 
 def _parse_params(items: Sequence[str]) -> dict[str, Any]:
@@ -74,11 +81,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from queries.export import import_csv
+    from queries.transfer import import_run_csv
 
+    folder = args.folder or args.csv
+    if not folder:
+        raise ValidationError("say which folder to import: atlas import FOLDER (written by 'atlas export --run RUN --csv-dir FOLDER')")
     with connect(args) as store:
-        n_nodes, n_rels = import_csv(store, Path(args.csv))
-    print(f"imported {n_nodes} components and {n_rels} relationships from {args.csv}")
+        out = import_run_csv(store, Path(folder), log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps({"runId": out.run_id, "status": out.status, "nNodes": out.n_nodes, "nEdges": out.n_edges}))
+    elif out.status == "unchanged":
+        print(f"run {out.run_id} is already complete ({out.n_edges} edges); nothing changed")
+    else:
+        print(f"imported run {out.run_id}: {out.n_nodes} components and {out.n_edges} edges from {folder}")
     return 0
 
 
@@ -87,6 +102,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     fmt_class = argparse.ArgumentDefaultsHelpFormatter
     s = sub.add_parser("db", parents=[common], help="start, stop or inspect the embedded database server", formatter_class=fmt_class)
     s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--json", action="store_true", help="print the state as JSON")
     s.set_defaults(func=cmd_db)
 
     s = sub.add_parser("query", parents=[common], help="run Cypher (read-only unless --write)", formatter_class=fmt_class)
@@ -106,5 +122,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.set_defaults(func=cmd_runs)
 
     s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt_class)
-    s.add_argument("--csv", required=True, help="folder with nodes.csv and relationships.csv")
+    s.add_argument("folder", nargs="?", help="a folder written by 'atlas export --run RUN --csv-dir FOLDER'")
+    s.add_argument("--csv", metavar="FOLDER", help=argparse.SUPPRESS)  # the 0.1 spelling of FOLDER
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_import)

@@ -9,11 +9,22 @@ import math
 from pathlib import Path
 from typing import Any
 
-from atlas.schema import Ablation, Granularity, Method, Metric, choices
-from cli.common import fmt, jsonable, open_store, print_frame, require_run, settings
+from atlas.schema import MAX_PROMPTS, MAX_STEPS, Ablation, Granularity, Method, Metric, choices
+from cli.common import count, fmt, jsonable, open_store, print_frame, require_run, settings
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """Check the model and task names before the database starts or torch is imported."""
+    from ingest.catalog import check_model_spec, check_task_name
+
+    if getattr(args, "model", None):
+        check_model_spec(args.model)
+    if getattr(args, "task", None):
+        check_task_name(args.task)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    precheck(args)
     from ingest.jobs import IngestConfig, run_ingest
 
     config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts,
@@ -35,6 +46,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    precheck(args)
     from ingest.evaluate import evaluate_model
 
     conf = settings(args)
@@ -56,6 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sae(args: argparse.Namespace) -> int:
+    precheck(args)
     from ingest.studies import train_sae
 
     conf = settings(args)
@@ -78,6 +91,7 @@ def cmd_sae(args: argparse.Namespace) -> int:
 
 
 def cmd_population(args: argparse.Namespace) -> int:
+    precheck(args)
     from ingest.studies import run_population
 
     conf = settings(args)
@@ -98,6 +112,7 @@ def cmd_population(args: argparse.Namespace) -> int:
 
 
 def cmd_lesion(args: argparse.Namespace) -> int:
+    precheck(args)
     from ingest.studies import LesionConfig, run_lesion
 
     config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node", metric=args.metric,
@@ -105,10 +120,14 @@ def cmd_lesion(args: argparse.Namespace) -> int:
     conf = settings(args)
     with open_store(conf) as store:
         out = run_lesion(store, config, conf.home, run_id=args.run_id, progress=not args.quiet)
-    if out.status == "unchanged" or out.frame is None:
+    frame = out.frame.sort_values("effect") if out.frame is not None else None
+    if args.json:
+        rows = [] if frame is None else [{k: jsonable(v) for k, v in r.items()} for r in frame.head(args.show).to_dict("records")]
+        print(json.dumps({"runId": out.run_id, "status": out.status, "effects": rows}, default=str))
+        return 0
+    if out.status == "unchanged" or frame is None:
         print(f"run {out.run_id} is already complete; nothing changed")
         return 0
-    frame = out.frame.sort_values("effect")
     print(f"run {out.run_id}: {args.ablation} {'edge' if args.edges else 'node'} lesions (effect = change in the metric; most harmful first)")
     print_frame(frame.head(args.show), fmt(args))
     return 0
@@ -152,24 +171,29 @@ def cmd_circuit(args: argparse.Namespace) -> int:
 
 
 def cmd_anatomy(args: argparse.Namespace) -> int:
+    precheck(args)
     from ingest.studies import run_anatomy
 
     conf = settings(args)
     with open_store(conf) as store:
         frame = run_anatomy(store, args.model, conf.home)
-    print(f"{len(frame)} COMPOSITION edges written; strongest by z-score (random baseline {frame['baseline'].iloc[0]:.3f}):")
-    print_frame(frame.sort_values("zScore", ascending=False).head(args.show), fmt(args))
+    strongest = frame.sort_values("zScore", ascending=False).head(args.show)
+    if fmt(args) != "json":
+        print(f"{len(frame)} COMPOSITION edges written; strongest by z-score (random baseline {frame['baseline'].iloc[0]:.3f}):")
+    print_frame(strongest, fmt(args))
     return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    precheck(args)
     from ingest.studies import run_probe
 
     conf = settings(args)
     with open_store(conf) as store:
         frame = run_probe(store, args.model, conf.home)
     cols = [c for c in ("componentId", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens") if c in frame.columns]
-    print(f"{len(frame)} components probed; properties stored on the components:")
+    if fmt(args) != "json":
+        print(f"{len(frame)} components probed; properties stored on the components:")
     print_frame(frame[cols], fmt(args))
     return 0
 
@@ -186,16 +210,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target); "
                         "target-logit: the raw target logit (as auto-circuit scores)")
     s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
-    s.add_argument("--prompts", type=int, default=16, help="number of prompts")
-    s.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
-    s.add_argument("--seed", type=int, default=0, help="seed of the task's prompts")
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS, "activations of every prompt are held in memory together"), default=16, help="number of prompts")
+    s.add_argument("--steps", type=count(1, MAX_STEPS, "each step is a forward and a backward pass"), default=5, help="EAP-IG integration steps")
+    s.add_argument("--seed", type=count(0, 2**32 - 1), default=0, help="seed of the task's prompts")
     s.add_argument("--granularity", default="head", choices=choices(Granularity),
                    help="neuron: also the top-K neurons of each MLP as nodes, with edges into and out of them")
-    s.add_argument("--top-neurons", type=int, default=8, help="K neurons per MLP (by EAP node attribution) for --granularity neuron")
+    s.add_argument("--top-neurons", type=count(1, 1_000_000), default=8, help="K neurons per MLP (by EAP node attribution) for --granularity neuron")
     s.add_argument("--sae", action="append", metavar="PATH",
                    help="a sparse dictionary on an MLP (sae-lens folder: an SAE on blocks.L.hook_mlp_out or a transcoder) "
                         "for --granularity feature; repeat for several layers")
-    s.add_argument("--top-features", type=int, default=64,
+    s.add_argument("--top-features", type=count(1, 10_000_000), default=64,
                    help="at most K active features per dictionary (by EAP node attribution); the error node holds the rest")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -205,8 +229,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--model", required=True, help="zoo model")
     s.add_argument("--method", default="eap-ig", choices=choices(Method))
     s.add_argument("--task", help="the model's evaluation task (default) or one of its control tasks, e.g. binding-reverse")
-    s.add_argument("--prompts", type=int, default=16)
-    s.add_argument("--steps", type=int, default=5)
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
+    s.add_argument("--steps", type=count(1, MAX_STEPS), default=5)
     s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
@@ -216,11 +240,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("action", choices=["train"])
     s.add_argument("--model", required=True)
     s.add_argument("--hook", required=True, help="hook to reconstruct, e.g. blocks.0.hook_mlp_out (a transcoder: the MLP's output hook)")
-    s.add_argument("--features", type=int, required=True, help="dictionary size")
+    s.add_argument("--features", type=count(1, 1 << 24), required=True, help="dictionary size")
     s.add_argument("--transcoder", action="store_true", help="read the MLP's input, predict its output")
-    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--steps", type=count(1, 10_000_000), default=3000)
     s.add_argument("--l1", type=float, default=0.1, help="sparsity penalty (decoder-norm-weighted L1, on unit-scaled activations)")
-    s.add_argument("--prompts", type=int, default=2048, help="prompts of the task whose activations it learns from")
+    s.add_argument("--prompts", type=count(1, 1_000_000), default=2048, help="prompts of the task whose activations it learns from")
     s.add_argument("--task", default="default", help="task of those prompts (default: the zoo model's own; else induction)")
     s.add_argument("--out", help="folder to save into (default: ATLAS_HOME/dictionaries/ID)")
     s.add_argument("--no-store", action="store_true", help="do not record the dictionary in the database")
@@ -230,7 +254,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("population", parents=[common], help="population coding: RSA, CKA and CCA between components and layers", formatter_class=fmt_class)
     s.add_argument("--model", required=True)
-    s.add_argument("--layer", type=int, help="components of this layer only (default: all)")
+    s.add_argument("--layer", type=count(0, 10_000), help="components of this layer only (default: all)")
     s.add_argument("--debiased", action="store_true", help="debiased HSIC form of CKA (use when features >> stimuli)")
     s.add_argument("--store", action="store_true", help="store component pairs as SIMILAR_TO edges")
     s.add_argument("--json", action="store_true")
@@ -243,24 +267,24 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
     s.add_argument("--metric", default="logit", choices=choices(Metric))
     s.add_argument("--run-id", help="run id (default: derived from the configuration)")
-    s.add_argument("--prompts", type=int, default=16)
-    s.add_argument("--reference", type=int, default=32, help="reference prompts for mean/resample statistics")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--show", type=int, default=10, help="rows to print")
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
+    s.add_argument("--reference", type=count(1, MAX_PROMPTS), default=32, help="reference prompts for mean/resample statistics")
+    s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
+    s.add_argument("--show", type=count(1, 1_000_000), default=10, help="rows to print")
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_lesion)
 
     s = sub.add_parser("verify", parents=[common], help="patch a fast run's top edges exactly and report agreement", formatter_class=fmt_class)
     s.add_argument("--run", required=True, help="an eap / eap-ig run")
-    s.add_argument("--top", type=int, default=20)
+    s.add_argument("--top", type=count(2, 100_000, "each edge is patched exactly"), default=20)
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("circuit", parents=[common], help="keep a run's strongest edges, ablate the rest, save the circuit", formatter_class=fmt_class)
     s.add_argument("--run", required=True)
-    s.add_argument("--top", type=int, help="keep the N strongest edges by |score|")
+    s.add_argument("--top", type=count(1, 10_000_000), help="keep the N strongest edges by |score|")
     s.add_argument("--min-weight", type=float, default=0.0, help="keep edges with |score| >= W")
     s.add_argument("--ablation", default="corrupt", choices=choices(Ablation))
     s.add_argument("--json", action="store_true")
@@ -268,7 +292,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("anatomy", parents=[common], help="weight-based Q/K/V composition between heads (task-free)", formatter_class=fmt_class)
     s.add_argument("--model", required=True)
-    s.add_argument("--show", type=int, default=10)
+    s.add_argument("--show", type=count(1, 1_000_000), default=10)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_anatomy)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from cli.common import open_store, print_frame, settings
+from cli.common import count, open_store, print_frame, settings
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -40,6 +40,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         info = train_zoo_model(entry.name, folder, steps=steps, progress=bar.update, checkpoint_every=args.checkpoint_every)
         bar.close()
+        if args.json:
+            print(json.dumps({"name": entry.name, "folder": str(folder), "seconds": time.perf_counter() - t0, **info}, default=str))
+            return 0
         print(f"trained {entry.name} in {time.perf_counter() - t0:.1f} s (final loss {info['finalLoss']:.3f}) -> {folder}")
         for head, role in info["roles"].items():
             print(f"  {head}: " + "  ".join(f"{k} {v:.3f}" for k, v in role.items()))
@@ -69,14 +72,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result = run_ingest(store, config, conf.home, run_id=run_id, progress=not args.quiet)
         t_ing = time.perf_counter()
         cols = ["componentId_pre", "componentId_post", "channel", "score"]
-        print(f"\nRun {run_id} ({result.status}): EAP-IG (5 steps) on the zoo model induction-2l, task induction, {args.prompts} prompts")
-        print("\nFive strongest edges into the logits (score = change in the correct token's logit, minus the mean logit, when the edge is corrupted):")
-        print_frame(fetch_edges(store, run_id, top=5, kind_post="Logit")[cols], "table")
-        print("\nFive strongest head -> head edges:")
-        print_frame(fetch_edges(store, run_id, top=5, kind_pre="Head", kind_post="Head")[cols], "table")
+        into_logits = fetch_edges(store, run_id, top=5, kind_post="Logit")[cols]
+        head_to_head = fetch_edges(store, run_id, top=5, kind_pre="Head", kind_post="Head")[cols]
         out = Path(args.out) / "connectome.html"
         path, graph = export_run_html(store, run_id, out)
     t_end = time.perf_counter()
+    if args.json:
+        print(json.dumps({"runId": run_id, "status": result.status, "html": str(path), "nNodes": graph.number_of_nodes(),
+                          "nEdges": graph.number_of_edges(), "intoLogits": into_logits.to_dict("records"),
+                          "headToHead": head_to_head.to_dict("records"),
+                          "seconds": {"database": t_conn - t0, "ingest": t_ing - t_conn, "queriesAndExport": t_end - t_ing}}))
+        return 0
+    print(f"\nRun {run_id} ({result.status}): EAP-IG (5 steps) on the zoo model induction-2l, task induction, {args.prompts} prompts")
+    print("\nFive strongest edges into the logits (score = change in the correct token's logit, minus the mean logit, when the edge is corrupted):")
+    print_frame(into_logits, "table")
+    print("\nFive strongest head -> head edges:")
+    print_frame(head_to_head, "table")
     print(f"\nWrote {path} ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges): open it in a browser.")
     print(f"Timings: database {t_conn - t0:.1f} s, ingest {t_ing - t_conn:.1f} s, queries+export {t_end - t_ing:.1f} s, total {t_end - t0:.1f} s")
     print("\nAsk your own questions, e.g.:")
@@ -91,13 +102,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("zoo", parents=[common], help="small models with known circuits, trained locally", formatter_class=fmt_class)
     s.add_argument("action", choices=["list", "train", "info"])
     s.add_argument("name", nargs="?", help="zoo model name")
-    s.add_argument("--steps", type=int, help="training steps (default: the model's)")
-    s.add_argument("--checkpoint-every", type=int, default=0, help="save weights every N steps (0: only the final)")
-    s.add_argument("--json", action="store_true", help="JSON output (list)")
+    s.add_argument("--steps", type=count(1, 10_000_000), help="training steps (default: the model's)")
+    s.add_argument("--checkpoint-every", type=count(0, 10_000_000), default=0, help="save weights every N steps (0: only the final)")
+    s.add_argument("--json", action="store_true", help="JSON output (list, train; info always prints JSON)")
     s.set_defaults(func=cmd_zoo)
 
     s = sub.add_parser("demo", parents=[common], help="the whole story on the embedded default, in under a minute", formatter_class=fmt_class)
     s.add_argument("--out", default="atlas-demo", help="folder for the HTML page")
-    s.add_argument("--prompts", type=int, default=16, help="number of prompts")
+    s.add_argument("--prompts", type=count(1, 4_096), default=16, help="number of prompts")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--json", action="store_true", help="print the run, the page and the strongest edges as JSON")
     s.set_defaults(func=cmd_demo)

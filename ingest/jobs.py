@@ -26,7 +26,7 @@ from atlas import connectome as cx
 from atlas.errors import RunConflict, ValidationError
 from atlas.ids import local_id
 from atlas.records import DictionaryRecord, RunRecord
-from atlas.schema import Granularity, Method, Metric, RelType, RunStatus, choices
+from atlas.schema import MAX_PROMPTS, MAX_STEPS, Granularity, Method, Metric, RelType, choices
 from atlas.store import Store
 from ingest.hooks import hook_name
 
@@ -52,10 +52,10 @@ class IngestConfig:
     def validate(self) -> IngestConfig:
         if self.method not in choices(Method):
             raise ValidationError(f"unknown method {self.method!r}: choose one of {choices(Method)}")
-        if self.n_prompts < 1:
-            raise ValidationError(f"--prompts must be at least 1, got {self.n_prompts}")
-        if self.steps < 1:
-            raise ValidationError(f"--steps must be at least 1, got {self.steps}")
+        if not 1 <= self.n_prompts <= MAX_PROMPTS:
+            raise ValidationError(f"--prompts must be between 1 and {MAX_PROMPTS:,} (activations of every prompt are held in memory together), got {self.n_prompts:,}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValidationError(f"--steps must be between 1 and {MAX_STEPS:,} (each is a forward and a backward pass), got {self.steps:,}")
         if self.metric not in choices(Metric):
             raise ValidationError(f"unknown metric {self.metric!r}: choose one of {choices(Metric)}")
         if self.granularity not in choices(Granularity):
@@ -259,38 +259,18 @@ def write_run(
     progress: bool = True,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> None:
-    """Write model, components, the ``:Run`` (status ``writing``) and its edges; mark it complete last.
-
-    On any failure while writing, the run's partial edges are removed and it is marked ``failed``.
-    """
+    """Write a computed run through the run life cycle (:func:`atlas.connectome.write_run`), with a
+    progress bar over its edges."""
     from ingest.models import model_record
 
-    loaded, nodes, edges = computed.loaded, computed.nodes, computed.edges
-    cx.ensure_schema(store)
-    cx.write_model(store, model_record(loaded))
-    cx.write_components(store, nodes)
-    parts = nodes[nodes["kind"].isin(["neuron", "feature", "error"])]
-    if len(parts):
-        cx.write_part_of(store, [(cid, f"{loaded.model_id}/L{int(layer)}.MLP") for cid, layer in zip(parts["componentId"], parts["layer"])])
-    if computed.dictionaries:
-        cx.write_dictionaries(store, computed.dictionaries)
-    if unfinished:
-        removed = cx.delete_run_edges(store, run.run_id, rel_type=rel_type)
-        log(f"run {run.run_id} was unfinished: removed {removed} partial edges, writing it again")
-    cx.begin_run(store, replace(run, created_at=datetime.now(UTC).isoformat(timespec="seconds"), atlas_version=__version__))
-    bar = make_progress(progress)(len(edges), "writing edges")
+    run = replace(run, created_at=datetime.now(UTC).isoformat(timespec="seconds"), atlas_version=__version__)
+    bar = make_progress(progress)(len(computed.edges), "writing edges")
     try:
-        cx.write_edges(store, edges, run.run_id, rel_type=rel_type, props=edge_props, progress=bar.update)
-    except BaseException:
+        cx.write_run(store, run, model_record(computed.loaded), computed.nodes,
+                     [cx.EdgeBatch(rel_type, computed.edges, edge_props or {})],
+                     dictionaries=computed.dictionaries, unfinished=unfinished, progress=bar.update, log=log)
+    finally:
         bar.close()
-        try:
-            cx.delete_run_edges(store, run.run_id, rel_type=rel_type)
-            cx.set_run_status(store, run.run_id, RunStatus.FAILED)
-        except Exception:  # the original error is the one to report
-            pass
-        raise
-    bar.close()
-    cx.set_run_status(store, run.run_id, RunStatus.COMPLETE, n_edges=len(edges), n_nodes=len(nodes))
 
 
 def check_existing(store: Store, run_id: str, config_json: str) -> RunRecord | None:

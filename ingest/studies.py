@@ -21,7 +21,7 @@ from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.ids import local_id
 from atlas.records import CircuitRecord, DictionaryRecord, RunRecord
-from atlas.schema import Method, RelType
+from atlas.schema import MAX_PROMPTS, Method, RelType
 from atlas.store import Store
 from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, write_run
 
@@ -107,8 +107,8 @@ class LesionConfig:
             raise ValidationError(f"unknown ablation {self.ablation!r}: choose one of {list(ABLATIONS)}")
         if self.scope not in ("node", "edge"):
             raise ValidationError(f"scope must be node or edge, got {self.scope!r}")
-        if self.n_prompts < 1 or self.n_reference < 1:
-            raise ValidationError("--prompts and --reference must be at least 1")
+        if not (1 <= self.n_prompts <= MAX_PROMPTS and 1 <= self.n_reference <= MAX_PROMPTS):
+            raise ValidationError(f"--prompts and --reference must be between 1 and {MAX_PROMPTS:,}")
         return self
 
     def to_json(self) -> str:

@@ -3,15 +3,13 @@
 Every format can be restricted to the top-N edges, a saved circuit or the strongest pathways.
 The HTML page embeds vis-network inline and links nothing external: pyvis's template links
 bootstrap from a CDN and ``../node_modules`` files that do not exist, both removed here, so the
-page opens offline and contacts no third party. The CSV pair uses the header format of
-``neo4j-admin database import`` (``componentId:ID``, ``:LABEL``, ``:START_ID``, ``:END_ID``,
-``:TYPE``, typed columns), so a large run can be bulk-loaded into Neo4j; :func:`import_csv` loads
-the same files into any store over Bolt.
+page opens offline and contacts no third party. Every graph file carries the run's record (GraphML
+and node-link JSON as graph attributes, GEXF in its ``<meta>``). A whole run as CSV (neo4j-admin
+format, lossless, importable) is :mod:`queries.transfer`'s job.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import re
@@ -23,14 +21,13 @@ import pandas as pd
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
-from atlas.ids import local_id, model_of
+from atlas.ids import local_id
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edges, require_run
 from queries.graph import edges_to_graph
 
-__all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_csv", "to_png",
-           "draw", "to_png_side_by_side", "to_html_side_by_side",
-           "import_csv", "export_run_html", "FORMATS"]
+__all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_png",
+           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS"]
 
 KIND_COLOURS = {
     "Embed": "#4c78a8",
@@ -87,8 +84,16 @@ def select_graph(store: Store, run_id: str, *, top: int | None = None, min_weigh
     if not comps.empty:
         comps = comps[comps["componentId"].isin(set(edges["componentId_pre"]) | set(edges["componentId_post"]))]
     graph = edges_to_graph(edges, comps)
-    graph.graph.update({"runId": run_id, "modelId": run.model_id, "method": run.method})
+    # the run's own record travels with every export (scalars only: GraphML and GEXF hold no lists)
+    meta = {k: v for k, v in run.to_props().items() if isinstance(v, (str, int, float, bool))}
+    graph.graph.update({**meta, "selection": _selection(top, min_weight, circuit, paths)})
     return graph
+
+
+def _selection(top: int | None, min_weight: float, circuit: str | None, paths: int | None) -> str:
+    parts = [f"top {top}" if top is not None else "", f"|score| >= {min_weight:g}" if min_weight else "",
+             f"circuit {circuit}" if circuit else "", f"{paths} strongest paths" if paths is not None else ""]
+    return ", ".join(p for p in parts if p) or "all edges"
 
 
 def _tooltip(cid: str, attrs: dict[str, Any]) -> str:
@@ -153,8 +158,8 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Pa
 
 def _flat(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     """A copy whose attributes are scalars (lists/dicts as JSON text; missing values dropped), as
-    GraphML and GEXF require."""
-    out = nx.MultiDiGraph()
+    GraphML and GEXF require; the graph's own attributes (the run's record) come along."""
+    out = nx.MultiDiGraph(**{k: (json.dumps(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in graph.graph.items() if _present(v)})
     for n, a in graph.nodes(data=True):
         out.add_node(n, **{k: (json.dumps(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in a.items() if _present(v)})
     for u, v, k, d in graph.edges(keys=True, data=True):
@@ -163,85 +168,38 @@ def _flat(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
 
 
 def to_graphml(graph: nx.MultiDiGraph, path: Path) -> Path:
-    """GraphML (Gephi, Cytoscape, yEd); list-valued properties are JSON text."""
+    """GraphML (Gephi, Cytoscape, yEd); list-valued properties are JSON text; the run's record as
+    graph attributes (``networkx.read_graphml`` returns them in ``G.graph``)."""
     nx.write_graphml(_flat(graph), path)
     return Path(path)
 
 
 def to_gexf(graph: nx.MultiDiGraph, path: Path) -> Path:
-    """GEXF (Gephi)."""
+    """GEXF (Gephi). GEXF has no graph attributes: the run's record goes into ``<meta>`` as
+    ``<description>`` (JSON) and ``<keywords>`` (run id, model, method), which Gephi shows."""
+    import xml.etree.ElementTree as ET
+
     nx.write_gexf(_flat(graph), path)
+    ns = "http://gexf.net/1.2"
+    ET.register_namespace("", ns)
+    tree = ET.parse(path)
+    meta = tree.getroot().find(f"{{{ns}}}meta")
+    if meta is None:
+        meta = ET.Element(f"{{{ns}}}meta")
+        tree.getroot().insert(0, meta)
+    ET.SubElement(meta, f"{{{ns}}}keywords").text = ", ".join(str(graph.graph[k]) for k in ("runId", "modelId", "method") if k in graph.graph)
+    ET.SubElement(meta, f"{{{ns}}}description").text = json.dumps(dict(graph.graph), sort_keys=True, default=str)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
     return Path(path)
 
 
 def to_json(graph: nx.MultiDiGraph, path: Path) -> Path:
-    """Node-link JSON: ``{"nodes": [{id, ...}], "links": [{source, target, channel, score}]}``."""
-    data = {
-        "graph": dict(graph.graph),
-        "nodes": [{"id": n, **{k: v for k, v in a.items() if _present(v)}} for n, a in graph.nodes(data=True)],
-        "links": [{"source": u, "target": v, "channel": d["channel"], "score": d["score"]} for u, v, d in graph.edges(data=True)],
-    }
+    """Node-link JSON as networkx writes it (directed multigraph; the run's record in ``graph``):
+    ``networkx.node_link_graph(json.load(f))`` gives the graph back."""
+    data = nx.node_link_data(graph, edges="edges")
+    data["nodes"] = [{k: v for k, v in n.items() if _present(v)} for n in data["nodes"]]
     Path(path).write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return Path(path)
-
-
-_NODE_FIXED = ["componentId:ID", ":LABEL", "modelId", "layer:int", "head:int"]
-
-
-def to_csv(graph: nx.MultiDiGraph, folder: Path, run_id: str | None = None) -> tuple[Path, Path]:
-    """``nodes.csv`` and ``relationships.csv`` in ``neo4j-admin database import`` format.
-
-    Load into Neo4j with ``neo4j-admin database import full --nodes=nodes.csv
-    --relationships=relationships.csv``, or into any store with :func:`import_csv`.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    run_id = run_id or graph.graph.get("runId") or "export"
-    nodes_path, rels_path = folder / "nodes.csv", folder / "relationships.csv"
-    with open(nodes_path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(_NODE_FIXED)
-        for n, a in graph.nodes(data=True):
-            head = a.get("head")
-            w.writerow([n, f"Component;{a.get('kind')}", model_of(n), _layer(a),
-                        int(head) if _present(head) else ""])
-    with open(rels_path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow([":START_ID", ":END_ID", ":TYPE", "runId", "channel", "score:double"])
-        for u, v, d in graph.edges(data=True):
-            w.writerow([u, v, "ATTRIBUTION", run_id, d["channel"], repr(float(d["score"]))])
-    return nodes_path, rels_path
-
-
-def import_csv(store: Store, folder: Path) -> tuple[int, int]:
-    """Load a :func:`to_csv` pair into ``store`` (components MERGEd, relationships created); returns counts."""
-    from atlas.ids import parse_component_id
-    from atlas.schema import RelType
-
-    folder = Path(folder)
-    try:
-        nodes = pd.read_csv(folder / "nodes.csv", dtype=str, keep_default_na=False)
-        rels = pd.read_csv(folder / "relationships.csv", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ValidationError(f"cannot read the CSV export in {folder}: {exc}") from exc
-    if list(nodes.columns[:2]) != ["componentId:ID", ":LABEL"] or list(rels.columns[:3]) != [":START_ID", ":END_ID", ":TYPE"]:
-        raise ValidationError(f"{folder} does not hold a neo4j-admin style nodes.csv/relationships.csv pair")
-    frame = pd.DataFrame({
-        "componentId": nodes["componentId:ID"],
-        "kind": [parse_component_id(c).kind.value for c in nodes["componentId:ID"]],
-        "modelId": nodes["modelId"],
-        "layer": nodes["layer:int"].astype(int),
-        "head": [int(h) if h else None for h in nodes["head:int"]],
-    })
-    # kinds (and so labels) are read from the ids, never from the file's :LABEL text
-    cx.ensure_schema(store)
-    n_nodes = cx.write_components(store, frame)
-    n_rels = 0
-    for run_id, group in rels.groupby("runId"):
-        edges = pd.DataFrame({"componentId_pre": group[":START_ID"], "componentId_post": group[":END_ID"],
-                              "channel": group["channel"], "score": group["score:double"].astype(float)})
-        n_rels += cx.write_edges(store, edges, str(run_id), rel_type=RelType.ATTRIBUTION)
-    return n_nodes, n_rels
 
 
 def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_help_lists_commands_without_heavy_imports() -> None:
     [
         (["ingest"], "--model"),
         (["ingest", "--model", "m", "--method", "acdc"], "invalid choice"),
-        (["ingest", "--model", "induction-2l", "--prompts", "0", "--uri", "bolt://127.0.0.1:1", "--password", "x"], "at least 1"),
+        (["ingest", "--model", "induction-2l", "--prompts", "0", "--uri", "bolt://127.0.0.1:1", "--password", "x"], "between 1 and"),
         (["query", "RETURN 1", "--param", "novalue", "--uri", "bolt://127.0.0.1:1", "--password", "x"], "cannot reach"),
         (["zoo", "train", "no-such-zoo-model"], "unknown zoo model"),
         (["db", "start", "--uri", "bolt://example:7687"], "embedded server only"),
@@ -48,3 +49,41 @@ def test_zoo_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(capsys.readouterr().out)
     assert {"name", "hasMlp", "task", "groundTruth"} <= set(rows[0])
     assert "induction-2l" in {r["name"] for r in rows}
+
+
+def test_catalog_names_mirror_the_registries() -> None:
+    from ingest.catalog import TASK_NAMES, ZOO_NAMES
+    from ingest.tasks import TASKS
+    from ingest.zoo import ZOO
+
+    assert set(ZOO_NAMES) == set(ZOO) and set(TASK_NAMES) == set(TASKS)
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["ingest", "--model", "induction-2I"], "did you mean the zoo model 'induction-2l'"),
+        (["ingest", "--model", "induction-2l", "--task", "inductoin"], "did you mean 'induction'"),
+        (["ingest", "--model", "missing.pt"], "does not exist"),
+        (["ingest", "--model", "induction-2l", "--steps", "1000000000"], "between 1 and 1,000"),
+        (["ingest", "--model", "induction-2l", "--prompts", "100000000"], "between 1 and 65,536"),
+        (["lesion", "--model", "modadd-1I"], "did you mean"),
+        (["paths", "--run", "r", "--top", "-1"], "between 1 and"),
+        (["export", "--run", "r", "--top", "1000000000000", "--html", "x.html"], "between 1 and 10,000,000"),
+        (["ingest", "--model", "induction-2l", "--seed", "x"], "is not an integer"),
+        (["query", "RETURN 1", "--uri", "http://127.0.0.1:7474", "--password", "x"], "invalid database uri"),
+    ],
+)
+def test_bad_arguments_stop_before_the_database_and_torch(argv: list[str], needle: str, tmp_path: Path) -> None:
+    """One line, exit 2, and neither a server started in the home nor torch imported."""
+    home = tmp_path / "home"
+    probe = ("import sys; from cli import main; code = main(sys.argv[1:]); "
+             "print(code, 'torch' in sys.modules, 'neo4j' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe, *argv, "--home", str(home)], capture_output=True, text=True, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    if proc.returncode == 2 and len(lines) == 1:  # argparse exits on its own: no status line
+        assert needle.lower() in lines[0].lower(), proc.stderr
+    else:
+        assert lines[-1] == "2 False False", proc.stderr
+        assert len(lines) == 2 and needle.lower() in lines[0].lower(), proc.stderr
+    assert not (home / "server.json").exists() and not (home / "password").exists()

@@ -1,0 +1,65 @@
+"""``--json`` means one thing: every command that prints results prints one valid JSON document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from atlas.config import StoreSettings
+from atlas.store import Store
+from cli import main
+
+RUN = "json-run"
+
+
+@pytest.fixture(scope="module")
+def run_id(store: Store, embedded: StoreSettings) -> str:
+    assert main(["ingest", "--model", "induction-2l", "--method", "eap", "--prompts", "4", "--run-id", RUN, "--quiet",
+                 "--home", str(embedded.home)]) == 0
+    return RUN
+
+
+def commands(tmp: Path) -> list[list[str]]:
+    return [
+        ["db", "status"],
+        ["ingest", "--model", "induction-2l", "--method", "eap", "--prompts", "4", "--run-id", RUN, "--quiet"],
+        ["query", "MATCH (r:Run) RETURN r.runId AS id"],
+        ["runs"],
+        ["export", "--run", RUN, "--csv-dir", str(tmp / "csv"), "--node-link", str(tmp / "g.json")],
+        ["import", str(tmp / "csv")],
+        ["compare", RUN, RUN, "--top", "5"],
+        ["evaluate", "--model", "induction-2l", "--method", "eap", "--prompts", "4", "--quiet"],
+        ["sae", "train", "--model", "modadd-1l", "--hook", "blocks.0.hook_mlp_out", "--features", "16", "--steps", "20",
+         "--prompts", "64", "--no-store", "--out", str(tmp / "sae"), "--quiet"],
+        ["population", "--model", "modadd-1l"],
+        ["lesion", "--model", "induction-2l", "--prompts", "4", "--quiet"],
+        ["verify", "--run", RUN, "--top", "3", "--quiet"],
+        ["circuit", "--run", RUN, "--top", "5"],
+        ["anatomy", "--model", "induction-2l"],
+        ["probe", "--model", "induction-2l"],
+        ["paths", "--run", RUN, "--top", "3"],
+        ["hierarchy", "--run", RUN],
+        ["binding", "--run", RUN],
+        ["motifs", "--run", RUN, "--random", "3"],
+        ["zoo", "list"],
+        ["zoo", "info", "binding"],
+        ["demo", "--prompts", "4", "--out", str(tmp / "demo"), "--quiet"],
+    ]
+
+
+def test_every_command_prints_json(run_id: str, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import build_parser
+
+    names = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    covered = {argv[0] for argv in commands(tmp_path)}
+    assert covered == names, names ^ covered  # a new command must join this list
+    for argv in commands(tmp_path):
+        code = main([*argv, "--json", "--home", str(embedded.home)])
+        out, err = capsys.readouterr()
+        assert code == 0, (argv, err)
+        try:
+            json.loads(out)
+        except json.JSONDecodeError as exc:
+            pytest.fail(f"atlas {' '.join(argv)} --json printed no single JSON document ({exc}): {out[:200]!r}")
