@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from atlas.errors import QueryError, RunNotFound, ValidationError
+from atlas.errors import QueryError, RunConflict, RunNotFound, ValidationError
 from atlas.frames import validate_edges, validate_nodes
 from atlas.ids import component_id, parse_component_id
 from atlas.records import CircuitRecord, DictionaryRecord, ModelRecord, RunRecord, check_property_keys
@@ -42,7 +42,7 @@ __all__ = [
     "ensure_schema", "fetch_schema", "count_graph",
     "write_model", "write_components", "write_part_of", "write_dictionaries",
     "begin_run", "set_run_status", "write_run_figures", "fetch_run", "require_run", "fetch_runs",
-    "write_edges", "delete_run_edges", "delete_model_edges",
+    "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
     "fetch_edges", "fetch_edge_columns", "fetch_components", "fetch_custom",
     "write_circuit", "fetch_circuit",
     "write_similarity", "write_hierarchy", "write_alignment", "write_path_cache", "delete_path_caches",
@@ -145,21 +145,81 @@ def fetch_components(store: Store, model_id: str) -> pd.DataFrame:
 
 
 # -- runs --------------------------------------------------------------------------------------
-def begin_run(store: Store, run: RunRecord) -> None:
-    """MERGE the ``:Run`` and its ``OF_MODEL`` link with status ``writing``."""
-    props = _clean_props({**run.to_props(), "status": RunStatus.WRITING.value})
+WRITER_LEASE_S = 600.0
+"""How long a writer on another host holds a run without finishing it (same-host writers are
+checked by their process id instead)."""
+_WRITER_KEYS = ("writerToken", "writerPid", "writerHost", "writerSince")
+
+
+def _writer_alive(props: Mapping[str, Any]) -> bool:
+    """Whether the process that claimed a ``writing`` run may still be writing it."""
+    import socket
+    import time
+
+    from atlas.server import pid_alive
+
+    if not props.get("writerToken"):
+        return False
+    pid, host = props.get("writerPid"), props.get("writerHost")
+    if host == socket.gethostname() and isinstance(pid, int):
+        return pid > 0 and pid_alive(pid)
+    since = props.get("writerSince")
+    return isinstance(since, (int, float)) and time.time() - since < WRITER_LEASE_S
+
+
+def begin_run(store: Store, run: RunRecord) -> str:
+    """Claim the run for this process and MERGE the ``:Run`` (status ``writing``) and its
+    ``OF_MODEL`` link; returns the claim's token.
+
+    One writer per run: a run whose writer is still alive (same host: its process runs; another
+    host: it claimed less than :data:`WRITER_LEASE_S` ago) is refused, and a crashed writer's run
+    is taken over. Of two processes that claim at the same moment exactly one wins: each CREATEs a
+    ``(:RunClaim {claimKey: "<runId>|<the writer token it saw>"})`` and the unique constraint on
+    ``claimKey`` lets one through (a compare-and-set on the run's own properties is not enough:
+    ArcadeDB lets two such updates both commit). Claims go when the run completes or fails.
+
+    Raises:
+        RunConflict: another process writes (or has just completed) the run.
+    """
+    import os
+    import socket
+    import time
+    import uuid
+
+    current = store.read("MATCH (r:Run {runId: $id}) RETURN properties(r) AS p", {"id": run.run_id})
+    observed = ""
+    if len(current):
+        props = dict(current["p"].iloc[0])
+        if props.get("status") == RunStatus.COMPLETE.value:
+            raise RunConflict(f"run {run.run_id!r} was completed by another process meanwhile; nothing changed")
+        if props.get("status") == RunStatus.WRITING.value and _writer_alive(props):
+            raise RunConflict(f"run {run.run_id!r} is being written by process {props.get('writerPid')} on {props.get('writerHost')}; "
+                              "wait for it to finish, or choose another --run-id")
+        observed = str(props.get("writerToken") or "")
+    token = uuid.uuid4().hex
+    try:
+        store.run("CREATE (:RunClaim {claimKey: $key, runId: $id, token: $token})",
+                  {"key": f"{run.run_id}|{observed}", "id": run.run_id, "token": token}, write=True)
+    except QueryError as exc:  # the unique claimKey constraint: another process claimed first
+        raise RunConflict(f"run {run.run_id!r} was claimed by another process at the same moment") from exc
+    claim = {"writerToken": token, "writerPid": os.getpid(), "writerHost": socket.gethostname(), "writerSince": time.time()}
+    props = _clean_props({**run.to_props(), "status": RunStatus.WRITING.value, **claim})
     store.run(
         "MERGE (r:Run {runId: $id}) SET r += $props "
         f"WITH r MATCH (m:Model {{modelId: $modelId}}) MERGE (r)-[:{RelType.OF_MODEL.value}]->(m)",
-        {"id": run.run_id, "props": props, "modelId": run.model_id},
-        write=True,
+        {"id": run.run_id, "props": props, "modelId": run.model_id}, write=True,
     )
+    return token
 
 
 def set_run_status(store: Store, run_id: str, status: RunStatus, *, n_edges: int | None = None, n_nodes: int | None = None) -> None:
-    """Move a run along its life cycle (``complete`` is set last, with its counts)."""
-    store.run("MATCH (r:Run {runId: $id}) SET r += $props",
+    """Move a run along its life cycle (``complete`` is set last, with its counts); a finished
+    (complete or failed) run is released by its writer."""
+    release = " REMOVE " + ", ".join(f"r.{k}" for k in _WRITER_KEYS) if status is not RunStatus.WRITING else ""
+    store.run("MATCH (r:Run {runId: $id}) SET r += $props" + release,
               {"id": run_id, "props": _clean_props({"status": status.value, "nEdges": n_edges, "nNodes": n_nodes})}, write=True)
+    if release:
+        store.run("MATCH (c:RunClaim {runId: $id}) DELETE c", {"id": run_id}, write=True)
 
 
 def write_run_figures(store: Store, run_id: str, figures: Mapping[str, Any]) -> None:
@@ -208,10 +268,12 @@ def write_edges(
     *,
     rel_type: RelType = RelType.ATTRIBUTION,
     props: Mapping[str, Any] | None = None,
-    batch_size: int = EDGE_BATCH,
+    batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """CREATE relationships from an edge frame. Both ends must exist as components.
+
+    Edges go in transactions of ``batch_size`` (default ``$ATLAS_EDGE_BATCH``, else 20,000).
 
     The frame's ``score`` is stored as ``score`` on ``ATTRIBUTION`` and ``COMPOSITION`` and as
     ``effect`` on ``ABLATION``; extra columns and ``props`` (the same for every row) become
@@ -242,7 +304,16 @@ def write_edges(
         f"CREATE (a)-[e:{rel_type.value} {{{', '.join(assigns)}}}]->(b)"
     )
     return store.write_columns(cypher, columns, params={"runId": run_id, "props": dict(props or {})},
-                               batch_size=batch_size, progress=progress)
+                               batch_size=batch_size or _edge_batch(), progress=progress)
+
+
+def _edge_batch() -> int:
+    import os
+
+    raw = os.environ.get("ATLAS_EDGE_BATCH", str(EDGE_BATCH))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValidationError(f"ATLAS_EDGE_BATCH must be a positive integer, got {raw!r}")
+    return int(raw)
 
 
 def delete_run_edges(store: Store, run_id: str, *, rel_type: RelType = RelType.ATTRIBUTION, batch_size: int = 20000) -> int:
@@ -256,6 +327,15 @@ def delete_run_edges(store: Store, run_id: str, *, rel_type: RelType = RelType.A
         total += n
         if n < batch_size:
             return total
+
+
+def delete_run(store: Store, run_id: str) -> int:
+    """Delete a run: its attribution and ablation edges, its hierarchy links and its ``:Run`` node
+    (components, shared by every run of the model, stay). Returns the edges deleted."""
+    n = sum(delete_run_edges(store, run_id, rel_type=t) for t in (RelType.ATTRIBUTION, RelType.ABLATION))
+    store.run("MATCH (r:Run {runId: $id}) DETACH DELETE r", {"id": run_id}, write=True)
+    store.run("MATCH (c:RunClaim {runId: $id}) DELETE c", {"id": run_id}, write=True)
+    return n
 
 
 def delete_model_edges(store: Store, model_id: str, rel_type: RelType) -> int:
@@ -479,8 +559,8 @@ def write_run(
     """The life cycle of a run in the database, in one place (ingest and import both use it).
 
     1. schema, the ``:Model``, the components and their ``PART_OF`` links, the dictionaries (MERGE);
-    2. an ``unfinished`` run's partial edges are deleted;
-    3. the ``:Run`` with status ``writing``; its edges in batched transactions;
+    2. the ``:Run`` claimed for this process (:func:`begin_run`) with status ``writing``;
+    3. an ``unfinished`` run's partial edges are deleted; its edges in batched transactions;
     4. status ``complete`` last, with ``nEdges`` and ``nNodes`` (the record's own when it has them).
     On any failure while writing edges they are deleted again and the run is marked ``failed``.
     """
@@ -493,11 +573,11 @@ def write_run(
     if dictionaries:
         write_dictionaries(store, dictionaries)
     types = sorted({batch.rel_type for batch in edges})
+    begin_run(store, run)  # claimed: no other process writes this run from here on
     if unfinished:
         removed = sum(delete_run_edges(store, run.run_id, rel_type=t) for t in types)
         if log is not None:
             log(f"run {run.run_id} was unfinished: removed {removed} partial edges, writing it again")
-    begin_run(store, run)
     try:
         for batch in edges:
             write_edges(store, batch.frame, run.run_id, rel_type=batch.rel_type, props=batch.props, progress=progress)

@@ -157,6 +157,7 @@ CONSTRAINTS: tuple[tuple[str, str, str], ...] = (
     ("run_id", "Run", "runId"),
     ("circuit_id", "Circuit", "circuitId"),
     ("dictionary_id", "Dictionary", "dictionaryId"),
+    ("run_claim", "RunClaim", "claimKey"),
 )
 # (name, relationship type, property): relationship indexes for the measured types.
 INDEXES: tuple[tuple[str, RelType, str], ...] = (

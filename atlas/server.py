@@ -38,7 +38,7 @@ from atlas.errors import ConfigError, StoreUnavailable
 
 __all__ = [
     "ServerInfo", "ensure_server", "server_status", "start_server", "stop_server", "read_password",
-    "ROOT_USER", "READER_USER",
+    "ROOT_USER", "READER_USER", "pid_alive",
 ]
 
 HOST = "127.0.0.1"
@@ -88,7 +88,7 @@ def read_password(home: Path, create: bool = False, user: str = ROOT_USER) -> st
     return path.read_text().strip()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True while ``pid`` runs; a zombie (an exited child not yet reaped) counts as dead and is reaped."""
     try:
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -131,9 +131,9 @@ def server_status(home: Path) -> ServerInfo | None:
     except (ValueError, KeyError, TypeError):
         state.unlink(missing_ok=True)
         return None
-    if _pid_alive(info.pid) and _port_open(info.bolt_port):
+    if pid_alive(info.pid) and _port_open(info.bolt_port):
         return info
-    if not _pid_alive(info.pid):
+    if not pid_alive(info.pid):
         state.unlink(missing_ok=True)
     return None
 
@@ -207,9 +207,9 @@ def stop_server(home: Path, timeout: float = 30.0) -> bool:
             return False
         os.kill(info.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(info.pid):
+        while time.monotonic() < deadline and pid_alive(info.pid):
             time.sleep(0.1)
-        if _pid_alive(info.pid):
+        if pid_alive(info.pid):
             os.kill(info.pid, signal.SIGKILL)
         _paths(home)["state"].unlink(missing_ok=True)
         return True

@@ -177,7 +177,7 @@ def bench_loading(smoke: bool, home: Path) -> None:
             cx.write_model(store, ModelRecord(model_id, model_id, "synthetic", layers, 0, 0, 0, None, 0, 0, "bench"))
             cx.write_components(store, nodes)
             run_id = f"bench-load-{n}"
-            cx.delete_run_edges(store, run_id)
+            cx.delete_run(store, run_id)
             cx.begin_run(store, RunRecord(run_id=run_id, model_id=model_id))
             t0 = time.perf_counter()
             cx.write_edges(store, edges, run_id)

@@ -103,6 +103,8 @@ def _write_table(path: Path, fixed: list[str], rows: list[tuple[list[str], dict[
 def export_run_csv(store: Store, run_id: str, folder: Path) -> tuple[Path, Path, Path]:
     """Write a run losslessly as ``nodes.csv``, ``relationships.csv`` and ``run.json`` in ``folder``."""
     run = cx.require_run(store, run_id)
+    if not run.complete:
+        raise ValidationError(f"run {run_id!r} is not complete (status {run.status.value}); only complete runs are exported")
     model = cx.fetch_model(store, run.model_id)
     if model is None:
         raise ValidationError(f"run {run_id!r} has no :Model {run.model_id!r} in the store")

@@ -62,6 +62,8 @@ def test_unfinished_run_is_rewritten_whole(store: Store, embedded: StoreSettings
     # simulate a crash half-way through writing: run marked "writing", half of its edges present
     cx.write_components(store, nodes)
     cx.begin_run(store, RunRecord(run_id="crashed", model_id=loaded.model_id, config_json=config.to_json()))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.run("MATCH (r:Run {runId: 'crashed'}) SET r.writerPid = $pid", {"pid": int(gone.stdout)}, write=True)  # its writer died
     cx.write_edges(store, edges.iloc[: len(edges) // 2], "crashed")
     assert cx.fetch_run(store, "crashed").status is RunStatus.WRITING
     result = run_ingest(store, config, embedded.home, run_id="crashed", progress=False, log=lambda m: None)
