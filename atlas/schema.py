@@ -168,7 +168,7 @@ INDEXES: tuple[tuple[str, RelType, str], ...] = (
 EDGE_PROPERTIES: frozenset[str] = frozenset({
     "runId", "channel", "score", "effect", "srcPos", "dstPos",  # measured edges
     "ablation", "scope",  # ABLATION: how the source (or the edge) was lesioned
-    "kind", "baseline", "zScore", "modelId",  # COMPOSITION: Q/K/V kind and its random baseline
+    "kind", "baseline", "zScore", "silent", "modelId",  # COMPOSITION: Q/K/V kind, random baseline, zero-weight heads
 })
 """Every property a measured or structural relationship may carry: the only names
 ``atlas.connectome.write_edges`` formats into a statement."""

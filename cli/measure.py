@@ -178,8 +178,12 @@ def cmd_anatomy(args: argparse.Namespace) -> int:
     with open_store(conf) as store:
         frame = run_anatomy(store, args.model, conf.home)
     strongest = frame.sort_values("zScore", ascending=False).head(args.show)
-    if fmt(args) != "json":
-        print(f"{len(frame)} COMPOSITION edges written; strongest by z-score (random baseline {frame['baseline'].iloc[0]:.3f}):")
+    if fmt(args) != "json" and frame.empty:
+        print("no COMPOSITION edges: composition links heads of different layers, and this model has one")
+    elif fmt(args) != "json":
+        silent = frame[frame["silent"]]
+        note = f"; {silent['componentId_pre'].nunique()} writer heads are silent (zero weights, score 0)" if len(silent) else ""
+        print(f"{len(frame)} COMPOSITION edges written; strongest by z-score (random baseline {frame['baseline'].iloc[0]:.3f}){note}:")
     print_frame(strongest, fmt(args))
     return 0
 

@@ -8,6 +8,8 @@ convention ``x @ W``, for a writer head ``a`` in an earlier layer and a reader h
   3. The ratio is not zero for unrelated matrices. The baseline is the same ratio for random Gaussian
      factors of the same shapes (``n_random`` draws); edges carry the score, the baseline mean and
      ``zScore = (score - mean) / std`` (docs/architecture.md, science notes).
+  4. A head whose weights are all zero (held silent by construction, as in the ``binding`` zoo
+     model) composes with nothing: its score is 0, not 0/0, and its edges carry ``silent = true``.
 Layer norms between heads are ignored, as in the paper.
 """
 
@@ -25,9 +27,10 @@ __all__ = ["compute_composition", "composition_baseline"]
 
 
 def _ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``|a @ b|_F / (|a|_F |b|_F)`` over leading batch dimensions."""
+    """``|a @ b|_F / (|a|_F |b|_F)`` over leading batch dimensions; 0 where a factor is zero."""
     num = torch.linalg.matrix_norm(a @ b)
-    return num / (torch.linalg.matrix_norm(a) * torch.linalg.matrix_norm(b))
+    den = torch.linalg.matrix_norm(a) * torch.linalg.matrix_norm(b)
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
 def composition_baseline(d_model: int, d_head: int, n_random: int = 200, seed: int = 0) -> tuple[float, float]:
@@ -44,13 +47,15 @@ def compute_composition(model: Any, model_id: str, n_random: int = 200) -> pd.Da
     """Q/K/V composition of every (earlier head -> later head) pair, as an edge frame.
 
     Columns: ``componentId_pre`` (writer), ``componentId_post`` (reader), ``channel`` (q/k/v: the
-    reader's input it composes through), ``score``, ``baseline``, ``zScore``.
+    reader's input it composes through), ``score``, ``baseline``, ``zScore``, ``silent``.
     """
     cfg = model.cfg
     with torch.no_grad():
         ov = torch.stack([model.blocks[l].attn.W_V @ model.blocks[l].attn.W_O for l in range(cfg.n_layers)]).double()
         qk = torch.stack([model.blocks[l].attn.W_Q @ model.blocks[l].attn.W_K.transpose(-1, -2) for l in range(cfg.n_layers)]).double()
     mean, std = composition_baseline(cfg.d_model, cfg.d_head, n_random)
+    silent_ov = torch.linalg.matrix_norm(ov) == 0  # [layer, head]
+    silent_qk = torch.linalg.matrix_norm(qk) == 0
     rows = []
     for la in range(cfg.n_layers):
         for lb in range(la + 1, cfg.n_layers):
@@ -65,6 +70,7 @@ def compute_composition(model: Any, model_id: str, n_random: int = 200) -> pd.Da
                 for ha in range(cfg.n_heads):
                     for hb in range(cfg.n_heads):
                         val = float(mat[ha, hb])
+                        reader_silent = bool(silent_ov[lb, hb]) if ch == "v" else bool(silent_qk[lb, hb])
                         rows.append({
                             "componentId_pre": component_id(model_id, ComponentKind.HEAD, layer=la, head=ha),
                             "componentId_post": component_id(model_id, ComponentKind.HEAD, layer=lb, head=hb),
@@ -72,5 +78,6 @@ def compute_composition(model: Any, model_id: str, n_random: int = 200) -> pd.Da
                             "score": val,
                             "baseline": mean,
                             "zScore": (val - mean) / std if std > 0 else 0.0,
+                            "silent": bool(silent_ov[la, ha]) or reader_silent,
                         })
-    return pd.DataFrame(rows, columns=["componentId_pre", "componentId_post", "channel", "score", "baseline", "zScore"])
+    return pd.DataFrame(rows, columns=["componentId_pre", "componentId_post", "channel", "score", "baseline", "zScore", "silent"])

@@ -311,6 +311,12 @@ def run_ingest(
     if existing is not None and existing.complete:
         return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)
     details: dict[str, Any] = {"steps": config.steps if config.method in (Method.EAP_IG.value, Method.EAP_IG_ACT.value) else None}
+    if len(computed.edges) and bool((computed.edges["score"] == 0).all()):
+        # written, but never silently: the metric did not move at all between clean and corrupted
+        details["allZero"] = True
+        log(f"warning: every edge of run {run_id} is exactly zero: the metric {config.metric!r} does not change between the "
+            "clean and corrupted prompts (e.g. 'logit' on a model with a single output logit, whose target minus mean is "
+            "always 0); choose another metric or task. The run is written and marked allZero.")
     if config.granularity == "neuron":
         details.update({"granularity": "neuron", "topNeurons": config.top_neurons,
                         "neuronSelection": "top-K per MLP by |sum (post_corr - post_clean) * dm/dpost| (EAP node attribution)"})

@@ -194,3 +194,23 @@ def test_unwritable_export_path_is_one_line(store: Store, embedded: StoreSetting
     blocker.write_text("x")
     code, _, err = cli(capsys, embedded.home, "export", "--run", "cli-run", "--html", str(blocker / "page.html"))
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_run_of_zeros_is_written_with_a_warning_and_marked(store: Store, embedded: StoreSettings, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A model whose unembedding is zero gives constant logits: every edge scores exactly 0."""
+    model = make_tiny(12)
+    with torch.no_grad():
+        model.W_U.zero_()
+    cfg = {k: getattr(model.cfg, k) for k in ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "d_mlp", "act_fn", "normalization_type")}
+    path = tmp_path / "flat.pt"
+    torch.save({"config": cfg, "state_dict": model.state_dict()}, path)
+    messages: list[str] = []
+    result = run_ingest(store, IngestConfig(model=str(path), method="eap", n_prompts=2), embedded.home, run_id="zeros",
+                        progress=False, log=messages.append)
+    assert result.status == "written" and result.n_edges > 0
+    assert any("every edge of run zeros is exactly zero" in m for m in messages)
+    assert cx.require_run(store, "zeros").details["allZero"] is True
+    assert main(["runs", "--json", "--home", str(embedded.home)]) == 0
+    rows = {r["runId"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["zeros"]["allZero"] is True and rows["twice"]["allZero"] is False

@@ -146,3 +146,22 @@ def test_binding_training_builds_the_circuit(tmp_path: Path) -> None:
     info = train_zoo_model("binding", tmp_path / "m", steps=400)
     assert info["accuracy"]["forward"] >= 0.95 and info["swapFlipRate"]["forward"]["v"] >= 0.9
     assert info["accuracy"]["reverse"] >= 0.9 and info["swapFlipRate"]["reverse"]["k"] >= 0.9
+
+
+@pytest.mark.parametrize("name", ["induction-2l", "binding", "modadd-1l"])
+def test_composition_is_defined_on_every_zoo_model(name: str, tmp_path: Path) -> None:
+    """Heads held silent (all-zero weights) compose with nothing: score 0 and flagged, never NaN."""
+    import numpy as np
+
+    from ingest.anatomy import compute_composition
+    from ingest.zoo import load_zoo_model
+
+    model, _ = load_zoo_model(name, tmp_path)
+    frame = compute_composition(model, name, n_random=20)
+    assert np.isfinite(frame[["score", "zScore"]].to_numpy(dtype=float)).all()
+    silent = frame[frame["silent"]]
+    if name == "binding":  # L0.H1-3 are held silent by construction
+        assert set(silent["componentId_pre"]) == {f"binding/L0.H{h}" for h in (1, 2, 3)} and (silent["score"] == 0).all()
+        assert not frame[frame["componentId_pre"] == "binding/L0.H0"]["silent"].any()
+    else:
+        assert silent.empty
