@@ -605,18 +605,17 @@ def fetch_model(store: Store, model_id: str) -> ModelRecord | None:
 def fetch_run_relationships(store: Store, run_id: str) -> pd.DataFrame:
     """Every relationship carrying ``runId`` = the run (attribution and ablation edges alike) with
     all its properties: columns ``componentId_pre, componentId_post, type, props``."""
-    types = [RelType.ATTRIBUTION.value, RelType.ABLATION.value]
-    frames = [
-        store.read(
-            f"MATCH (a:Component)-[e:{t} {{runId: $run}}]->(b:Component) "
-            "RETURN a.componentId AS componentId_pre, b.componentId AS componentId_post, properties(e) AS props",
+    columns = ["componentId_pre", "componentId_post", "type", "props"]
+    rows: list[tuple[str, str, str, dict[str, Any]]] = []
+    for rel in (RelType.ATTRIBUTION, RelType.ABLATION):
+        df = store.read(
+            f"MATCH (a:Component)-[e:{rel.value} {{runId: $run}}]->(b:Component) "
+            "RETURN a.componentId AS pre, b.componentId AS post, properties(e) AS props",
             {"run": run_id},
-        ).assign(type=t)
-        for t in types
-    ]
-    out = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame(
-        columns=["componentId_pre", "componentId_post", "props", "type"])
-    return out[["componentId_pre", "componentId_post", "type", "props"]]
+        )
+        if len(df):
+            rows += [(a, b, rel.value, dict(p)) for a, b, p in zip(df["pre"], df["post"], df["props"])]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def fetch_part_of(store: Store, model_id: str) -> list[tuple[str, str]]:

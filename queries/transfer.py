@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,7 +204,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def import_run_csv(store: Store, folder: Path, *, log: Any = None) -> ImportResult:
+def import_run_csv(store: Store, folder: Path, *, log: Callable[[str], None] | None = None) -> ImportResult:
     """Load a folder written by :func:`export_run_csv` into ``store``, idempotently by run status.
 
     Raises:
