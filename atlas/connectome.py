@@ -14,6 +14,10 @@ See ``docs/architecture.md`` for the schema and the life cycle of a run.
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +45,7 @@ __all__ = [
     "EDGE_FRAME_COLUMNS",
     "ensure_schema", "fetch_schema", "count_graph",
     "write_model", "write_components", "write_part_of", "write_dictionaries",
-    "begin_run", "set_run_status", "write_run_figures", "fetch_run", "require_run", "fetch_runs",
+    "begin_run", "set_run_status", "write_run_figures", "fetch_run", "fetch_run_for", "require_run", "fetch_runs",
     "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
     "fetch_edges", "fetch_edge_columns", "fetch_components", "fetch_custom",
     "write_circuit", "fetch_circuit",
@@ -153,9 +157,6 @@ _WRITER_KEYS = ("writerToken", "writerPid", "writerHost", "writerSince")
 
 def _writer_alive(props: Mapping[str, Any]) -> bool:
     """Whether the process that claimed a ``writing`` run may still be writing it."""
-    import socket
-    import time
-
     from atlas.server import pid_alive
 
     if not props.get("writerToken"):
@@ -181,11 +182,6 @@ def begin_run(store: Store, run: RunRecord) -> str:
     Raises:
         RunConflict: another process writes (or has just completed) the run.
     """
-    import os
-    import socket
-    import time
-    import uuid
-
     current = store.read("MATCH (r:Run {runId: $id}) RETURN properties(r) AS p", {"id": run.run_id})
     observed = ""
     if len(current):
@@ -231,6 +227,15 @@ def fetch_run(store: Store, run_id: str) -> RunRecord | None:
     """The run of this id, or None."""
     df = store.read("MATCH (r:Run {runId: $id}) RETURN properties(r) AS p", {"id": run_id})
     return None if df.empty else RunRecord.from_props(dict(df["p"].iloc[0]))
+
+
+def fetch_run_for(store: Store, run_id: str, config_json: str | None, *, hint: str = "choose another --run-id") -> RunRecord | None:
+    """The run of this id if it was made with this configuration, None if there is none;
+    RunConflict when the id is taken by another configuration (for ingest, lesions and import alike)."""
+    existing = fetch_run(store, run_id)
+    if existing is not None and existing.config_json != config_json:
+        raise RunConflict(f"run {run_id!r} exists with a different configuration; {hint}")
+    return existing
 
 
 def fetch_runs(store: Store, model_id: str | None = None) -> pd.DataFrame:
@@ -310,8 +315,6 @@ def write_edges(
 
 
 def _edge_batch() -> int:
-    import os
-
     raw = os.environ.get("ATLAS_EDGE_BATCH", str(EDGE_BATCH))
     if not raw.isdigit() or int(raw) < 1:
         raise ValidationError(f"ATLAS_EDGE_BATCH must be a positive integer, got {raw!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from cli.common import connect, count, fmt, jsonable, print_frame, require_run
+from cli.common import connect, count, fmt, jsonable, print_frame, require_run, table_output
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
@@ -174,9 +174,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--through", action="append", default=[], metavar="CRITERIA", help="paths must pass a matching component (repeatable)")
     s.add_argument("--max-length", type=count(1, 64), help="at most this many hops")
     s.add_argument("--split-channels", action="store_true", help="treat each q/k/v channel as its own hop")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--csv", action="store_true")
+    table_output(s)
     s.set_defaults(func=cmd_paths)
 
     s = sub.add_parser("hierarchy", parents=[common], help="hierarchy levels, skip connections, modules", formatter_class=fmt_class)
@@ -194,9 +192,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                                  "beat the share of its own slot there")
     s.add_argument("--top", type=count(1, 100_000), default=10)
     s.add_argument("--save", type=count(0, 1_000), default=0, metavar="N", help="save the N best as :Circuit {kind: 'binding'}")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--csv", action="store_true")
+    table_output(s)
     s.set_defaults(func=cmd_binding)
 
     s = sub.add_parser("motifs", parents=[common], help="3-node motif census against degree-preserving random graphs", formatter_class=fmt_class)
@@ -204,9 +200,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--min-weight", type=float, default=0.0)
     s.add_argument("--random", type=count(1, 100_000, "each is a rewired copy of the graph"), default=100, help="randomised graphs")
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--csv", action="store_true")
+    table_output(s)
     s.set_defaults(func=cmd_motifs)
 
     s = sub.add_parser("compare", parents=[common], help="compare two connectomes (checkpoints, tasks, methods, models)", formatter_class=fmt_class)

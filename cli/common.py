@@ -9,7 +9,7 @@ import math
 import sys
 from typing import Any, NoReturn
 
-__all__ = ["count", "Parser", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
+__all__ = ["count", "table_output", "Parser", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
 
 
 def count(low: int, high: int, why: str = "") -> Any:
@@ -35,6 +35,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"atlas: error: {message} (see '{self.prog} --help')\n")
+
+
+def table_output(parser: argparse.ArgumentParser) -> None:
+    """``--json`` (a JSON array, one object per row) or ``--csv`` for a command that prints a table."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print a JSON array, one object per row")
+    g.add_argument("--csv", action="store_true", help="print CSV")
 
 
 def store_options() -> argparse.ArgumentParser:

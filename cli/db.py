@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from cli.common import connect, fmt, open_store, print_frame, settings
+from cli.common import connect, fmt, open_store, print_frame, settings, table_output
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -109,16 +109,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("cypher", help="the statement ('-' reads it from stdin); values as $params")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (VALUE parsed as JSON when it is JSON)")
     s.add_argument("--write", action="store_true", help="allow the statement to write")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true", help="print a JSON array, one object per row")
-    g.add_argument("--csv", action="store_true", help="print CSV")
+    table_output(s)
     s.set_defaults(func=cmd_query)
 
     s = sub.add_parser("runs", parents=[common], help="list runs", formatter_class=fmt_class)
     s.add_argument("--model", help="only runs of this model id")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--csv", action="store_true")
+    table_output(s)
     s.set_defaults(func=cmd_runs)
 
     s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt_class)

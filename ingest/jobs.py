@@ -23,7 +23,7 @@ import pandas as pd
 
 from atlas import __version__
 from atlas import connectome as cx
-from atlas.errors import RunConflict, ValidationError
+from atlas.errors import ValidationError
 from atlas.ids import local_id
 from atlas.records import DictionaryRecord, RunRecord
 from atlas.schema import MAX_PROMPTS, MAX_STEPS, Granularity, Method, Metric, RelType, choices
@@ -275,10 +275,7 @@ def write_run(
 
 def check_existing(store: Store, run_id: str, config_json: str) -> RunRecord | None:
     """The existing run of this id, refusing one with another configuration (RunConflict)."""
-    existing = cx.fetch_run(store, run_id)
-    if existing is not None and existing.config_json != config_json:
-        raise RunConflict(f"run {run_id!r} exists with a different configuration; choose another --run-id")
-    return existing
+    return cx.fetch_run_for(store, run_id, config_json)
 
 
 def run_ingest(

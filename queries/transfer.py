@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from atlas import connectome as cx
-from atlas.errors import RunConflict, ValidationError
+from atlas.errors import ValidationError
 from atlas.ids import parse_component_id
 from atlas.records import DictionaryRecord, ModelRecord, RunRecord
 from atlas.schema import KIND_LABEL, RelType
@@ -255,9 +255,7 @@ def import_run_csv(store: Store, folder: Path, *, log: Callable[[str], None] | N
         row.update({k: v for k, v in props.items() if k not in dict(shared)})
         batches.setdefault((rel, shared), []).append(row)
         n_edges += 1
-    existing = cx.fetch_run(store, run.run_id)
-    if existing is not None and existing.config_json != run.config_json:
-        raise RunConflict(f"run {run.run_id!r} exists with a different configuration; it cannot be imported over")
+    existing = cx.fetch_run_for(store, run.run_id, run.config_json, hint="it cannot be imported over")
     if existing is not None and existing.complete:
         return ImportResult(run.run_id, "unchanged", 0, existing.n_edges or 0)
     edges = [cx.EdgeBatch(RelType(rel), pd.DataFrame(rows), dict(shared)) for (rel, shared), rows in sorted(batches.items(), key=lambda kv: kv[0][0])]
