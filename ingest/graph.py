@@ -20,7 +20,7 @@ from atlas.errors import ModelError
 from atlas.ids import component_id, read_stage, write_stage
 from atlas.schema import Channel, ComponentKind
 
-__all__ = ["Sender", "Receiver", "ModelGraph", "build_graph"]
+__all__ = ["Sender", "Receiver", "ModelGraph", "build_graph", "check_architecture"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,29 @@ def _node_row(model_id: str, cid: str, kind: ComponentKind, layer: int, head: in
     return row
 
 
+POST_NORM_ARCHITECTURES = frozenset({"Olmo2ForCausalLM", "Olmo3ForCausalLM", "OlmoeForCausalLM"})
+
+
+def check_architecture(cfg: Any) -> None:
+    """Refuse, in one line naming the option, a model whose edges the methods cannot score exactly.
+
+    Every edge method assumes that each head's output is ``z_h W_O[h]`` added to the residual stream
+    as it is, that q, k and v are affine in the (normalised) residual, and that the MLP reads the
+    residual at ``hook_mlp_in``. Options that break one of these are refused, never mis-scored.
+    """
+    if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
+        raise ModelError(f"grouped-query attention (n_key_value_heads={cfg.n_key_value_heads}, n_heads={cfg.n_heads}) is not supported yet")
+    if getattr(cfg, "original_architecture", None) in POST_NORM_ARCHITECTURES:
+        raise ModelError(f"post-norm blocks ({cfg.original_architecture}: the norm sits between each sublayer and the residual) are not supported yet")
+    if getattr(cfg, "use_normalization_before_and_after", False):
+        raise ModelError("a norm after each sublayer (use_normalization_before_and_after=True, as in Gemma 2) rescales the heads' "
+                         "summed output, so per-head edges are not additive; not supported yet")
+    if getattr(cfg, "load_in_4bit", False):
+        raise ModelError("4-bit weights (load_in_4bit=True) are not supported: load the model in float32 or bfloat16")
+    if cfg.positional_embedding_type not in ("standard", "shortformer", "rotary", "alibi"):
+        raise ModelError(f"positional_embedding_type={cfg.positional_embedding_type!r} is not supported")
+
+
 def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None = None,
                 features: dict[int, tuple[Any, list[int]]] | None = None) -> ModelGraph:
     """Enumerate senders and receivers of ``model`` (a HookedTransformer).
@@ -130,12 +153,14 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
         ModelError: for architectures whose attention the edge methods do not cover yet.
     """
     cfg = model.cfg
-    if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
-        raise ModelError("grouped-query attention models are not supported yet (n_key_value_heads != n_heads)")
-    if getattr(cfg, "original_architecture", None) in {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}:
-        raise ModelError("post-norm architectures are not supported yet")
-    if neurons and (cfg.attn_only or getattr(cfg, "gated_mlp", False)):
-        raise ModelError("neuron granularity needs a model with plain (non-gated) MLPs")
+    check_architecture(cfg)
+    if neurons:
+        if cfg.attn_only:
+            raise ModelError("neuron granularity needs a model with MLPs (this one has attn_only=True)")
+        if getattr(cfg, "gated_mlp", False):
+            raise ModelError("neuron granularity needs plain MLPs: a gated MLP's neuron has two inputs (gated_mlp=True); use --granularity head or a transcoder's features")
+        if getattr(cfg, "num_experts", None):
+            raise ModelError(f"neuron granularity needs plain MLPs, not a mixture of experts (num_experts={cfg.num_experts}); use --granularity head")
     for layer, ns in (neurons or {}).items():
         if not 0 <= layer < cfg.n_layers or any(not 0 <= n < cfg.d_mlp for n in ns):
             raise ModelError(f"neurons {ns} of layer {layer} are outside the model")

@@ -29,7 +29,7 @@ from atlas.errors import ValidationError
 from atlas.schema import Ablation, ComponentKind, choices
 from ingest.graph import ModelGraph
 from ingest.hooks import hook_name
-from ingest.methods import restores_model, sender_outputs
+from ingest.methods import qkv_input_change, restores_model, sender_outputs
 from ingest.tasks import PromptBatch, Task
 
 __all__ = ["ABLATIONS", "ablated_outputs", "compute_node_lesions", "circuit_metric", "faithfulness"]
@@ -190,11 +190,8 @@ def circuit_metric(
                 corr = torch.stack([d_of(by_recv[r.index]) for r in recv], dim=2)  # [b, p, h, d]
                 if not bool(corr.abs().any()):
                     return act
-                block = model.blocks[layer]
-                x = resid[layer][:, :, None, :] - corr
-                w = getattr(block.attn, f"W_{c.upper()}")
-                bias = getattr(block.attn, f"b_{c.upper()}")
-                return torch.einsum("bphd,hde->bphe", block.ln1(x), w) + bias
+                w = getattr(model.blocks[layer].attn, f"W_{c.upper()}")
+                return act + qkv_input_change(model.blocks[layer].ln1, w, resid[layer], -corr)
 
             hooks.append((hook_name(c, layer), qkv_hook))
 

@@ -49,6 +49,7 @@ __all__ = [
     "compute_eap_ig",
     "compute_eap_ig_activations",
     "compute_patching",
+    "qkv_input_change",
     "sender_outputs",
     "all_edges",
     "select_neurons",
@@ -638,8 +639,9 @@ def compute_patching(
 
     Many edges share a forward pass: the prompts are tiled once per edge in a chunk and each copy
     receives its own sender delta at its own receiver input. A head's q/k/v input is patched by
-    recomputing that head's q/k/v from ``ln1(resid_pre + delta)``; an MLP's via ``hook_mlp_in``;
-    a neuron's pre-activation from ``ln2(mlp_in + delta)``; a dictionary feature's input likewise,
+    adding ``(ln1(resid_pre + delta) - ln1(resid_pre)) W`` to that head's q/k/v (see
+    :func:`qkv_input_change`); an MLP's via ``hook_mlp_in``; a neuron's pre-activation by
+    ``(ln2(mlp_in + delta) - ln2(mlp_in)) . W_in[:, n]``; a dictionary feature's input likewise,
     its changed activation written through its decoder row (and an error node's: the MLP's change
     minus the selected features'); the logits' at the final residual.
 
@@ -648,19 +650,21 @@ def compute_patching(
             corrupted-minus-clean. Path patching with zero/mean/resample ablations passes its own.
     """
     edges = all_edges(graph) if edges is None else list(edges)
-    with torch.no_grad():
-        if delta is None:
+    if delta is None:
+        with torch.no_grad():
             delta = sender_outputs(model, graph, batch.corrupted) - sender_outputs(model, graph, batch.clean)
-        base = float(task.metric(model(batch.clean), batch).mean())
     b, p, _, d = delta.shape
     per_copy = b * p * max(graph.n_heads, 1) * d
-    chunk = max(1, min(len(edges), config.patch_budget // per_copy))
+    chunk = max(1, min(len(edges), config.patch_budget // per_copy - 1))
     score = np.zeros((len(graph.senders), len(graph.receivers)))
     scored = np.zeros(score.shape, dtype=bool)
     with _mlp_in_hook(model), torch.no_grad():
         for start in range(0, len(edges), chunk):
             part = edges[start : start + chunk]
-            effects = _patch_chunk(model, graph, task, batch, delta, part) - base
+            # the clean metric comes from an unpatched copy in the same pass: a zero delta scores
+            # exactly 0 (a separate forward at another batch size rounds differently, ~1e-16)
+            metrics = _patch_chunk(model, graph, task, batch, delta, [*part, None])
+            effects = metrics[:-1] - metrics[-1]
             for (si, ri), eff in zip(part, effects):
                 score[si, ri] = eff
                 scored[si, ri] = True
@@ -669,10 +673,24 @@ def compute_patching(
     return _edge_frame(graph, score, scored)
 
 
+def qkv_input_change(ln: torch.nn.Module, w: torch.Tensor, resid: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """How each head's q, k or v (at ``hook_q``/``hook_k``/``hook_v``) moves when its copy of the
+    residual ``resid`` (``[b, p, d]``) is moved by ``delta`` (``[b, p, h, d]``): ``(ln(x + delta) - ln(x)) W``.
+
+    The difference, not a rebuilt value: whatever a model adds between its layer norm and the
+    projection (the shortformer position embedding on q and k, the bias) cancels, so the patch is
+    exact for every option and a zero delta changes nothing, bit for bit (``ln`` sees two tensors of
+    one shape and layout, so equal rows give equal results).
+    """
+    x = resid[:, :, None, :].expand_as(delta).contiguous()
+    return torch.einsum("bphd,hde->bphe", ln(x + delta) - ln(x), w)
+
+
 def _patch_chunk(
-    model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, delta: torch.Tensor, part: list[tuple[int, int]]
+    model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, delta: torch.Tensor, part: list[tuple[int, int] | None]
 ) -> np.ndarray:
-    """Metric (mean over prompts) with each edge of ``part`` patched in its own copy of the batch."""
+    """Metric (mean over prompts) with each edge of ``part`` patched in its own copy of the batch
+    (``None``: a copy left clean)."""
     e = len(part)
     b, p, _, d = delta.shape
     h = graph.n_heads
@@ -684,7 +702,10 @@ def _patch_chunk(
     neur_col: dict[int, torch.Tensor] = {}
     feat_d: dict[int, torch.Tensor] = {}
     feat_col: dict[int, torch.Tensor] = {}  # the feature index, -2 for the error node, -1 not patched here
-    for copy, (si, ri) in enumerate(part):
+    for copy, edge in enumerate(part):
+        if edge is None:
+            continue
+        si, ri = edge
         r = graph.receivers[ri]
         rows = slice(copy * b, (copy + 1) * b)
         if r.kind in (ComponentKind.FEATURE, ComponentKind.ERROR):
@@ -725,12 +746,10 @@ def _patch_chunk(
     def patch_head(layer: int, c: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         block = model.blocks[layer]
         w = getattr(block.attn, f"W_{c.upper()}")
-        bias = getattr(block.attn, f"b_{c.upper()}")
 
         def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            x = resid[layer][:, :, None, :] + head_d[(layer, c)]
-            new = torch.einsum("bphd,hde->bphe", block.ln1(x), w) + bias
-            return torch.where(head_mask[(layer, c)][:, None, :, None], new, act)
+            change = qkv_input_change(block.ln1, w, resid[layer], head_d[(layer, c)])
+            return torch.where(head_mask[(layer, c)][:, None, :, None], act + change, act)
 
         return fn
 
@@ -746,11 +765,11 @@ def _patch_chunk(
         def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
             cols = neur_col[layer]
             rows_ = (cols >= 0).nonzero().squeeze(-1)
-            x = block.ln2(mlp_in[layer][rows_] + neur_d[layer][rows_])  # [r, p, d]
+            x = mlp_in[layer][rows_]  # [r, p, d]
+            change = block.ln2(x + neur_d[layer][rows_]) - block.ln2(x)  # exactly 0 for a zero delta
             w = block.mlp.W_in[:, cols[rows_]].T  # [r, d]
-            vals = (x * w[:, None, :]).sum(-1) + block.mlp.b_in[cols[rows_]][:, None]
             act = act.clone()
-            act[rows_[:, None], torch.arange(act.shape[1])[None, :], cols[rows_][:, None]] = vals
+            act[rows_[:, None], torch.arange(act.shape[1])[None, :], cols[rows_][:, None]] += (change * w[:, None, :]).sum(-1)
             return act
 
         return fn
