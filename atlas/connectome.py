@@ -44,7 +44,7 @@ from atlas.store import DEFAULT_BATCH, EDGE_BATCH, Store
 __all__ = [
     "EDGE_FRAME_COLUMNS",
     "ensure_schema", "fetch_schema", "count_graph",
-    "write_model", "write_components", "write_part_of", "write_dictionaries",
+    "write_model", "check_model_weights", "write_components", "write_part_of", "write_dictionaries",
     "begin_run", "set_run_status", "write_run_figures", "fetch_run", "fetch_run_for", "require_run", "fetch_runs",
     "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
     "fetch_edges", "fetch_edge_columns", "fetch_components", "fetch_custom",
@@ -99,8 +99,41 @@ def count_graph(store: Store) -> dict[str, int]:
 
 # -- models and components -------------------------------------------------------------------
 def write_model(store: Store, model: ModelRecord) -> None:
-    """MERGE the ``:Model`` node (keyed by ``modelId``) and set its properties."""
-    store.run("MERGE (m:Model {modelId: $id}) SET m += $props", {"id": model.model_id, "props": _clean_props(model.to_props())}, write=True)
+    """MERGE the ``:Model`` node (keyed by ``modelId``) and set its properties.
+
+    A model keeps its identity: an id already stored with other weights (``weightsHash``) is
+    refused, in the same statement that would write it, so two writers cannot both pass a check
+    and then overwrite each other. A node stored before hashes were recorded takes the hash.
+
+    Raises:
+        ValidationError: the id holds other weights.
+    """
+    props = _clean_props(model.to_props())
+    df = store.run(
+        "MERGE (m:Model {modelId: $id}) WITH m, m.weightsHash AS old "
+        "WHERE old IS NULL OR $hash IS NULL OR old = $hash SET m += $props RETURN old",
+        {"id": model.model_id, "hash": model.weights_hash, "props": props}, write=True,
+    )
+    if df.empty:
+        check_model_weights(store, model.model_id, model.weights_hash)
+        raise ValidationError(f"model id {model.model_id!r} is already in the store with other weights")  # pragma: no cover - raced
+
+
+def check_model_weights(store: Store, model_id: str, weights_hash: str | None) -> None:
+    """Refuse (one line) to give ``model_id`` weights other than those it is stored with.
+
+    Raises:
+        ValidationError: the id is stored with another weights hash.
+    """
+    if weights_hash is None:
+        return
+    df = store.read("MATCH (m:Model {modelId: $id}) RETURN m.weightsHash AS h", {"id": model_id})
+    old = None if df.empty else df["h"].iloc[0]
+    if isinstance(old, str) and old != weights_hash:
+        raise ValidationError(
+            f"model id {model_id!r} is already in the store with other weights (weights hash {old[:12]} there, {weights_hash[:12]} "
+            "here): give these weights their own id with --model-id NAME, or delete the old model's runs first"
+        )
 
 
 def write_components(store: Store, nodes: pd.DataFrame, *, batch_size: int = DEFAULT_BATCH,

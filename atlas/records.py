@@ -71,6 +71,9 @@ class ModelRecord:
     d_vocab: int
     n_ctx: int
     source: str
+    weights_hash: str | None = None
+    """SHA-256 of the weights (and of the config fields that change the function); None on models
+    stored before the atlas recorded it."""
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, Any]:
@@ -79,7 +82,7 @@ class ModelRecord:
     @classmethod
     def from_props(cls, props: Mapping[str, Any]) -> ModelRecord:
         data = _split(cls, props)
-        missing = [camel(f.name) for f in fields(cls) if f.name not in data and f.name not in ("details", "d_mlp")]
+        missing = [camel(f.name) for f in fields(cls) if f.name not in data and f.name not in ("details", "d_mlp", "weights_hash")]
         if missing:
             raise ValidationError(f"a :Model without {missing}")
         data.setdefault("d_mlp", None)

@@ -29,7 +29,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts,
                           steps=args.steps, seed=args.seed, granularity=args.granularity, top_neurons=args.top_neurons,
-                          saes=tuple(args.sae or ()), top_features=args.top_features)
+                          saes=tuple(args.sae or ()), top_features=args.top_features, model_id=args.model_id)
     config.validate()
     conf = settings(args)
 
@@ -73,7 +73,7 @@ def cmd_sae(args: argparse.Namespace) -> int:
 
     conf = settings(args)
     kwargs = {"transcoder": args.transcoder, "out": Path(args.out) if args.out else None, "steps": args.steps, "l1": args.l1,
-              "n_prompts": args.prompts, "task": args.task, "progress": not args.quiet}
+              "n_prompts": args.prompts, "task": args.task, "progress": not args.quiet, "model_id": args.model_id}
     if args.no_store:
         out = train_sae(None, args.model, args.hook, args.features, conf.home, **kwargs)
     else:
@@ -97,9 +97,9 @@ def cmd_population(args: argparse.Namespace) -> int:
     conf = settings(args)
     if args.store:
         with open_store(conf) as store:
-            tables = run_population(store, args.model, conf.home, args.layer, args.debiased)
+            tables = run_population(store, args.model, conf.home, args.layer, args.debiased, model_id=args.model_id)
     else:
-        tables = run_population(None, args.model, conf.home, args.layer, args.debiased)
+        tables = run_population(None, args.model, conf.home, args.layer, args.debiased, model_id=args.model_id)
     if args.json:
         print(json.dumps({k: v.to_dict("records") for k, v in tables.items()}, default=jsonable))
         return 0
@@ -116,7 +116,7 @@ def cmd_lesion(args: argparse.Namespace) -> int:
     from ingest.studies import LesionConfig, run_lesion
 
     config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node", metric=args.metric,
-                          n_prompts=args.prompts, n_reference=args.reference, seed=args.seed).validate()
+                          n_prompts=args.prompts, n_reference=args.reference, seed=args.seed, model_id=args.model_id).validate()
     conf = settings(args)
     with open_store(conf) as store:
         out = run_lesion(store, config, conf.home, run_id=args.run_id, progress=not args.quiet)
@@ -176,7 +176,7 @@ def cmd_anatomy(args: argparse.Namespace) -> int:
 
     conf = settings(args)
     with open_store(conf) as store:
-        frame = run_anatomy(store, args.model, conf.home)
+        frame = run_anatomy(store, args.model, conf.home, model_id=args.model_id)
     strongest = frame.sort_values("zScore", ascending=False).head(args.show)
     if fmt(args) != "json" and frame.empty:
         print("no COMPOSITION edges: composition links heads of different layers, and this model has one")
@@ -194,7 +194,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     conf = settings(args)
     with open_store(conf) as store:
-        frame = run_probe(store, args.model, conf.home)
+        frame = run_probe(store, args.model, conf.home, model_id=args.model_id)
     cols = [c for c in ("componentId", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens") if c in frame.columns]
     if fmt(args) != "json":
         print(f"{len(frame)} components probed; properties stored on the components:")
@@ -202,11 +202,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_id_option(s: argparse.ArgumentParser) -> None:
+    """``--model-id``: the id to store a model under instead of the one it would get."""
+    s.add_argument("--model-id", help="store the model under this id (default: a zoo or hub model's name; a model file's name "
+                                      "plus the first 8 hex digits of its weights' hash)")
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the ``atlas`` parser."""
     fmt_class = argparse.ArgumentDefaultsHelpFormatter
     s = sub.add_parser("ingest", parents=[common], help="compute a run's edges and write them into the database", formatter_class=fmt_class)
     s.add_argument("--model", required=True, help="zoo name, model directory/.pt file, or cached TransformerLens name")
+    model_id_option(s)
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     s.add_argument("--method", default="eap-ig", choices=choices(Method),
                    help="eap-ig: integrated gradients over inputs; eap-ig-act: over activations; patching: exact")
@@ -243,6 +250,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        formatter_class=fmt_class)
     s.add_argument("action", choices=["train"])
     s.add_argument("--model", required=True)
+    model_id_option(s)
     s.add_argument("--hook", required=True, help="hook to reconstruct, e.g. blocks.0.hook_mlp_out (a transcoder: the MLP's output hook)")
     s.add_argument("--features", type=count(1, 1 << 24), required=True, help="dictionary size")
     s.add_argument("--transcoder", action="store_true", help="read the MLP's input, predict its output")
@@ -258,6 +266,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("population", parents=[common], help="population coding: RSA, CKA and CCA between components and layers", formatter_class=fmt_class)
     s.add_argument("--model", required=True)
+    model_id_option(s)
     s.add_argument("--layer", type=count(0, 10_000), help="components of this layer only (default: all)")
     s.add_argument("--debiased", action="store_true", help="debiased HSIC form of CKA (use when features >> stimuli)")
     s.add_argument("--store", action="store_true", help="store component pairs as SIMILAR_TO edges")
@@ -266,6 +275,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("lesion", parents=[common], help="lesion every node (or edge) and measure the effect", formatter_class=fmt_class)
     s.add_argument("--model", required=True, help="zoo name, model file, or cached TransformerLens name")
+    model_id_option(s)
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     s.add_argument("--ablation", default="zero", choices=choices(Ablation))
     s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
@@ -296,11 +306,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("anatomy", parents=[common], help="weight-based Q/K/V composition between heads (task-free)", formatter_class=fmt_class)
     s.add_argument("--model", required=True)
+    model_id_option(s)
     s.add_argument("--show", type=count(1, 1_000_000), default=10)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_anatomy)
 
     s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
     s.add_argument("--model", required=True)
+    model_id_option(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_probe)

@@ -48,6 +48,8 @@ class IngestConfig:
     top_neurons: int = 8
     saes: tuple[str, ...] = ()
     top_features: int = 64
+    model_id: str | None = None
+    """The id to store the model under (default: the one :func:`ingest.models.load_model` gives)."""
 
     def validate(self) -> IngestConfig:
         if self.method not in choices(Method):
@@ -73,6 +75,8 @@ class IngestConfig:
 
     def to_json(self) -> str:
         data = asdict(self)
+        if self.model_id is None:  # runs keep the ids they had before --model-id existed
+            data.pop("model_id")
         if self.method not in (Method.EAP_IG.value, Method.EAP_IG_ACT.value):
             data.pop("steps")
         if self.granularity == "head":  # head-level runs keep the ids they had before neurons existed
@@ -99,6 +103,16 @@ class IngestConfig:
     def default_run_id(self, model_id: str) -> str:
         digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
         return f"{model_id}:{self.task}:{self.method}:{digest}"
+
+
+def canonical_model_spec(spec: str) -> str:
+    """A model file or folder as its resolved absolute path; any other spec as given."""
+    from ingest.catalog import ZOO_NAMES
+
+    if spec.split("@", 1)[0] in ZOO_NAMES:  # a zoo name wins over a folder of that name, as in load_model
+        return spec
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
 
 
 def _file_digest(path: Path) -> str:
@@ -179,8 +193,10 @@ def run_graph(config: IngestConfig, loaded: Any, task: Any, batch: Any) -> tuple
     return build_graph(loaded.model, loaded.model_id, chosen, features), dictionaries
 
 
-def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None) -> ComputedRun:
-    """Load, build the task and compute the edges; no I/O to the store."""
+def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None,
+                on_load: Callable[[Any], None] | None = None) -> ComputedRun:
+    """Load, build the task and compute the edges; no I/O to the store (``on_load(loaded)`` runs
+    once the model is loaded, before any compute: a chance to refuse early)."""
     from ingest.methods import MethodConfig, get_method
     from ingest.models import load_model
     from ingest.tasks import get_task
@@ -188,7 +204,9 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     config.validate()
     method = get_method(config.method)
     task = get_task(resolve_task(config.task, config.model), config.metric)
-    loaded = load_model(config.model, home, progress)
+    loaded = load_model(config.model, home, progress, model_id=config.model_id)
+    if on_load is not None:
+        on_load(loaded)
     batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
     if batch.clean.max() >= loaded.model.cfg.d_vocab or batch.clean.shape[1] > loaded.model.cfg.n_ctx:
         raise ValidationError("the task's prompts do not fit the model's vocabulary or context")
@@ -294,14 +312,15 @@ def run_ingest(
         ModelError, TaskError, ValidationError, StoreError: bad input or an unreachable store.
     """
     config.validate()
-    config = replace(config, task=resolve_task(config.task, config.model))  # 'default' and its name: one run
+    # 'default' and its name are one run; so are two spellings of one model file's path
+    config = replace(config, task=resolve_task(config.task, config.model), model=canonical_model_spec(config.model))
     t0 = time.perf_counter()
     bars = make_progress(progress)
     if run_id is not None:
         existing = check_existing(store, run_id, config.to_json())
         if existing is not None and existing.complete:
             return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)
-    computed = compute_run(config, home, bars)
+    computed = compute_run(config, home, bars, on_load=lambda loaded: cx.check_model_weights(store, loaded.model_id, loaded.weights_hash))
     t1 = time.perf_counter()
     run_id = run_id or config.default_run_id(computed.loaded.model_id)
     existing = check_existing(store, run_id, config.to_json())

@@ -4,15 +4,27 @@
   1. a zoo name (``induction-2l``): the atlas home's cache, the shipped weights, else trained now;
      ``NAME@STEP`` loads a training checkpoint (model id ``NAME/step-STEP``);
   2. a path: a directory with ``config.json`` (HookedTransformerConfig fields) and ``model.pt``
-     (a state dict), or one ``.pt`` file holding ``{"config": {...}, "state_dict": {...}}``;
+     (a state dict), or one ``.pt`` file holding ``{"config": {...}, "state_dict": {...}}``
+     (``cfg`` is accepted for ``config``; numpy scalars and a ``dtype`` string in the config load);
   3. a TransformerLens pretrained name whose weights are in the local Hugging Face cache
      (loaded offline; a clear error when they are not cached).
+
+Identity: every model carries :func:`weights_hash` (its weights and the config fields that change
+its function), recorded on its ``:Model`` node. A zoo model's id is its name (``NAME/step-S`` for a
+checkpoint), a pretrained model's its TransformerLens name, and a model file's its name (the
+config's ``model_name``, else the file or folder name) plus the first 8 hex digits of that hash:
+two files that share a name are two models, one file reached by two paths is one. ``--model-id``
+names a model explicitly; the store refuses an id that already holds other weights.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
+import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,38 +48,149 @@ class LoadedModel:
     source: str
     info: dict[str, Any]
 
+    @functools.cached_property
+    def weights_hash(self) -> str:
+        """:func:`weights_hash` of the model (computed once)."""
+        return weights_hash(self.model)
+
+
+_DTYPES = {"float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
+           "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _plain_config(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """``config`` with numpy scalars made Python numbers and a ``dtype`` string made a torch dtype."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if key == "dtype" and isinstance(value, str):
+            name = value.removeprefix("torch.")
+            if name not in _DTYPES:
+                raise ModelError(f"config field 'dtype' in {where} is {value!r}: use one of {', '.join(sorted(_DTYPES))}")
+            value = _DTYPES[name]
+        out[key] = value
+    return out
+
+
+def _config_error(exc: Exception, config: dict[str, Any], where: str) -> ModelError:
+    """One line naming the config field behind a HookedTransformerConfig error."""
+    import inspect
+
+    from transformer_lens import HookedTransformerConfig
+
+    known = set(inspect.signature(HookedTransformerConfig).parameters)
+    unknown = sorted(k for k in config if k not in known)
+    if unknown:
+        return ModelError(f"config in {where} has fields TransformerLens does not know: {', '.join(map(repr, unknown))}")
+    required = [k for k, p in inspect.signature(HookedTransformerConfig).parameters.items()
+                if p.default is inspect.Parameter.empty and k not in config]
+    if required:
+        return ModelError(f"config in {where} lacks required fields: {', '.join(map(repr, required))}")
+    return ModelError(f"invalid TransformerLens config in {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'rejected'}")
+
+
+def _state_mismatch(expected: dict[str, Any], state: dict[str, Any], where: str) -> str | None:
+    """A one-line summary of how ``state`` differs from the model its config builds, or None."""
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    shapes = [f"{k} {tuple(state[k].shape)} in the file vs {tuple(expected[k].shape)} from the config"
+              for k in sorted(expected) if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es): {some(shapes)}")
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {some(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {some(unexpected)}")
+    return f"the state dict in {where} does not fit its config: " + "; ".join(parts) if parts else None
+
 
 def _from_config_and_state(config: dict[str, Any], state: dict[str, Any], where: str) -> Any:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+    config = _plain_config(config, where)
     try:
         cfg = HookedTransformerConfig(**config)
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise ModelError(f"invalid TransformerLens config in {where}: {exc}") from exc
-    model = HookedTransformer(cfg)
+        model = HookedTransformer(cfg)
+    except (TypeError, ValueError, AssertionError, KeyError, AttributeError) as exc:
+        raise _config_error(exc, config, where) from exc
+    # buffers TransformerLens rebuilds from the config (masks) may be absent from a saved state dict
+    rebuilt = {k for k, _ in model.named_buffers()}
+    expected = {k: v for k, v in model.state_dict().items() if k not in rebuilt or k in state}
+    problem = _state_mismatch(expected, state, where)
+    if problem:
+        raise ModelError(problem)
     try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelError(f"state dict in {where} does not fit its config: {first}") from exc
+        model.load_state_dict(state, strict=False)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).replace("\n", " ").replace("\t", " ")
+        raise ModelError(f"state dict in {where} does not fit its config: {first[:300]}") from exc
     model.eval()
     return model
 
 
+def _numpy_globals() -> list[Any]:
+    """The numpy classes a checkpoint needs to hold numpy scalars (e.g. ``np.int64(4)`` in a config)."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray.scalar, np.dtype, *(getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType"))]
+
+
 def _torch_load(path: Path) -> Any:
+    """``torch.load`` without running code from the file: tensors, plain containers and numpy scalars."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_globals()):
             warnings.simplefilter("ignore")  # torch warns about unknown pickle protocols before failing
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and EOF errors all mean the same thing to a user
-        raise ModelError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'}") from exc
+    except pickle.UnpicklingError as exc:
+        detail = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if detail:
+            raise ModelError(f"checkpoint {path} holds a Python object of type {detail.group(1)}, which the atlas does not unpickle "
+                             "(it could run code): save plain dicts, numbers, strings and tensors") from exc
+        raise ModelError(f"cannot read checkpoint {path}: {_first_line(exc)}") from exc
+    except Exception as exc:  # zip and EOF errors all mean the same thing to a user
+        raise ModelError(f"cannot read checkpoint {path}: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else "corrupt file"
+
+
+def weights_hash(model: Any) -> str:
+    """SHA-256 of a model's weights (every state-dict tensor's name, dtype, shape and bytes) and of
+    the config fields that change what it computes without changing a weight's shape."""
+    cfg = model.cfg
+    h = hashlib.sha256(json.dumps({k: getattr(cfg, k, None) for k in IDENTITY_FIELDS}, sort_keys=True, default=str).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+IDENTITY_FIELDS = ("act_fn", "normalization_type", "positional_embedding_type", "rotary_dim", "rotary_base", "attention_dir",
+                   "parallel_attn_mlp", "gated_mlp", "attn_only", "use_qk_norm", "eps", "final_rms", "original_architecture",
+                   "use_attn_scale", "attn_scale", "attn_scores_soft_cap", "output_logits_soft_cap", "d_vocab_out")
+"""Config fields in a model's identity next to its weights (two models equal in every weight but
+their activation function are different models)."""
 
 
 def _load_path(path: Path) -> LoadedModel:
     if path.is_dir():
         cfg_file, state_file = path / "config.json", path / "model.pt"
         if not cfg_file.exists() or not state_file.exists():
-            raise ModelError(f"model directory {path} needs config.json and model.pt")
+            found = sorted(p.name for p in path.iterdir())[:8]
+            raise ModelError(f"model directory {path} needs config.json (TransformerLens config) and model.pt (state dict); "
+                             f"found: {', '.join(found) or 'nothing'}")
         try:
             config = json.loads(cfg_file.read_text())
         except json.JSONDecodeError as exc:
@@ -76,15 +199,26 @@ def _load_path(path: Path) -> LoadedModel:
         name = path.name
     else:
         blob = _torch_load(path)
-        if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-            raise ModelError(f"checkpoint {path} must hold a dict with 'config' and 'state_dict'")
-        config, state = blob["config"], blob["state_dict"]
+        keys = sorted(map(str, blob)) if isinstance(blob, dict) else []
+        config_key = next((k for k in ("config", "cfg") if k in keys), None)
+        if config_key is None or "state_dict" not in keys:
+            what = f"a dict with keys {', '.join(map(repr, keys[:8]))}" if isinstance(blob, dict) else f"a {type(blob).__name__}"
+            raise ModelError(f"checkpoint {path} must hold a dict with 'config' (or 'cfg') and 'state_dict'; it holds {what}")
+        config, state = blob[config_key], blob["state_dict"]
         name = path.stem
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise ModelError(f"checkpoint {path}: config must be a dict and the state dict a mapping of tensors")
     model = _from_config_and_state(config, state, str(path))
-    model_id = validate_model_id(config.get("model_name") if isinstance(config.get("model_name"), str) and config.get("model_name") != "custom" else name)
-    return LoadedModel(model, model_id, f"file:{path.resolve()}", {})
+    named = config.get("model_name")
+    base = named if isinstance(named, str) and named not in ("", "custom") else name
+    return LoadedModel(model, _file_model_id(base, weights_hash(model)), f"file:{path.resolve()}", {})
+
+
+def _file_model_id(name: str, digest: str) -> str:
+    """A model file's id: its name and the first 8 hex digits of its weights' hash, so two files
+    that share a name but not their weights are two models, and one file by two paths is one."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
+    return validate_model_id(f"{safe}-{digest[:8]}")
 
 
 def _load_pretrained(name: str) -> LoadedModel:
@@ -120,12 +254,21 @@ def _load_pretrained(name: str) -> LoadedModel:
     return LoadedModel(model, validate_model_id(name), f"pretrained:{official}", {})
 
 
-def load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedModel:
-    """Load a model by zoo name, path, or cached TransformerLens pretrained name.
+def load_model(spec: str, home: Path, progress_factory: Any = None, model_id: str | None = None) -> LoadedModel:
+    """Load a model by zoo name, path, or cached TransformerLens pretrained name; ``model_id``
+    replaces the id it would get (see module docstring).
 
     Raises:
         ModelError: unknown name, missing or corrupt file, weights not cached.
+        ValidationError: ``model_id`` is not a valid id.
     """
+    loaded = _load_model(spec, home, progress_factory)
+    if model_id is not None:
+        loaded.model_id = validate_model_id(model_id)
+    return loaded
+
+
+def _load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedModel:
     from ingest.zoo import ZOO, load_zoo_checkpoint, load_zoo_model
 
     if "@" in spec and spec.split("@", 1)[0] in ZOO:
@@ -180,4 +323,5 @@ def model_record(loaded: LoadedModel) -> ModelRecord:
         d_vocab=int(cfg.d_vocab),
         n_ctx=int(cfg.n_ctx),
         source=loaded.source,
+        weights_hash=loaded.weights_hash,
     )

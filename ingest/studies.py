@@ -73,12 +73,13 @@ class VerifyResult:
         return {k: None if isinstance(v, float) and v != v else v for k, v in raw.items()}
 
 
-def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, metric: str = "logit") -> StudyContext:
+def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, metric: str = "logit",
+             model_id: str | None = None) -> StudyContext:
     from ingest.graph import build_graph
     from ingest.models import load_model
     from ingest.tasks import get_task
 
-    loaded = load_model(model, home, make_progress(True))
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
     from ingest.jobs import resolve_task
 
     task = get_task(resolve_task(task_name, model), metric)
@@ -99,6 +100,7 @@ class LesionConfig:
     n_prompts: int = 16
     n_reference: int = 32
     seed: int = 0
+    model_id: str | None = None
 
     def validate(self) -> LesionConfig:
         from ingest.interventions import ABLATIONS
@@ -112,7 +114,10 @@ class LesionConfig:
         return self
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        if self.model_id is None:  # ids of runs made before --model-id stay as they were
+            data.pop("model_id")
+        return json.dumps(data, sort_keys=True)
 
     def default_run_id(self, model_id: str) -> str:
         digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
@@ -134,7 +139,7 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
         existing = check_existing(store, run_id, config.to_json())
         if existing is not None and existing.complete:
             return LesionResult(run_id, "unchanged", None)
-    ctx = _context(config.model, config.task, config.n_prompts, config.seed, home, config.metric)
+    ctx = _context(config.model, config.task, config.n_prompts, config.seed, home, config.metric, config.model_id)
     loaded, graph, task, batch = ctx.loaded, ctx.graph, ctx.task, ctx.batch
     reference = task.make_batch(loaded.model, config.n_reference, config.seed + 1).clean
     ablated = ablated_outputs(loaded.model, graph, batch, config.ablation, reference, seed=config.seed)
@@ -177,7 +182,10 @@ def _run_context(store: Store, run_id: str, home: Path) -> tuple[RunRecord, Stud
     from ingest.jobs import run_graph
 
     cfg = IngestConfig.from_json(run.config_json or "{}")
-    ctx = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric)
+    ctx = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric, cfg.model_id)
+    stored = cx.fetch_model(store, run.model_id)
+    if ctx.loaded.model_id != run.model_id or (stored and stored.weights_hash and stored.weights_hash != ctx.loaded.weights_hash):
+        raise ValidationError(f"the model of run {run_id!r} ({cfg.model}) is not the one the run was made with any more: its weights changed")
     if cfg.granularity != "head":  # the same neurons or features the run chose
         graph, _ = run_graph(cfg, ctx.loaded, ctx.task, ctx.batch)
         ctx = replace(ctx, graph=graph)
@@ -286,13 +294,13 @@ def save_circuit(store: Store, run_id: str, home: Path, *, top: int | None = Non
     return circuit
 
 
-def run_anatomy(store: Store, model: str, home: Path, n_random: int = 200) -> pd.DataFrame:
+def run_anatomy(store: Store, model: str, home: Path, n_random: int = 200, model_id: str | None = None) -> pd.DataFrame:
     """Compute and (re)write the model's ``COMPOSITION`` edges; returns them."""
     from ingest.anatomy import compute_composition
     from ingest.graph import build_graph
     from ingest.models import load_model, model_record
 
-    loaded = load_model(model, home, make_progress(True))
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
     frame = compute_composition(loaded.model, loaded.model_id, n_random)
     cx.ensure_schema(store)
     cx.write_model(store, model_record(loaded))
@@ -302,13 +310,13 @@ def run_anatomy(store: Store, model: str, home: Path, n_random: int = 200) -> pd
     return frame
 
 
-def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7) -> pd.DataFrame:
+def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7, model_id: str | None = None) -> pd.DataFrame:
     """Measure role scores and receptive fields and store them on the components; returns them."""
     from ingest.graph import build_graph
     from ingest.models import load_model, model_record
     from ingest.probes import compute_neuron_stats, compute_probes
 
-    loaded = load_model(model, home, make_progress(True))
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
     frame = compute_probes(loaded.model, loaded.model_id, n=n, seed=seed)
     neurons = compute_neuron_stats(loaded.model, loaded.model_id, n=n, seed=seed)
     cx.ensure_schema(store)
@@ -322,7 +330,7 @@ def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7) 
     return pd.concat([frame, neurons], ignore_index=True)
 
 
-def run_population(store: Store | None, model: str, home: Path, layer: int | None = None, debiased: bool = False) -> dict[str, pd.DataFrame]:
+def run_population(store: Store | None, model: str, home: Path, layer: int | None = None, debiased: bool = False, model_id: str | None = None) -> dict[str, pd.DataFrame]:
     """RSA / CKA / CCA tables on the probe set; with a store, the component pairs are (re)written as
     ``(a)-[:SIMILAR_TO {cka, cca, rsa, probe}]->(b)``."""
     from ingest.graph import build_graph
@@ -330,7 +338,7 @@ def run_population(store: Store | None, model: str, home: Path, layer: int | Non
     from ingest.population import population_tables, representations
     from ingest.probes import PROBE_NAME
 
-    loaded = load_model(model, home, make_progress(True))
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
     tables = population_tables(representations(loaded.model, loaded.model_id, layer), debiased=debiased)
     if store is not None and not tables["components"].empty:
         cx.ensure_schema(store)
@@ -342,7 +350,7 @@ def run_population(store: Store | None, model: str, home: Path, layer: int | Non
 
 def train_sae(store: Store | None, model: str, hook: str, n_features: int, home: Path, *, transcoder: bool = False,
               out: Path | None = None, steps: int = 3000, l1: float = 0.1, n_prompts: int = 2048, task: str = "default",
-              seed: int = 0, progress: bool = True) -> dict[str, Any]:
+              seed: int = 0, progress: bool = True, model_id: str | None = None) -> dict[str, Any]:
     """Train a sparse dictionary on ``model``'s own activations and save it (sae-lens format).
 
     Activations: every position of ``n_prompts`` clean and corrupted prompts of ``task`` (``default``:
@@ -356,7 +364,7 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
     from ingest.sae import collect_activations, save_dictionary, site_hooks, train_dictionary
     from ingest.tasks import get_task
 
-    loaded = load_model(model, home, make_progress(progress))
+    loaded = load_model(model, home, make_progress(progress), model_id=model_id)
     hook_in, hook_out = site_hooks(loaded.model, hook, transcoder)
     from ingest.zoo import ZOO
 

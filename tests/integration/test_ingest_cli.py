@@ -13,7 +13,7 @@ import torch
 
 from atlas import connectome as cx
 from atlas.config import StoreSettings
-from atlas.errors import RunConflict
+from atlas.errors import RunConflict, ValidationError
 from atlas.records import RunRecord
 from atlas.schema import RunStatus
 from atlas.store import Store
@@ -214,3 +214,36 @@ def test_a_run_of_zeros_is_written_with_a_warning_and_marked(store: Store, embed
     assert main(["runs", "--json", "--home", str(embedded.home)]) == 0
     rows = {r["runId"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["zeros"]["allZero"] is True and rows["twice"]["allZero"] is False
+
+
+def test_a_model_keeps_its_identity(store: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Other weights under a stored model id are refused in one line before anything is computed or
+    written; the :Model records its weights' hash; two path spellings of one file are one model."""
+    a, b = make_tiny(21), make_tiny(22)
+    cfg = {k: getattr(a.cfg, k) for k in ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "d_mlp", "act_fn", "normalization_type")}
+    (tmp_path / "sub").mkdir()
+    for name, model in (("a.pt", a), ("b.pt", b)):
+        torch.save({"config": {**cfg, "model_name": "same-name"}, "state_dict": model.state_dict()}, tmp_path / name)
+    home = embedded.home
+    assert cli(capsys, home, "ingest", "--model", str(tmp_path / "a.pt"), "--method", "eap", "--prompts", "2", "--json", "--quiet")[0] == 0
+    assert cli(capsys, home, "ingest", "--model", str(tmp_path / "b.pt"), "--method", "eap", "--prompts", "2", "--json", "--quiet")[0] == 0
+    models = store.read("MATCH (m:Model) WHERE m.modelId STARTS WITH 'same-name-' RETURN m.modelId AS id, m.weightsHash AS h")
+    assert len(models) == 2 and models["h"].str.len().eq(64).all()  # two models, not one merged
+    # one file by another spelling: the same model and the same run (idempotent)
+    code, out, _ = cli(capsys, home, "ingest", "--model", str(tmp_path / "sub" / ".." / "a.pt"), "--method", "eap", "--prompts", "2", "--json", "--quiet")
+    assert code == 0 and json.loads(out)["status"] == "unchanged"
+    # an explicit id, then other weights under it: refused, nothing written
+    assert cli(capsys, home, "ingest", "--model", str(tmp_path / "a.pt"), "--model-id", "mine", "--method", "eap", "--prompts", "2", "--quiet")[0] == 0
+    counts = cx.count_graph(store)
+    code, out, err = cli(capsys, home, "ingest", "--model", str(tmp_path / "b.pt"), "--model-id", "mine", "--method", "eap", "--prompts", "2", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "already in the store with other weights" in err and "--model-id" in err
+    assert cx.count_graph(store) == counts
+    # the database refuses it too, whoever writes (the statement that would write checks)
+    from ingest.models import load_model, model_record
+
+    with pytest.raises(ValidationError, match="other weights"):
+        cx.write_model(store, model_record(load_model(str(tmp_path / "b.pt"), home, model_id="mine")))
+    # a :Model stored before hashes existed takes the hash on its next write
+    store.run("MATCH (m:Model {modelId: 'mine'}) REMOVE m.weightsHash", write=True)
+    cx.write_model(store, model_record(load_model(str(tmp_path / "a.pt"), home, model_id="mine")))
+    assert cx.fetch_model(store, "mine").weights_hash == load_model(str(tmp_path / "a.pt"), home).weights_hash

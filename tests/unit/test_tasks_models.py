@@ -50,13 +50,97 @@ def test_model_from_files(tmp_path: Path, tiny_model: object) -> None:
     (folder / "config.json").write_text(json.dumps(cfg))
     torch.save(tiny_model.state_dict(), folder / "model.pt")
     loaded = load_model(str(folder), tmp_path)
-    assert loaded.model_id == "mymodel"
+    assert loaded.model_id == f"mymodel-{loaded.weights_hash[:8]}"
     tokens = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         assert torch.allclose(loaded.model(tokens), tiny_model(tokens))
     single = tmp_path / "single.pt"
     torch.save({"config": cfg, "state_dict": tiny_model.state_dict()}, single)
-    assert load_model(str(single), tmp_path).model_id == "single"
+    again = load_model(str(single), tmp_path)
+    # the same weights in another layout have the same hash; the name part is the file's
+    assert again.weights_hash == loaded.weights_hash and again.model_id == f"single-{loaded.weights_hash[:8]}"
+    assert load_model(str(single), tmp_path, model_id="mine").model_id == "mine"
+
+
+TINY_FIELDS = ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "d_mlp", "act_fn", "normalization_type")
+
+
+def _config(model: object) -> dict:
+    return {k: getattr(model.cfg, k) for k in TINY_FIELDS}
+
+
+def test_model_identity_follows_the_weights(tmp_path: Path) -> None:
+    """Two files whose configs share a model_name are two models; one file by two paths is one."""
+    from tests.conftest import make_tiny
+
+    a, b = make_tiny(1), make_tiny(2)
+    (tmp_path / "x").mkdir()
+    for name, model in (("a.pt", a), ("x/b.pt", b)):
+        torch.save({"config": {**_config(model), "model_name": "shared"}, "state_dict": model.state_dict()}, tmp_path / name)
+    la, lb = load_model(str(tmp_path / "a.pt"), tmp_path), load_model(str(tmp_path / "x" / "b.pt"), tmp_path)
+    assert la.model_id.startswith("shared-") and lb.model_id.startswith("shared-") and la.model_id != lb.model_id
+    other_spelling = load_model(str(tmp_path / "x" / ".." / "a.pt"), tmp_path)
+    assert other_spelling.model_id == la.model_id and other_spelling.source == la.source
+    # the hash sees every weight and the config fields that change the function
+    from ingest.models import weights_hash
+
+    before = weights_hash(a)
+    with torch.no_grad():
+        a.blocks[1].mlp.b_out[3] += 1e-6
+    assert weights_hash(a) != before
+    c = make_tiny(1)
+    c.cfg.act_fn = "relu"
+    assert weights_hash(c) != before
+
+
+def test_loading_errors_say_why(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.conftest import make_tiny
+
+    model = make_tiny(3)
+    cfg, state = _config(model), model.state_dict()
+    # numpy scalars and a dtype string in the config: loaded (they are sound)
+    numpyish = tmp_path / "numpy.pt"
+    torch.save({"config": {**cfg, "d_model": np.int64(32), "eps": np.float64(1e-5), "dtype": "float32"}, "state_dict": state}, numpyish)
+    loaded = load_model(str(numpyish), tmp_path)
+    assert loaded.model.cfg.d_model == 32 and loaded.model.cfg.dtype == torch.float32
+    assert loaded.weights_hash == load_model(str(_save(tmp_path / "plain.pt", cfg, state)), tmp_path).weights_hash
+    # 'cfg' is accepted for 'config'
+    assert load_model(str(_save(tmp_path / "cfgkey.pt", cfg, state, key="cfg")), tmp_path).weights_hash == loaded.weights_hash
+
+    def refused(path: Path, *needles: str) -> str:
+        with pytest.raises(ModelError) as err:
+            load_model(str(path), tmp_path)
+        message = str(err.value)
+        assert "\n" not in message and all(n in message for n in needles), message
+        return message
+
+    # a state dict that does not fit: the keys and shapes are named
+    refused(_save(tmp_path / "wide.pt", {**cfg, "d_mlp": 128}, state), "shape mismatch", "blocks.0.mlp.W_in", "(32, 64) in the file", "(32, 128)")
+    short = {k: v for k, v in state.items() if not k.startswith("blocks.1.")}
+    refused(_save(tmp_path / "short.pt", cfg, short), "missing key", "blocks.1.")
+    refused(_save(tmp_path / "extra.pt", cfg, {**state, "surprise.weight": torch.zeros(2)}), "unexpected key", "surprise.weight")
+    refused(_save(tmp_path / "dtype.pt", {**cfg, "dtype": "float33"}, state), "'dtype'", "float33")
+    refused(_save(tmp_path / "field.pt", {**cfg, "n_layerz": 2}, state), "'n_layerz'")
+    refused(_save(tmp_path / "lacks.pt", {k: v for k, v in cfg.items() if k != "d_head"}, state), "'d_head'")
+    blob = tmp_path / "layout.pt"
+    torch.save({"weights": state, "settings": cfg}, blob)
+    refused(blob, "'config' (or 'cfg')", "'settings'", "'weights'")
+    import pathlib
+
+    code = tmp_path / "object.pt"
+    torch.save({"config": cfg, "state_dict": state, "where": pathlib.PurePosixPath("/x")}, code)
+    refused(code, "PurePosixPath", "does not unpickle")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    refused(folder, "needs config.json", "found: config.json")
+
+
+def _save(path: Path, cfg: dict, state: dict, key: str = "config") -> Path:
+    torch.save({key: cfg, "state_dict": state}, path)
+    return path
 
 
 def test_model_errors(tmp_path: Path) -> None:
