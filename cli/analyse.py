@@ -88,11 +88,14 @@ def cmd_binding(args: argparse.Namespace) -> int:
 
 
 def cmd_motifs(args: argparse.Namespace) -> int:
-    from queries.motifs import fetch_motifs
+    from queries.motifs import fetch_motifs, null_note
 
     with connect(args) as store:
         require_run(store, args.run)
         df = fetch_motifs(store, args.run, args.min_weight, args.random, args.seed)
+    note = null_note(df)
+    if note and fmt(args) == "table":
+        print(note)
     print_frame(df, fmt(args))
     return 0
 

@@ -19,7 +19,7 @@ from atlas.errors import ValidationError
 from atlas.store import Store
 from queries.graph import collapse, fetch_graph
 
-__all__ = ["MOTIFS", "motif_census", "fetch_motifs"]
+__all__ = ["MOTIFS", "motif_census", "fetch_motifs", "null_note"]
 
 MOTIFS = {"021C": "chain", "021U": "convergence", "021D": "divergence", "030T": "feed-forward loop"}
 
@@ -33,9 +33,10 @@ def motif_census(graph: nx.MultiDiGraph | nx.DiGraph, min_weight: float = 0.0, n
     """Counts of the four motifs with their z-scores against degree-preserving random graphs.
 
     Columns: ``motif``, ``code``, ``count``, ``randomMean``, ``randomStd``, ``zScore`` (NaN when the
-    random counts do not vary) and ``rewired``: the mean share of edges the randomisations moved; 0
-    means the graph admits no degree-preserving rewiring (small layered graphs often do not), so
-    there is no null to compare against.
+    random counts do not vary), ``rewired``: the mean share of edges the randomisations moved (0
+    means the graph admits no degree-preserving rewiring, as small layered graphs often do not), and
+    ``null``: ``defined``, ``no rewiring`` (no null to compare against) or ``constant`` (the random
+    graphs all hold this motif equally often, so a z-score has no scale).
     """
     g = collapse(graph, min_weight) if isinstance(graph, nx.MultiDiGraph) else nx.DiGraph(graph)
     g = nx.DiGraph(g.edges())
@@ -54,13 +55,25 @@ def motif_census(graph: nx.MultiDiGraph | nx.DiGraph, min_weight: float = 0.0, n
         samples.append(_counts(r))
         moved.append(sum(1 for e in r.edges() if not g.has_edge(*e)) / g.number_of_edges())
     rows = []
+    rewired = float(np.mean(moved)) if moved else 0.0
     for code, name in MOTIFS.items():
         values = np.array([s[code] for s in samples], dtype=float)
         mean, std = float(values.mean()), float(values.std())
+        null = "no rewiring" if rewired == 0 else "constant" if std == 0 else "defined"
         rows.append({"motif": name, "code": code, "count": observed[code], "randomMean": mean, "randomStd": std,
-                     "zScore": (observed[code] - mean) / std if std > 0 else float("nan"),
-                     "rewired": float(np.mean(moved)) if moved else 0.0})
+                     "zScore": (observed[code] - mean) / std if std > 0 else float("nan"), "rewired": rewired, "null": null})
     return pd.DataFrame(rows)
+
+
+def null_note(census: pd.DataFrame) -> str | None:
+    """A header line saying where the census's null is undefined, or None when every z-score stands."""
+    if census.empty or (census["null"] == "defined").all():
+        return None
+    if (census["null"] == "no rewiring").all():
+        return ("null undefined: no degree-preserving rewiring of this graph exists (0% of edges moved), so no z-score "
+                "is defined; the counts stand alone")
+    constant = census.loc[census["null"] == "constant", "motif"].tolist()
+    return f"null undefined for {', '.join(constant)}: every random graph holds it equally often, so its z-score is not defined"
 
 
 def fetch_motifs(store: Store, run_id: str, min_weight: float = 0.0, n_random: int = 100, seed: int = 0) -> pd.DataFrame:

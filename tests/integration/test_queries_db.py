@@ -108,7 +108,12 @@ def test_query_commands_print_tables(hand: Store, embedded: StoreSettings, capsy
     assert main(["hierarchy", "--run", "levels", *home]) == 0
     assert "strictness 0.500" in capsys.readouterr().out
     assert main(["motifs", "--run", "levels", "--random", "5", "--json", *home]) == 0
-    assert {r["motif"] for r in json.loads(capsys.readouterr().out)} == {"chain", "convergence", "divergence", "feed-forward loop"}
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["motif"] for r in rows} == {"chain", "convergence", "divergence", "feed-forward loop"}
+    # four nodes in a line admit no rewiring: the table's header says the null is undefined
+    assert {r["null"] for r in rows} == {"no rewiring"} and all(r["zScore"] is None for r in rows)
+    assert main(["motifs", "--run", "levels", "--random", "5", *home]) == 0
+    assert capsys.readouterr().out.startswith("null undefined: no degree-preserving rewiring")
     assert main(["paths", "--run", "hand", "--source", "Mlp", *home]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 

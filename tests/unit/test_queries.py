@@ -11,7 +11,7 @@ from queries.binding import find_binding
 from queries.criteria import ComponentCriteria
 from queries.graph import collapse, edges_to_graph
 from queries.hierarchy import compute_hierarchy
-from queries.motifs import motif_census
+from queries.motifs import motif_census, null_note
 from queries.paths import top_paths
 
 
@@ -127,6 +127,25 @@ def test_motif_z_scores_detect_planted_feed_forward_loops() -> None:
     out = motif_census(g, n_random=60, seed=0).set_index("motif")
     assert out.loc["feed-forward loop", "rewired"] > 0.3
     assert out.loc["feed-forward loop", "zScore"] > 2
+    assert (out["null"] == "defined").all() and null_note(out.reset_index()) is None
+
+
+def test_motif_census_says_when_its_null_is_undefined(capsys: pytest.CaptureFixture[str]) -> None:
+    """A star admits no degree-preserving rewiring: no z-score exists, and the header says so."""
+    star = nx.DiGraph([("hub", f"leaf{i}") for i in range(5)])
+    out = motif_census(star, n_random=5)
+    assert (out["null"] == "no rewiring").all() and out["zScore"].isna().all() and (out["rewired"] == 0).all()
+    assert "null undefined" in null_note(out)
+    # a census whose null rewired but never varied for one motif: that motif's z-score is not defined
+    g = nx.gnm_random_graph(40, 60, seed=1, directed=True)
+    g = nx.DiGraph([(u, v) for u, v in g.edges() if u < v])
+    for i in range(0, 36, 4):
+        g.add_edges_from([(i, i + 1), (i + 1, i + 2), (i, i + 2)])
+    out = motif_census(g, n_random=20, seed=1)
+    assert (out["null"] == "defined").all()
+    out.loc[3, ["randomStd", "zScore", "null"]] = [0.0, float("nan"), "constant"]
+    assert null_note(out) == ("null undefined for feed-forward loop: every random graph holds it equally often, "
+                              "so its z-score is not defined")
 
 
 BIND = frame([
