@@ -44,7 +44,7 @@ from atlas.store import DEFAULT_BATCH, EDGE_BATCH, Store
 __all__ = [
     "EDGE_FRAME_COLUMNS",
     "ensure_schema", "fetch_schema", "count_graph",
-    "write_model", "check_model_weights", "write_components", "write_part_of", "write_dictionaries",
+    "write_model", "check_model_weights", "write_components", "fetch_alignment", "ALIGNMENT_PROPERTIES", "write_part_of", "write_dictionaries",
     "begin_run", "set_run_status", "write_run_figures", "fetch_run", "fetch_run_for", "require_run", "fetch_runs",
     "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
     "fetch_edges", "fetch_edge_columns", "fetch_components", "fetch_custom",
@@ -516,18 +516,43 @@ def write_hierarchy(store: Store, run_id: str, levels: pd.DataFrame, min_weight:
     )
 
 
+ALIGNMENT_PROPERTIES = ("similarity", "score", "p", "q", "significant", "method")
+"""What an ``ALIGNED_WITH`` carries (columns of an alignment frame; absent columns are not written)."""
+
+
 def write_alignment(store: Store, model_a: str, model_b: str, alignment: pd.DataFrame, method: str) -> int:
-    """(Re)write ``ALIGNED_WITH {score, method}`` from model A's to model B's components
-    (``componentId_a, componentId_b, score`` rows)."""
+    """(Re)write ``ALIGNED_WITH`` from model A's to model B's components: one per row of
+    ``alignment`` (``componentId_a, componentId_b`` and any of :data:`ALIGNMENT_PROPERTIES`; a
+    row's own ``method`` wins over ``method``). NaN values are left out."""
     rel = RelType.ALIGNED_WITH.value
     store.run(f"MATCH (a:Component {{modelId: $ma}})-[e:{rel}]->(b:Component {{modelId: $mb}}) DELETE e",
               {"ma": model_a, "mb": model_b}, write=True)
+    rows = []
+    for rec in alignment.to_dict("records"):
+        props: dict[str, Any] = {"method": method}
+        for key in ALIGNMENT_PROPERTIES:
+            value = rec.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            props[key] = bool(value) if key == "significant" else value if key == "method" else float(value)
+        rows.append({"a": rec["componentId_a"], "b": rec["componentId_b"], "props": props})
     return store.write_rows(
         "UNWIND $rows AS r MATCH (a:Component {componentId: r.a}) MATCH (b:Component {componentId: r.b}) "
-        f"CREATE (a)-[:{rel} {{score: r.score, method: $method}}]->(b)",
-        [{"a": x, "b": y, "score": float(s)} for x, y, s in zip(alignment["componentId_a"], alignment["componentId_b"], alignment["score"])],
-        params={"method": method},
+        f"CREATE (a)-[e:{rel}]->(b) SET e += r.props",
+        rows,
     )
+
+
+def fetch_alignment(store: Store, model_a: str, model_b: str) -> pd.DataFrame:
+    """The stored ``ALIGNED_WITH`` pairs from model A's to model B's components, with their properties."""
+    rel = RelType.ALIGNED_WITH.value
+    df = store.read(f"MATCH (a:Component {{modelId: $ma}})-[e:{rel}]->(b:Component {{modelId: $mb}}) "
+                    "RETURN a.componentId AS componentId_a, b.componentId AS componentId_b, properties(e) AS props",
+                    {"ma": model_a, "mb": model_b})
+    if df.empty:
+        return pd.DataFrame(columns=["componentId_a", "componentId_b", *ALIGNMENT_PROPERTIES])
+    props = pd.DataFrame(list(df["props"]))
+    return pd.concat([df.drop(columns=["props"]), props], axis=1)
 
 
 def write_path_cache(store: Store, run_id: str, key: str, paths_json: str) -> None:

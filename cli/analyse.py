@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from cli.common import connect, count, fmt, jsonable, print_frame, require_run, table_output
+from cli.common import connect, count, fmt, jsonable, print_frame, require_run, settings, table_output, unit_interval
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
@@ -100,12 +100,29 @@ def cmd_motifs(args: argparse.Namespace) -> int:
     return 0
 
 
+ALIGN_WORDS = {"same model": "identity (one model)", "names": "names (checkpoints of one training run: the same component)",
+               "structure": "structure (relative depth and probed roles; a guess that matches everything)",
+               "functional": "function (CKA of their outputs on shared stimuli)"}
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from queries.compare import compare_runs, write_alignment
+    from queries.compare import compare_runs, same_training_run, write_alignment
     from queries.export import select_graph, to_html_side_by_side, to_png_side_by_side
 
+    alignment_figures: dict[str, Any] = {}
     with connect(args) as store:
-        out = compare_runs(store, args.run_a, args.run_b, top=args.top)
+        align, frame = args.align, None
+        if align in ("auto", "functional"):
+            ra, rb = require_run(store, args.run_a), require_run(store, args.run_b)
+            if align == "functional" or not (ra.model_id == rb.model_id or same_training_run(ra.model_id, rb.model_id)):
+                from ingest.studies import align_runs
+
+                aligned = align_runs(store, args.run_a, args.run_b, settings(args).home, threshold=args.threshold,
+                                     depth_weight=args.depth_weight, n_null=args.null_models, require_significant=not args.keep_insignificant,
+                                     progress=not args.quiet)
+                frame, alignment_figures = aligned.frame, {**aligned.figures, "unmatchedA": list(aligned.unmatched_a),
+                                                           "unmatchedB": list(aligned.unmatched_b)}
+        out = compare_runs(store, args.run_a, args.run_b, top=args.top, alignment=frame, align="auto" if align == "functional" else align)
         write_alignment(store, out)
         if args.png or args.html:
             ga, gb = select_graph(store, args.run_a, top=args.top), select_graph(store, args.run_b, top=args.top)
@@ -114,10 +131,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"wrote {to_png_side_by_side(ga, gb, Path(args.png), (args.run_a, args.run_b))}", file=sys.stderr)
     if args.html:
         print(f"wrote {to_html_side_by_side(ga, gb, Path(args.html), (args.run_a, args.run_b))}", file=sys.stderr)
+    matches = [] if frame is None else frame.to_dict("records")  # every candidate, with its p-value and whether it matched
     if args.json:
-        print(json.dumps({**fig, "changes": out.changes.head(args.top).to_dict("records")}, default=jsonable))
+        print(json.dumps({**fig, "alignmentFigures": alignment_figures, "matches": matches,
+                          "changes": out.changes.head(args.top).to_dict("records")}, default=jsonable))
         return 0
-    print(f"{args.run_a} ({fig['modelA']}) vs {args.run_b} ({fig['modelB']})" + (" — components aligned by depth and roles" if fig["aligned"] else ""))
+    print(f"{args.run_a} ({fig['modelA']}) vs {args.run_b} ({fig['modelB']}); components aligned by {ALIGN_WORDS.get(fig['alignment'], fig['alignment'])}")
+    if alignment_figures:
+        a = alignment_figures
+        rule = "significant" if a["requireSignificant"] else f"CKA >= {a['threshold']}"
+        print(f"  {a['nMatched']} components matched ({rule}; {a['nCandidates']} candidates, {a['nSignificant']} significant at BH q < "
+              f"{a['alpha']} against {a['null']}); unmatched: {len(a['unmatchedA'])} of {fig['modelA']}, {len(a['unmatchedB'])} of "
+              f"{fig['modelB']}; stimuli: {a['stimuli']}")
+        shown = frame[frame["method"] != "identity"] if frame is not None else None
+        if shown is not None and len(shown):
+            print_frame(shown[["componentId_a", "componentId_b", "similarity", "null95", "p", "q", "matched"]], "table")
+    if fig["nUnalignedA"] or fig["nUnalignedB"]:
+        print(f"  left out: {fig['nUnalignedA']} edges of {args.run_a} and {fig['nUnalignedB']} of {args.run_b} touch an unmatched component")
     print(f"  shared edges {fig['nShared']} of {fig['nEdgesA']} / {fig['nEdgesB']}; Spearman of shared scores {fig['spearman']:.3f}")
     print(f"  weighted Jaccard of the top {fig['top']} edges {fig['weightedJaccard']:.3f}; gained {len(fig['gained'])}, lost {len(fig['lost'])}")
     print("\nlargest changes:")
@@ -212,6 +242,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--top", type=count(1, 10_000_000, "the database's LIMIT"), default=50, help="top-N edges for the weighted Jaccard and the drawings")
     s.add_argument("--png", help="write a side-by-side drawing here")
     s.add_argument("--html", help="write a side-by-side page here (two pages beside it)")
+    s.add_argument("--align", default="auto", choices=["auto", "functional", "names", "structure"],
+                   help="how components correspond: auto = names for checkpoints of one training run, else functional (CKA of "
+                        "outputs on shared stimuli, runs both models); structure = depth and probed roles (no model needed)")
+    s.add_argument("--threshold", type=unit_interval, default=0.0, help="functional: least CKA for a candidate pair")
+    s.add_argument("--keep-insignificant", action="store_true",
+                   help="functional: match every candidate above --threshold, not only those the null rejects")
+    s.add_argument("--depth-weight", type=unit_interval, default=0.0, help="functional: weight of relative depth next to CKA")
+    s.add_argument("--null-models", type=count(1, 100_000, "each is a forward pass of a random model"), default=100,
+                   help="functional: random models of B's architecture in the null")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compare)
 

@@ -9,7 +9,7 @@ import math
 import sys
 from typing import Any, NoReturn
 
-__all__ = ["count", "table_output", "Parser", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
+__all__ = ["count", "unit_interval", "table_output", "Parser", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
 
 
 def count(low: int, high: int, why: str = "") -> Any:
@@ -28,6 +28,20 @@ def count(low: int, high: int, why: str = "") -> Any:
 
     parse.__name__ = "integer"
     return parse
+
+
+def unit_interval(text: str) -> float:
+    """An argparse ``type`` for a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
+unit_interval.__name__ = "number"
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,10 +89,11 @@ def connect(args: argparse.Namespace, *, read_only: bool = False) -> Any:
     return open_store(settings(args), read_only=read_only)
 
 
-def require_run(store: Any, run_id: str) -> None:
+def require_run(store: Any, run_id: str) -> Any:
+    """The run's record (:class:`atlas.records.RunRecord`); a missing run is one clear line."""
     from atlas.connectome import require_run as require
 
-    require(store, run_id)
+    return require(store, run_id)
 
 
 def jsonable(v: Any) -> Any:

@@ -23,7 +23,7 @@ from atlas.ids import local_id
 from atlas.records import CircuitRecord, DictionaryRecord, RunRecord
 from atlas.schema import MAX_PROMPTS, Method, RelType
 from atlas.store import Store
-from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, write_run
+from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, resolve_task, write_run
 
 __all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae"]
 
@@ -183,13 +183,57 @@ def _run_context(store: Store, run_id: str, home: Path) -> tuple[RunRecord, Stud
 
     cfg = IngestConfig.from_json(run.config_json or "{}")
     ctx = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric, cfg.model_id)
-    stored = cx.fetch_model(store, run.model_id)
-    if ctx.loaded.model_id != run.model_id or (stored and stored.weights_hash and stored.weights_hash != ctx.loaded.weights_hash):
-        raise ValidationError(f"the model of run {run_id!r} ({cfg.model}) is not the one the run was made with any more: its weights changed")
+    _check_run_model(store, run, ctx.loaded, cfg.model)
     if cfg.granularity != "head":  # the same neurons or features the run chose
         graph, _ = run_graph(cfg, ctx.loaded, ctx.task, ctx.batch)
         ctx = replace(ctx, graph=graph)
     return run, ctx
+
+
+def _check_run_model(store: Store, run: RunRecord, loaded: Any, spec: str) -> None:
+    """Refuse a reloaded model that is not the one ``run`` was made with (its weights changed)."""
+    stored = cx.fetch_model(store, run.model_id)
+    if loaded.model_id != run.model_id or (stored and stored.weights_hash and stored.weights_hash != loaded.weights_hash):
+        raise ValidationError(f"the model of run {run.run_id!r} ({spec}) is not the one the run was made with any more: its weights changed")
+
+
+def align_runs(store: Store, run_a: str, run_b: str, home: Path, *, threshold: float = 0.0, depth_weight: float = 0.0,
+               n_null: int = 100, require_significant: bool = True, seed: int = 0, progress: bool = True) -> Any:
+    """Functional alignment (:func:`ingest.alignment.functional_alignment`) of the models of two
+    attribution runs, on both runs' task prompts where both models accept them; returns the
+    :class:`ingest.alignment.Alignment` (not stored: :func:`atlas.connectome.write_alignment` keeps it).
+
+    Raises:
+        ValidationError: a run that is not an attribution run, or whose model file changed.
+    """
+    from ingest.alignment import functional_alignment, shared_stimuli
+    from ingest.tasks import get_task
+
+    loaded, prompts = [], []
+    for run_id in (run_a, run_b):
+        run = cx.require_run(store, run_id)
+        try:
+            cfg = IngestConfig.from_json(run.config_json or "{}")
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValidationError(f"run {run_id!r} is a {run.method} run: functional alignment needs attribution runs "
+                                  "(or --align structure, which needs no model)") from exc
+        from ingest.models import load_model
+
+        model = load_model(cfg.model, home, make_progress(progress), model_id=cfg.model_id)
+        _check_run_model(store, run, model, cfg.model)
+        batch = get_task(resolve_task(cfg.task, cfg.model), cfg.metric).make_batch(model.model, cfg.n_prompts, cfg.seed)
+        loaded.append(model)
+        prompts += [batch.clean, batch.corrupted]
+    (a, b) = loaded
+    tokens, what = shared_stimuli(a.model, b.model, prompts)
+    bar = make_progress(progress)(n_null, "null models")
+    try:
+        out = functional_alignment(a.model, a.model_id, b.model, b.model_id, tokens, threshold=threshold, depth_weight=depth_weight,
+                                   n_null=n_null, require_significant=require_significant, seed=seed, progress=bar.update)
+    finally:
+        bar.close()
+    out.figures["stimuli"] = what
+    return out
 
 
 def _overlapping_parts(graph: Any) -> bool:

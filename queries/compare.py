@@ -1,16 +1,20 @@
-"""Comparing connectomes: two runs of one architecture (checkpoints, tasks, methods) or of two models.
+"""Comparing connectomes: two runs of one model, of checkpoints of one training run, or of two models.
 
-Same architecture (the same local component ids, e.g. two training checkpoints):
-  1. edges are matched by their local ids (``L0.H0 -> L1.H2 [k]``, model prefix dropped);
-  2. ``spearman``: rank correlation of the shared edges' scores;
-  3. ``weightedJaccard``: over the union of each run's top-N edges by |score|,
-     sum min(|a|, |b|) / sum max(|a|, |b|) (a missing edge counts 0);
-  4. ``gained`` / ``lost``: top-N edges of one run that are not top-N in the other.
-Different architectures: components are first aligned within each kind by relative depth
-(layer + 1) / (n_layers + 1) and, where probed, role scores (previous-token, induction,
-duplicate-token), with the Hungarian algorithm on Euclidean distance (``score = 1 / (1 + d)``);
-edges of run A are renamed through the alignment and compared as above. Across training
-checkpoints this shows when a circuit appears.
+1. Components are put in correspondence, and the output says how (``figures["alignment"]``):
+   - ``same model``: the runs share their model;
+   - ``names``: the same local ids (``L1.H3``) on both sides, the right pairing for checkpoints of one
+     training run (the same component, followed through training);
+   - ``functional``: an alignment computed elsewhere from what the components compute on shared
+     stimuli (``ingest.alignment``; stored as ``ALIGNED_WITH {similarity, p, q, significant, method}``),
+     possibly leaving components unmatched;
+   - ``structure``: relative depth (layer + 1) / (n_layers + 1) and, where probed, role scores, by the
+     Hungarian algorithm on Euclidean distance (``score = 1 / (1 + d)``): a structural guess that
+     forces every component into a match, for when the models cannot be run.
+2. Edges are compared on the aligned graph only: edges of either run that touch a component without a
+   match are left out and counted (``nUnalignedA`` / ``nUnalignedB``).
+3. ``spearman``: rank correlation of the shared edges' scores; ``weightedJaccard``: over the union of
+   each run's top-N edges by |score|, sum min(|a|, |b|) / sum max(|a|, |b|) (a missing edge counts 0);
+   ``gained`` / ``lost``: top-N edges of one run that are not top-N in the other.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from atlas.ids import local_id
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edges, require_run
 
-__all__ = ["Comparison", "compare_edges", "align_components", "compare_runs", "write_alignment", "ROLE_KEYS"]
+__all__ = ["Comparison", "compare_edges", "align_components", "compare_runs", "write_alignment", "same_training_run", "ROLE_KEYS"]
 
 ROLE_KEYS = ("prevTokenScore", "inductionScore", "duplicateTokenScore")
 
@@ -106,7 +110,7 @@ def align_components(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["componentId_a", "componentId_b", "kind", "distance", "score"])
 
 
-ALIGNMENT_METHOD = "depth+roles"
+ALIGNMENT_METHOD = "structure"
 
 
 @dataclass(frozen=True)
@@ -120,27 +124,68 @@ class Comparison:
     alignment: pd.DataFrame | None
 
 
-def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50) -> Comparison:
-    """Compare two stored runs, aligning components when they differ (read-only: keep an alignment
-    with :func:`write_alignment`)."""
+def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50, *, alignment: pd.DataFrame | None = None,
+                 align: str = "auto") -> Comparison:
+    """Compare two stored runs on their aligned graph (see module docstring; read-only: keep an
+    alignment with :func:`write_alignment`).
+
+    Args:
+        alignment: matched pairs (``componentId_a, componentId_b``, ...) computed elsewhere, e.g. a
+            functional alignment; used as given.
+        align: without ``alignment``: ``auto`` (same model, else names when both sides have the same
+            components, else an alignment stored for these two models, else refuse), ``names`` or ``structure``.
+
+    Raises:
+        ValidationError: no way to align the runs, or nothing aligned.
+    """
+    if align not in ("auto", "names", "structure", "functional"):
+        raise ValidationError(f"unknown alignment {align!r}: auto, names, functional or structure")
     ra, rb = require_run(store, run_a), require_run(store, run_b)
     ea, eb = fetch_edges(store, run_a), fetch_edges(store, run_b)
     if ea.empty or eb.empty:
         raise ValidationError("both runs need edges to compare")
     ca, cb = fetch_components(store, ra.model_id), fetch_components(store, rb.model_id)
-    same = set(ca["componentId"].map(_local)) == set(cb["componentId"].map(_local))
-    rename = None
-    alignment = None
-    if not same:
-        alignment = align_components(ca, cb)
+    same_names = set(ca["componentId"].map(_local)) == set(cb["componentId"].map(_local))
+    how = "functional"
+    if alignment is None:
+        if ra.model_id == rb.model_id:
+            how = "same model"
+        elif align == "structure":
+            alignment, how = align_components(ca, cb).assign(method=ALIGNMENT_METHOD), "structure"
+        elif align == "names" or (align == "auto" and same_names and same_training_run(ra.model_id, rb.model_id)):
+            if not same_names:
+                raise ValidationError(f"{ra.model_id} and {rb.model_id} have different components: align them by function or structure")
+            how = "names"
+        else:
+            stored = cx.fetch_alignment(store, ra.model_id, rb.model_id)
+            if stored.empty:
+                raise ValidationError(f"{ra.model_id} and {rb.model_id} are different models with no stored alignment: align them by "
+                                      "function (atlas compare --align functional), by structure (--align structure) or, for models of "
+                                      "one shape, by component names (--align names)")
+            alignment, how = stored, str(stored["method"].iloc[0])
+    if alignment is not None:
+        if "matched" in alignment.columns:  # candidates the null did not reject align nothing
+            alignment = alignment[alignment["matched"].astype(bool)].reset_index(drop=True)
         rename = {x: _local(y) for x, y in zip(alignment["componentId_a"], alignment["componentId_b"])}
-        unmatched = set(ea["componentId_pre"]) | set(ea["componentId_post"])
+        matched_b = set(alignment["componentId_b"])
+        n_a, n_b = len(ea), len(eb)
         ea = ea[ea["componentId_pre"].isin(rename) & ea["componentId_post"].isin(rename)]
-        if ea.empty:
-            raise ValidationError(f"no component of run {run_a} could be aligned with run {run_b} ({len(unmatched)} unmatched)")
-    figures, changes = compare_edges(ea, eb, top, rename)
-    figures.update({"runA": run_a, "runB": run_b, "modelA": ra.model_id, "modelB": rb.model_id, "aligned": not same})
+        eb = eb[eb["componentId_pre"].isin(matched_b) & eb["componentId_post"].isin(matched_b)]
+        if ea.empty or eb.empty:
+            raise ValidationError(f"no edge of run {run_a} or {run_b} lies between aligned components")
+        figures, changes = compare_edges(ea, eb, top, rename)
+        figures.update({"nUnalignedA": n_a - len(ea), "nUnalignedB": n_b - len(eb)})
+    else:
+        figures, changes = compare_edges(ea, eb, top)
+        figures.update({"nUnalignedA": 0, "nUnalignedB": 0})
+    figures.update({"runA": run_a, "runB": run_b, "modelA": ra.model_id, "modelB": rb.model_id, "aligned": alignment is not None,
+                    "alignment": how})
     return Comparison(figures, changes, alignment)
+
+
+def same_training_run(model_a: str, model_b: str) -> bool:
+    """Whether two model ids are checkpoints of one training run (``NAME`` and ``NAME/step-S``)."""
+    return model_a.split("/step-")[0] == model_b.split("/step-")[0]
 
 
 def write_alignment(store: Store, comparison: Comparison) -> int:
@@ -149,4 +194,4 @@ def write_alignment(store: Store, comparison: Comparison) -> int:
     if comparison.alignment is None:
         return 0
     fig = comparison.figures
-    return cx.write_alignment(store, fig["modelA"], fig["modelB"], comparison.alignment, ALIGNMENT_METHOD)
+    return cx.write_alignment(store, fig["modelA"], fig["modelB"], comparison.alignment, str(fig["alignment"]))

@@ -247,3 +247,33 @@ def test_a_model_keeps_its_identity(store: Store, embedded: StoreSettings, tmp_p
     store.run("MATCH (m:Model {modelId: 'mine'}) REMOVE m.weightsHash", write=True)
     cx.write_model(store, model_record(load_model(str(tmp_path / "a.pt"), home, model_id="mine")))
     assert cx.fetch_model(store, "mine").weights_hash == load_model(str(tmp_path / "a.pt"), home).weights_hash
+
+
+def test_compare_aligns_two_models_by_function(store: Store, embedded: StoreSettings, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A model and a copy with its heads permuted have one connectome up to renaming: the functional
+    alignment finds the renaming, so the aligned diff is empty (Jaccard 1, Spearman 1, nothing gained
+    or lost), and the matches are kept as ALIGNED_WITH with their similarity and p-value."""
+    from tests.unit.test_alignment import PERMS, permuted_heads
+
+    model = make_tiny(31)
+    cfg = {k: getattr(model.cfg, k) for k in ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "d_mlp", "act_fn", "normalization_type")}
+    for name, m in (("orig.pt", model), ("perm.pt", permuted_heads(model, PERMS))):
+        torch.save({"config": cfg, "state_dict": m.state_dict()}, tmp_path / name)
+        assert cli(capsys, embedded.home, "ingest", "--model", str(tmp_path / name), "--method", "eap", "--prompts", "4",
+                   "--run-id", name.removesuffix(".pt"), "--quiet")[0] == 0
+    code, out, err = cli(capsys, embedded.home, "compare", "orig", "perm", "--null-models", "39", "--quiet", "--json")
+    assert code == 0, err
+    fig = json.loads(out)
+    assert fig["alignment"] == "functional" and fig["aligned"]
+    assert fig["weightedJaccard"] == pytest.approx(1.0) and fig["spearman"] == pytest.approx(1.0)
+    assert fig["gained"] == [] and fig["lost"] == [] and fig["nShared"] == fig["nEdgesA"] == fig["nEdgesB"]
+    assert fig["alignmentFigures"]["nSignificant"] == 10  # 8 heads and 2 MLPs (embedding and logits: identity)
+    ids = {r["componentId_a"].split("/")[-1]: r["componentId_b"].split("/")[-1] for r in fig["matches"]}
+    assert all(ids[f"L{l}.H{perm[h]}"] == f"L{l}.H{h}" for l, perm in PERMS.items() for h in range(4))
+    stored = cx.fetch_alignment(store, fig["modelA"], fig["modelB"])
+    heads = stored[stored["method"] == "functional"]
+    assert len(heads) == 10 and heads["p"].tolist() == pytest.approx([1 / 40] * 10) and heads["similarity"].min() > 0.999
+    # the text output says how components were matched
+    code, out, _ = cli(capsys, embedded.home, "compare", "orig", "perm", "--null-models", "3", "--quiet")
+    assert code == 0 and "aligned by function" in out and "significant" in out

@@ -11,6 +11,7 @@ import pytest
 from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.connectome import delete_path_caches, require_run
+from atlas.errors import ValidationError
 from atlas.ids import parse_component_id
 from atlas.records import RunRecord
 from atlas.schema import RunStatus
@@ -163,14 +164,20 @@ def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSetti
     assert 0 <= fig["weightedJaccard"] <= 1 and -1 <= fig["spearman"] <= 1
     same = compare_runs(hand, "ck20", "ck20").figures
     assert same["weightedJaccard"] == 1.0 and same["spearman"] == pytest.approx(1.0)
-    # a different model (no MLPs vs MLPs): aligned by depth, stored as ALIGNED_WITH
-    cross = compare_runs(hand, "hand", "ck20")
-    assert cross.figures["aligned"]
+    assert fig["alignment"] == "names"  # checkpoints of one training run: the same components
+    # a different model (no MLPs vs MLPs): no pairing is assumed without being asked for
+    with pytest.raises(ValidationError, match="no stored alignment"):
+        compare_runs(hand, "hand", "ck20")
+    cross = compare_runs(hand, "hand", "ck20", align="structure")
+    assert cross.figures["aligned"] and cross.figures["alignment"] == "structure"
     query = "MATCH (:Component {modelId: 'h'})-[e:ALIGNED_WITH]->(:Component {modelId: 'induction-2l/step-20'}) RETURN count(e) AS n"
     assert hand.read(query)["n"].iloc[0] == 0  # comparing reads only
     assert write_alignment(hand, cross) == 4
     n = hand.read("MATCH (:Component {modelId: 'h'})-[e:ALIGNED_WITH]->(:Component {modelId: 'induction-2l/step-20'}) RETURN count(e) AS n")["n"].iloc[0]
     assert n == 4
+    # once stored, the alignment is what a plain comparison of these two models uses
+    again = compare_runs(hand, "hand", "ck20")
+    assert again.figures["alignment"] == "structure" and again.figures["nShared"] == cross.figures["nShared"]
     assert main(["compare", "ck10", "ck20", "--png", str(tmp_path / "c.png"), "--html", str(tmp_path / "c.html"), "--home", str(embedded.home)]) == 0
     assert "weighted Jaccard" in capsys.readouterr().out
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "c-a.html").exists()
