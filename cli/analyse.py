@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
+from atlas.schema import MAX_PROMPTS, Method, choices
 from cli.common import connect, count, fmt, jsonable, print_frame, require_run, settings, table_output, unit_interval
 
 
@@ -105,9 +106,77 @@ ALIGN_WORDS = {"same model": "identity (one model)", "names": "names (checkpoint
                "functional": "function (CKA of their outputs on shared stimuli)"}
 
 
+def _is_model_spec(item: str) -> bool:
+    from ingest.catalog import ZOO_NAMES
+
+    name, at, step = item.partition("@")
+    return name in ZOO_NAMES and (not at or step.isdigit())
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    items = list(args.items)
+    if args.checkpoints or (items and all(_is_model_spec(i) for i in items) and any("@" in i for i in items)):
+        return _timeline(args, items)
+    if len(items) != 2:
+        raise ValidationError("give two runs to compare, checkpoints (NAME@STEP ... NAME) or --checkpoints NAME for a timeline")
+    args.run_a, args.run_b = items
+    return _compare_pair(args)
+
+
+def _timeline(args: argparse.Namespace, items: list[str]) -> int:
+    """Ingest every checkpoint of one training run (idempotent) and compare each with the last."""
+    from ingest.jobs import IngestConfig, run_ingest
+    from queries.compare import compare_runs, same_training_run
+    from queries.export import timeline_png
+
+    conf = settings(args)
+    if args.checkpoints:
+        if items:
+            raise ValidationError("--checkpoints NAME takes no runs or models next to it")
+        from ingest.catalog import ZOO_NAMES
+        from ingest.zoo import checkpoint_steps
+
+        if args.checkpoints not in ZOO_NAMES:
+            raise ValidationError(f"--checkpoints takes a zoo model ({', '.join(ZOO_NAMES)}), got {args.checkpoints!r}")
+        steps = checkpoint_steps(args.checkpoints, conf.home)
+        if not steps:
+            raise ValidationError(f"no saved checkpoints of {args.checkpoints} in {conf.home}: make them with "
+                                  f"'atlas zoo train {args.checkpoints} --checkpoint-every N'")
+        items = [f"{args.checkpoints}@0", *(f"{args.checkpoints}@{s}" for s in steps if s > 0), args.checkpoints]
+    if len(items) < 2:
+        raise ValidationError("a timeline needs at least two checkpoints")
+    rows = []
+    with connect(args) as store:
+        runs = [run_ingest(store, IngestConfig(model=m, task=args.task, method=args.method, n_prompts=args.prompts), conf.home,
+                           progress=not args.quiet, log=lambda msg: None).run_id for m in items]
+        final = require_run(store, runs[-1])
+        for spec, run_id in zip(items, runs):
+            run = require_run(store, run_id)
+            if not same_training_run(run.model_id, final.model_id):
+                raise ValidationError(f"{spec} is not a checkpoint of {items[-1]}'s training run: a timeline follows one model")
+            fig = compare_runs(store, run_id, runs[-1], top=args.top).figures
+            step = int(spec.partition("@")[2]) if "@" in spec else None
+            rows.append({"model": spec, "step": step, "runId": run_id, "weightedJaccard": fig["weightedJaccard"], "spearman": fig["spearman"],
+                         "gained": len(fig["gained"]), "lost": len(fig["lost"])})
+    import pandas as pd
+
+    frame = pd.DataFrame(rows).astype({"step": "Int64"})
+    if args.png:
+        print(f"wrote {timeline_png(frame, Path(args.png), f'{items[-1]}: similarity of each checkpoint to the last (top {args.top})')}",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, default=jsonable))
+        return 0
+    print(f"{len(items)} checkpoints of {items[-1]} ({args.method} on task {args.task}), each compared with {items[-1]} "
+          f"(weighted Jaccard of the top {args.top} edges; Spearman of all shared edges):")
+    print_frame(frame, "table")
+    return 0
+
+
+def _compare_pair(args: argparse.Namespace) -> int:
+    from atlas.ids import local_id
     from queries.compare import compare_runs, same_training_run, write_alignment
-    from queries.export import select_graph, to_html_side_by_side, to_png_side_by_side
+    from queries.export import comparison_marks, select_graph, to_html_side_by_side, to_png_side_by_side
 
     alignment_figures: dict[str, Any] = {}
     with connect(args) as store:
@@ -127,10 +196,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.png or args.html:
             ga, gb = select_graph(store, args.run_a, top=args.top), select_graph(store, args.run_b, top=args.top)
     fig = out.figures
+    if args.png or args.html:
+        rename = None if out.alignment is None else {x: local_id(y) for x, y in zip(out.alignment["componentId_a"], out.alignment["componentId_b"])}
+        marks = comparison_marks(ga, gb, fig, rename)
     if args.png:
-        print(f"wrote {to_png_side_by_side(ga, gb, Path(args.png), (args.run_a, args.run_b))}", file=sys.stderr)
+        print(f"wrote {to_png_side_by_side(ga, gb, Path(args.png), (args.run_a, args.run_b), marks)}", file=sys.stderr)
     if args.html:
-        print(f"wrote {to_html_side_by_side(ga, gb, Path(args.html), (args.run_a, args.run_b))}", file=sys.stderr)
+        print(f"wrote {to_html_side_by_side(ga, gb, Path(args.html), (args.run_a, args.run_b), marks)}", file=sys.stderr)
     matches = [] if frame is None else frame.to_dict("records")  # every candidate, with its p-value and whether it matched
     if args.json:
         print(json.dumps({**fig, "alignmentFigures": alignment_figures, "matches": matches,
@@ -237,10 +309,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.set_defaults(func=cmd_motifs)
 
     s = sub.add_parser("compare", parents=[common], help="compare two connectomes (checkpoints, tasks, methods, models)", formatter_class=fmt_class)
-    s.add_argument("run_a")
-    s.add_argument("run_b")
+    s.add_argument("items", nargs="*", metavar="RUN",
+                   help="two runs; or zoo checkpoints NAME@STEP ... NAME for a timeline (each ingested, compared with the last)")
+    s.add_argument("--checkpoints", metavar="NAME", help="timeline over every saved checkpoint of zoo model NAME (step 0 included)")
+    s.add_argument("--task", default="default", help="timeline: the task each checkpoint is ingested on")
+    s.add_argument("--method", default="eap-ig", choices=choices(Method), help="timeline: the method")
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16, help="timeline: prompts per checkpoint")
     s.add_argument("--top", type=count(1, 10_000_000, "the database's LIMIT"), default=50, help="top-N edges for the weighted Jaccard and the drawings")
-    s.add_argument("--png", help="write a side-by-side drawing here")
+    s.add_argument("--png", help="write a side-by-side drawing here (a timeline: its plot)")
     s.add_argument("--html", help="write a side-by-side page here (two pages beside it)")
     s.add_argument("--align", default="auto", choices=["auto", "functional", "names", "structure"],
                    help="how components correspond: auto = names for checkpoints of one training run, else functional (CKA of "

@@ -10,8 +10,10 @@
      (loaded offline; a clear error when they are not cached).
 
 Identity: every model carries :func:`weights_hash` (its weights and the config fields that change
-its function), recorded on its ``:Model`` node. A zoo model's id is its name (``NAME/step-S`` for a
-checkpoint), a pretrained model's its TransformerLens name, and a model file's its name (the
+its function), recorded on its ``:Model`` node. A zoo model's id is its name for the weights the
+package ships and ``NAME-<hash[:8]>`` for weights trained here that differ (:func:`zoo_model_id`);
+its checkpoints are ``FINAL_ID/step-S`` after the final model of their training run. A pretrained
+model's id is its TransformerLens name, and a model file's its name (the
 config's ``model_name``, else the file or folder name) plus the first 8 hex digits of that hash:
 two files that share a name are two models, one file reached by two paths is one. ``--model-id``
 names a model explicitly; the store refuses an id that already holds other weights.
@@ -36,7 +38,7 @@ from atlas.errors import ModelError
 from atlas.ids import validate_model_id
 from atlas.records import ModelRecord
 
-__all__ = ["LoadedModel", "load_model", "model_record"]
+__all__ = ["LoadedModel", "load_model", "model_record", "weights_hash", "zoo_model_id"]
 
 
 @dataclass
@@ -276,10 +278,12 @@ def _load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedMo
         if not step.isdigit():
             raise ModelError(f"checkpoint spec {spec!r}: expected NAME@STEP, e.g. {name}@300")
         model, info = load_zoo_checkpoint(name, int(step), home)
-        return LoadedModel(model, f"{name}/step-{int(step)}", f"zoo:{spec}", info)
+        return LoadedModel(model, f"{_zoo_family(name, home)}/step-{int(step)}", f"zoo:{spec}", info)
     if spec in ZOO:
         model, info = load_zoo_model(spec, home, progress_factory)
-        return LoadedModel(model, spec, f"zoo:{spec}", info)
+        loaded = LoadedModel(model, spec, f"zoo:{spec}", info)
+        loaded.model_id = zoo_model_id(spec, loaded.weights_hash)
+        return loaded
     path = Path(spec).expanduser()
     if path.exists():
         return _load_path(path)
@@ -292,6 +296,42 @@ def _load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedMo
             "and not a TransformerLens pretrained name"
         )
     return loaded
+
+
+@functools.cache
+def _shipped_hash(name: str) -> str | None:
+    """:func:`weights_hash` of the zoo model's weights shipped in the package (None if none ship)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from ingest.zoo import SHIPPED_DIR
+
+    folder = SHIPPED_DIR / name
+    if not (folder / "model.pt").exists():
+        return None
+    model = HookedTransformer(HookedTransformerConfig(**json.loads((folder / "config.json").read_text())))
+    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    return weights_hash(model)
+
+
+def zoo_model_id(name: str, digest: str) -> str:
+    """A zoo model's id: its name for the weights the package ships, else the name plus the first 8
+    hex digits of the weights' hash (a model retrained here, e.g. by ``atlas zoo train`` on another
+    platform, is another training run: its runs and checkpoints must not mix with the shipped ones)."""
+    shipped = _shipped_hash(name)
+    return name if shipped is None or shipped == digest else f"{name}-{digest[:8]}"
+
+
+def _zoo_family(name: str, home: Path) -> str:
+    """The id of the final model of the training run whose checkpoints ``home`` holds for ``name``
+    (its checkpoints are ``ID/step-S``): the home's trained model, else the shipped one."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    folder = home / "zoo" / name
+    if not (folder / "model.pt").exists() or not (folder / "config.json").exists():
+        return name
+    model = HookedTransformer(HookedTransformerConfig(**json.loads((folder / "config.json").read_text())))
+    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    return zoo_model_id(name, weights_hash(model))
 
 
 def _hub_cached(repo_id: str) -> bool:

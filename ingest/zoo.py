@@ -549,6 +549,17 @@ def train_zoo_model(name: str, out_dir: Path, steps: int | None = None, progress
     return info
 
 
+def checkpoint_steps(name: str, home: Path) -> list[int]:
+    """The training steps of ``name`` saved in ``home`` by ``atlas zoo train NAME --checkpoint-every N``."""
+    folder = home / "zoo" / zoo_entry(name).name / "checkpoints"
+    steps = []
+    for path in folder.glob("step-*.pt") if folder.exists() else []:
+        tail = path.stem.removeprefix("step-")
+        if tail.isdigit():
+            steps.append(int(tail))
+    return sorted(steps)
+
+
 def load_zoo_checkpoint(name: str, step: int, home: Path) -> tuple[Any, dict[str, Any]]:
     """A training checkpoint saved by ``atlas zoo train NAME --checkpoint-every N``; step 0 is the
     model as initialised before training (the same seed; no weights need saving), a natural null."""

@@ -27,7 +27,7 @@ from queries.fetch import fetch_components, fetch_edges, require_run
 from queries.graph import edges_to_graph
 
 __all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_png",
-           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS"]
+           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS", "max_abs_score", "comparison_marks", "timeline_png"]
 
 KIND_COLOURS = {
     "Embed": "#4c78a8",
@@ -115,8 +115,11 @@ def _layer(attrs: dict[str, Any]) -> int:
     return int(layer) if layer is not None and _present(layer) else 0
 
 
-def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Path:
-    """Write a pyvis page: x = layer, physics off, colour by kind, width by |score|, tooltips."""
+def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome", *, scale: float | None = None,
+            marks: dict[tuple[str, str], str] | None = None) -> Path:
+    """Write a pyvis page: x = layer, physics off, colour by kind, width by |score| relative to
+    ``scale`` (default: this graph's largest), grey for exact zeros, tooltips; ``marks`` ((u, v) ->
+    ``gained``/``lost``) get a coloured shadow."""
     from pyvis.network import Network
 
     if graph.number_of_nodes() == 0:
@@ -132,12 +135,14 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Pa
             net.add_node(node, label=local_id(node), title=_tooltip(node, attrs), x=(layer + 1) * 260,
                          y=(i - (len(members) - 1) / 2) * 70, color=KIND_COLOURS.get(attrs.get("kind") or "", "#999999"),
                          shape="dot", size=14, physics=False)
-    max_abs = max((abs(d["score"]) for _, _, d in graph.edges(data=True)), default=1.0) or 1.0
+    max_abs = scale or max((abs(d["score"]) for _, _, d in graph.edges(data=True)), default=1.0) or 1.0
     for u, v, d in graph.edges(data=True):
         score = d["score"]
-        net.add_edge(u, v, width=0.5 + 7.5 * abs(score) / max_abs,
-                     title=f"{html.escape(u)} -> {html.escape(v)} [{d['channel']}]: {score:+.4g}",
-                     color="#d62728" if score < 0 else "#1f77b4", dashes=_CHANNEL_DASH.get(d["channel"], False), arrows="to")
+        mark = (marks or {}).get((u, v))
+        extra = {"shadow": {"enabled": True, "color": MARK_COLOURS[mark], "size": 14, "x": 0, "y": 0}} if mark else {}
+        net.add_edge(u, v, width=0.5 + 7.5 * min(abs(score) / max_abs, 1.0),
+                     title=f"{html.escape(u)} -> {html.escape(v)} [{d['channel']}]: {score:+.4g}" + (f" ({mark})" if mark else ""),
+                     color=_edge_colour(score), dashes=_CHANNEL_DASH.get(d["channel"], False), arrows="to", **extra)
     net.toggle_physics(False)
     page = _EXTERNAL.sub("", net.generate_html())
     page = page.replace("<head>", f"<head><title>{html.escape(title)}</title>", 1)
@@ -145,9 +150,12 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome") -> Pa
     swatches = " ".join(f'<span style="color:{KIND_COLOURS[k]}">&#9679;</span> {html.escape(k)}' for k in kinds)
     legend = (
         f'<div id="atlas-legend" style="font:13px sans-serif;margin:6px 8px"><b>{html.escape(title)}</b> &nbsp; {swatches}'
-        " &nbsp; edges: width = |score|; <span style=\"color:#d62728\">red</span> = corrupting it lowers the metric,"
-        " <span style=\"color:#1f77b4\">blue</span> = raises it; channel q solid, k dashed, v dotted; x = layer."
-        " Hover for ids, scores and receptive fields.</div>"
+        f" &nbsp; edges: width = |score| (full width at {max_abs:.3g}); <span style=\"color:#d62728\">red</span> = corrupting it lowers"
+        " the metric, <span style=\"color:#1f77b4\">blue</span> = raises it, <span style=\"color:#b0b0b0\">grey</span> = exactly 0;"
+        " channel q solid, k dashed, v dotted; x = layer."
+        + (' <span style="color:#2ca02c">green</span> / <span style="color:#ff7f0e">orange</span> shadow = gained / lost (top-N).'
+           if marks else "")
+        + " Hover for ids, scores and receptive fields.</div>"
     )
     page = page.replace("<body>", "<body>" + legend, 1)
     path = Path(path)
@@ -202,8 +210,32 @@ def to_json(graph: nx.MultiDiGraph, path: Path) -> Path:
     return Path(path)
 
 
-def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "") -> None:
-    """Draw a layered connectome on a matplotlib axis (x = layer, width by |score|, colour by sign)."""
+ZERO_COLOUR = "#b0b0b0"
+MARK_COLOURS = {"gained": "#2ca02c", "lost": "#ff7f0e"}
+
+
+def _edge_colour(score: float) -> str:
+    """Blue: corrupting the edge raises the metric; red: lowers it; grey: exactly no effect."""
+    return ZERO_COLOUR if score == 0 else "#d62728" if score < 0 else "#1f77b4"
+
+
+def max_abs_score(*graphs: nx.MultiDiGraph) -> float:
+    """The largest |score| of an edge (summed over channels per node pair) in any of ``graphs``: one
+    scale for panels that are to be compared."""
+    best = 0.0
+    for graph in graphs:
+        sums: dict[tuple[str, str], float] = {}
+        for u, v, d in graph.edges(data=True):
+            sums[(u, v)] = sums.get((u, v), 0.0) + d["score"]
+        best = max([best, *map(abs, sums.values())])
+    return best or 1.0
+
+
+def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "", *, scale: float | None = None,
+         marks: dict[tuple[str, str], str] | None = None) -> None:
+    """Draw a layered connectome on a matplotlib axis (x = layer, width by |score| relative to
+    ``scale`` (default: this graph's largest), colour by sign, grey for exact zeros); ``marks``
+    ((u, v) -> ``gained``/``lost``) draws a coloured halo under those edges."""
     pos: dict[str, tuple[float, float]] = {}
     by_layer: dict[int, list[str]] = {}
     for n, a in graph.nodes(data=True):
@@ -218,15 +250,37 @@ def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "") -> None:
             simple[u][v]["score"] += d["score"]
         else:
             simple.add_edge(u, v, score=d["score"])
-    max_abs = max((abs(d["score"]) for *_, d in simple.edges(data=True)), default=1.0) or 1.0
-    nx.draw_networkx_edges(simple, pos, ax=ax, width=[0.3 + 4 * abs(d["score"]) / max_abs for *_, d in simple.edges(data=True)],
-                           edge_color=["#d62728" if d["score"] < 0 else "#1f77b4" for *_, d in simple.edges(data=True)],
+    max_abs = scale or max_abs_score(graph)
+    for kind, colour in MARK_COLOURS.items():
+        halo = [(u, v) for (u, v), k in (marks or {}).items() if k == kind and simple.has_edge(u, v)]
+        if halo:
+            nx.draw_networkx_edges(simple, pos, edgelist=halo, ax=ax, width=7, edge_color=colour, alpha=0.35, arrows=True, arrowstyle="-",
+                                   connectionstyle="arc3,rad=0.08")
+    edges = list(simple.edges(data=True))
+    nx.draw_networkx_edges(simple, pos, ax=ax, edgelist=[(u, v) for u, v, _ in edges],
+                           width=[0.3 + 4 * min(abs(d["score"]) / max_abs, 1.0) for *_, d in edges],
+                           edge_color=[_edge_colour(d["score"]) for *_, d in edges],
                            arrows=True, alpha=0.7, connectionstyle="arc3,rad=0.08")
     nx.draw_networkx_nodes(simple, pos, ax=ax, node_size=380,
                            node_color=[KIND_COLOURS.get(a.get("kind") or "", "#999999") for _, a in simple.nodes(data=True)])
     nx.draw_networkx_labels(simple, pos, ax=ax, labels={n: local_id(n) for n in simple}, font_size=7)
     ax.set_title(title or str(graph.graph.get("runId", "")))
     ax.axis("off")
+
+
+def _legend(fig: Any, kinds: set[str], marks: bool, scale: float | None) -> None:
+    """One legend for the figure: node kinds, edge colours, halos, and the shared width scale."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", color=KIND_COLOURS[k], label=k) for k in sorted(kinds) if k in KIND_COLOURS]
+    handles += [Line2D([], [], color="#1f77b4", label="corrupting raises the metric"),
+                Line2D([], [], color="#d62728", label="corrupting lowers it"),
+                Line2D([], [], color=ZERO_COLOUR, label="exactly 0")]
+    if marks:
+        handles += [Line2D([], [], color=c, linewidth=7, alpha=0.35, label=f"{k} (top-N)") for k, c in MARK_COLOURS.items()]
+    if scale is not None:
+        handles.append(Line2D([], [], color="black", linewidth=4.3, label=f"width 4.3 pt = |score| {scale:.3g} (both panels)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
 
 
 def _figure(n_panels: int, graphs: list[nx.MultiDiGraph]) -> tuple[Any, Any]:
@@ -242,36 +296,45 @@ def _figure(n_panels: int, graphs: list[nx.MultiDiGraph]) -> tuple[Any, Any]:
 
 
 def to_png(graph: nx.MultiDiGraph, path: Path, title: str = "") -> Path:
-    """A static layered drawing (x = layer), edge width by |score|, colour by sign."""
+    """A static layered drawing (x = layer), edge width by |score|, colour by sign, with a legend."""
     import matplotlib.pyplot as plt
 
     fig, (ax,) = _figure(1, [graph])
     draw(graph, ax, title)
-    fig.tight_layout()
+    _legend(fig, {str(d.get("kind")) for _, d in graph.nodes(data=True)}, False, None)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
 
 
-def to_png_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, titles: tuple[str, str]) -> Path:
-    """Two connectomes drawn next to each other on one image (for ``atlas compare``)."""
+def to_png_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, titles: tuple[str, str],
+                        marks: tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]] | None = None) -> Path:
+    """Two connectomes next to each other on one image (for ``atlas compare``): one width scale for
+    both panels, ``marks`` (per panel, (u, v) -> ``gained``/``lost``) as halos, one legend."""
     import matplotlib.pyplot as plt
 
+    scale = max_abs_score(a, b)
     fig, axes = _figure(2, [a, b])
-    draw(a, axes[0], titles[0])
-    draw(b, axes[1], titles[1])
-    fig.tight_layout()
+    draw(a, axes[0], titles[0], scale=scale, marks=marks[0] if marks else None)
+    draw(b, axes[1], titles[1], scale=scale, marks=marks[1] if marks else None)
+    kinds = {str(d.get("kind")) for g in (a, b) for _, d in g.nodes(data=True)}
+    _legend(fig, kinds, bool(marks and (marks[0] or marks[1])), scale)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
 
 
-def to_html_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, titles: tuple[str, str]) -> Path:
-    """An offline page showing two connectome pages side by side (the two pages sit next to it)."""
+def to_html_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, titles: tuple[str, str],
+                         marks: tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]] | None = None) -> Path:
+    """An offline page showing two connectome pages side by side (the two pages sit next to it), on
+    one width scale, with gained/lost ``marks`` per panel."""
     path = Path(path)
     left, right = path.with_name(path.stem + "-a.html"), path.with_name(path.stem + "-b.html")
-    to_html(a, left, titles[0])
-    to_html(b, right, titles[1])
+    scale = max_abs_score(a, b)
+    to_html(a, left, titles[0], scale=scale, marks=marks[0] if marks else None)
+    to_html(b, right, titles[1], scale=scale, marks=marks[1] if marks else None)
     frames = "".join(
         f'<div style="flex:1"><h3>{html.escape(t)}</h3><iframe src="{html.escape(p.name)}" style="width:100%;height:880px;border:0"></iframe></div>'
         for t, p in zip(titles, (left, right))
@@ -279,6 +342,51 @@ def to_html_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, tit
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(' vs '.join(titles))}</title></head>"
                     f"<body style='font-family:sans-serif'><div style='display:flex;gap:8px'>{frames}</div></body></html>", encoding="utf-8")
     return path
+
+
+def comparison_marks(a: nx.MultiDiGraph, b: nx.MultiDiGraph, figures: dict[str, Any],
+                     rename_a: dict[str, str] | None = None) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+    """Per panel, the node pairs of a comparison's ``lost`` (panel A) and ``gained`` (panel B) edges.
+
+    ``figures`` holds the keys ``"L0.H0 -> L1.H2 [k]"`` in B's local ids; ``rename_a`` maps A's
+    component ids to B's local ids (an alignment; default: A's own local ids)."""
+
+    def pairs(keys: list[str]) -> set[tuple[str, str]]:
+        return {tuple(k.rsplit(" [", 1)[0].split(" -> ", 1)) for k in keys}  # type: ignore[misc]
+
+    lost, gained = pairs(figures.get("lost", [])), pairs(figures.get("gained", []))
+    local_a = {n: local_id(n) if rename_a is None else rename_a.get(n) for n in a.nodes}  # unmatched: no counterpart
+    marks_a = {(u, v): "lost" for u, v in a.edges() if (local_a[u], local_a[v]) in lost}
+    marks_b = {(u, v): "gained" for u, v in b.edges() if (local_id(u), local_id(v)) in gained}
+    return marks_a, marks_b
+
+
+def timeline_png(frame: pd.DataFrame, path: Path, title: str) -> Path:
+    """Circuit similarity to the final model over training: weighted Jaccard of the top-N edges and
+    Spearman of the shared edges against the step (``frame``: ``step`` (None for the final model),
+    ``weightedJaccard``, ``spearman``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = frame["step"].astype("float").to_numpy()
+    known = steps[~pd.isna(steps)]
+    final = (known.max() * 1.1 if len(known) and known.max() > 0 else 1.0)
+    x = [final if pd.isna(s) else s for s in steps]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, frame["weightedJaccard"], marker="o", label="weighted Jaccard, top-N edges")
+    ax.plot(x, frame["spearman"], marker="s", label="Spearman, shared edges")
+    ax.set_xlabel("training step (last point: the final model)")
+    ax.set_ylabel("similarity to the final model")
+    ax.set_ylim(-1.05, 1.05)
+    ax.axhline(0, color="#cccccc", linewidth=0.8)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
 
 
 FORMATS = {"html": to_html, "graphml": to_graphml, "gexf": to_gexf, "json": to_json, "png": to_png}

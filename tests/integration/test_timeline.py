@@ -1,0 +1,46 @@
+"""`atlas compare --checkpoints NAME`: a training run's checkpoints, each ingested and compared with
+the final model, in one command, with a plot; on a home of its own (its zoo model is retrained)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli import main
+
+
+@pytest.fixture()
+def trained_home(tmp_path: Path) -> Iterator[Path]:
+    from ingest.zoo import train_zoo_model
+
+    home = tmp_path / "home"
+    train_zoo_model("induction-2l", home / "zoo" / "induction-2l", steps=30, checkpoint_every=10)
+    try:
+        yield home
+    finally:
+        main(["db", "stop", "--home", str(home)])
+
+
+def test_checkpoint_timeline(trained_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = ["--home", str(trained_home)]
+    png = tmp_path / "timeline.png"
+    assert main(["compare", "--checkpoints", "induction-2l", "--method", "eap", "--prompts", "4", "--top", "10", "--png", str(png),
+                 "--quiet", "--json", *home]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["step"] for r in rows] == [0, 10, 20, 30, None]
+    family = rows[-1]["runId"].split(":")[0]
+    assert family.startswith("induction-2l-")  # retrained here: its own training run, not the shipped weights
+    assert all(r["runId"].startswith(family) for r in rows)
+    assert rows[-1]["weightedJaccard"] == 1.0 and rows[-2]["weightedJaccard"] == 1.0  # step 30 is the final model
+    assert rows[0]["weightedJaccard"] < 0.5  # the untrained model's circuit is not the trained one's
+    assert png.stat().st_size > 5000
+    # the same timeline named by its checkpoints; ingesting again changes nothing
+    assert main(["compare", "induction-2l@10", "induction-2l", "--method", "eap", "--prompts", "4", "--top", "10", "--quiet", *home]) == 0
+    out = capsys.readouterr().out
+    assert "2 checkpoints of induction-2l" in out and "induction-2l@10" in out
+    # a zoo model with no saved checkpoints says how to make them
+    assert main(["compare", "--checkpoints", "binding", *home]) == 2
+    assert "atlas zoo train binding --checkpoint-every N" in capsys.readouterr().err
