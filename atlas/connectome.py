@@ -44,7 +44,7 @@ from atlas.store import DEFAULT_BATCH, EDGE_BATCH, Store
 __all__ = [
     "EDGE_FRAME_COLUMNS",
     "ensure_schema", "fetch_schema", "count_graph",
-    "write_model", "check_model_weights", "write_components", "fetch_alignment", "ALIGNMENT_PROPERTIES", "write_part_of", "write_dictionaries",
+    "write_model", "check_model_weights", "write_components", "fetch_alignment", "ALIGNMENT_PROPERTIES", "fetch_prompt_scores", "write_part_of", "write_dictionaries",
     "begin_run", "set_run_status", "write_run_figures", "fetch_run", "fetch_run_for", "require_run", "fetch_runs",
     "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
     "fetch_edges", "fetch_edge_columns", "fetch_components", "fetch_custom",
@@ -449,6 +449,17 @@ def fetch_edge_columns(store: Store, run_id: str, min_weight: float = 0.0) -> pd
         data = {k: rows[k].tolist() for k in ("pre", "post", "channel", "score")}
     return pd.DataFrame({"componentId_pre": data["pre"], "componentId_post": data["post"],
                          "channel": data["channel"], "score": pd.Series(data["score"], dtype=float)})
+
+
+def fetch_prompt_scores(store: Store, run_id: str) -> pd.DataFrame:
+    """A run's edges with their per-prompt scores (``promptScores``; runs made with ``--per-prompt``)."""
+    require_run(store, run_id)
+    return store.read(
+        "MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(b:Component) WHERE e.promptScores IS NOT NULL "
+        "RETURN a.componentId AS componentId_pre, b.componentId AS componentId_post, e.channel AS channel, e.score AS score, "
+        "e.promptScores AS promptScores",
+        {"run": run_id},
+    )
 
 
 def fetch_custom(store: Store, cypher: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -167,6 +167,7 @@ INDEXES: tuple[tuple[str, RelType, str], ...] = (
 
 EDGE_PROPERTIES: frozenset[str] = frozenset({
     "runId", "channel", "score", "effect", "srcPos", "dstPos",  # measured edges
+    "promptScores",  # the score per prompt (runs made with --per-prompt), in the run's prompt order
     "ablation", "scope",  # ABLATION: how the source (or the edge) was lesioned
     "kind", "baseline", "zScore", "silent", "modelId",  # COMPOSITION: Q/K/V kind, random baseline, zero-weight heads
 })

@@ -88,6 +88,32 @@ def cmd_binding(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from queries.export import prompts_png
+    from queries.prompts import fetch_prompt_view
+
+    with connect(args) as store:
+        require_run(store, args.run)
+        view = fetch_prompt_view(store, args.run, args.component, args.circuit, args.collapse, args.carried)
+    frame = view.prompts
+    if args.png:
+        what = f"{view.figures.get('component', '')} {view.figures.get('circuit', '')}".strip()
+        print(f"wrote {prompts_png(frame, Path(args.png), f'run {args.run}, per prompt' + (f': {what}' if what else ''))}", file=sys.stderr)
+    if fmt(args) == "json":
+        print(json.dumps({**view.figures, "prompts": frame.to_dict("records")}, default=jsonable))
+        return 0
+    fig = view.figures
+    print(f"run {args.run}: {fig['nPrompts']} prompts ({fig['method']}, metric {fig['metric']})")
+    if "component" in fig:
+        print(f"  {fig['component']}: mean contribution {fig['meanContribution']:.4g}; collapsed (share < {fig['collapse']}) on "
+              f"{fig['nCollapsed']} prompts")
+    if "circuit" in fig:
+        print(f"  circuit {fig['circuit']}: faithfulness {fig['faithfulness']:.3f} overall; carries (>= {fig['carried']}) "
+              f"{fig['nCarried']} of {fig['nPrompts']} prompts")
+    print_frame(frame, fmt(args))
+    return 0
+
+
 def cmd_motifs(args: argparse.Namespace) -> int:
     from queries.motifs import fetch_motifs, null_note
 
@@ -299,6 +325,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--save", type=count(0, 1_000), default=0, metavar="N", help="save the N best as :Circuit {kind: 'binding'}")
     table_output(s)
     s.set_defaults(func=cmd_binding)
+
+    s = sub.add_parser("prompts", parents=[common], help="per-prompt view of a --per-prompt run: where a component or circuit collapses",
+                       formatter_class=fmt_class)
+    s.add_argument("--run", required=True, help="a run ingested with --per-prompt")
+    s.add_argument("--component", help="a component (id, or local id such as L1.H0): its contribution per prompt")
+    s.add_argument("--circuit", help="a circuit of the run (atlas circuit): its faithfulness per prompt")
+    s.add_argument("--collapse", type=float, default=0.5, help="collapsed: contribution below this share of its mean")
+    s.add_argument("--carried", type=float, default=0.5, help="carried: circuit faithfulness at least this on the prompt")
+    s.add_argument("--png", help="write a per-prompt plot here")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print an object: the view's figures and a 'prompts' array")
+    g.add_argument("--csv", action="store_true", help="print the per-prompt table as CSV")
+    s.set_defaults(func=cmd_prompts)
 
     s = sub.add_parser("motifs", parents=[common], help="3-node motif census against degree-preserving random graphs", formatter_class=fmt_class)
     s.add_argument("--run", required=True)

@@ -14,7 +14,9 @@ Circuit faithfulness (Wang et al. 2022; Conmy et al. 2023):
      ``resid_v - sum_{u -> v not in C} (a_u(current) - a_u(ablated))``: edges outside C carry the
      ablated value, edges inside C carry whatever the sender outputs in this very pass.
   2. faithfulness = (m(C) - m(empty)) / (m(all edges) - m(empty)); m(all edges) is the clean run and,
-     for ``corrupt`` ablation, m(empty) is the corrupted run.
+     for ``corrupt`` ablation, m(empty) is the corrupted run. The three metrics are also kept per
+     prompt (``promptMetricCircuit`` / ``Full`` / ``Empty``), so one can see which prompts the
+     circuit carries.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ingest.hooks import hook_name
 from ingest.methods import qkv_input_change, restores_model, sender_outputs
 from ingest.tasks import PromptBatch, Task
 
-__all__ = ["ABLATIONS", "ablated_outputs", "compute_node_lesions", "circuit_metric", "faithfulness"]
+__all__ = ["ABLATIONS", "ablated_outputs", "compute_node_lesions", "circuit_metric", "circuit_metrics", "faithfulness"]
 
 ABLATIONS = tuple(choices(Ablation))
 
@@ -151,11 +153,18 @@ def compute_node_lesions(
     )
 
 
-@restores_model
 def circuit_metric(
     model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, ablated: torch.Tensor, keep: set[tuple[int, int]]
 ) -> float:
     """Mean metric with every edge outside ``keep`` (sender, receiver indices) carrying its ablated value."""
+    return float(circuit_metrics(model, graph, task, batch, ablated, keep).mean())
+
+
+@restores_model
+def circuit_metrics(
+    model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, ablated: torch.Tensor, keep: set[tuple[int, int]]
+) -> torch.Tensor:
+    """:func:`circuit_metric` per prompt (``[batch]``)."""
     senders, n_l = graph.senders, graph.n_layers
     current: dict[int, torch.Tensor] = {}  # sender index -> its output in this pass
     by_recv: dict[int, list[int]] = {}
@@ -226,7 +235,7 @@ def circuit_metric(
 
     with _mlp_in_hook(model), torch.no_grad():
         logits = model.run_with_hooks(batch.clean, fwd_hooks=hooks)
-    return float(task.metric(logits, batch).mean())
+    return task.metric(logits, batch).detach()
 
 
 def faithfulness(
@@ -235,10 +244,11 @@ def faithfulness(
     """Share of the full-vs-empty metric gap that the circuit ``keep`` recovers (see module docstring)."""
     from ingest.methods import all_edges
 
-    full = circuit_metric(model, graph, task, batch, ablated, set(all_edges(graph)))
-    empty = circuit_metric(model, graph, task, batch, ablated, set())
-    kept = circuit_metric(model, graph, task, batch, ablated, keep)
+    per = {name: circuit_metrics(model, graph, task, batch, ablated, edges)
+           for name, edges in (("Full", set(all_edges(graph))), ("Empty", set()), ("Circuit", keep))}
+    full, empty, kept = (float(per[k].mean()) for k in ("Full", "Empty", "Circuit"))
     gap = full - empty
     if abs(gap) < 1e-12:
         raise ValidationError("the ablation does not change the metric: faithfulness is undefined")
-    return {"faithfulness": (kept - empty) / gap, "metricCircuit": kept, "metricFull": full, "metricEmpty": empty}
+    return {"faithfulness": (kept - empty) / gap, "metricCircuit": kept, "metricFull": full, "metricEmpty": empty,
+            **{f"promptMetric{k}": v.double().tolist() for k, v in per.items()}}

@@ -50,6 +50,8 @@ class IngestConfig:
     top_features: int = 64
     model_id: str | None = None
     """The id to store the model under (default: the one :func:`ingest.models.load_model` gives)."""
+    per_prompt: bool = False
+    """Keep each edge's score per prompt (``promptScores``) and the prompts on the run (``promptsJson``)."""
 
     def validate(self) -> IngestConfig:
         if self.method not in choices(Method):
@@ -77,6 +79,8 @@ class IngestConfig:
         data = asdict(self)
         if self.model_id is None:  # runs keep the ids they had before --model-id existed
             data.pop("model_id")
+        if not self.per_prompt:  # ... and before --per-prompt existed
+            data.pop("per_prompt")
         if self.method not in (Method.EAP_IG.value, Method.EAP_IG_ACT.value):
             data.pop("steps")
         if self.granularity == "head":  # head-level runs keep the ids they had before neurons existed
@@ -165,6 +169,29 @@ class ComputedRun:
     nodes: pd.DataFrame
     edges: pd.DataFrame
     dictionaries: tuple[DictionaryRecord, ...] = ()
+    prompts: tuple[dict[str, Any], ...] = ()
+    """Per-prompt runs: each prompt's tokens, text and clean / corrupted metric, in the order of ``promptScores``."""
+
+
+def prompt_records(model: Any, task: Any, batch: Any) -> tuple[dict[str, Any], ...]:
+    """Each prompt of ``batch`` as the run keeps it: tokens, text (the tokenizer's, else ids) and the
+    metric on the clean and on the corrupted prompt."""
+    import torch
+
+    with torch.no_grad():
+        clean = task.metric(model(batch.clean), batch).double().tolist()
+        corrupted = task.metric(model(batch.corrupted), batch).double().tolist()
+
+    def text(tokens: Any) -> str:
+        if getattr(model, "tokenizer", None) is not None:
+            try:
+                return str(model.to_string(tokens))
+            except Exception:  # an id list is always a faithful label
+                pass
+        return " ".join(f"#{t}" for t in tokens.tolist())
+
+    return tuple({"index": i, "clean": batch.clean[i].tolist(), "corrupted": batch.corrupted[i].tolist(), "text": text(batch.clean[i]),
+                  "metricClean": clean[i], "metricCorrupted": corrupted[i]} for i in range(len(clean)))
 
 
 def run_graph(config: IngestConfig, loaded: Any, task: Any, batch: Any) -> tuple[Any, list[dict[str, Any]]]:
@@ -216,7 +243,8 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
              Method.PATCHING.value: n_edges}[config.method]
     bar = progress(total, f"{config.method} on {loaded.model_id}") if progress else None
     try:
-        edges = method(loaded.model, graph, task, batch, MethodConfig(steps=config.steps), progress=bar.update if bar else None)
+        edges = method(loaded.model, graph, task, batch, MethodConfig(steps=config.steps, per_prompt=config.per_prompt),
+                       progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
@@ -228,7 +256,8 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
         local = nodes["componentId"].map(local_id)
         for key in ("prevTokenScore", "inductionScore"):
             nodes[key] = [roles.get(name, {}).get(key) for name in local]
-    return ComputedRun(loaded, nodes, edges, records)
+    prompts = prompt_records(loaded.model, task, batch) if config.per_prompt else ()
+    return ComputedRun(loaded, nodes, edges, records, prompts)
 
 
 def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> tuple[pd.DataFrame, dict[int, dict[str, Any]]]:
@@ -333,6 +362,8 @@ def run_ingest(
         log(f"warning: every edge of run {run_id} is exactly zero: the metric {config.metric!r} does not change between the "
             "clean and corrupted prompts (e.g. 'logit' on a model with a single output logit, whose target minus mean is "
             "always 0); choose another metric or task. The run is written and marked allZero.")
+    if config.per_prompt:
+        details.update({"perPrompt": True, "promptsJson": json.dumps(list(computed.prompts))})
     if config.granularity == "neuron":
         details.update({"granularity": "neuron", "topNeurons": config.top_neurons,
                         "neuronSelection": "top-K per MLP by |sum (post_corr - post_clean) * dm/dpost| (EAP node attribution)"})

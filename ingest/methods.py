@@ -72,6 +72,9 @@ class MethodConfig:
 
     steps: int = 5
     patch_budget: int = 64_000_000
+    per_prompt: bool = False
+    """Also keep every edge's score per prompt (column ``promptScores``, one value per prompt whose
+    mean is the edge's score): memory and storage grow with the number of prompts."""
 
 
 @contextlib.contextmanager
@@ -390,7 +393,7 @@ def _receiver_groups(graph: ModelGraph) -> list[ReceiverGroup]:
     return out
 
 
-def _edge_frame(graph: ModelGraph, score: np.ndarray, scored: np.ndarray) -> pd.DataFrame:
+def _edge_frame(graph: ModelGraph, score: np.ndarray, scored: np.ndarray, per_prompt: np.ndarray | None = None) -> pd.DataFrame:
     """Turn a ``[n_senders, n_receivers]`` score matrix into an edge frame of the ``scored`` entries.
 
     "Not an edge" is the mask's business, never a value's: a scored edge whose score is NaN or
@@ -400,6 +403,8 @@ def _edge_frame(graph: ModelGraph, score: np.ndarray, scored: np.ndarray) -> pd.
         ModelError: some scored edge is not finite.
     """
     bad = scored & ~np.isfinite(score)
+    if per_prompt is not None:
+        bad |= scored & ~np.isfinite(per_prompt).all(axis=1)
     if bad.any():
         s, r = np.argwhere(bad)[0]
         raise ModelError(
@@ -418,6 +423,8 @@ def _edge_frame(graph: ModelGraph, score: np.ndarray, scored: np.ndarray) -> pd.
             "score": score[src, dst].astype(float),
         }
     )
+    if per_prompt is not None:  # [sender, prompt, receiver]
+        frame["promptScores"] = [per_prompt[i, :, j].astype(float).tolist() for i, j in zip(src, dst)]
     return validate_edges(frame)
 
 
@@ -430,8 +437,13 @@ def _gradient_scores(
     alphas: list[float],
     progress: Progress | None,
     interpolate: str = "inputs",
+    per_prompt: bool = False,
 ) -> pd.DataFrame:
-    """Shared body of EAP (alphas = [1]) and EAP-IG (alphas = 1/k..1, over inputs or activations)."""
+    """Shared body of EAP (alphas = [1]) and EAP-IG (alphas = 1/k..1, over inputs or activations).
+
+    Per prompt (``per_prompt``): prompt ``i``'s score is ``B * sum_{pos, d} delta_i . g_i`` (``g`` is the
+    gradient of the *mean* metric, so ``B g_i`` is prompt ``i``'s own), whose mean over the ``B``
+    prompts is the edge's score."""
     with torch.no_grad():
         corr_out = sender_outputs(model, graph, batch.corrupted)
         emb_clean = model.embed(batch.clean)
@@ -463,6 +475,8 @@ def _gradient_scores(
     delta_flat = delta.permute(2, 0, 1, 3).reshape(delta.shape[2], -1)
     score = np.zeros((len(graph.senders), len(graph.receivers)))
     scored = np.zeros(score.shape, dtype=bool)
+    n_b = delta.shape[0]
+    prompts = np.zeros((len(graph.senders), n_b, len(graph.receivers))) if per_prompt else None
     for group, total in zip(groups, grad_sum, strict=True):
         recv = group.receivers
         k = graph.n_visible(recv[0].read_stage)
@@ -471,8 +485,15 @@ def _gradient_scores(
         cols = [r.index for r in recv]
         score[:k, cols] = (delta_flat[:k] @ g_flat.T).double().numpy()
         scored[:k, cols] = True
+        if prompts is not None:
+            d_b = delta[:, :, :k].permute(2, 0, 1, 3).reshape(k, n_b, -1)
+            g_b = g.permute(2, 0, 1, 3).reshape(len(cols), n_b, -1)
+            prompts[:k, :, cols] = (n_b * torch.einsum("sbx,rbx->sbr", d_b, g_b)).double().numpy()
     _error_columns(graph, score, scored)
-    return _edge_frame(graph, score, scored)
+    if prompts is not None:
+        for b in range(n_b):  # the error columns, prompt by prompt (views: filled in place)
+            _error_columns(graph, prompts[:, b, :], scored.copy())
+    return _edge_frame(graph, score, scored, prompts)
 
 
 def _error_columns(graph: ModelGraph, score: np.ndarray, scored: np.ndarray) -> None:
@@ -529,7 +550,7 @@ def compute_eap_ig_activations(
     if config.steps < 1:
         raise ValidationError(f"EAP-IG needs at least 1 step, got {config.steps}")
     alphas = [(i + 0.5) / config.steps for i in range(config.steps)]  # midpoint rule
-    return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate="activations")
+    return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate="activations", per_prompt=config.per_prompt)
 
 
 @restores_model
@@ -610,7 +631,7 @@ def compute_eap(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Edge attribution patching: 2 forward passes + 1 forward/backward (see module docstring)."""
-    return _gradient_scores(model, graph, task, batch, [1.0], progress)
+    return _gradient_scores(model, graph, task, batch, [1.0], progress, per_prompt=config.per_prompt)
 
 
 def compute_eap_ig(
@@ -621,7 +642,7 @@ def compute_eap_ig(
     if config.steps < 1:
         raise ValidationError(f"EAP-IG needs at least 1 step, got {config.steps}")
     alphas = [(i + 1) / config.steps for i in range(config.steps)]
-    return _gradient_scores(model, graph, task, batch, alphas, progress)
+    return _gradient_scores(model, graph, task, batch, alphas, progress, per_prompt=config.per_prompt)
 
 
 def all_edges(graph: ModelGraph) -> list[tuple[int, int]]:
@@ -658,19 +679,22 @@ def compute_patching(
     chunk = max(1, min(len(edges), config.patch_budget // per_copy - 1))
     score = np.zeros((len(graph.senders), len(graph.receivers)))
     scored = np.zeros(score.shape, dtype=bool)
+    prompts = np.zeros((len(graph.senders), b, len(graph.receivers))) if config.per_prompt else None
     with _mlp_in_hook(model), torch.no_grad():
         for start in range(0, len(edges), chunk):
             part = edges[start : start + chunk]
             # the clean metric comes from an unpatched copy in the same pass: a zero delta scores
             # exactly 0 (a separate forward at another batch size rounds differently, ~1e-16)
-            metrics = _patch_chunk(model, graph, task, batch, delta, [*part, None])
+            metrics = _patch_chunk(model, graph, task, batch, delta, [*part, None])  # [copy, prompt]
             effects = metrics[:-1] - metrics[-1]
             for (si, ri), eff in zip(part, effects):
-                score[si, ri] = eff
+                score[si, ri] = eff.mean()
                 scored[si, ri] = True
+                if prompts is not None:
+                    prompts[si, :, ri] = eff
             if progress:
                 progress(len(part))
-    return _edge_frame(graph, score, scored)
+    return _edge_frame(graph, score, scored, prompts)
 
 
 def qkv_input_change(ln: torch.nn.Module, w: torch.Tensor, resid: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -689,8 +713,8 @@ def qkv_input_change(ln: torch.nn.Module, w: torch.Tensor, resid: torch.Tensor, 
 def _patch_chunk(
     model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, delta: torch.Tensor, part: list[tuple[int, int] | None]
 ) -> np.ndarray:
-    """Metric (mean over prompts) with each edge of ``part`` patched in its own copy of the batch
-    (``None``: a copy left clean)."""
+    """Metric per copy and prompt (``[len(part), batch]``) with each edge of ``part`` patched in its
+    own copy of the batch (``None``: a copy left clean)."""
     e = len(part)
     b, p, _, d = delta.shape
     h = graph.n_heads
@@ -817,8 +841,7 @@ def _patch_chunk(
     for layer in feat_d:
         hooks.append((hook_name("mlp_out", layer), patch_features(layer)))
     logits = model.run_with_hooks(tiled.clean, fwd_hooks=hooks)
-    per_prompt = task.metric(logits, tiled).view(e, b).mean(dim=1)
-    return per_prompt.double().numpy()
+    return task.metric(logits, tiled).view(e, b).double().numpy()
 
 
 METHODS: dict[Method, Callable[..., pd.DataFrame]] = {

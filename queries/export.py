@@ -27,7 +27,7 @@ from queries.fetch import fetch_components, fetch_edges, require_run
 from queries.graph import edges_to_graph
 
 __all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_png",
-           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS", "max_abs_score", "comparison_marks", "timeline_png"]
+           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS", "max_abs_score", "comparison_marks", "timeline_png", "prompts_png"]
 
 KIND_COLOURS = {
     "Embed": "#4c78a8",
@@ -385,6 +385,35 @@ def timeline_png(frame: pd.DataFrame, path: Path, title: str) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def prompts_png(prompts: pd.DataFrame, path: Path, title: str) -> Path:
+    """Per prompt: the behaviour (clean - corrupted metric) and, when present, a component's
+    contribution (collapsed prompts in red) and a circuit's faithfulness."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ["gap"] + [c for c in ("contribution", "circuitFaithfulness") if c in prompts.columns]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.35 * len(prompts) + 2), 2.2 * len(panels)), sharex=True, squeeze=False)
+    x = prompts["index"].to_numpy()
+    labels = {"gap": "metric: clean - corrupted", "contribution": "component's contribution", "circuitFaithfulness": "circuit faithfulness"}
+    for ax, col in zip(axes[:, 0], panels):
+        colours = ["#4c78a8"] * len(prompts)
+        if col == "contribution" and "collapsed" in prompts.columns:
+            colours = ["#d62728" if c else "#4c78a8" for c in prompts["collapsed"]]
+        if col == "circuitFaithfulness" and "carried" in prompts.columns:
+            colours = ["#4c78a8" if c else "#ff7f0e" for c in prompts["carried"]]
+        ax.bar(x, prompts[col].fillna(0.0), color=colours)
+        ax.axhline(0, color="#999999", linewidth=0.8)
+        ax.set_ylabel(labels[col], fontsize=8)
+    axes[-1, 0].set_xlabel("prompt")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
 

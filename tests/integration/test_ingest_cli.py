@@ -277,3 +277,30 @@ def test_compare_aligns_two_models_by_function(store: Store, embedded: StoreSett
     # the text output says how components were matched
     code, out, _ = cli(capsys, embedded.home, "compare", "orig", "perm", "--null-models", "3", "--quiet")
     assert code == 0 and "aligned by function" in out and "significant" in out
+
+
+def test_per_prompt_views(store: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ingest --per-prompt` keeps each edge's score per prompt; `atlas prompts` shows, per prompt, the
+    behaviour, a component's contribution (and where it collapses) and a circuit's faithfulness."""
+    home = embedded.home
+    assert cli(capsys, home, "ingest", "--model", "binding", "--task", "default", "--prompts", "6", "--per-prompt", "--run-id", "pp", "--quiet")[0] == 0
+    assert cli(capsys, home, "circuit", "--run", "pp", "--top", "12")[0] == 0
+    png = tmp_path / "prompts.png"
+    code, out, err = cli(capsys, home, "prompts", "--run", "pp", "--component", "L1.H0", "--circuit", "pp/top12-corrupt", "--png", str(png), "--json")
+    assert code == 0, err
+    view = json.loads(out)
+    rows = view["prompts"]
+    assert view["nPrompts"] == len(rows) == 6 and view["component"] == "binding/L1.H0" and png.stat().st_size > 5000
+    # attention-only, no final norm, a metric linear in the logits: the edges into the logits sum to the gap, prompt by prompt
+    assert [r["intoLogits"] for r in rows] == pytest.approx([-r["gap"] for r in rows], rel=1e-4, abs=1e-4)
+    # the component's contributions average to what its stored (mean) edges say
+    out_edges = cx.fetch_edges(store, "pp")
+    mean = out_edges.loc[out_edges["componentId_pre"] == "binding/L1.H0", "score"].sum()
+    assert view["meanContribution"] == pytest.approx(mean, rel=1e-5)
+    assert sum(r["share"] for r in rows) / 6 == pytest.approx(1.0)
+    assert all(r["collapsed"] == (r["share"] < 0.5) for r in rows)
+    assert all(isinstance(r["circuitFaithfulness"], float) for r in rows) and view["nCarried"] == sum(r["carried"] for r in rows)
+    # a run without per-prompt scores says how to get them
+    assert cli(capsys, home, "ingest", "--model", "binding", "--task", "default", "--prompts", "2", "--run-id", "plain", "--quiet")[0] == 0
+    code, _, err = cli(capsys, home, "prompts", "--run", "plain")
+    assert code == 2 and "--per-prompt" in err and err.count("\n") == 1

@@ -25,6 +25,8 @@ def commands(tmp: Path) -> list[list[str]]:
     return [
         ["db", "status"],
         ["ingest", "--model", "induction-2l", "--method", "eap", "--prompts", "4", "--run-id", RUN, "--quiet"],
+        ["ingest", "--model", "induction-2l", "--method", "eap", "--prompts", "4", "--run-id", RUN + "-pp", "--per-prompt", "--quiet"],
+        ["prompts", "--run", RUN + "-pp", "--component", "L1.H0"],
         ["query", "MATCH (r:Run) RETURN r.runId AS id"],
         ["runs"],
         ["export", "--run", RUN, "--csv-dir", str(tmp / "csv"), "--node-link", str(tmp / "g.json")],

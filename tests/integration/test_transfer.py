@@ -28,8 +28,9 @@ RUN = "transfer-neurons"
 
 @pytest.fixture(scope="module")
 def rich_run(store: Store, embedded: StoreSettings) -> str:
-    """A neuron-level run (list-valued receptive fields, PART_OF links) with ABLATION patch edges too."""
-    config = IngestConfig(model="modadd-1l", task="default", method="eap-ig", n_prompts=8, steps=2, granularity="neuron", top_neurons=3)
+    """A neuron-level per-prompt run (list-valued receptive fields and edge scores, PART_OF links) with ABLATION patch edges too."""
+    config = IngestConfig(model="modadd-1l", task="default", method="eap-ig", n_prompts=8, steps=2, granularity="neuron", top_neurons=3,
+                          per_prompt=True)  # list-valued edge properties (promptScores) and the prompts on the run
     run_ingest(store, config, embedded.home, run_id=RUN, progress=False)
     verify_run(store, RUN, 5, embedded.home, progress=False)
     return RUN
@@ -166,3 +167,11 @@ def test_cli_export_import_json(store: Store, rich_run: str, embedded: StoreSett
                                                    "nEdges": cx.require_run(store, rich_run).n_edges}
     assert main(["export", "--run", rich_run, "--csv-dir", str(tmp_path / "d"), "--top", "3", *home]) == 2
     assert "whole run" in capsys.readouterr().err
+
+
+def test_per_prompt_scores_travel(store: Store, rich_run: str) -> None:
+    """The fixture's run keeps a score per prompt on every attribution edge (so the lossless test covers lists on edges)."""
+    scores = cx.fetch_prompt_scores(store, rich_run)
+    run = cx.require_run(store, rich_run)
+    assert len(scores) == run.n_edges and all(len(v) == 8 for v in scores["promptScores"])
+    assert len(json.loads(run.details["promptsJson"])) == 8

@@ -333,3 +333,26 @@ def test_non_finite_scores_stop_the_run(method: str, bad: float) -> None:
     batch = task.make_batch(model, 2, 0)
     with pytest.raises(ModelError, match="not finite"):
         get_method(method)(model, build_graph(model, "tiny"), task, batch, MethodConfig(steps=2))
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig", "eap-ig-act", "patching"])
+def test_per_prompt_scores_average_to_the_score(method: str) -> None:
+    """Per prompt: the mean over prompts is the edge's score, and each prompt's value is what the
+    method gives on that prompt alone (a batch of one)."""
+    model = make_tiny(5)
+    task = InductionTask(half=5)
+    batch = task.make_batch(model, 3, 2)
+    graph = build_graph(model, "pp", {0: [3, 9]})
+    run = get_method(method)
+    frame = run(model, graph, task, batch, MethodConfig(steps=3, per_prompt=True))
+    plain = run(model, graph, task, batch, MethodConfig(steps=3))
+    assert "promptScores" not in plain.columns
+    values = np.array(frame["promptScores"].tolist())
+    assert values.shape == (len(frame), 3)
+    np.testing.assert_allclose(values.mean(axis=1), frame["score"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(frame["score"], plain["score"], rtol=1e-5, atol=1e-6)
+    for i in range(3):
+        one = PromptBatch(batch.clean[i : i + 1], batch.corrupted[i : i + 1], batch.targets[i : i + 1], batch.mask[i : i + 1])
+        alone = run(model, graph, task, one, MethodConfig(steps=3))
+        np.testing.assert_allclose(values[:, i], alone["score"], rtol=1e-4, atol=1e-5)
+    assert np.abs(values.std(axis=1)).max() > 1e-3  # prompts really differ
