@@ -44,7 +44,8 @@ from atlas.store import DEFAULT_BATCH, EDGE_BATCH, Store
 __all__ = [
     "EDGE_FRAME_COLUMNS",
     "ensure_schema", "fetch_schema", "count_graph",
-    "write_model", "check_model_weights", "write_components", "fetch_alignment", "ALIGNMENT_PROPERTIES", "fetch_prompt_scores", "write_part_of", "write_dictionaries",
+    "write_model", "check_model_weights", "write_components", "fetch_alignment", "ALIGNMENT_PROPERTIES", "fetch_prompt_scores",
+    "clear_probe_properties", "PROBE_PROPERTIES", "write_part_of", "write_dictionaries",
     "begin_run", "set_run_status", "write_run_figures", "fetch_run", "fetch_run_for", "require_run", "fetch_runs",
     "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
     "fetch_edges", "fetch_edge_columns", "fetch_components", "fetch_custom",
@@ -150,6 +151,17 @@ def write_components(store: Store, nodes: pd.DataFrame, *, batch_size: int = DEF
             rows, batch_size=batch_size, progress=progress,
         )
     return total
+
+
+PROBE_PROPERTIES = ("prevTokenScore", "prevTokenChance", "duplicateTokenScore", "inductionScore", "topTokens", "topTokenActs", "topContexts",
+                    "topPrompts", "probe")
+"""What ``atlas probe`` writes on heads and MLPs (cleared before it writes again)."""
+
+
+def clear_probe_properties(store: Store, model_id: str) -> None:
+    """Remove the probe's properties from a model's heads and MLPs (names from :data:`PROBE_PROPERTIES` only)."""
+    removes = ", ".join(f"c.{key}" for key in PROBE_PROPERTIES)
+    store.run(f"MATCH (c:Component {{modelId: $m}}) WHERE c:Head OR c:Mlp REMOVE {removes}", {"m": model_id}, write=True)
 
 
 def write_part_of(store: Store, pairs: Sequence[tuple[str, str]]) -> int:

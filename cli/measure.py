@@ -195,10 +195,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     conf = settings(args)
     with open_store(conf) as store:
-        frame = run_probe(store, args.model, conf.home, model_id=args.model_id)
-    cols = [c for c in ("componentId", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens") if c in frame.columns]
+        result = run_probe(store, args.model, conf.home, model_id=args.model_id, task=args.task, per_prompt=args.per_prompt)
+    frame = result.frame
+    cols = [c for c in ("componentId", "prevTokenScore", "duplicateTokenScore", "inductionScore", "topTokens")
+            + (("topPrompts",) if fmt(args) == "json" else ()) if c in frame.columns]
+    if args.per_prompt and result.prompts is not None:  # which prompts drive which component
+        if fmt(args) == "json":
+            print(json.dumps({"stimuli": result.stimuli, "components": frame[cols].to_dict("records"),
+                              "prompts": result.prompts.to_dict("records")}, default=jsonable))
+            return 0
+        print(f"stimuli: {result.stimuli}")
+        print_frame(result.prompts.sort_values(["componentId", "maxAct"], ascending=[True, False]), fmt(args))
+        return 0
     if fmt(args) != "json":
-        print(f"{len(frame)} components probed; properties stored on the components:")
+        print(f"{len(frame)} components probed on {result.stimuli}; properties stored on the components:")
     print_frame(frame[cols], fmt(args))
     return 0
 
@@ -318,4 +328,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--model", required=True)
     model_id_option(s)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--task", help="probe on this task's prompts (default: the generic probe; a zoo model whose context is too "
+                                  "short for it uses its own task)")
+    s.add_argument("--per-prompt", action="store_true", help="print every component's activation on every prompt")
     s.set_defaults(func=cmd_probe)

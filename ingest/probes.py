@@ -1,13 +1,23 @@
-"""Receptive fields and roles: what each head and MLP responds to, on a standard probe set.
+"""Receptive fields and roles: what each head and MLP responds to, and on which prompts.
 
-Probe ``atlas-probe-v1``: ``n`` sequences of ``half`` uniform random tokens repeated once
-(``A B C ... A B C``), seeded. For every head:
-  - ``prevTokenScore``: mean attention from position t to t-1 (t >= 1);
-  - ``duplicateTokenScore``: mean attention from a second-half token to its first occurrence;
-  - ``inductionScore``: mean attention from a second-half token to the token after its first occurrence.
+Stimuli: the generic probe ``atlas-probe-v1`` (``n`` sequences of ``half`` uniform random tokens
+repeated once, ``A B C ... A B C``, seeded), or, for a model whose context is too short for it
+(``n_ctx < 2 * MIN_PROBE_HALF``: ``modadd-1l``'s 3 tokens would give ``x x``, where every head scores
+0.5 on every role) or when asked, the prompts of the model's own task. For every head:
+  - ``prevTokenScore``: mean attention from position t to t-1 (t >= 1), next to ``prevTokenChance``,
+    what uniform attention over the visible positions would give (0.42 on 3-token prompts, 0.10 on
+    the generic probe's 32): a previous-token head is one well above its chance;
+  - ``duplicateTokenScore``: mean, over positions whose token occurred before, of the attention to
+    those earlier occurrences;
+  - ``inductionScore``: the same, to the tokens right after the earlier occurrences.
+  On the generic probe the last two are the classic offsets (the one earlier occurrence sits
+  ``half`` back); on prompts where no token repeats they are undefined (NaN), not a guess.
 For every head and MLP, its receptive field: the current tokens after which its output (L2 norm of
-what it writes into the residual stream) is largest on average (``topTokens``, ``topTokenActs``) and
-the highest-activating contexts (``topContexts``, five tokens ending at the position).
+what it writes into the residual stream) is largest on average (``topTokens``, ``topTokenActs``), the
+highest-activating contexts (``topContexts``, five tokens ending at the position) and the prompts
+that drive it most (``topPrompts``: whole prompts with their largest activation). Tokens are shown
+as the model's tokenizer writes them, else as ``#id``. :func:`prompt_activations` gives the whole
+component-by-prompt table.
 For every MLP neuron (post-activation value): sparse-coding statistics (``frequency``: share of
 positions where it is active, i.e. > 0; ``meanAct``; ``maxAct``) and the same receptive field.
 """
@@ -23,9 +33,17 @@ from atlas.ids import component_id
 from atlas.schema import ComponentKind
 from ingest.hooks import hook_name
 
-__all__ = ["PROBE_NAME", "compute_probes", "compute_neuron_stats", "sparse_coding_rows", "probe_tokens"]
+__all__ = ["PROBE_NAME", "MIN_PROBE_HALF", "compute_probes", "compute_neuron_stats", "sparse_coding_rows", "probe_tokens",
+           "prompt_activations", "generic_probe_fits"]
 
 PROBE_NAME = "atlas-probe-v1"
+MIN_PROBE_HALF = 4
+"""The generic probe needs at least this many tokens before the repeat (``n_ctx >= 8``)."""
+
+
+def generic_probe_fits(model: Any) -> bool:
+    """Whether the model's context holds the generic probe (``2 * MIN_PROBE_HALF`` tokens)."""
+    return int(model.cfg.n_ctx) // 2 >= MIN_PROBE_HALF
 
 
 def probe_tokens(model: Any, n: int = 32, half: int = 16, seed: int = 7) -> torch.Tensor:
@@ -68,14 +86,18 @@ def _receptive_field(model: Any, tokens: torch.Tensor, act: torch.Tensor, k: int
 
 
 @torch.no_grad()
-def compute_neuron_stats(model: Any, model_id: str, n: int = 32, half: int = 16, seed: int = 7, k: int = 5) -> pd.DataFrame:
-    """A node frame of every MLP neuron with sparse-coding statistics and its receptive field."""
+def compute_neuron_stats(model: Any, model_id: str, n: int = 32, half: int = 16, seed: int = 7, k: int = 5,
+                         tokens: torch.Tensor | None = None, probe: str | None = None) -> pd.DataFrame:
+    """A node frame of every MLP neuron with sparse-coding statistics and its receptive field (on the
+    generic probe, or on ``tokens`` described by ``probe``)."""
     cfg = model.cfg
     if cfg.attn_only:
         return pd.DataFrame(columns=["componentId", "kind", "modelId", "layer", "head"])
-    tokens = probe_tokens(model, n, half, seed)
+    if tokens is None:
+        tokens = probe_tokens(model, n, half, seed)
+        probe = f"{PROBE_NAME} (repeated random tokens, n={n}, half={tokens.shape[1] // 2}, seed={seed})"
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("mlp.hook_post"))
-    probe = f"{PROBE_NAME} (repeated random tokens, n={n}, half={tokens.shape[1] // 2}, seed={seed})"
+    probe = probe or "given tokens"
     rows = []
     for layer in range(cfg.n_layers):
         act = cache[hook_name("post", layer)]
@@ -118,34 +140,100 @@ def sparse_coding_rows(model: Any, tokens: torch.Tensor, act: torch.Tensor, unit
     return out
 
 
+def _earlier_occurrence_scores(pattern: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(duplicate, induction) score per head: attention to earlier occurrences of the current token,
+    and to the tokens right after them, averaged over positions that have one (NaN if none does)."""
+    same = tokens[:, :, None] == tokens[:, None, :]  # [b, q, k]
+    earlier = torch.tril(same, diagonal=-1)
+    has = earlier.any(-1)  # [b, q]
+    after = torch.zeros_like(earlier)
+    after[:, :, 1:] = earlier[:, :, :-1]  # k + 1 where k is an earlier occurrence...
+    after &= torch.tril(torch.ones_like(earlier), diagonal=-1)  # ...still before the query
+    n = has.sum()
+    if int(n) == 0:
+        nan = torch.full((pattern.shape[1],), float("nan"))
+        return nan, nan
+    dup = (pattern * earlier[:, None]).sum(-1)  # [b, h, q]
+    ind = (pattern * after[:, None]).sum(-1)
+    mask = has[:, None, :].to(pattern.dtype)
+    return (dup * mask).sum(dim=(0, 2)) / n, (ind * mask).sum(dim=(0, 2)) / n
+
+
+def _prompt_text(model: Any, tokens: torch.Tensor) -> str:
+    if getattr(model, "tokenizer", None) is not None:
+        try:
+            return str(model.to_string(tokens))
+        except Exception:  # an id list is always a faithful label
+            pass
+    return " ".join(_token_text(model, t) for t in tokens.tolist())
+
+
 @torch.no_grad()
-def compute_probes(model: Any, model_id: str, n: int = 32, half: int = 16, seed: int = 7, k: int = 5) -> pd.DataFrame:
-    """A node frame (heads and MLPs) with role scores and receptive fields as extra columns."""
-    tokens = probe_tokens(model, n, half, seed)
-    half = tokens.shape[1] // 2
+def _component_acts(model: Any, model_id: str, tokens: torch.Tensor) -> tuple[dict[str, torch.Tensor], Any]:
+    """Each head's and MLP's output norm ``[n, pos]`` on ``tokens``, and the run's cache."""
     cfg = model.cfg
     names = lambda name: name.endswith(("hook_pattern", "hook_z", "hook_mlp_out"))  # noqa: E731
     _, cache = model.run_with_cache(tokens, names_filter=names)
-    probe = f"{PROBE_NAME} (repeated random tokens, n={n}, half={half}, seed={seed})"
+    acts: dict[str, torch.Tensor] = {}
+    for layer in range(cfg.n_layers):
+        out = torch.einsum("bphe,hed->bphd", cache[hook_name("z", layer)], model.blocks[layer].attn.W_O).norm(dim=-1)
+        for h in range(cfg.n_heads):
+            acts[component_id(model_id, ComponentKind.HEAD, layer=layer, head=h)] = out[:, :, h]
+        if not cfg.attn_only:
+            acts[component_id(model_id, ComponentKind.MLP, layer=layer)] = cache[hook_name("mlp_out", layer)].norm(dim=-1)
+    return acts, cache
+
+
+def _top_prompts(model: Any, tokens: torch.Tensor, act: torch.Tensor, k: int) -> list[str]:
+    peak = act.max(dim=1).values
+    order = torch.topk(peak, min(k, len(peak))).indices.tolist()
+    return [f"{_prompt_text(model, tokens[i])} ({float(peak[i]):.3g})" for i in order]
+
+
+@torch.no_grad()
+def prompt_activations(model: Any, model_id: str, tokens: torch.Tensor) -> pd.DataFrame:
+    """Every head's and MLP's activation (output norm) on every prompt: ``componentId, prompt, text,
+    maxAct, maxPos, meanAct`` (which prompts drive a component, and where in them)."""
+    acts, _ = _component_acts(model, model_id, tokens)
+    texts = [_prompt_text(model, t) for t in tokens]
+    rows = []
+    for cid, act in acts.items():
+        peak = act.max(dim=1)
+        for i in range(act.shape[0]):
+            rows.append({"componentId": cid, "prompt": i, "text": texts[i], "maxAct": float(peak.values[i]),
+                         "maxPos": int(peak.indices[i]), "meanAct": float(act[i].mean())})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def compute_probes(model: Any, model_id: str, n: int = 32, half: int = 16, seed: int = 7, k: int = 5,
+                   tokens: torch.Tensor | None = None, probe: str | None = None) -> pd.DataFrame:
+    """A node frame (heads and MLPs) with role scores and receptive fields as extra columns, on the
+    generic probe or on ``tokens`` (described by ``probe``)."""
+    if tokens is None:
+        tokens = probe_tokens(model, n, half, seed)
+        probe = f"{PROBE_NAME} (repeated random tokens, n={n}, half={tokens.shape[1] // 2}, seed={seed})"
+    cfg = model.cfg
+    acts, cache = _component_acts(model, model_id, tokens)
     rows = []
     for layer in range(cfg.n_layers):
         pat = cache[hook_name("pattern", layer)]  # [b, h, q, k]
         prev = torch.diagonal(pat, offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
-        dup = torch.diagonal(pat, offset=-half, dim1=-2, dim2=-1).mean(dim=(0, 2))
-        ind = torch.diagonal(pat, offset=-(half - 1), dim1=-2, dim2=-1)[:, :, 1:].mean(dim=(0, 2))
-        out = torch.einsum("bphe,hed->bphd", cache[hook_name("z", layer)], model.blocks[layer].attn.W_O).norm(dim=-1)
+        dup, ind = _earlier_occurrence_scores(pat, tokens)
+        # what attending uniformly to every visible position gives t-1: a role is a score above this
+        pos = torch.arange(1, tokens.shape[1], dtype=torch.float64)
+        chance = float((1.0 / (pos + 1)).mean()) if cfg.attention_dir == "causal" else 1.0 / tokens.shape[1]
         for h in range(cfg.n_heads):
+            cid = component_id(model_id, ComponentKind.HEAD, layer=layer, head=h)
             rows.append({
-                "componentId": component_id(model_id, ComponentKind.HEAD, layer=layer, head=h),
-                "kind": "head", "modelId": model_id, "layer": layer, "head": h,
-                "prevTokenScore": float(prev[h]), "duplicateTokenScore": float(dup[h]), "inductionScore": float(ind[h]),
-                **_receptive_field(model, tokens, out[:, :, h], k), "probe": probe,
+                "componentId": cid, "kind": "head", "modelId": model_id, "layer": layer, "head": h,
+                "prevTokenScore": float(prev[h]), "prevTokenChance": chance, "duplicateTokenScore": float(dup[h]), "inductionScore": float(ind[h]),
+                **_receptive_field(model, tokens, acts[cid], k), "topPrompts": _top_prompts(model, tokens, acts[cid], k), "probe": probe,
             })
         if not cfg.attn_only:
-            act = cache[hook_name("mlp_out", layer)].norm(dim=-1)
+            cid = component_id(model_id, ComponentKind.MLP, layer=layer)
             rows.append({
-                "componentId": component_id(model_id, ComponentKind.MLP, layer=layer),
-                "kind": "mlp", "modelId": model_id, "layer": layer, "head": None,
-                **_receptive_field(model, tokens, act, k), "probe": probe,
+                "componentId": cid, "kind": "mlp", "modelId": model_id, "layer": layer, "head": None,
+                **_receptive_field(model, tokens, acts[cid], k), "topPrompts": _top_prompts(model, tokens, acts[cid], k), "probe": probe,
             })
     return pd.DataFrame(rows)

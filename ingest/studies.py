@@ -354,24 +354,58 @@ def run_anatomy(store: Store, model: str, home: Path, n_random: int = 200, model
     return frame
 
 
-def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7, model_id: str | None = None) -> pd.DataFrame:
-    """Measure role scores and receptive fields and store them on the components; returns them."""
+@dataclass(frozen=True)
+class ProbeResult:
+    """What :func:`run_probe` measured: the component frame (stored), the per-prompt activations
+    (with ``per_prompt``) and a line saying which stimuli were used and why."""
+
+    frame: pd.DataFrame
+    prompts: pd.DataFrame | None
+    stimuli: str
+
+
+def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7, model_id: str | None = None,
+              task: str | None = None, per_prompt: bool = False) -> ProbeResult:
+    """Measure role scores and receptive fields and store them on the components.
+
+    Stimuli: the generic probe, unless ``task`` is given or the model's context is too short for it
+    (then its own task's prompts: the zoo model's task, else ``task`` must be given).
+
+    Raises:
+        ValidationError: a short-context model that is not a zoo model, without ``task``.
+    """
     from ingest.graph import build_graph
     from ingest.models import load_model, model_record
-    from ingest.probes import compute_neuron_stats, compute_probes
+    from ingest.probes import MIN_PROBE_HALF, compute_neuron_stats, compute_probes, generic_probe_fits, probe_tokens, prompt_activations
+    from ingest.tasks import get_task
+    from ingest.zoo import ZOO
 
     loaded = load_model(model, home, make_progress(True), model_id=model_id)
-    frame = compute_probes(loaded.model, loaded.model_id, n=n, seed=seed)
-    neurons = compute_neuron_stats(loaded.model, loaded.model_id, n=n, seed=seed)
+    fits = generic_probe_fits(loaded.model)
+    tokens, probe = None, None
+    if task is not None or not fits:
+        if task is None and model.split("@", 1)[0] not in ZOO:
+            raise ValidationError(f"the context of {loaded.model_id} ({loaded.model.cfg.n_ctx} tokens) is too short for the generic "
+                                  f"probe (it needs {2 * MIN_PROBE_HALF}): give --task with prompts the model reads")
+        name = resolve_task(task or "default", model)
+        tokens = get_task(name).make_batch(loaded.model, n, seed).clean
+        why = f"the context ({loaded.model.cfg.n_ctx} tokens) is too short for the generic probe" if not fits else "asked for"
+        probe = f"task:{name} ({tokens.shape[0]} prompts of {tokens.shape[1]} tokens, seed={seed}; {why})"
+    frame = compute_probes(loaded.model, loaded.model_id, n=n, seed=seed, tokens=tokens, probe=probe)
+    neurons = compute_neuron_stats(loaded.model, loaded.model_id, n=n, seed=seed, tokens=tokens, probe=probe)
     cx.ensure_schema(store)
     cx.write_model(store, model_record(loaded))
     cx.write_components(store, build_graph(loaded.model, loaded.model_id).nodes_frame())
+    cx.clear_probe_properties(store, loaded.model_id)  # a role undefined on these stimuli must not keep an old value
     cx.write_components(store, frame)
     if not neurons.empty:
         cx.write_components(store, neurons)
         mlp = {layer: f"{loaded.model_id}/L{layer}.MLP" for layer in neurons["layer"].unique()}
         cx.write_part_of(store, [(cid, mlp[layer]) for cid, layer in zip(neurons["componentId"], neurons["layer"])])
-    return pd.concat([frame, neurons], ignore_index=True)
+    stimuli = str(frame["probe"].iloc[0]) if len(frame) else ""
+    prompts = prompt_activations(loaded.model, loaded.model_id, tokens if tokens is not None else probe_tokens(loaded.model, n, seed=seed)) \
+        if per_prompt else None
+    return ProbeResult(pd.concat([frame, neurons], ignore_index=True), prompts, stimuli)
 
 
 def run_population(store: Store | None, model: str, home: Path, layer: int | None = None, debiased: bool = False, model_id: str | None = None) -> dict[str, pd.DataFrame]:

@@ -179,8 +179,18 @@ def test_population_tables_and_similarity_edges(store: Store, embedded: StoreSet
     assert main(["population", "--model", "induction-2l", "--layer", "7", "--home", str(embedded.home)]) == 2
 
 
-def test_probe_stores_neurons_with_sparse_coding_statistics(store: Store, embedded: StoreSettings) -> None:
-    run_probe(store, "modadd-1l", embedded.home, n=8)
+def test_probe_stores_neurons_with_sparse_coding_statistics(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    # modadd-1l reads 3 tokens: the generic probe ('x x') would be off-task, so its own task's prompts are used, and it says so
+    result = run_probe(store, "modadd-1l", embedded.home, n=8)
+    assert result.stimuli.startswith("task:modadd") and "too short for the generic probe" in result.stimuli
+    heads = store.read("MATCH (h:Head {modelId: 'modadd-1l'}) RETURN h.probe AS probe, h.prevTokenScore AS prev, "
+                       "h.prevTokenChance AS chance, h.topPrompts AS top")
+    assert heads["probe"].str.startswith("task:modadd").all() and (heads["top"].map(len) == 5).all()
+    # on 3 tokens attending to t-1 is close to chance (5/12): no head is called a previous-token head for it
+    assert heads["chance"].tolist() == pytest.approx([5 / 12] * 4) and ((heads["prev"] - heads["chance"]) < 0.3).all()
+    assert main(["probe", "--model", "modadd-1l", "--per-prompt", "--json", "--home", str(embedded.home)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stimuli"].startswith("task:modadd") and len(out["prompts"]) == 32 * 5  # 4 heads + the MLP, 32 prompts
     n = _count(store, "MATCH (n:Neuron)-[:PART_OF]->(:Mlp {componentId: 'modadd-1l/L0.MLP'}) WHERE n.frequency IS NOT NULL RETURN count(n) AS n")
     assert n == 256
     row = store.read("MATCH (n:Neuron {componentId: 'modadd-1l/L0.N0'}) RETURN n.frequency AS f, n.maxAct AS m, n.topTokens AS t")

@@ -148,3 +148,46 @@ def test_neuron_statistics_on_a_built_neuron() -> None:
     assert row["topTokens"][0] == "#7"
     assert 0 < row["frequency"] < 0.2 and row["maxAct"] == pytest.approx(1.0, abs=1e-3)  # pre-activation 1 on token 7
     assert len(frame) == 2 * 64 and frame["frequency"].between(0, 1).all()
+
+
+def test_role_scores_from_earlier_occurrences() -> None:
+    """Duplicate and induction scores on any prompts: attention to earlier occurrences of the current
+    token (or the token after them); undefined (NaN) where no token repeats, never a made-up 0.5."""
+    from ingest.probes import _earlier_occurrence_scores
+
+    tokens = torch.tensor([[5, 6, 5, 6]])
+    dup = torch.zeros(1, 2, 4, 4)
+    dup[0, 0, 0, 0] = dup[0, 0, 1, 1] = 1
+    dup[0, 0, 2, 0] = dup[0, 0, 3, 1] = 1  # head 0: the earlier occurrence
+    dup[0, 1, :, :] = torch.tril(torch.ones(4, 4)) / torch.arange(1, 5)[:, None]  # head 1: uniform
+    d, i = _earlier_occurrence_scores(dup, tokens)
+    assert d[0] == 1.0 and i[0] == 0.0
+    assert d[1] == pytest.approx((1 / 3 + 1 / 4) / 2)
+    ind = torch.zeros(1, 1, 4, 4)
+    ind[0, 0, 2, 1] = ind[0, 0, 3, 2] = 1  # position 2 (token 5, seen at 0) attends to 1; position 3 (token 6, seen at 1) to 2
+    assert _earlier_occurrence_scores(ind, tokens)[1][0] == 1.0
+    fresh = _earlier_occurrence_scores(dup[:, :1], torch.tensor([[1, 2, 3, 4]]))
+    assert torch.isnan(fresh[0]).all() and torch.isnan(fresh[1]).all()
+
+
+def test_probes_show_tokenizer_strings_and_the_prompts_that_drive_a_component(tmp_path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from ingest.probes import compute_probes, prompt_activations
+    from tests.conftest import make_tiny
+
+    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(50)}, unk_token="w0"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="w0", pad_token="w1", bos_token="w2").save_pretrained(tmp_path / "tok")
+    model = make_tiny(4)
+    model.set_tokenizer(AutoTokenizer.from_pretrained(tmp_path / "tok"))  # a local folder: no network
+    frame = compute_probes(model, "t", n=6, half=5).set_index("componentId")
+    row = frame.loc["t/L1.H2"]
+    assert all(t.startswith("w") for t in row["topTokens"]) and "w" in row["topContexts"][0] and "#" not in row["topContexts"][0]
+    assert len(row["topPrompts"]) == 5 and row["topPrompts"][0].startswith("w")
+    tokens = torch.randint(0, 50, (7, 9), generator=torch.Generator().manual_seed(0))
+    acts = prompt_activations(model, "t", tokens)
+    assert len(acts) == 7 * (2 * 4 + 2) and set(acts["prompt"]) == set(range(7))
+    top = acts[acts["componentId"] == "t/L0.MLP"].sort_values("maxAct").iloc[-1]
+    assert top["text"] == model.to_string(tokens[top["prompt"]]) and 0 <= top["maxPos"] < 9
