@@ -235,8 +235,16 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     if on_load is not None:
         on_load(loaded)
     batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
-    if batch.clean.max() >= loaded.model.cfg.d_vocab or batch.clean.shape[1] > loaded.model.cfg.n_ctx:
-        raise ValidationError("the task's prompts do not fit the model's vocabulary or context")
+    cfg = loaded.model.cfg
+    if int(batch.clean.max()) >= cfg.d_vocab or int(batch.corrupted.max()) >= cfg.d_vocab:
+        raise ValidationError(f"the task's prompts hold token {max(int(batch.clean.max()), int(batch.corrupted.max()))}, but "
+                              f"{loaded.model_id} reads {cfg.d_vocab} tokens (0..{cfg.d_vocab - 1})")
+    if batch.clean.shape[1] > cfg.n_ctx:
+        raise ValidationError(f"the task's prompts are {batch.clean.shape[1]} tokens long, but {loaded.model_id}'s context holds {cfg.n_ctx}")
+    scored = batch.targets[batch.mask]
+    if scored.numel() and int(scored.max()) >= cfg.d_vocab_out:
+        raise ValidationError(f"the task's targets reach token {int(scored.max())}, but {loaded.model_id} predicts "
+                              f"{cfg.d_vocab_out} output tokens (0..{cfg.d_vocab_out - 1}): give a task whose targets it can predict")
     graph, dictionaries = run_graph(config, loaded, task, batch)
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
     total = {Method.EAP.value: 3, Method.EAP_IG.value: config.steps + 2, Method.EAP_IG_ACT.value: config.steps + 2,

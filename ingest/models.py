@@ -4,7 +4,9 @@
   1. a zoo name (``induction-2l``): the atlas home's cache, the shipped weights, else trained now;
      ``NAME@STEP`` loads a training checkpoint (model id ``NAME/step-STEP``);
   2. a path: a directory with ``config.json`` (HookedTransformerConfig fields) and ``model.pt``
-     (a state dict), or one ``.pt`` file holding ``{"config": {...}, "state_dict": {...}}``
+     (a state dict), a Hugging Face ``save_pretrained`` folder (config.json + safetensors, with its
+     tokenizer if it has one) of a family TransformerLens converts, or one ``.pt`` file holding
+     ``{"config": {...}, "state_dict": {...}}``
      (``cfg`` is accepted for ``config``; numpy scalars and a ``dtype`` string in the config load);
   3. a TransformerLens pretrained name whose weights are in the local Hugging Face cache
      (loaded offline; a clear error when they are not cached).
@@ -186,12 +188,79 @@ IDENTITY_FIELDS = ("act_fn", "normalization_type", "positional_embedding_type", 
 their activation function are different models)."""
 
 
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _is_hf_folder(path: Path) -> bool:
+    """A folder ``transformers``' ``save_pretrained`` wrote: config.json naming a model type, and weights."""
+    try:
+        conf = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(conf, dict) and "model_type" in conf and any((path / w).exists() for w in HF_WEIGHTS)
+
+
+def _load_hf_folder(path: Path) -> LoadedModel:
+    """A Hugging Face model folder, converted to a HookedTransformer by TransformerLens's own
+    converters (no weight processing: the model computes what the Hugging Face model computes), with
+    the folder's tokenizer when it has one.
+
+    TransformerLens 3.9 picks a converter from the folder *name* for some families (a path containing
+    "llama" never reads its config) and reads ``n_ctx`` from GPT-2 configs that recent
+    ``transformers`` no longer writes, so the converter is given a neutrally named view of the folder
+    (links to its files) whose config.json has ``n_ctx`` filled in from ``n_positions``.
+    """
+    import tempfile
+
+    import transformer_lens.loading_from_pretrained as loading
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    conf = json.loads((path / "config.json").read_text())
+    arch = (conf.get("architectures") or [conf.get("model_type")])[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        except Exception as exc:
+            raise ModelError(f"cannot load the Hugging Face model in {path} ({arch}): {_first_line(exc)}") from exc
+        with tempfile.TemporaryDirectory() as tmp:
+            view = Path(tmp) / "model"
+            view.mkdir()
+            for f in path.iterdir():
+                if f.name != "config.json":
+                    os.symlink(f.resolve(), view / f.name)
+            if conf.get("model_type") == "gpt2" and "n_ctx" not in conf:
+                conf = {**conf, "n_ctx": conf.get("n_positions")}
+            (view / "config.json").write_text(json.dumps(conf))
+            try:
+                cfg_dict = loading.convert_hf_model_config(str(view))
+                cfg_dict["tokenizer_name"] = None  # the folder's own tokenizer, below, not one fetched by name
+                cfg = HookedTransformerConfig(**cfg_dict, device="cpu")
+                state = loading.get_pretrained_state_dict(str(view), cfg, hf_model=hf)
+            except Exception as exc:
+                raise ModelError(f"TransformerLens cannot convert the {arch} model in {path}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        model = HookedTransformer(cfg)
+        model.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False, center_unembed=False,
+                                          fold_value_biases=False, refactor_factored_attn_matrices=False)
+        if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+            try:
+                model.set_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
+            except Exception as exc:
+                raise ModelError(f"the tokenizer in {path} does not load: {_first_line(exc)}") from exc
+    model.eval()
+    return LoadedModel(model, _file_model_id(path.name, weights_hash(model)), f"hf-folder:{path.resolve()}", {"architecture": arch})
+
+
 def _load_path(path: Path) -> LoadedModel:
+    if path.is_dir() and _is_hf_folder(path):
+        return _load_hf_folder(path)
     if path.is_dir():
         cfg_file, state_file = path / "config.json", path / "model.pt"
         if not cfg_file.exists() or not state_file.exists():
             found = sorted(p.name for p in path.iterdir())[:8]
-            raise ModelError(f"model directory {path} needs config.json (TransformerLens config) and model.pt (state dict); "
+            raise ModelError(f"model directory {path} needs config.json (TransformerLens config) and model.pt (state dict), or "
+                             f"config.json with a model_type and {HF_WEIGHTS[0]} (a Hugging Face save_pretrained folder); "
                              f"found: {', '.join(found) or 'nothing'}")
         try:
             config = json.loads(cfg_file.read_text())

@@ -154,3 +154,75 @@ def test_model_errors(tmp_path: Path) -> None:
         load_model("definitely-not-a-model", tmp_path)
     with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
         load_model("gpt2", tmp_path)  # a real TransformerLens name whose weights are not cached here
+
+
+def _save_hf(kind: str, folder: Path, tokenizer: bool = False) -> object:
+    """A tiny random Hugging Face model written by transformers' own save_pretrained."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = {
+        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=40, n_positions=32)),
+        "llama": lambda: LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, hidden_size=16,
+                                                      intermediate_size=32, vocab_size=40, max_position_embeddings=32)),
+        "neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32,
+                                                         vocab_size=40, max_position_embeddings=32)),
+    }[kind]()
+    model.eval()
+    model.save_pretrained(folder)
+    if tokenizer:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(40)}, unk_token="w0"))
+        words.pre_tokenizer = pre_tokenizers.Whitespace()
+        PreTrainedTokenizerFast(tokenizer_object=words, unk_token="w0", pad_token="w1", bos_token="w2").save_pretrained(folder)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "neox"])
+def test_hugging_face_folders_load_and_compute_what_they_compute(kind: str, tmp_path: Path) -> None:
+    """GPT-2 (standard positions, LN), Llama (rotary, RMSNorm, gated MLP) and GPT-NeoX (rotary,
+    parallel attention + MLP) folders written by transformers load, with the logits of the original."""
+    from ingest.graph import build_graph
+    from ingest.methods import compute_eap, compute_patching
+
+    folder = tmp_path / kind  # the folder's name may contain a family's name: it must not matter
+    hf = _save_hf(kind, folder, tokenizer=kind == "gpt2")
+    loaded = load_model(str(folder), tmp_path)
+    tokens = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    with torch.no_grad():
+        assert (loaded.model(tokens) - hf(tokens).logits).abs().max() < 1e-4
+    assert loaded.model_id.startswith(f"{kind}-") and loaded.source.startswith("hf-folder:")
+    assert (loaded.model.tokenizer is not None) == (kind == "gpt2")
+    if kind == "gpt2":
+        assert loaded.model.to_string(torch.tensor([5, 6])) == "w5 w6"
+    # and the methods run on it (exactness per architecture option: tests/unit/test_architectures.py)
+    task = InductionTask(half=4)
+    batch = task.make_batch(loaded.model, 2, 0)
+    graph = build_graph(loaded.model, loaded.model_id)
+    assert len(compute_eap(loaded.model, graph, task, batch)) == len(compute_patching(loaded.model, graph, task, batch)) > 0
+
+
+def test_a_folder_that_is_neither_layout_says_what_it_found(tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (folder / "weights.npz").write_bytes(b"")
+    with pytest.raises(ModelError, match="save_pretrained folder.*found: config.json, weights.npz"):
+        load_model(str(folder), tmp_path)
+
+
+def test_targets_outside_the_output_vocabulary_are_one_line(tmp_path: Path) -> None:
+    """A model predicting fewer tokens than it reads (d_vocab_out < d_vocab): a target it cannot
+    predict is refused by name, not an index error deep in the metric."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from atlas.errors import ValidationError
+    from ingest.jobs import IngestConfig, compute_run
+
+    cfg = {"n_layers": 1, "d_model": 16, "n_ctx": 16, "d_head": 4, "n_heads": 2, "d_vocab": 30, "d_vocab_out": 5, "attn_only": True}
+    model = HookedTransformer(HookedTransformerConfig(**cfg))
+    torch.save({"config": cfg, "state_dict": model.state_dict()}, tmp_path / "narrow.pt")
+    with pytest.raises(ValidationError, match=r"targets reach token \d+, but narrow-[0-9a-f]{8} predicts 5 output tokens"):
+        compute_run(IngestConfig(model=str(tmp_path / "narrow.pt"), method="eap", n_prompts=2), tmp_path)
