@@ -95,6 +95,13 @@ class Metric(StrEnum):
     """log p(target)."""
     TARGET_LOGIT = "target-logit"
     """The raw target logit (auto-circuit's ``logit``), for side-by-side comparisons."""
+    PROB = "prob"
+    """p(target)."""
+    LOGIT_DIFF = "logit-diff"
+    """The target's logit minus a per-prompt counterfactual token's (IOI-style; prompts files give ``incorrect``)."""
+    KL = "kl"
+    """Minus the KL divergence of the clean next-token distribution to the current one (0 on the clean
+    run, lower the further the output moves; ACDC's metric, sign flipped so higher = the clean behaviour)."""
 
 
 class Ablation(StrEnum):

@@ -62,6 +62,9 @@ class IngestConfig:
             raise ValidationError(f"--steps must be between 1 and {MAX_STEPS:,} (each is a forward and a backward pass), got {self.steps:,}")
         if self.metric not in choices(Metric):
             raise ValidationError(f"unknown metric {self.metric!r}: choose one of {choices(Metric)}")
+        if self.metric == Metric.KL.value and self.method == Method.EAP.value:
+            raise ValidationError("the gradient of the KL divergence vanishes at the clean run, so EAP (one gradient, there) would "
+                                  "score every edge 0: use eap-ig (its other points see the gradient), eap-ig-act or patching")
         if self.granularity not in choices(Granularity):
             raise ValidationError(f"unknown granularity {self.granularity!r}: choose one of {choices(Granularity)}")
         if self.granularity == "neuron" and self.top_neurons < 1:
@@ -226,7 +229,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     once the model is loaded, before any compute: a chance to refuse early)."""
     from ingest.methods import MethodConfig, get_method
     from ingest.models import load_model
-    from ingest.tasks import get_task
+    from ingest.tasks import get_task, prepare_batch
 
     config.validate()
     method = get_method(config.method)
@@ -234,7 +237,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     loaded = load_model(config.model, home, progress, model_id=config.model_id)
     if on_load is not None:
         on_load(loaded)
-    batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
+    batch = prepare_batch(loaded.model, task.make_batch(loaded.model, config.n_prompts, config.seed), config.metric)
     cfg = loaded.model.cfg
     if int(batch.clean.max()) >= cfg.d_vocab or int(batch.corrupted.max()) >= cfg.d_vocab:
         raise ValidationError(f"the task's prompts hold token {max(int(batch.clean.max()), int(batch.corrupted.max()))}, but "

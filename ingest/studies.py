@@ -77,14 +77,12 @@ def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, 
              model_id: str | None = None) -> StudyContext:
     from ingest.graph import build_graph
     from ingest.models import load_model
-    from ingest.tasks import get_task
+    from ingest.tasks import get_task, prepare_batch
 
     loaded = load_model(model, home, make_progress(True), model_id=model_id)
-    from ingest.jobs import resolve_task
-
     task = get_task(resolve_task(task_name, model), metric)
     graph = build_graph(loaded.model, loaded.model_id)
-    batch = task.make_batch(loaded.model, n_prompts, seed)
+    batch = prepare_batch(loaded.model, task.make_batch(loaded.model, n_prompts, seed), metric)
     return StudyContext(loaded, graph, task, batch)
 
 

@@ -19,7 +19,8 @@ from jaxtyping import Bool, Float, Int
 from atlas.errors import TaskError
 from atlas.schema import Metric
 
-__all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric"]
+__all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric",
+           "prob_metric", "logit_diff_metric", "kl_metric", "prepare_batch"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class PromptBatch:
     targets: Int[torch.Tensor, "batch pos"]
     mask: Bool[torch.Tensor, "batch pos"]
     meta: dict[str, Any] = field(default_factory=dict)
+    incorrect: Int[torch.Tensor, "batch pos"] | None = None
+    """The counterfactual token at each scored position (``logit-diff``); None when the task has none."""
+    reference: Float[torch.Tensor, "batch pos vocab"] | None = None
+    """The clean run's log-probabilities (``kl``), attached by :func:`prepare_batch`."""
 
     def __post_init__(self) -> None:
         if self.clean.shape != self.corrupted.shape:
@@ -50,6 +55,8 @@ class PromptBatch:
             raise TaskError("targets and mask must have the prompts' shape")
         if not bool(self.mask.any(dim=1).all()):
             raise TaskError("every prompt needs at least one scored position")
+        if self.incorrect is not None and self.incorrect.shape != self.clean.shape:
+            raise TaskError("incorrect tokens must have the prompts' shape")
 
     @property
     def n_prompts(self) -> int:
@@ -63,6 +70,8 @@ class PromptBatch:
             self.targets.repeat(copies, 1),
             self.mask.repeat(copies, 1),
             self.meta,
+            None if self.incorrect is None else self.incorrect.repeat(copies, 1),
+            None if self.reference is None else self.reference.repeat(copies, 1, 1),
         )
 
 
@@ -100,8 +109,49 @@ def target_logit_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: P
     return (picked * mask).sum(-1) / mask.sum(-1)
 
 
+def _masked_mean(values: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+    mask = batch.mask.to(values.dtype)
+    return (values * mask).sum(-1) / mask.sum(-1)
+
+
+def prob_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
+    """Mean probability of the target token over each prompt's scored positions."""
+    probs = torch.softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+    return _masked_mean(probs.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1), batch)
+
+
+def logit_diff_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
+    """Mean over scored positions of the target's logit minus the counterfactual (``incorrect``) token's."""
+    if batch.incorrect is None:
+        raise TaskError("metric 'logit-diff' needs a counterfactual token per prompt: give 'incorrect' in a prompts file")
+    target = logits.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    other = logits.gather(-1, batch.incorrect.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return _masked_mean(target - other, batch)
+
+
+def kl_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
+    """Minus KL(clean || current) of the next-token distributions, averaged over scored positions."""
+    if batch.reference is None:
+        raise TaskError("metric 'kl' needs the clean run's distribution: prepare the batch with ingest.tasks.prepare_batch")
+    logp = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+    ref = batch.reference.to(logp.dtype)
+    kl = (ref.exp() * (ref - logp)).sum(-1)
+    return -_masked_mean(kl, batch)
+
+
+def prepare_batch(model: Any, batch: PromptBatch, metric: str) -> PromptBatch:
+    """``batch`` with what ``metric`` needs from the model attached (``kl``: the clean log-probabilities)."""
+    if metric != Metric.KL.value:
+        return batch
+    with torch.no_grad():
+        logits = model(batch.clean)
+        reference = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+    return PromptBatch(batch.clean, batch.corrupted, batch.targets, batch.mask, batch.meta, batch.incorrect, reference)
+
+
 METRICS: dict[str, Callable[[torch.Tensor, PromptBatch], torch.Tensor]] = {
     Metric.LOGIT.value: logit_metric, Metric.LOGPROB.value: logprob_metric, Metric.TARGET_LOGIT.value: target_logit_metric,
+    Metric.PROB.value: prob_metric, Metric.LOGIT_DIFF.value: logit_diff_metric, Metric.KL.value: kl_metric,
 }
 
 
@@ -214,7 +264,7 @@ class PromptFileTask:
         if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
             raise TaskError(f"prompt file {self.path} must hold a non-empty JSON list of objects")
         items = items[:n_prompts]
-        clean, corrupt, target = [], [], []
+        clean, corrupt, target, wrong = [], [], [], []
         for i, item in enumerate(items):
             missing = {"clean", "corrupted", "target"} - set(item)
             if missing:
@@ -226,6 +276,9 @@ class PromptFileTask:
                     f"prompt {i} in {self.path}: clean and corrupted lengths differ ({len(c)} vs {len(x)} tokens)"
                 )
             t = self._tokens(model, [item["target"]] if isinstance(item["target"], int) else item["target"], f"prompt {i} target")
+            if "incorrect" in item:
+                w = self._tokens(model, [item["incorrect"]] if isinstance(item["incorrect"], int) else item["incorrect"], f"prompt {i} incorrect")
+                wrong.append(w[0])
             clean.append(c)
             corrupt.append(x)
             target.append(t[0])
@@ -240,7 +293,13 @@ class PromptFileTask:
         targets[:, -1] = torch.tensor(target)
         mask = torch.zeros_like(clean_t, dtype=torch.bool)
         mask[:, -1] = True
-        return PromptBatch(clean_t, torch.tensor(corrupt), targets, mask)
+        incorrect = None
+        if wrong:
+            if len(wrong) != len(items):
+                raise TaskError(f"prompts in {self.path}: give 'incorrect' on every prompt or on none ({len(wrong)} of {len(items)} have it)")
+            incorrect = torch.zeros_like(clean_t)
+            incorrect[:, -1] = torch.tensor(wrong)
+        return PromptBatch(clean_t, torch.tensor(corrupt), targets, mask, incorrect=incorrect)
 
     def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         return _metric(self.metric_name)(logits, batch)
