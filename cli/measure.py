@@ -53,12 +53,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     conf = settings(args)
     with open_store(conf) as store:
         out = evaluate_model(store, args.model, args.method, conf.home, n_prompts=args.prompts, steps=args.steps,
-                             progress=not args.quiet, task=args.task)
+                             progress=not args.quiet, task=args.task, truth_file=Path(args.truth) if args.truth else None,
+                             metric=args.metric)
     if args.json:
         print(json.dumps(out))
         return 0
     print(f"{out['model']} / {out['method']} on {out['task']} (run {out['runId']}):")
-    print(f"  ROC AUC vs ground truth {out['auc']:.3f} ({out['nTruth']} true of {out['nEdges']} scored edges)")
+    print(f"  ROC AUC vs ground truth ({out['truth']}) {out['auc']:.3f} ({out['nTruth']} true of {out['nEdges']} scored edges)")
     print(f"  Spearman vs exact patching {out['spearman']:.3f}")
     if out["structuralExcluded"]:
         print(f"  excluded (structural, no token corruption moves them): {', '.join(out['structuralExcluded'])}")
@@ -250,10 +251,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("evaluate", parents=[common], help="score a method against a zoo model's known circuit", formatter_class=fmt_class)
-    s.add_argument("--model", required=True, help="zoo model")
+    s = sub.add_parser("evaluate", parents=[common], help="score a method against a known circuit (a zoo model's, or --truth)",
+                       formatter_class=fmt_class)
+    s.add_argument("--model", required=True, help="a zoo model, or any model with --truth")
     s.add_argument("--method", default="eap-ig", choices=choices(Method))
-    s.add_argument("--task", help="the model's evaluation task (default) or one of its control tasks, e.g. binding-reverse")
+    s.add_argument("--task", help="zoo: the model's evaluation task (default) or a control task, e.g. binding-reverse; with --truth: "
+                                  "the task the listed circuit performs")
+    s.add_argument("--truth", metavar="EDGES.json",
+                   help='ground-truth edges [{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...] in local ids')
+    s.add_argument("--metric", default="logit", choices=choices(Metric))
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
     s.add_argument("--steps", type=count(1, MAX_STEPS), default=5)
     s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")

@@ -11,7 +11,8 @@ previous-token head's query and key read position only (by construction), so tho
 edges are structural and excluded from the AUC (listed as such in the report); so are the edges of
 heads held silent by construction (``binding``'s other layer-0 heads), which are exactly zero.
 A zoo entry may declare control tasks with their own ground truth (``binding-reverse``: the
-reverse query, solved by induction); ``task=`` evaluates against that.
+reverse query, solved by induction); ``task=`` evaluates against that. Any other model is evaluated
+against an edge list the user gives (``truth_file``, :func:`load_truth`): circuits they know.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from atlas.errors import ModelError, ValidationError
 from atlas.ids import local_id
 from atlas.store import Store
 
-__all__ = ["roc_auc", "ground_truth_labels", "evaluate_model"]
+__all__ = ["roc_auc", "ground_truth_labels", "evaluate_model", "load_truth"]
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -57,34 +58,83 @@ def ground_truth_labels(edges: pd.DataFrame, truth: list[list[str]], structural:
     return out
 
 
+def load_truth(path: Path) -> list[list[str]]:
+    """A ground-truth edge list: ``[{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...]`` in
+    the local ids the atlas prints (``EMBED``, ``LOGITS``, ``L1.MLP``, ...).
+
+    Raises:
+        ValidationError: an unreadable file or a malformed entry (one line naming it).
+    """
+    import json
+
+    from atlas.ids import parse_component_id
+
+    try:
+        items = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ValidationError(f"cannot read the ground truth {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"the ground truth {path} is not valid JSON: {exc}") from exc
+    if not isinstance(items, list) or not items:
+        raise ValidationError(f"the ground truth {path} must be a non-empty JSON list of edges")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not {"source", "target", "channel"} <= set(item):
+            raise ValidationError(f"ground-truth edge {i} in {path} needs 'source', 'target' and 'channel'")
+        source, target, channel = (str(item[k]) for k in ("source", "target", "channel"))
+        for end in (source, target):
+            try:
+                parse_component_id(f"m/{end}")
+            except ValidationError:
+                raise ValidationError(f"ground-truth edge {i} in {path}: {end!r} is not a local component id (EMBED, L0.H1, L1.MLP, LOGITS, ...)") from None
+        if channel not in ("q", "k", "v", "in"):
+            raise ValidationError(f"ground-truth edge {i} in {path}: channel {channel!r} is not one of q, k, v, in")
+        out.append([source, target, channel])
+    return out
+
+
 def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_prompts: int = 16, steps: int = 5,
-                   progress: bool = True, task: str | None = None) -> dict[str, Any]:
-    """Ingest ``model`` with ``method`` on its evaluation task and score it (see module docstring)."""
+                   progress: bool = True, task: str | None = None, truth_file: Path | None = None, metric: str = "logit") -> dict[str, Any]:
+    """Ingest ``model`` with ``method`` on its evaluation task and score it (see module docstring).
+
+    With ``truth_file`` (:func:`load_truth`) any model and task are evaluated against that edge list
+    (no structural exclusions: a listed edge is a claim the user makes)."""
     from ingest.graph import build_graph
     from ingest.jobs import IngestConfig, run_ingest
     from ingest.methods import MethodConfig, compute_patching
     from ingest.models import load_model
-    from ingest.tasks import get_task
+    from ingest.tasks import get_task, prepare_batch
     from ingest.zoo import ZOO
 
-    if model not in ZOO:
-        raise ModelError(f"evaluate needs a zoo model with a known circuit: one of {sorted(ZOO)}")
-    entry = ZOO[model]
-    task_name = task or entry.evaluation.task or entry.task
-    controls = entry.evaluation.controls
-    allowed = {entry.evaluation.task or entry.task, entry.task, *controls}
-    if task_name not in allowed:
-        raise ValidationError(f"{model} has ground truth for tasks {sorted(allowed)}, not {task_name!r}")
-    config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps)
+    if truth_file is not None:
+        truth_edges = load_truth(truth_file)
+        if task is None:
+            raise ValidationError("--truth needs --task: the task the listed circuit performs")
+        task_name, structural, silent = task, set(), frozenset()
+        truth_source = str(truth_file)
+    else:
+        if model not in ZOO:
+            raise ModelError(f"evaluate needs a zoo model with a known circuit ({', '.join(sorted(ZOO))}), or --truth EDGES.json "
+                             "with --task for any other model")
+        entry = ZOO[model]
+        task_name = task or entry.evaluation.task or entry.task
+        controls = entry.evaluation.controls
+        allowed = {entry.evaluation.task or entry.task, entry.task, *controls}
+        if task_name not in allowed:
+            raise ValidationError(f"{model} has ground truth for tasks {sorted(allowed)}, not {task_name!r}")
+        structural = set(entry.evaluation.structural_edges)
+        silent = frozenset(entry.evaluation.silent_heads)
+        truth_source = f"zoo:{model}"
+    config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps, metric=metric)
     result = run_ingest(store, config, home, progress=progress)
     edges = cx.fetch_edge_columns(store, result.run_id)
-    loaded = load_model(model, home)
-    truth = loaded.info.get(controls.get(task_name, "groundTruth"), {})
-    if not truth.get("edges"):
-        raise ModelError(f"zoo model {model} declares no ground-truth edges for task {task_name}")
-    structural = set(entry.evaluation.structural_edges)
-    silent = frozenset(entry.evaluation.silent_heads)
-    labelled = ground_truth_labels(edges, truth["edges"], structural, silent)
+    loaded = load_model(config.model, home)
+    if truth_file is None:
+        truth = loaded.info.get(ZOO[model].evaluation.controls.get(task_name, "groundTruth"), {})
+        if not truth.get("edges"):
+            raise ModelError(f"zoo model {model} declares no ground-truth edges for task {task_name}")
+        truth_edges = truth["edges"]
+    labelled = ground_truth_labels(edges, truth_edges, structural, silent)
     scored = labelled[~labelled["structural"]]
     auc = roc_auc(scored["score"].abs().to_numpy(), scored["truth"].to_numpy())
     scored = scored.assign(rank=rankdata(-scored["score"].abs().to_numpy(), method="min").astype(int))
@@ -92,17 +142,19 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     if method == "patching":
         rho = 1.0
     else:
-        task = get_task(task_name, config.metric)
+        from ingest.jobs import resolve_task
+
+        task_obj = get_task(resolve_task(task_name, model), config.metric)
         graph = build_graph(loaded.model, loaded.model_id)
-        batch = task.make_batch(loaded.model, n_prompts, config.seed)
-        exact = compute_patching(loaded.model, graph, task, batch, MethodConfig())
+        batch = prepare_batch(loaded.model, task_obj.make_batch(loaded.model, n_prompts, config.seed), config.metric)
+        exact = compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
         key = ["componentId_pre", "componentId_post", "channel"]
         both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))  # structural edges are 0 in both
         rho = float(spearmanr(both["score"], both["score_exact"])[0])
     cx.write_run_figures(store, result.run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
     return {
-        "model": model, "method": method, "task": task_name, "runId": result.run_id, "auc": auc, "spearman": rho,
-        "nEdges": int(len(scored)), "nTruth": int(scored["truth"].sum()),
+        "model": model, "modelId": loaded.model_id, "method": method, "task": task_name, "runId": result.run_id, "truth": truth_source,
+        "auc": auc, "spearman": rho, "nEdges": int(len(scored)), "nTruth": int(scored["truth"].sum()),
         "structuralExcluded": sorted("|".join(k) for k in structural) + [f"every edge of {h} (silent)" for h in sorted(silent)],
         "truthRanks": [{"edge": f"{a} -> {b} [{c}]", "rank": int(r), "score": float(s)}
                        for (a, b, c), r, s in zip(gt_ranks["key"], gt_ranks["rank"], gt_ranks["score"])],

@@ -20,7 +20,8 @@ from atlas.errors import TaskError
 from atlas.schema import Metric
 
 __all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric",
-           "prob_metric", "logit_diff_metric", "kl_metric", "prepare_batch"]
+           "prob_metric", "logit_diff_metric", "kl_metric", "prepare_batch",
+           "CustomMetricTask", "with_metric"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,33 @@ def kl_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch
     ref = batch.reference.to(logp.dtype)
     kl = (ref.exp() * (ref - logp)).sum(-1)
     return -_masked_mean(kl, batch)
+
+
+@dataclass(frozen=True)
+class CustomMetricTask:
+    """A task whose prompts come from ``base`` and whose metric is any ``metric(logits, batch)``
+    returning one value per prompt (higher = more of the behaviour): the way to score a behaviour
+    the named metrics do not cover, from Python. Every edge method takes it."""
+
+    base: Any
+    fn: Callable[[torch.Tensor, PromptBatch], torch.Tensor]
+    name: str = "custom"
+    description: str = "a task with a metric given as a Python callable"
+
+    def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch:
+        return self.base.make_batch(model, n_prompts, seed)
+
+    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        out = self.fn(logits, batch)
+        if not isinstance(out, torch.Tensor) or out.shape != (batch.clean.shape[0],):
+            raise TaskError(f"a metric must return one value per prompt (shape [{batch.clean.shape[0]}]), got "
+                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        return out
+
+
+def with_metric(task: Any, fn: Callable[[torch.Tensor, PromptBatch], torch.Tensor]) -> CustomMetricTask:
+    """``task``'s prompts scored by ``fn(logits, batch) -> [batch]`` (see :class:`CustomMetricTask`)."""
+    return CustomMetricTask(task, fn, name=f"{getattr(task, 'name', 'task')}+custom")
 
 
 def prepare_batch(model: Any, batch: PromptBatch, metric: str) -> PromptBatch:

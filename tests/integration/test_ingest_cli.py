@@ -304,3 +304,32 @@ def test_per_prompt_views(store: Store, embedded: StoreSettings, tmp_path: Path,
     assert cli(capsys, home, "ingest", "--model", "binding", "--task", "default", "--prompts", "2", "--run-id", "plain", "--quiet")[0] == 0
     code, _, err = cli(capsys, home, "prompts", "--run", "plain")
     assert code == 2 and "--per-prompt" in err and err.count("\n") == 1
+
+
+def test_evaluate_any_model_against_a_given_circuit(store: Store, embedded: StoreSettings, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`atlas evaluate --model FILE --task T --truth EDGES.json`: the zoo's induction model saved as a
+    plain file, held to the circuit its zoo entry declares, written as a user would write it."""
+    from ingest.models import load_model
+
+    zoo = load_model("induction-2l", embedded.home)
+    cfg = {k: getattr(zoo.model.cfg, k) for k in ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "attn_only",
+                                                    "normalization_type", "positional_embedding_type")}
+    torch.save({"config": cfg, "state_dict": zoo.model.state_dict()}, tmp_path / "mine.pt")
+    truth = [{"source": a, "target": b, "channel": c} for a, b, c in zoo.info["groundTruth"]["edges"]]
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    code, out, err = cli(capsys, embedded.home, "evaluate", "--model", str(tmp_path / "mine.pt"), "--task", "induction-mixed",
+                         "--truth", str(tmp_path / "truth.json"), "--prompts", "8", "--quiet", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["nTruth"] == len(truth) and len(result["truthRanks"]) == len(truth)
+    assert result["modelId"].startswith("mine-") and result["truth"].endswith("truth.json")
+    assert result["structuralExcluded"] == []  # a user's list is their claim: nothing is excused...
+    # ...so the two edges no token corruption can move (the previous-token head's q and k read position
+    # only) count as missed: exactly zero, ranked last, and the AUC is below the zoo's 0.98
+    zero = {r["edge"] for r in result["truthRanks"] if r["score"] == 0}
+    assert zero == {"EMBED -> L0.H0 [q]", "EMBED -> L0.H0 [k]"} and 0.8 < result["auc"] < 0.95
+    (tmp_path / "bad.json").write_text(json.dumps([{"source": "L0.H0", "target": "L9.Q", "channel": "k"}]))
+    code, _, err = cli(capsys, embedded.home, "evaluate", "--model", str(tmp_path / "mine.pt"), "--task", "induction",
+                       "--truth", str(tmp_path / "bad.json"))
+    assert code == 2 and "'L9.Q' is not a local component id" in err and err.count("\n") == 1

@@ -77,3 +77,28 @@ def test_logit_difference_from_a_prompts_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps([{**prompts[0], "incorrect": 999}]))
     with pytest.raises(TaskError, match="prompt 0 incorrect has token ids outside the vocabulary"):
         get_task(str(tmp_path / "bad.json"), "logit-diff").make_batch(model, 1, 0)
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig", "eap-ig-act", "patching"])
+def test_any_metric_callable_works_with_every_method(method: str) -> None:
+    """A Python callable as the metric: written to equal the built-in 'logit' metric, it gives the
+    built-in scores exactly; a wrong shape is one clear error."""
+    from ingest.methods import get_method
+    from ingest.tasks import logit_metric, with_metric
+
+    model = make_tiny(8)
+    base = get_task("induction", "logit")
+    batch = base.make_batch(model, 3, 0)
+    graph = build_graph(model, "cm")
+
+    def mine(logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        picked = logits.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1) - logits.mean(-1)
+        return (picked * batch.mask).sum(-1) / batch.mask.sum(-1)
+
+    run = get_method(method)
+    custom = run(model, graph, with_metric(base, mine), batch, MethodConfig(steps=3))
+    builtin = run(model, graph, base, batch, MethodConfig(steps=3))
+    np.testing.assert_allclose(custom["score"], builtin["score"], rtol=1e-5, atol=1e-6)
+    assert with_metric(base, logit_metric).name == "induction+custom"
+    with pytest.raises(TaskError, match="one value per prompt"):
+        run(model, graph, with_metric(base, lambda logits, b: logits.mean()), batch, MethodConfig(steps=2))
