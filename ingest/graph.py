@@ -125,8 +125,6 @@ def check_architecture(cfg: Any) -> None:
     as it is, that q, k and v are affine in the (normalised) residual, and that the MLP reads the
     residual at ``hook_mlp_in``. Options that break one of these are refused, never mis-scored.
     """
-    if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
-        raise ModelError(f"grouped-query attention (n_key_value_heads={cfg.n_key_value_heads}, n_heads={cfg.n_heads}) is not supported yet")
     if getattr(cfg, "original_architecture", None) in POST_NORM_ARCHITECTURES:
         raise ModelError(f"post-norm blocks ({cfg.original_architecture}: the norm sits between each sublayer and the residual) are not supported yet")
     if getattr(cfg, "use_normalization_before_and_after", False):

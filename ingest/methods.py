@@ -80,18 +80,29 @@ class MethodConfig:
 @contextlib.contextmanager
 def analysis_mode(model: Any) -> Iterator[None]:
     """Put ``model`` in eval mode with frozen weights for a measurement, and give it back as it came:
-    its train flag and every parameter's ``requires_grad`` are restored on exit (even on error)."""
+    its train flag and every parameter's ``requires_grad`` are restored on exit (even on error).
+
+    A grouped-query attention model is measured in TransformerLens's ungrouped view (each query
+    head computes its own copy of its group's key and value: the same numbers), so a head's k and v
+    inputs can be moved one head at a time: the edge ``u -> L.Hh [k]`` is ``u``'s effect through the
+    key head ``h`` reads, the group's other heads reading the clean key."""
     was_training = bool(model.training)
     grads = [(p, p.requires_grad) for p in model.parameters()]
+    grouped = getattr(model.cfg, "n_key_value_heads", None) not in (None, model.cfg.n_heads)
+    was_ungrouped = bool(getattr(model.cfg, "ungroup_grouped_query_attention", False))
     model.eval()
     for p, _ in grads:
         p.requires_grad_(False)
+    if grouped:
+        model.cfg.ungroup_grouped_query_attention = True
     try:
         yield
     finally:
         for p, flag in grads:
             p.requires_grad_(flag)
         model.train(was_training)
+        if grouped:
+            model.cfg.ungroup_grouped_query_attention = was_ungrouped
 
 
 def restores_model(fn: Callable[..., Any]) -> Callable[..., Any]:

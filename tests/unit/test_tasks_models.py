@@ -165,6 +165,8 @@ def _save_hf(kind: str, folder: Path, tokenizer: bool = False) -> object:
         "gpt2": lambda: GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=40, n_positions=32)),
         "llama": lambda: LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, hidden_size=16,
                                                       intermediate_size=32, vocab_size=40, max_position_embeddings=32)),
+        "llama-gqa": lambda: LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, hidden_size=16,
+                                                          intermediate_size=32, vocab_size=40, max_position_embeddings=32)),
         "neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32,
                                                          vocab_size=40, max_position_embeddings=32)),
     }[kind]()
@@ -180,10 +182,11 @@ def _save_hf(kind: str, folder: Path, tokenizer: bool = False) -> object:
     return model
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "neox"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "llama-gqa", "neox"])
 def test_hugging_face_folders_load_and_compute_what_they_compute(kind: str, tmp_path: Path) -> None:
-    """GPT-2 (standard positions, LN), Llama (rotary, RMSNorm, gated MLP) and GPT-NeoX (rotary,
-    parallel attention + MLP) folders written by transformers load, with the logits of the original."""
+    """GPT-2 (standard positions, LN), Llama (rotary, RMSNorm, gated MLP; also with grouped-query
+    attention) and GPT-NeoX (rotary, parallel attention + MLP) folders written by transformers load,
+    with the logits of the original."""
     from ingest.graph import build_graph
     from ingest.methods import compute_eap, compute_patching
 
