@@ -27,6 +27,7 @@ from atlas.schema import ComponentKind
 
 __all__ = [
     "ComponentRef", "component_id", "parse_component_id", "validate_model_id", "local_id", "model_of",
+    "checkpoint_model_id", "training_run_of",
     "write_stage", "read_stage", "LAST_STAGE",
 ]
 
@@ -174,6 +175,27 @@ def local_id(cid: str) -> str:
     'L3.MLP'
     """
     return cid.rsplit("/", 1)[-1]
+
+
+CHECKPOINT_SEP = "/step-"
+
+
+def checkpoint_model_id(training_run: str, step: int) -> str:
+    """The id of a training checkpoint: its training run's (final model's) id and the step.
+
+    >>> checkpoint_model_id("induction-2l", 300)
+    'induction-2l/step-300'
+    """
+    return validate_model_id(f"{training_run}{CHECKPOINT_SEP}{int(step)}")
+
+
+def training_run_of(model_id: str) -> str:
+    """The training run a model id belongs to: a checkpoint's final model, else the model itself.
+
+    >>> training_run_of("induction-2l/step-300"), training_run_of("induction-2l")
+    ('induction-2l', 'induction-2l')
+    """
+    return model_id.split(CHECKPOINT_SEP)[0]
 
 
 def model_of(cid: str) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from atlas.errors import ModelError
-from atlas.ids import validate_model_id
+from atlas.ids import checkpoint_model_id, validate_model_id
 from atlas.records import ModelRecord
 
 __all__ = ["LoadedModel", "load_model", "model_record", "weights_hash", "zoo_model_id"]
@@ -347,7 +347,7 @@ def _load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedMo
         if not step.isdigit():
             raise ModelError(f"checkpoint spec {spec!r}: expected NAME@STEP, e.g. {name}@300")
         model, info = load_zoo_checkpoint(name, int(step), home)
-        return LoadedModel(model, f"{_zoo_family(name, home)}/step-{int(step)}", f"zoo:{spec}", info)
+        return LoadedModel(model, checkpoint_model_id(_zoo_family(name, home), int(step)), f"zoo:{spec}", info)
     if spec in ZOO:
         model, info = load_zoo_model(spec, home, progress_factory)
         loaded = LoadedModel(model, spec, f"zoo:{spec}", info)
@@ -370,16 +370,12 @@ def _load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedMo
 @functools.cache
 def _shipped_hash(name: str) -> str | None:
     """:func:`weights_hash` of the zoo model's weights shipped in the package (None if none ship)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    from ingest.zoo import SHIPPED_DIR
+    from ingest.zoo import SHIPPED_DIR, load_weights_folder
 
     folder = SHIPPED_DIR / name
     if not (folder / "model.pt").exists():
         return None
-    model = HookedTransformer(HookedTransformerConfig(**json.loads((folder / "config.json").read_text())))
-    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
-    return weights_hash(model)
+    return weights_hash(load_weights_folder(folder))
 
 
 def zoo_model_id(name: str, digest: str) -> str:
@@ -393,14 +389,12 @@ def zoo_model_id(name: str, digest: str) -> str:
 def _zoo_family(name: str, home: Path) -> str:
     """The id of the final model of the training run whose checkpoints ``home`` holds for ``name``
     (its checkpoints are ``ID/step-S``): the home's trained model, else the shipped one."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from ingest.zoo import load_weights_folder
 
     folder = home / "zoo" / name
     if not (folder / "model.pt").exists() or not (folder / "config.json").exists():
         return name
-    model = HookedTransformer(HookedTransformerConfig(**json.loads((folder / "config.json").read_text())))
-    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
-    return zoo_model_id(name, weights_hash(model))
+    return zoo_model_id(name, weights_hash(load_weights_folder(folder)))
 
 
 def _hub_cached(repo_id: str) -> bool:

@@ -205,6 +205,7 @@ def align_runs(store: Store, run_a: str, run_b: str, home: Path, *, threshold: f
         ValidationError: a run that is not an attribution run, or whose model file changed.
     """
     from ingest.alignment import functional_alignment, shared_stimuli
+    from ingest.models import load_model
     from ingest.tasks import get_task
 
     loaded, prompts = [], []
@@ -215,8 +216,6 @@ def align_runs(store: Store, run_a: str, run_b: str, home: Path, *, threshold: f
         except (TypeError, KeyError, ValueError) as exc:
             raise ValidationError(f"run {run_id!r} is a {run.method} run: functional alignment needs attribution runs "
                                   "(or --align structure, which needs no model)") from exc
-        from ingest.models import load_model
-
         model = load_model(cfg.model, home, make_progress(progress), model_id=cfg.model_id)
         _check_run_model(store, run, model, cfg.model)
         batch = get_task(resolve_task(cfg.task, cfg.model), cfg.metric).make_batch(model.model, cfg.n_prompts, cfg.seed)

@@ -584,7 +584,6 @@ def load_zoo_checkpoint(name: str, step: int, home: Path) -> tuple[Any, dict[str
 
 def load_zoo_model(name: str, home: Path, progress_factory: Callable[[int, str], Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Load a zoo model: the atlas home's cache, else the weights shipped in the package, else train now."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     entry = zoo_entry(name)
     for folder in (home / "zoo" / name, SHIPPED_DIR / name):
@@ -596,9 +595,16 @@ def load_zoo_model(name: str, home: Path, progress_factory: Callable[[int, str],
         train_zoo_model(name, folder, progress=bar.update if bar else None)
         if bar:
             bar.close()
-    cfg = HookedTransformerConfig(**json.loads((folder / "config.json").read_text()))
-    model = HookedTransformer(cfg)
-    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
-    model.eval()
+    model = load_weights_folder(folder)
     info = json.loads((folder / "info.json").read_text()) if (folder / "info.json").exists() else {}
     return model, info
+
+
+def load_weights_folder(folder: Path) -> Any:
+    """The model a zoo folder holds (``config.json`` + ``model.pt``), in eval mode."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    model = HookedTransformer(HookedTransformerConfig(**json.loads((folder / "config.json").read_text())))
+    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    model.eval()
+    return model

@@ -29,7 +29,7 @@ from scipy.stats import spearmanr
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
-from atlas.ids import local_id
+from atlas.ids import local_id, training_run_of
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edges, require_run
 
@@ -185,7 +185,7 @@ def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50, *, alignme
 
 def same_training_run(model_a: str, model_b: str) -> bool:
     """Whether two model ids are checkpoints of one training run (``NAME`` and ``NAME/step-S``)."""
-    return model_a.split("/step-")[0] == model_b.split("/step-")[0]
+    return training_run_of(model_a) == training_run_of(model_b)
 
 
 def write_alignment(store: Store, comparison: Comparison) -> int:
