@@ -181,19 +181,13 @@ def prompt_records(model: Any, task: Any, batch: Any) -> tuple[dict[str, Any], .
     metric on the clean and on the corrupted prompt."""
     import torch
 
+    from ingest.probes import prompt_text
+
     with torch.no_grad():
         clean = task.metric(model(batch.clean), batch).double().tolist()
         corrupted = task.metric(model(batch.corrupted), batch).double().tolist()
 
-    def text(tokens: Any) -> str:
-        if getattr(model, "tokenizer", None) is not None:
-            try:
-                return str(model.to_string(tokens))
-            except Exception:  # an id list is always a faithful label
-                pass
-        return " ".join(f"#{t}" for t in tokens.tolist())
-
-    return tuple({"index": i, "clean": batch.clean[i].tolist(), "corrupted": batch.corrupted[i].tolist(), "text": text(batch.clean[i]),
+    return tuple({"index": i, "clean": batch.clean[i].tolist(), "corrupted": batch.corrupted[i].tolist(), "text": prompt_text(model, batch.clean[i]),
                   "metricClean": clean[i], "metricCorrupted": corrupted[i]} for i in range(len(clean)))
 
 

@@ -34,7 +34,7 @@ from atlas.schema import ComponentKind
 from ingest.hooks import hook_name
 
 __all__ = ["PROBE_NAME", "MIN_PROBE_HALF", "compute_probes", "compute_neuron_stats", "sparse_coding_rows", "probe_tokens",
-           "prompt_activations", "generic_probe_fits"]
+           "prompt_activations", "generic_probe_fits", "prompt_text"]
 
 PROBE_NAME = "atlas-probe-v1"
 MIN_PROBE_HALF = 4
@@ -159,7 +159,8 @@ def _earlier_occurrence_scores(pattern: torch.Tensor, tokens: torch.Tensor) -> t
     return (dup * mask).sum(dim=(0, 2)) / n, (ind * mask).sum(dim=(0, 2)) / n
 
 
-def _prompt_text(model: Any, tokens: torch.Tensor) -> str:
+def prompt_text(model: Any, tokens: torch.Tensor) -> str:
+    """A prompt as the model's tokenizer writes it, else its tokens as ``#id``."""
     if getattr(model, "tokenizer", None) is not None:
         try:
             return str(model.to_string(tokens))
@@ -187,7 +188,7 @@ def _component_acts(model: Any, model_id: str, tokens: torch.Tensor) -> tuple[di
 def _top_prompts(model: Any, tokens: torch.Tensor, act: torch.Tensor, k: int) -> list[str]:
     peak = act.max(dim=1).values
     order = torch.topk(peak, min(k, len(peak))).indices.tolist()
-    return [f"{_prompt_text(model, tokens[i])} ({float(peak[i]):.3g})" for i in order]
+    return [f"{prompt_text(model, tokens[i])} ({float(peak[i]):.3g})" for i in order]
 
 
 @torch.no_grad()
@@ -195,7 +196,7 @@ def prompt_activations(model: Any, model_id: str, tokens: torch.Tensor) -> pd.Da
     """Every head's and MLP's activation (output norm) on every prompt: ``componentId, prompt, text,
     maxAct, maxPos, meanAct`` (which prompts drive a component, and where in them)."""
     acts, _ = _component_acts(model, model_id, tokens)
-    texts = [_prompt_text(model, t) for t in tokens]
+    texts = [prompt_text(model, t) for t in tokens]
     rows = []
     for cid, act in acts.items():
         peak = act.max(dim=1)

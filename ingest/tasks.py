@@ -76,11 +76,14 @@ class PromptBatch:
         )
 
 
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits as float32 for a softmax; never a *down*cast (float64 models keep theirs)."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 def logprob_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
     """Mean log-probability of the target token over each prompt's scored positions."""
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # never *down*cast: float64 models keep their precision
-    logp = torch.log_softmax(logits, dim=-1)
+    logp = torch.log_softmax(_upcast(logits), dim=-1)
     picked = logp.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     mask = batch.mask.to(picked.dtype)
     return (picked * mask).sum(-1) / mask.sum(-1)
@@ -117,7 +120,7 @@ def _masked_mean(values: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
 
 def prob_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
     """Mean probability of the target token over each prompt's scored positions."""
-    probs = torch.softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+    probs = torch.softmax(_upcast(logits), dim=-1)
     return _masked_mean(probs.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1), batch)
 
 
@@ -134,7 +137,7 @@ def kl_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch
     """Minus KL(clean || current) of the next-token distributions, averaged over scored positions."""
     if batch.reference is None:
         raise TaskError("metric 'kl' needs the clean run's distribution: prepare the batch with ingest.tasks.prepare_batch")
-    logp = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+    logp = torch.log_softmax(_upcast(logits), dim=-1)
     ref = batch.reference.to(logp.dtype)
     kl = (ref.exp() * (ref - logp)).sum(-1)
     return -_masked_mean(kl, batch)
@@ -173,7 +176,7 @@ def prepare_batch(model: Any, batch: PromptBatch, metric: str) -> PromptBatch:
         return batch
     with torch.no_grad():
         logits = model(batch.clean)
-        reference = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+        reference = torch.log_softmax(_upcast(logits), dim=-1)
     return PromptBatch(batch.clean, batch.corrupted, batch.targets, batch.mask, batch.meta, batch.incorrect, reference)
 
 
