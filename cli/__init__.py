@@ -42,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "offline", False):
+        import os
+
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub when a handler first imports it
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)

@@ -215,16 +215,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def model_id_option(s: argparse.ArgumentParser) -> None:
-    """``--model-id``: the id to store a model under instead of the one it would get."""
+    """``--model-id`` (the id to store a model under instead of the one it would get) and
+    ``--offline`` (hub names from the local Hugging Face cache only)."""
     s.add_argument("--model-id", help="store the model under this id (default: a zoo or hub model's name; a model file's name "
                                       "plus the first 8 hex digits of its weights' hash)")
+    offline_option(s)
+
+
+def offline_option(s: argparse.ArgumentParser) -> None:
+    """``--offline``: TransformerLens names from the local Hugging Face cache only."""
+    s.add_argument("--offline", action="store_true",
+                   help="load TransformerLens names (pythia-70m, gpt2, ...) from the local Hugging Face cache only, never "
+                        "the network (as HF_HUB_OFFLINE=1); without it they download through that cache")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the ``atlas`` parser."""
     fmt_class = argparse.ArgumentDefaultsHelpFormatter
     s = sub.add_parser("ingest", parents=[common], help="compute a run's edges and write them into the database", formatter_class=fmt_class)
-    s.add_argument("--model", required=True, help="zoo name, model directory/.pt file, or cached TransformerLens name")
+    s.add_argument("--model", required=True, help="zoo name, model directory/.pt file, Hugging Face save_pretrained folder, or TransformerLens name (pythia-70m)")
     model_id_option(s)
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     s.add_argument("--method", default="eap-ig", choices=choices(Method),
@@ -254,6 +263,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("evaluate", parents=[common], help="score a method against a known circuit (a zoo model's, or --truth)",
                        formatter_class=fmt_class)
     s.add_argument("--model", required=True, help="a zoo model, or any model with --truth")
+    offline_option(s)
     s.add_argument("--method", default="eap-ig", choices=choices(Method))
     s.add_argument("--task", help="zoo: the model's evaluation task (default) or a control task, e.g. binding-reverse; with --truth: "
                                   "the task the listed circuit performs")
@@ -294,7 +304,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.set_defaults(func=cmd_population)
 
     s = sub.add_parser("lesion", parents=[common], help="lesion every node (or edge) and measure the effect", formatter_class=fmt_class)
-    s.add_argument("--model", required=True, help="zoo name, model file, or cached TransformerLens name")
+    s.add_argument("--model", required=True, help="zoo name, model file or folder, or TransformerLens name")
     model_id_option(s)
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     s.add_argument("--ablation", default="zero", choices=choices(Ablation))

@@ -8,8 +8,9 @@
      tokenizer if it has one) of a family TransformerLens converts, or one ``.pt`` file holding
      ``{"config": {...}, "state_dict": {...}}``
      (``cfg`` is accepted for ``config``; numpy scalars and a ``dtype`` string in the config load);
-  3. a TransformerLens pretrained name whose weights are in the local Hugging Face cache
-     (loaded offline; a clear error when they are not cached).
+  3. a TransformerLens pretrained name (``pythia-70m``, ``gpt2``): downloaded through the normal
+     Hugging Face cache when online, read from the cache alone when offline (``--offline``,
+     ``HF_HUB_OFFLINE=1``); one clear line when the weights are neither reachable nor cached.
 
 Identity: every model carries :func:`weights_hash` (its weights and the config fields that change
 its function), recorded on its ``:Model`` node. A zoo model's id is its name for the weights the
@@ -23,6 +24,7 @@ names a model explicitly; the store refuses an id that already holds other weigh
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -30,6 +32,7 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ from atlas.errors import ModelError
 from atlas.ids import checkpoint_model_id, validate_model_id
 from atlas.records import ModelRecord
 
-__all__ = ["LoadedModel", "load_model", "model_record", "weights_hash", "zoo_model_id"]
+__all__ = ["LoadedModel", "hub_offline", "load_model", "model_record", "weights_hash", "zoo_model_id"]
 
 
 @dataclass
@@ -292,41 +295,70 @@ def _file_model_id(name: str, digest: str) -> str:
     return validate_model_id(f"{safe}-{digest[:8]}")
 
 
-def _load_pretrained(name: str) -> LoadedModel:
+def hub_offline() -> bool:
+    """Whether hub downloads are off: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set (the
+    ``--offline`` flag sets the first)."""
+    return any(os.environ.get(k, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@contextlib.contextmanager
+def _offline_hub() -> Iterator[None]:
+    """Hub offline mode for the duration, also when ``huggingface_hub`` was imported before the
+    environment said so (it reads the variable once, at import)."""
+    import huggingface_hub.constants as hub_constants
+
+    old_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    old_flag = hub_constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = old_flag
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _load_pretrained(name: str) -> LoadedModel | None:
+    """A TransformerLens pretrained name: downloaded through the Hugging Face cache when online
+    (the hub's own progress bars), read from the cache alone when :func:`hub_offline`; None when
+    ``name`` is not a TransformerLens name. TransformerLens's default weight processing applies (the
+    model ``HookedTransformer.from_pretrained(name)`` gives): edge scores are invariant to it but
+    for the raw ``target-logit`` metric (tested)."""
     from transformer_lens import HookedTransformer
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
         official = get_official_model_name(name)
     except ValueError:
-        return None  # type: ignore[return-value]
-    if not _hub_cached(official):
+        return None
+    offline = hub_offline()
+    if offline and not _hub_cached(official):
         raise ModelError(
-            f"the weights of {official} are not in the local Hugging Face cache; download them once where there "
-            "is network access (e.g. HookedTransformer.from_pretrained) and run again"
+            f"the weights of {official} are not in the local Hugging Face cache and downloads are off "
+            "(--offline or HF_HUB_OFFLINE); run once without them where there is network access"
         )
-    old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     try:
-        model = HookedTransformer.from_pretrained(name, device="cpu")
+        with _offline_hub() if offline else contextlib.nullcontext():
+            model = HookedTransformer.from_pretrained(name, device="cpu")
     except Exception as exc:
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if offline:
+            raise ModelError(f"the weights of {official} are not complete in the local Hugging Face cache "
+                             f"(offline load failed: {why})") from exc
         raise ModelError(
-            f"the weights of {official} are not in the local Hugging Face cache (offline load failed: "
-            f"{type(exc).__name__}); download them once where there is network access"
+            f"could not load {official} from the Hugging Face hub ({why}); without network access, "
+            "download it once elsewhere into the cache and use --offline"
         ) from exc
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     model.eval()
     return LoadedModel(model, validate_model_id(name), f"pretrained:{official}", {})
 
 
 def load_model(spec: str, home: Path, progress_factory: Any = None, model_id: str | None = None) -> LoadedModel:
-    """Load a model by zoo name, path, or cached TransformerLens pretrained name; ``model_id``
+    """Load a model by zoo name, path, or TransformerLens pretrained name; ``model_id``
     replaces the id it would get (see module docstring).
 
     Raises:

@@ -9,6 +9,7 @@ import torch
 from atlas.errors import ModelError, TaskError
 from ingest.models import load_model
 from ingest.tasks import InductionTask, PromptBatch, get_task
+from tests.conftest import make_tiny
 
 
 def test_induction_batch_shape_and_corruption(tiny_model: object) -> None:
@@ -152,8 +153,11 @@ def test_model_errors(tmp_path: Path) -> None:
         load_model(str(corrupt), tmp_path)
     with pytest.raises(ModelError, match="unknown model"):
         load_model("definitely-not-a-model", tmp_path)
-    with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
-        load_model("gpt2", tmp_path)  # a real TransformerLens name whose weights are not cached here
+    with pytest.MonkeyPatch.context() as env:  # downloads off: a real TransformerLens name, not cached here
+        env.setenv("HF_HUB_OFFLINE", "1")
+        env.setenv("HF_HOME", str(tmp_path / "hf"))
+        with pytest.raises(ModelError, match="gpt2 are not in the local Hugging Face cache and downloads are off"):
+            load_model("gpt2", tmp_path)
 
 
 def _save_hf(kind: str, folder: Path, tokenizer: bool = False) -> object:
@@ -229,3 +233,30 @@ def test_targets_outside_the_output_vocabulary_are_one_line(tmp_path: Path) -> N
     torch.save({"config": cfg, "state_dict": model.state_dict()}, tmp_path / "narrow.pt")
     with pytest.raises(ValidationError, match=r"targets reach token \d+, but narrow-[0-9a-f]{8} predicts 5 output tokens"):
         compute_run(IngestConfig(model=str(tmp_path / "narrow.pt"), method="eap", n_prompts=2), tmp_path)
+
+
+def test_hub_weight_processing_leaves_edge_scores_alone_but_for_the_raw_target_logit() -> None:
+    """Hub names load with TransformerLens's default processing (folded norms, centred writing
+    weights and unembedding); the README says edge scores do not move under it except with the raw
+    ``target-logit`` metric, which the centred unembedding shifts."""
+    import copy
+
+    from transformer_lens import HookedTransformer
+
+    from ingest.graph import build_graph
+    from ingest.methods import compute_eap, compute_patching
+    from ingest.tasks import prepare_batch
+
+    plain = make_tiny(3).to(torch.float64)
+    processed = HookedTransformer(copy.deepcopy(plain.cfg)).to(torch.float64)
+    processed.load_and_process_state_dict(plain.state_dict(), fold_ln=True, center_writing_weights=True, center_unembed=True)
+    processed.eval()
+    assert processed.cfg.normalization_type == "LNPre"
+    batch = InductionTask(half=4).make_batch(plain, 4, 0)
+    for metric in ("logit", "logprob", "kl", "target-logit"):
+        task = InductionTask(half=4, metric_name=metric)
+        for method in (compute_patching, compute_eap):
+            a = method(plain, build_graph(plain, "a"), task, prepare_batch(plain, batch, metric))
+            b = method(processed, build_graph(processed, "b"), task, prepare_batch(processed, batch, metric))
+            gap = (a.score.to_numpy() - b.score.to_numpy()).__abs__().max()
+            assert (gap > 1e-3) if metric == "target-logit" else (gap < 1e-6), (metric, method.__name__, gap)

@@ -1,0 +1,89 @@
+"""TransformerLens names through the Hugging Face cache: downloaded when online, read from the cache
+offline (``--offline`` or ``HF_HUB_OFFLINE=1``), one line when neither works. The hub is a local
+server the test builds (:mod:`tests.hub`), holding a tiny random GPT-NeoX saved by ``transformers``
+under the repository TransformerLens resolves ``pythia-70m`` to."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from atlas import connectome as cx
+from atlas.config import StoreSettings
+from atlas.store import Store
+from tests.hub import LocalHub
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("hub")
+    repo = root / "EleutherAI" / "pythia-70m"
+    torch.manual_seed(0)
+    GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32,
+                                     vocab_size=40, max_position_embeddings=32)).save_pretrained(repo)
+    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(40)}, unk_token="w0"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="w0", pad_token="w1", bos_token="w2").save_pretrained(repo)
+    server = LocalHub(root)
+    yield server
+    server.close()
+
+
+def _atlas(home: Path, hf_home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
+    environ.update(HF_HOME=str(hf_home), **env)
+    return subprocess.run([sys.executable, "-m", "cli", *args, "--home", str(home)], capture_output=True, text=True,
+                          timeout=600, env=environ)
+
+
+def test_hub_names_download_through_the_cache_and_then_load_offline(embedded: StoreSettings, hub: LocalHub, tmp_path: Path) -> None:
+    hf_home = tmp_path / "hf"
+    ingest = ("ingest", "--model", "pythia-70m", "--method", "eap", "--prompts", "2", "--run-id", "hub-run", "--json", "--quiet")
+    first = _atlas(embedded.home, hf_home, *ingest, HF_ENDPOINT=hub.url)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert hub.downloaded("model.safetensors") and hub.downloaded("config.json") and hub.downloaded("tokenizer.json")
+    with Store.connect(embedded, quiet=True) as s:
+        run = cx.fetch_run(s, "hub-run")
+        model = cx.fetch_model(s, "pythia-70m")
+    assert run.model_id == "pythia-70m" and model.source == "pretrained:EleutherAI/pythia-70m"
+    hub.close()  # no network from here on
+    asked = len(hub.requests)
+    again = _atlas(embedded.home, hf_home, *ingest, "--offline", HF_ENDPOINT=hub.url)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["status"] == "unchanged" and len(hub.requests) == asked
+    # HF_HUB_OFFLINE=1 alone does the same; and the weights that arrived compute what the hub's model
+    # computes (TransformerLens's default processing of hub names keeps every log-probability)
+    probe = ("import sys, torch; from pathlib import Path; from ingest.models import load_model; "
+             "m = load_model('pythia-70m', Path(sys.argv[1])).model; "
+             "print(torch.log_softmax(m(torch.tensor([[1, 5, 9, 13, 2, 7]])), -1).flatten().tolist())")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", HF_ENDPOINT=hub.url)
+    proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from transformers import GPTNeoXForCausalLM
+
+    served = GPTNeoXForCausalLM.from_pretrained(hub.root / "EleutherAI" / "pythia-70m")
+    with torch.no_grad():
+        expected = torch.log_softmax(served(torch.tensor([[1, 5, 9, 13, 2, 7]])).logits, -1).flatten()
+    assert (torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1])) - expected).abs().max() < 1e-4
+    assert len(hub.requests) == asked
+
+    with Store.connect(embedded, quiet=True) as s:
+        before = cx.count_graph(s)
+    empty = _atlas(embedded.home, tmp_path / "empty-hf", *ingest, "--run-id", "never", "--offline")
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "Traceback" not in empty.stderr
+    assert "EleutherAI/pythia-70m are not in the local Hugging Face cache" in empty.stderr and "--offline" in empty.stderr
+    with Store.connect(embedded, quiet=True) as s:
+        assert cx.count_graph(s) == before
