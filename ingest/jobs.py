@@ -62,9 +62,10 @@ class IngestConfig:
             raise ValidationError(f"--steps must be between 1 and {MAX_STEPS:,} (each is a forward and a backward pass), got {self.steps:,}")
         if self.metric not in choices(Metric):
             raise ValidationError(f"unknown metric {self.metric!r}: choose one of {choices(Metric)}")
-        if self.metric == Metric.KL.value and self.method == Method.EAP.value:
-            raise ValidationError("the gradient of the KL divergence vanishes at the clean run, so EAP (one gradient, there) would "
-                                  "score every edge 0: use eap-ig (its other points see the gradient), eap-ig-act or patching")
+        if self.metric in (Metric.KL.value, Metric.L2.value) and self.method == Method.EAP.value:
+            what = "KL divergence" if self.metric == Metric.KL.value else "squared change"
+            raise ValidationError(f"the gradient of the {what} ({self.metric}) vanishes at the clean run, so EAP (one gradient, there) "
+                                  "would score every edge 0: use eap-ig (its other points see the gradient), eap-ig-act or patching")
         if self.granularity not in choices(Granularity):
             raise ValidationError(f"unknown granularity {self.granularity!r}: choose one of {choices(Granularity)}")
         if self.granularity == "neuron" and self.top_neurons < 1:

@@ -20,7 +20,7 @@ from atlas.errors import TaskError
 from atlas.schema import Metric
 
 __all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric",
-           "prob_metric", "logit_diff_metric", "kl_metric", "prepare_batch",
+           "prob_metric", "logit_diff_metric", "kl_metric", "l2_metric", "prepare_batch",
            "CustomMetricTask", "with_metric"]
 
 
@@ -43,7 +43,7 @@ class PromptBatch:
     incorrect: Int[torch.Tensor, "batch pos"] | None = None
     """The counterfactual token at each scored position (``logit-diff``); None when the task has none."""
     reference: Float[torch.Tensor, "batch pos vocab"] | None = None
-    """The clean run's log-probabilities (``kl``), attached by :func:`prepare_batch`."""
+    """The clean run's log-probabilities (``kl``) or logits (``l2``), attached by :func:`prepare_batch`."""
 
     def __post_init__(self) -> None:
         if self.clean.shape != self.corrupted.shape:
@@ -143,6 +143,17 @@ def kl_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch
     return -_masked_mean(kl, batch)
 
 
+def l2_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
+    """Minus the squared change of the chosen output logit (the target at each scored position) from
+    its clean value, averaged over scored positions: 0 on the clean run, a regression readout's loss."""
+    if batch.reference is None:
+        raise TaskError("metric 'l2' needs the clean run's logits: prepare the batch with ingest.tasks.prepare_batch")
+    index = batch.targets.clamp(min=0).unsqueeze(-1)
+    now = logits.gather(-1, index).squeeze(-1)
+    clean = batch.reference.to(now.dtype).gather(-1, index).squeeze(-1)
+    return -_masked_mean((now - clean) ** 2, batch)
+
+
 @dataclass(frozen=True)
 class CustomMetricTask:
     """A task whose prompts come from ``base`` and whose metric is any ``metric(logits, batch)``
@@ -171,18 +182,20 @@ def with_metric(task: Any, fn: Callable[[torch.Tensor, PromptBatch], torch.Tenso
 
 
 def prepare_batch(model: Any, batch: PromptBatch, metric: str) -> PromptBatch:
-    """``batch`` with what ``metric`` needs from the model attached (``kl``: the clean log-probabilities)."""
-    if metric != Metric.KL.value:
+    """``batch`` with what ``metric`` needs from the model attached (``kl``: the clean log-probabilities;
+    ``l2``: the clean logits)."""
+    if metric not in (Metric.KL.value, Metric.L2.value):
         return batch
     with torch.no_grad():
         logits = model(batch.clean)
-        reference = torch.log_softmax(_upcast(logits), dim=-1)
+        reference = torch.log_softmax(_upcast(logits), dim=-1) if metric == Metric.KL.value else logits.detach().clone()
     return PromptBatch(batch.clean, batch.corrupted, batch.targets, batch.mask, batch.meta, batch.incorrect, reference)
 
 
 METRICS: dict[str, Callable[[torch.Tensor, PromptBatch], torch.Tensor]] = {
     Metric.LOGIT.value: logit_metric, Metric.LOGPROB.value: logprob_metric, Metric.TARGET_LOGIT.value: target_logit_metric,
     Metric.PROB.value: prob_metric, Metric.LOGIT_DIFF.value: logit_diff_metric, Metric.KL.value: kl_metric,
+    Metric.L2.value: l2_metric,
 }
 
 
@@ -263,15 +276,18 @@ class InductionTask:
 class PromptFileTask:
     """Prompts from a JSON file: ``[{"clean": ..., "corrupted": ..., "target": ...}, ...]``.
 
-    ``clean``/``corrupted`` are strings (tokenised by the model) or lists of token ids; ``target``
-    is the token (string or id) expected after the last clean token. Metric: its logit minus the
-    mean logit (``logit``) or its log-probability (``logprob``).
+    ``clean``/``corrupted`` are strings (tokenised by the model) or lists of token ids of one
+    length. By default the metric scores the last position: ``target`` is the token (string or id)
+    expected after the last clean token, ``incorrect`` (optional, ``logit-diff``) its counterfactual.
+    ``positions`` scores other positions: a list of indices (negative ones count from the end) or
+    ``"all"``; ``target`` (and ``incorrect``) is then a list with one token per scored position, and
+    the metric averages over them. Any named metric applies (``l2``: a readout logit per position).
     """
 
     path: Path
     metric_name: str = "logit"
     name: str = "prompts"
-    description: str = "prompts from a JSON file; metric on the target at the last position"
+    description: str = "prompts from a JSON file; metric on the target at the last position, or at the listed positions"
 
     def _tokens(self, model: Any, value: Any, what: str) -> list[int]:
         if isinstance(value, str):
@@ -295,7 +311,7 @@ class PromptFileTask:
         if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
             raise TaskError(f"prompt file {self.path} must hold a non-empty JSON list of objects")
         items = items[:n_prompts]
-        clean, corrupt, target, wrong = [], [], [], []
+        clean, corrupt, scored, target, wrong = [], [], [], [], []
         for i, item in enumerate(items):
             missing = {"clean", "corrupted", "target"} - set(item)
             if missing:
@@ -306,31 +322,59 @@ class PromptFileTask:
                 raise TaskError(
                     f"prompt {i} in {self.path}: clean and corrupted lengths differ ({len(c)} vs {len(x)} tokens)"
                 )
-            t = self._tokens(model, [item["target"]] if isinstance(item["target"], int) else item["target"], f"prompt {i} target")
+            positions = self._positions(item.get("positions"), len(c), f"prompt {i} positions")
+            target.append(self._per_position(model, item["target"], positions, f"prompt {i} target"))
             if "incorrect" in item:
-                w = self._tokens(model, [item["incorrect"]] if isinstance(item["incorrect"], int) else item["incorrect"], f"prompt {i} incorrect")
-                wrong.append(w[0])
+                wrong.append(self._per_position(model, item["incorrect"], positions, f"prompt {i} incorrect"))
             clean.append(c)
             corrupt.append(x)
-            target.append(t[0])
+            scored.append(positions)
         lengths = {len(c) for c in clean}
         if len(lengths) != 1:
             raise TaskError(f"prompts in {self.path} have different lengths {sorted(lengths)}; pad them to one length")
         length = lengths.pop()
         if length > model.cfg.n_ctx:
             raise TaskError(f"prompts of {length} tokens exceed the model context of {model.cfg.n_ctx}")
+        if wrong and len(wrong) != len(items):
+            raise TaskError(f"prompts in {self.path}: give 'incorrect' on every prompt or on none ({len(wrong)} of {len(items)} have it)")
         clean_t = torch.tensor(clean)
         targets = torch.zeros_like(clean_t)
-        targets[:, -1] = torch.tensor(target)
         mask = torch.zeros_like(clean_t, dtype=torch.bool)
-        mask[:, -1] = True
-        incorrect = None
-        if wrong:
-            if len(wrong) != len(items):
-                raise TaskError(f"prompts in {self.path}: give 'incorrect' on every prompt or on none ({len(wrong)} of {len(items)} have it)")
-            incorrect = torch.zeros_like(clean_t)
-            incorrect[:, -1] = torch.tensor(wrong)
+        incorrect = torch.zeros_like(clean_t) if wrong else None
+        for i, positions in enumerate(scored):
+            targets[i, positions] = torch.tensor(target[i])
+            mask[i, positions] = True
+            if incorrect is not None:
+                incorrect[i, positions] = torch.tensor(wrong[i])
         return PromptBatch(clean_t, torch.tensor(corrupt), targets, mask, incorrect=incorrect)
+
+    @staticmethod
+    def _positions(value: Any, length: int, what: str) -> list[int]:
+        """The scored positions of a prompt of ``length`` tokens (default: the last)."""
+        if value is None:
+            return [length - 1]
+        if value == "all":
+            return list(range(length))
+        if not isinstance(value, list) or not value or not all(isinstance(p, int) and not isinstance(p, bool) for p in value):
+            raise TaskError(f'{what} must be "all" or a non-empty list of position indices')
+        out = []
+        for p in value:
+            if not -length <= p < length:
+                raise TaskError(f"{what}: {p} is outside the prompt (0..{length - 1}, or -{length}..-1 from the end)")
+            out.append(p % length)
+        if len(set(out)) != len(out):
+            raise TaskError(f"{what} lists a position twice: {value}")
+        return out
+
+    def _per_position(self, model: Any, value: Any, positions: list[int], what: str) -> list[int]:
+        """One token per scored position: a single token (string or id) when only the last is scored
+        by default, else a list with one token (string or id) per position."""
+        if len(positions) == 1 and not isinstance(value, list):
+            return self._tokens(model, [value] if isinstance(value, int) else value, what)[:1]
+        if not isinstance(value, list) or len(value) != len(positions):
+            given = f"{len(value)} tokens" if isinstance(value, list) else "one token"
+            raise TaskError(f"{what}: {given} for {len(positions)} scored positions; give one per position")
+        return [self._tokens(model, [t] if isinstance(t, int) else t, f"{what} {k}")[0] for k, t in enumerate(value)]
 
     def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         return _metric(self.metric_name)(logits, batch)

@@ -175,6 +175,9 @@ def test_cli_bad_inputs_that_need_a_model(embedded: StoreSettings, tmp_path: Pat
         before = cx.count_graph(s)
     proc = _run_cli("ingest", "--model", "induction-2l", "--task", str(prompts), "--home", str(embedded.home))
     assert proc.returncode == 2 and "lengths differ" in proc.stderr and proc.stderr.count("\n") == 1
+    prompts.write_text(json.dumps([{"clean": [1, 2, 3, 4], "corrupted": [5, 6, 7, 8], "target": [3, 4], "positions": [1, 4]}]))
+    proc = _run_cli("ingest", "--model", "induction-2l", "--task", str(prompts), "--home", str(embedded.home))
+    assert proc.returncode == 2 and "prompt 0 positions: 4 is outside the prompt" in proc.stderr and proc.stderr.count("\n") == 1
     with Store.connect(embedded, quiet=True) as s:
         assert cx.count_graph(s) == before
 
