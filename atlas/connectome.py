@@ -35,6 +35,7 @@ from atlas.schema import (
     INDEXES,
     KIND_LABEL,
     RUN_CACHES,
+    RUN_EDGE_TYPES,
     ComponentKind,
     RelType,
     RunStatus,
@@ -48,7 +49,7 @@ __all__ = [
     "clear_probe_properties", "PROBE_PROPERTIES", "write_part_of", "write_dictionaries",
     "begin_run", "set_run_status", "write_run_figures", "fetch_run", "fetch_run_for", "require_run", "fetch_runs",
     "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
-    "fetch_edges", "fetch_edge_columns", "fetch_components", "fetch_custom",
+    "fetch_edges", "fetch_edge_columns", "fetch_positional_edge_columns", "fetch_components", "fetch_custom",
     "write_circuit", "fetch_circuit",
     "write_similarity", "write_hierarchy", "write_alignment", "write_path_cache", "delete_path_caches",
     "match_paths", "fetch_model", "fetch_run_relationships", "fetch_part_of", "EdgeBatch", "write_run",
@@ -382,7 +383,7 @@ def delete_run_edges(store: Store, run_id: str, *, rel_type: RelType = RelType.A
 def delete_run(store: Store, run_id: str) -> int:
     """Delete a run: its attribution and ablation edges, its hierarchy links and its ``:Run`` node
     (components, shared by every run of the model, stay). Returns the edges deleted."""
-    n = sum(delete_run_edges(store, run_id, rel_type=t) for t in (RelType.ATTRIBUTION, RelType.ABLATION))
+    n = sum(delete_run_edges(store, run_id, rel_type=t) for t in RUN_EDGE_TYPES)
     store.run("MATCH (r:Run {runId: $id}) DETACH DELETE r", {"id": run_id}, write=True)
     store.run("MATCH (c:RunClaim {runId: $id}) DELETE c", {"id": run_id}, write=True)
     return n
@@ -461,6 +462,34 @@ def fetch_edge_columns(store: Store, run_id: str, min_weight: float = 0.0) -> pd
         data = {k: rows[k].tolist() for k in ("pre", "post", "channel", "score")}
     return pd.DataFrame({"componentId_pre": data["pre"], "componentId_post": data["post"],
                          "channel": data["channel"], "score": pd.Series(data["score"], dtype=float)})
+
+
+def fetch_positional_edge_columns(store: Store, run_id: str, min_weight: float = 0.0) -> pd.DataFrame:
+    """A per-position run's ``ATTRIBUTION_AT`` edges as frame columns plus ``srcPos``/``dstPos``,
+    fetched as one row of lists (as :func:`fetch_edge_columns`).
+
+    Raises:
+        ValidationError: the run was not ingested with ``--per-position``.
+    """
+    run = require_run(store, run_id)
+    if not run.details.get("perPosition"):
+        raise ValidationError(f"run {run_id} has no per-position edges: ingest it with --per-position")
+    match = f"MATCH (a:Component)-[e:{RelType.ATTRIBUTION_AT.value} {{runId: $run}}]->(b:Component) WHERE abs(e.score) >= $w "
+    params = {"run": run_id, "w": float(min_weight)}
+    keys = ("pre", "post", "channel", "score", "src", "dst")
+    try:
+        row = store.read(match + "RETURN collect(a.componentId) AS pre, collect(b.componentId) AS post, collect(e.channel) AS channel, "
+                         "collect(e.score) AS score, collect(e.srcPos) AS src, collect(e.dstPos) AS dst", params)
+        data = {k: row[k].iloc[0] for k in keys} if len(row) else None
+    except QueryError:
+        data = None
+    if data is None:
+        rows = store.read(match + "RETURN a.componentId AS pre, b.componentId AS post, e.channel AS channel, e.score AS score, "
+                          "e.srcPos AS src, e.dstPos AS dst", params)
+        data = {k: rows[k].tolist() for k in keys}
+    return pd.DataFrame({"componentId_pre": data["pre"], "componentId_post": data["post"], "channel": data["channel"],
+                         "score": pd.Series(data["score"], dtype=float), "srcPos": pd.Series(data["src"], dtype="int64"),
+                         "dstPos": pd.Series(data["dst"], dtype="int64")})
 
 
 def fetch_prompt_scores(store: Store, run_id: str) -> pd.DataFrame:
@@ -687,11 +716,11 @@ def fetch_model(store: Store, model_id: str) -> ModelRecord | None:
 
 
 def fetch_run_relationships(store: Store, run_id: str) -> pd.DataFrame:
-    """Every relationship carrying ``runId`` = the run (attribution and ablation edges alike) with
-    all its properties: columns ``componentId_pre, componentId_post, type, props``."""
+    """Every relationship carrying ``runId`` = the run (attribution, per-position attribution and
+    ablation edges alike) with all its properties: columns ``componentId_pre, componentId_post, type, props``."""
     columns = ["componentId_pre", "componentId_post", "type", "props"]
     rows: list[tuple[str, str, str, dict[str, Any]]] = []
-    for rel in (RelType.ATTRIBUTION, RelType.ABLATION):
+    for rel in RUN_EDGE_TYPES:
         df = store.read(
             f"MATCH (a:Component)-[e:{rel.value} {{runId: $run}}]->(b:Component) "
             "RETURN a.componentId AS pre, b.componentId AS post, properties(e) AS props",

@@ -27,7 +27,7 @@ from atlas.schema import ComponentKind
 
 __all__ = [
     "ComponentRef", "component_id", "parse_component_id", "validate_model_id", "local_id", "model_of",
-    "checkpoint_model_id", "training_run_of",
+    "checkpoint_model_id", "training_run_of", "at_position", "split_position", "POSITION_SEP",
     "write_stage", "read_stage", "LAST_STAGE",
 ]
 
@@ -175,6 +175,29 @@ def local_id(cid: str) -> str:
     'L3.MLP'
     """
     return cid.rsplit("/", 1)[-1]
+
+
+POSITION_SEP = ":"
+"""Separates a component id from a token position in position-resolved graphs (no id holds it)."""
+
+
+def at_position(cid: str, pos: int) -> str:
+    """The node "``cid`` at token position ``pos``" of a position-resolved graph.
+
+    >>> at_position("gpt2/L5.H1", 7)
+    'gpt2/L5.H1:7'
+    """
+    return f"{cid}{POSITION_SEP}{int(pos)}"
+
+
+def split_position(node: str) -> tuple[str, int | None]:
+    """A (component id, position) pair from :func:`at_position`'s form; a plain id has no position.
+
+    >>> split_position("gpt2/L5.H1:7"), split_position("gpt2/L5.H1")
+    (('gpt2/L5.H1', 7), ('gpt2/L5.H1', None))
+    """
+    cid, sep, pos = node.rpartition(POSITION_SEP)
+    return (cid, int(pos)) if sep and pos.isdigit() else (node, None)
 
 
 CHECKPOINT_SEP = "/step-"

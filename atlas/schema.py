@@ -148,6 +148,9 @@ class RelType(StrEnum):
     """Relationship types of the graph."""
 
     ATTRIBUTION = "ATTRIBUTION"
+    ATTRIBUTION_AT = "ATTRIBUTION_AT"
+    """A per-position run's edge ``u@srcPos -> v@dstPos`` (``ingest --per-position``); the run's
+    ``ATTRIBUTION`` edge of the same ``(u, v, channel)`` is the sum of these over position pairs."""
     ABLATION = "ABLATION"
     COMPOSITION = "COMPOSITION"
     PART_OF = "PART_OF"
@@ -172,8 +175,11 @@ CONSTRAINTS: tuple[tuple[str, str, str], ...] = (
 # (name, relationship type, property): relationship indexes for the measured types.
 INDEXES: tuple[tuple[str, RelType, str], ...] = (
     ("attribution_run", RelType.ATTRIBUTION, "runId"),
+    ("attribution_at_run", RelType.ATTRIBUTION_AT, "runId"),
     ("ablation_run", RelType.ABLATION, "runId"),
 )
+RUN_EDGE_TYPES: tuple[RelType, ...] = (RelType.ATTRIBUTION, RelType.ATTRIBUTION_AT, RelType.ABLATION)
+"""The relationship types whose edges belong to one run (``runId``): deleted, copied and counted with it."""
 
 EDGE_PROPERTIES: frozenset[str] = frozenset({
     "runId", "channel", "score", "effect", "srcPos", "dstPos",  # measured edges

@@ -32,11 +32,17 @@ def cmd_paths(args: argparse.Namespace) -> int:
                 "top": args.top, "min_weight": args.min_weight,
                 "through": [ComponentCriteria.parse(t) for t in args.through], "max_length": args.max_length,
             }
-            if is_default_question(**question):  # answered once per run, then kept on it
+            run = require_run(store, args.run)
+            if is_default_question(**question) and not args.positions:  # answered once per run, then kept on it
                 write_path_cache(store, args.run, split_channels=args.split_channels)
-            df = fetch_paths(store, args.run, **question, split_channels=args.split_channels)
+            df = fetch_paths(store, args.run, **question, split_channels=args.split_channels, positions=args.positions)
             cols = ["rank", "strength", "length", "path", "channels"]
+            if fmt(args) == "table" and (args.positions or run.details.get("perPosition")):
+                print("nodes are components at token positions (L1.H0:7 = L1.H0's output at position 7)" if args.positions
+                      else "positions aggregated: each edge is the sum over its position pairs (--positions resolves them)")
         else:
+            if args.positions:
+                raise ValidationError("--positions works with --mode strongest (shortest/all run in Cypher over the aggregated edges)")
             if not args.source or not args.target:
                 raise ValidationError(f"--mode {args.mode} needs --source and --target component ids")
             require_run(store, args.run)
@@ -53,15 +59,17 @@ def cmd_hierarchy(args: argparse.Namespace) -> int:
     from queries.hierarchy import fetch_hierarchy, write_hierarchy
 
     with connect(args) as store:
-        require_run(store, args.run)
+        run = require_run(store, args.run)
         result = fetch_hierarchy(store, args.run, args.min_weight)
         if not args.no_store:
             write_hierarchy(store, args.run, result, args.min_weight)
     if args.json:
-        print(json.dumps({"summary": result.summary, "levels": result.levels.to_dict("records"),
+        print(json.dumps({"summary": result.summary, "positions": "aggregated" if run.details.get("perPosition") else None,
+                          "levels": result.levels.to_dict("records"),
                           "skips": result.edges[result.edges["skip"] > 0].to_dict("records")}, default=jsonable))
         return 0
-    print(f"levels of run {args.run} (edges with |score| >= {args.min_weight}):")
+    aggregated = "positions aggregated, " if run.details.get("perPosition") else ""
+    print(f"levels of run {args.run} ({aggregated}edges with |score| >= {args.min_weight}):")
     print_frame(result.levels, "table")
     sm = result.summary
     print(f"\nstrictness {sm['strictness']:.3f} (share of edges skipping a level {sm['skipShare']:.3f}; skips by length {sm['skipHistogram']})")
@@ -269,6 +277,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                               "--top/--min-weight/--circuit/--paths select for the pictures and graph files only")
     written: list[dict[str, Any]] = []
     with connect(args) as store:
+        per_position = bool(require_run(store, args.run).details.get("perPosition"))
         if csv_dir:
             from queries.transfer import export_run_csv
 
@@ -288,6 +297,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     for w in written:
         size = f" ({w['nodes']} nodes, {w['edges']} edges)" if "nodes" in w else f" ({', '.join(w['files'])})"
         print(f"wrote {w['path']}{size}")
+    if per_position and chosen:
+        print("positions aggregated: each drawn edge is the sum over its position pairs (the per-position edges go with --csv-dir)")
     return 0
 
 
@@ -305,6 +316,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--through", action="append", default=[], metavar="CRITERIA", help="paths must pass a matching component (repeatable)")
     s.add_argument("--max-length", type=count(1, 64), help="at most this many hops")
     s.add_argument("--split-channels", action="store_true", help="treat each q/k/v channel as its own hop")
+    s.add_argument("--positions", action="store_true",
+                   help="search components at token positions (L1.H0:7) over a --per-position run's ATTRIBUTION_AT edges; "
+                        "default: positions aggregated")
     table_output(s)
     s.set_defaults(func=cmd_paths)
 

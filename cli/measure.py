@@ -30,7 +30,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts,
                           steps=args.steps, seed=args.seed, granularity=args.granularity, top_neurons=args.top_neurons,
                           saes=tuple(args.sae or ()), top_features=args.top_features, model_id=args.model_id,
-                          per_prompt=args.per_prompt)
+                          per_prompt=args.per_prompt, per_position=args.per_position)
     config.validate()
     conf = settings(args)
 
@@ -257,6 +257,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="at most K active features per dictionary (by EAP node attribution); the error node holds the rest")
     s.add_argument("--per-prompt", action="store_true",
                    help="also keep every edge's score per prompt and the prompts on the run ('atlas prompts' reads them)")
+    s.add_argument("--per-position", action="store_true",
+                   help="also keep every edge resolved by position, u@i -> v@j (ATTRIBUTION_AT edges with srcPos/dstPos; gradient "
+                        "methods): 'atlas paths --positions' searches them; the run's edges are their sums")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_ingest)

@@ -52,6 +52,8 @@ class IngestConfig:
     """The id to store the model under (default: the one :func:`ingest.models.load_model` gives)."""
     per_prompt: bool = False
     """Keep each edge's score per prompt (``promptScores``) and the prompts on the run (``promptsJson``)."""
+    per_position: bool = False
+    """Also keep every edge resolved by position (``ATTRIBUTION_AT`` edges with ``srcPos``/``dstPos``)."""
 
     def validate(self) -> IngestConfig:
         if self.method not in choices(Method):
@@ -66,6 +68,11 @@ class IngestConfig:
             what = "KL divergence" if self.metric == Metric.KL.value else "squared change"
             raise ValidationError(f"the gradient of the {what} ({self.metric}) vanishes at the clean run, so EAP (one gradient, there) "
                                   "would score every edge 0: use eap-ig (its other points see the gradient), eap-ig-act or patching")
+        if self.per_position and self.method == Method.PATCHING.value:
+            raise ValidationError("--per-position needs a gradient method (eap, eap-ig, eap-ig-act): exact patching per position pair "
+                                  "would cost one forward per edge and pair")
+        if self.per_position and self.per_prompt:
+            raise ValidationError("--per-position and --per-prompt together would keep edges x positions^2 x prompts: choose one")
         if self.granularity not in choices(Granularity):
             raise ValidationError(f"unknown granularity {self.granularity!r}: choose one of {choices(Granularity)}")
         if self.granularity == "neuron" and self.top_neurons < 1:
@@ -85,6 +92,8 @@ class IngestConfig:
             data.pop("model_id")
         if not self.per_prompt:  # ... and before --per-prompt existed
             data.pop("per_prompt")
+        if not self.per_position:  # ... and --per-position
+            data.pop("per_position")
         if self.method not in (Method.EAP_IG.value, Method.EAP_IG_ACT.value):
             data.pop("steps")
         if self.granularity == "head":  # head-level runs keep the ids they had before neurons existed
@@ -175,6 +184,8 @@ class ComputedRun:
     dictionaries: tuple[DictionaryRecord, ...] = ()
     prompts: tuple[dict[str, Any], ...] = ()
     """Per-prompt runs: each prompt's tokens, text and clean / corrupted metric, in the order of ``promptScores``."""
+    positional: pd.DataFrame | None = None
+    """Per-position runs: the edges resolved by position (``srcPos``, ``dstPos``); ``edges`` are their sums."""
 
 
 def prompt_records(model: Any, task: Any, batch: Any) -> tuple[dict[str, Any], ...]:
@@ -249,11 +260,17 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
              Method.PATCHING.value: n_edges}[config.method]
     bar = progress(total, f"{config.method} on {loaded.model_id}") if progress else None
     try:
-        edges = method(loaded.model, graph, task, batch, MethodConfig(steps=config.steps, per_prompt=config.per_prompt),
+        edges = method(loaded.model, graph, task, batch,
+                       MethodConfig(steps=config.steps, per_prompt=config.per_prompt, per_position=config.per_position),
                        progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
+    positional = None
+    if config.per_position:
+        from ingest.methods import aggregate_positions
+
+        positional, edges = edges, aggregate_positions(edges)
     nodes = graph.nodes_frame()
     nodes, quality = _with_unit_stats(loaded, nodes, graph, batch)
     records = tuple(DictionaryRecord.from_props({**row, **quality.get(row["layer"], {})}) for row in dictionaries)
@@ -263,7 +280,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
         for key in ("prevTokenScore", "inductionScore"):
             nodes[key] = [roles.get(name, {}).get(key) for name in local]
     prompts = prompt_records(loaded.model, task, batch) if config.per_prompt else ()
-    return ComputedRun(loaded, nodes, edges, records, prompts)
+    return ComputedRun(loaded, nodes, edges, records, prompts, positional)
 
 
 def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> tuple[pd.DataFrame, dict[int, dict[str, Any]]]:
@@ -317,10 +334,13 @@ def write_run(
     from ingest.models import model_record
 
     run = replace(run, created_at=datetime.now(UTC).isoformat(timespec="seconds"), atlas_version=__version__)
-    bar = make_progress(progress)(len(computed.edges), "writing edges")
+    batches = [cx.EdgeBatch(rel_type, computed.edges, edge_props or {})]
+    if computed.positional is not None:  # nEdges counts the position-free edges, as for any run
+        batches.append(cx.EdgeBatch(RelType.ATTRIBUTION_AT, computed.positional, edge_props or {}))
+        run = replace(run, n_edges=len(computed.edges))
+    bar = make_progress(progress)(sum(len(b.frame) for b in batches), "writing edges")
     try:
-        cx.write_run(store, run, model_record(computed.loaded), computed.nodes,
-                     [cx.EdgeBatch(rel_type, computed.edges, edge_props or {})],
+        cx.write_run(store, run, model_record(computed.loaded), computed.nodes, batches,
                      dictionaries=computed.dictionaries, unfinished=unfinished, progress=bar.update, log=log)
     finally:
         bar.close()
@@ -370,6 +390,9 @@ def run_ingest(
             "always 0); choose another metric or task. The run is written and marked allZero.")
     if config.per_prompt:
         details.update({"perPrompt": True, "promptsJson": json.dumps(list(computed.prompts))})
+    if computed.positional is not None:
+        details.update({"perPosition": True, "positionalEdges": len(computed.positional),
+                        "nPositions": int(computed.positional["dstPos"].max()) + 1 if len(computed.positional) else 0})
     if config.granularity == "neuron":
         details.update({"granularity": "neuron", "topNeurons": config.top_neurons,
                         "neuronSelection": "top-K per MLP by |sum (post_corr - post_clean) * dm/dpost| (EAP node attribution)"})

@@ -49,6 +49,7 @@ __all__ = [
     "compute_eap_ig",
     "compute_eap_ig_activations",
     "compute_patching",
+    "aggregate_positions",
     "qkv_input_change",
     "sender_outputs",
     "all_edges",
@@ -75,6 +76,9 @@ class MethodConfig:
     per_prompt: bool = False
     """Also keep every edge's score per prompt (column ``promptScores``, one value per prompt whose
     mean is the edge's score): memory and storage grow with the number of prompts."""
+    per_position: bool = False
+    """Resolve every edge by position (``u@srcPos -> v@dstPos``, columns ``srcPos``/``dstPos``; the
+    gradient methods only): see :func:`_positional_scores`."""
 
 
 @contextlib.contextmanager
@@ -259,12 +263,17 @@ def _receiver_grads(
     groups: list[ReceiverGroup],
     extra_hooks: list[tuple[str, Any]] | None = None,
     capture_senders: bool = False,
+    per_query: Callable[[ReceiverGroup, int, torch.Tensor], None] | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """One forward+backward from the token embedding ``embed``; gradients at every receiver input.
 
     Returns, for each of ``groups`` (from :func:`_receiver_groups`) in order, its gradients
     ``[b, p, len(group.receivers), d_model]`` in the group's receiver order, and, with
     ``capture_senders``, the senders' outputs in this pass (as :func:`sender_outputs`).
+
+    ``per_query(group, j, grads)`` is called, for every head group and query position ``j``, with
+    the part of the group's input gradients ``[b, p, r, d_model]`` that flows through the heads'
+    outputs at ``j`` (:func:`_query_resolved`); the parts sum over ``j`` to the group's gradients.
     """
     store: dict[str, torch.Tensor] = {}
     embed_leaf = embed.detach().clone().requires_grad_(True)
@@ -309,6 +318,10 @@ def _receiver_grads(
             hooks.append((hook_name("pre", layer), keep(f"pre{layer}", True)))
             if capture_senders:
                 hooks.append((hook_name("post", layer), keep(f"post{layer}", False)))
+    if per_query is not None:
+        for layer in range(graph.n_layers):
+            hooks.append((hook_name("attn_scores", layer), keep(f"scores{layer}", True)))
+            hooks.append((hook_name("z", layer), keep(f"mixed{layer}", True)))
     hooks.append((hook_name("resid_post", graph.n_layers - 1), keep("final", True)))
     for layer in range(graph.n_layers):
         if capture_senders:
@@ -319,7 +332,7 @@ def _receiver_grads(
             hooks.append((hook_name("mlp_out", layer), splice(layer)))
     with torch.enable_grad():
         logits = model.run_with_hooks(batch.clean, fwd_hooks=hooks)
-        task.metric(logits, batch).mean().backward()
+        task.metric(logits, batch).mean().backward(retain_graph=per_query is not None)
     senders = None
     if capture_senders:
         with torch.no_grad():
@@ -355,7 +368,40 @@ def _receiver_grads(
     grads = [gradient(group) for group in groups]
     for group, grad in zip(groups, grads, strict=True):
         assert grad.shape[2] == len(group.receivers), (group.kind, group.layer, grad.shape)
+    if per_query is not None:
+        for group in groups:
+            if group.kind is ComponentKind.HEAD:
+                _query_resolved(model, group, store, per_query)
     return grads, senders
+
+
+def _query_resolved(model: Any, group: ReceiverGroup, store: dict[str, torch.Tensor],
+                    per_query: Callable[[ReceiverGroup, int, torch.Tensor], None]) -> None:
+    """Split a layer's q/k/v input gradients by the query position ``j`` whose output they reach.
+
+    A query at ``i`` reaches only the output at ``i``. A key at ``i`` reaches the output at ``j``
+    only through the attention score ``(j, i)``, and a value at ``i`` only through ``z_j``: so the
+    gradient at ``hook_k`` (``hook_v``) through ``j`` is the gradient of the scores (of ``z``) with
+    every row but ``j`` zeroed, pulled back by autograd through whatever lies between (rotary,
+    q/k norms, soft-capping, ALiBi, masks: nothing is re-derived here). The parts sum to the whole.
+    """
+    layer = group.layer
+    attn = model.blocks[layer].attn
+    scores, mixed = store[f"scores{layer}"], store[f"mixed{layer}"]
+    q_grad = store[f"q{layer}"].grad
+    assert scores.grad is not None and mixed.grad is not None and q_grad is not None
+    for j in range(scores.shape[-2]):
+        row = torch.zeros_like(scores)
+        row[:, :, j] = scores.grad[:, :, j]
+        (k_grad,) = torch.autograd.grad(scores, store[f"k{layer}"], grad_outputs=row, retain_graph=True)
+        at_j = torch.zeros_like(mixed)
+        at_j[:, j] = mixed.grad[:, j]
+        (v_grad,) = torch.autograd.grad(mixed, store[f"v{layer}"], grad_outputs=at_j, retain_graph=True)
+        query = torch.zeros_like(q_grad)
+        query[:, j] = q_grad[:, j]
+        cot = torch.cat([torch.einsum("bphe,hde->bphd", g, w)
+                         for g, w in ((query, attn.W_Q), (k_grad, attn.W_K), (v_grad, attn.W_V))], dim=2)
+        per_query(group, j, _layer_norm_vjp(model.blocks[layer].ln1, store[f"x{layer}"], cot))
 
 
 @dataclass(frozen=True)
@@ -507,6 +553,107 @@ def _gradient_scores(
     return _edge_frame(graph, score, scored, prompts)
 
 
+@restores_model
+def _positional_scores(
+    model: Any,
+    graph: ModelGraph,
+    task: Task,
+    batch: PromptBatch,
+    alphas: list[float],
+    progress: Progress | None,
+    interpolate: str = "inputs",
+) -> pd.DataFrame:
+    """:func:`_gradient_scores` resolved by position: the edge ``u@i -> v@j`` is ``u``'s output at
+    position ``i``, read by ``v``'s input at ``i``, as it reaches ``v``'s output at ``j``. Only a
+    head's key and value reach another position (``i <= j`` in causal models, any pair in
+    bidirectional ones); every other edge has ``i == j``; edges into the logits are kept at scored
+    positions only (elsewhere the metric reads nothing). The scores of one ``(u, v, channel)`` sum,
+    over its position pairs, to the position-free edge's score."""
+    with torch.no_grad():
+        corr_out = sender_outputs(model, graph, batch.corrupted)
+        clean_out = sender_outputs(model, graph, batch.clean)
+        emb_clean = model.embed(batch.clean)
+        emb_corr = model.embed(batch.corrupted)
+    if progress:
+        progress(2)
+    delta = corr_out - clean_out  # [b, p, s, d]
+    n_pos = delta.shape[1]
+    groups = _receiver_groups(graph)
+    score = torch.zeros((len(graph.senders), len(graph.receivers), n_pos, n_pos), dtype=torch.float64)
+    scored = np.zeros((len(graph.senders), len(graph.receivers)), dtype=bool)
+
+    def visible(group: ReceiverGroup) -> tuple[int, list[int]]:
+        return graph.n_visible(group.receivers[0].read_stage), [r.index for r in group.receivers]
+
+    def per_query(group: ReceiverGroup, j: int, grads: torch.Tensor) -> None:
+        k, cols = visible(group)
+        score[:k, cols, :, j] += torch.einsum("bisd,bird->sri", delta[:, :, :k], grads).double()
+
+    raw = _raw_sender_acts(model, graph, batch) if interpolate == "activations" else None
+    with _mlp_in_hook(model):
+        for alpha in alphas:
+            embed = emb_corr + alpha * (emb_clean - emb_corr)
+            extra = _interpolation_hooks(graph, raw, alpha) if raw is not None else None
+            grads, _ = _receiver_grads(model, graph, task, batch, embed, groups, extra, per_query=per_query)
+            for group, grad in zip(groups, grads, strict=True):
+                k, cols = visible(group)
+                scored[:k, cols] = True
+                if group.kind is ComponentKind.HEAD:
+                    continue  # per_query gave its every (i, j)
+                same = torch.einsum("bisd,bird->sri", delta[:, :, :k], grad.detach()).double()
+                for i in range(n_pos):
+                    score[:k, cols, i, i] += same[:, :, i]
+            if progress:
+                progress(1)
+    score /= len(alphas)
+    values = score.numpy()
+    for i in range(n_pos):
+        for j in range(n_pos):
+            _error_columns(graph, values[:, :, i, j], scored)  # (marks the error columns scored, the same each time)
+    return _positional_frame(graph, values, scored, batch, causal=model.cfg.attention_dir == "causal")
+
+
+def _positional_frame(graph: ModelGraph, score: np.ndarray, scored: np.ndarray, batch: PromptBatch, causal: bool) -> pd.DataFrame:
+    """The edge frame (with ``srcPos``, ``dstPos``) of a ``[sender, receiver, i, j]`` score array:
+    the position pairs each receiver can have (see :func:`_positional_scores`)."""
+    n_pos = score.shape[2]
+    i, j = np.meshgrid(np.arange(n_pos), np.arange(n_pos), indexing="ij")
+    diagonal = i == j
+    across = (i <= j) if causal else np.ones_like(diagonal)
+    read = batch.mask.any(dim=0).numpy()
+    pairs = np.zeros((len(graph.receivers), n_pos, n_pos), dtype=bool)
+    for r in graph.receivers:
+        if r.channel in (Channel.K, Channel.V):
+            pairs[r.index] = across
+        elif r.kind is ComponentKind.LOGITS:
+            pairs[r.index] = diagonal & read[:, None]
+        else:
+            pairs[r.index] = diagonal
+    keep = scored[:, :, None, None] & pairs[None]
+    bad = keep & ~np.isfinite(score)
+    if bad.any():
+        s, r, _, _ = np.argwhere(bad)[0]
+        raise ModelError(
+            f"{int(bad.sum())} position-resolved edge scores are not finite (NaN or Inf), e.g. {graph.senders[s].component_id} -> "
+            f"{graph.receivers[r].component_id}: the model's weights or activations hold NaN/Inf on these prompts; nothing was written")
+    src, dst, pi, pj = np.nonzero(keep)
+    sender_ids = np.array([x.component_id for x in graph.senders], dtype=object)
+    receiver_ids = np.array([x.component_id for x in graph.receivers], dtype=object)
+    channels = np.array([x.channel.value for x in graph.receivers], dtype=object)
+    frame = pd.DataFrame({
+        "componentId_pre": sender_ids[src], "componentId_post": receiver_ids[dst], "channel": channels[dst],
+        "score": score[src, dst, pi, pj].astype(float), "srcPos": pi.astype(np.int64), "dstPos": pj.astype(np.int64),
+    })
+    return validate_edges(frame)
+
+
+def aggregate_positions(frame: pd.DataFrame) -> pd.DataFrame:
+    """The position-free edges of a position-resolved frame: each ``(u, v, channel)``'s scores summed
+    over its position pairs (for attribution, exactly the position-free score)."""
+    out = frame.groupby(["componentId_pre", "componentId_post", "channel"], sort=False, as_index=False)["score"].sum()
+    return validate_edges(out)
+
+
 def _error_columns(graph: ModelGraph, score: np.ndarray, scored: np.ndarray) -> None:
     """Fill each error receiver's column: the MLP's column minus its features' columns.
 
@@ -561,7 +708,16 @@ def compute_eap_ig_activations(
     if config.steps < 1:
         raise ValidationError(f"EAP-IG needs at least 1 step, got {config.steps}")
     alphas = [(i + 0.5) / config.steps for i in range(config.steps)]  # midpoint rule
-    return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate="activations", per_prompt=config.per_prompt)
+    return _gradient_method(model, graph, task, batch, alphas, progress, config, interpolate="activations")
+
+
+def _gradient_method(model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, alphas: list[float], progress: Progress | None,
+                     config: MethodConfig, interpolate: str = "inputs") -> pd.DataFrame:
+    if config.per_position:
+        if config.per_prompt:
+            raise ValidationError("per-position and per-prompt scores together would hold edges x positions^2 x prompts: choose one")
+        return _positional_scores(model, graph, task, batch, alphas, progress, interpolate)
+    return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate, per_prompt=config.per_prompt)
 
 
 @restores_model
@@ -642,7 +798,7 @@ def compute_eap(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Edge attribution patching: 2 forward passes + 1 forward/backward (see module docstring)."""
-    return _gradient_scores(model, graph, task, batch, [1.0], progress, per_prompt=config.per_prompt)
+    return _gradient_method(model, graph, task, batch, [1.0], progress, config)
 
 
 def compute_eap_ig(
@@ -653,7 +809,7 @@ def compute_eap_ig(
     if config.steps < 1:
         raise ValidationError(f"EAP-IG needs at least 1 step, got {config.steps}")
     alphas = [(i + 1) / config.steps for i in range(config.steps)]
-    return _gradient_scores(model, graph, task, batch, alphas, progress, per_prompt=config.per_prompt)
+    return _gradient_method(model, graph, task, batch, alphas, progress, config)
 
 
 def all_edges(graph: ModelGraph) -> list[tuple[int, int]]:
@@ -681,6 +837,9 @@ def compute_patching(
         delta: ``[batch, pos, sender, d_model]`` replacement-minus-clean sender outputs; default
             corrupted-minus-clean. Path patching with zero/mean/resample ablations passes its own.
     """
+    if config.per_position:
+        raise ValidationError("exact patching is not resolved by position (one forward per edge and position pair); "
+                              "use eap, eap-ig or eap-ig-act for per-position edges")
     edges = all_edges(graph) if edges is None else list(edges)
     if delta is None:
         with torch.no_grad():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atlas.errors import ValidationError
-from atlas.ids import local_id
+from atlas.ids import POSITION_SEP, local_id, split_position
 
 __all__ = ["ComponentCriteria"]
 
@@ -34,7 +34,9 @@ class ComponentCriteria:
         kind: Label (``Head``, ``Mlp``, ``Embed``, ``Logit``, ...; case-insensitive).
         layer: Layer index or indices.
         head: Head index or indices.
-        pattern: Glob over the local id (after the model id), e.g. ``L1.H*`` or ``*.MLP``.
+        pattern: Glob over the local id (after the model id), e.g. ``L1.H*`` or ``*.MLP``; in
+            position-resolved graphs ``L1.H0:7`` is the head at position 7 (a pattern without a
+            position matches every position).
     """
 
     kind: str | None = None
@@ -91,6 +93,8 @@ class ComponentCriteria:
             return False
         if self.pattern is not None:
             local = local_id(str(node.get("componentId", "")))
+            if POSITION_SEP not in self.pattern:  # a pattern without a position matches its component at any position
+                local = split_position(local)[0]
             return fnmatch.fnmatchcase(local, self.pattern)
         return True
 

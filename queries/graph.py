@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from atlas.ids import parse_component_id
+from atlas.ids import parse_component_id, split_position
 from atlas.schema import KIND_LABEL, RelType
 from atlas.store import Store
 
@@ -31,8 +31,9 @@ def _present(v: Any) -> bool:
 
 
 def kind_and_layer(cid: str) -> tuple[str, int | None]:
-    """Label and layer read from a component id (the grammar lives in :mod:`atlas.ids`)."""
-    ref = parse_component_id(cid)
+    """Label and layer read from a component id (the grammar lives in :mod:`atlas.ids`); a
+    position-resolved node (``cid:pos``) is read as its component."""
+    ref = parse_component_id(split_position(cid)[0])
     return KIND_LABEL[ref.kind], ref.layer
 
 

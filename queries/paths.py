@@ -30,7 +30,7 @@ from queries.criteria import ComponentCriteria
 from queries.graph import collapse
 
 __all__ = [
-    "top_paths", "top_paths_frame", "fetch_paths", "write_path_cache", "is_default_question", "fetch_shortest_paths",
+    "top_paths", "top_paths_frame", "fetch_paths", "positional_edges", "write_path_cache", "is_default_question", "fetch_shortest_paths",
     "fetch_all_paths", "PATH_COLUMNS", "CACHED_K",
 ]
 
@@ -249,11 +249,11 @@ def _potential(df: pd.DataFrame, sources: ComponentCriteria, targets: ComponentC
     """For each edge u->v, the strength of the strongest source-to-target path through it:
     best_in(u) * share * best_out(v), by dynamic programming in forward-pass order (stages read from
     the ids). None when some edge does not run forward in that order (then no pruning is safe)."""
-    from atlas.ids import parse_component_id, write_stage
+    from atlas.ids import parse_component_id, split_position, write_stage
 
     codes, names = pd.factorize(pd.concat([df["componentId_pre"], df["componentId_post"]], ignore_index=True))
     pre, post = codes[: len(df)], codes[len(df):]
-    refs = [parse_component_id(n) for n in names]
+    refs = [parse_component_id(split_position(n)[0]) for n in names]
     stage = np.array([write_stage(r.kind, r.layer) for r in refs])
     if not (stage[pre] < stage[post]).all():
         return None
@@ -300,14 +300,24 @@ def fetch_paths(
     through: Sequence[ComponentCriteria] = (),
     max_length: int | None = None,
     split_channels: bool = False,
+    positions: bool = False,
 ) -> pd.DataFrame:
     """The strongest paths of a stored run (edges with ``|score| >= min_weight``), via :func:`top_paths_frame`.
 
     Read-only. The default question is served from the run's path cache when
     :func:`write_path_cache` has kept one (on a 1M-edge run: milliseconds instead of ~8 s).
+
+    By default positions are aggregated (a run's edges are the sums over position pairs). With
+    ``positions`` (runs ingested with ``--per-position``) the nodes are components at token
+    positions, ``L1.H0:7``: a hop ``u:i -> v:j`` is ``u``'s output at ``i`` reaching ``v``'s output
+    at ``j`` (through its key or value when ``i != j``), so a path says where each step acts.
     """
     import json
 
+    if positions:
+        return top_paths_frame(positional_edges(cx.fetch_positional_edge_columns(store, run_id, min_weight=min_weight)),
+                               sources=sources, targets=targets, k=top, through=through, max_length=max_length,
+                               split_channels=split_channels)
     run = cx.require_run(store, run_id)
     if is_default_question(sources, targets, top=top, min_weight=min_weight, through=through, max_length=max_length):
         cached = run.details.get(_path_cache_key(split_channels))
@@ -316,6 +326,16 @@ def fetch_paths(
     edges = cx.fetch_edge_columns(store, run_id, min_weight=min_weight)
     return top_paths_frame(edges, sources=sources, targets=targets, k=top, through=through,
                            max_length=max_length, split_channels=split_channels)
+
+
+def positional_edges(frame: pd.DataFrame) -> pd.DataFrame:
+    """A position-resolved edge frame (``srcPos``, ``dstPos``) as edges between ``cid:pos`` nodes."""
+    from atlas.ids import at_position
+
+    out = frame[["componentId_pre", "componentId_post", "channel", "score"]].copy()
+    out["componentId_pre"] = [at_position(c, p) for c, p in zip(frame["componentId_pre"], frame["srcPos"])]
+    out["componentId_post"] = [at_position(c, p) for c, p in zip(frame["componentId_post"], frame["dstPos"])]
+    return out
 
 
 def write_path_cache(store: Store, run_id: str, *, split_channels: bool = False) -> bool:

@@ -6,7 +6,7 @@
   of) with all its properties: ``componentId:ID``, ``:LABEL`` (``Component;Head``), then one column
   per property with neo4j-admin's type suffix (``layer:long``, ``score:double``, ``transcoder:boolean``,
   strings bare). Lists and other non-scalar values are JSON text, listed in ``run.json``.
-- ``relationships.csv``: every relationship of the run (``ATTRIBUTION`` and ``ABLATION`` edges with
+- ``relationships.csv``: every relationship of the run (``ATTRIBUTION``, ``ATTRIBUTION_AT`` and ``ABLATION`` edges with
   all their properties) and the ``PART_OF`` links among those components: ``:START_ID``,
   ``:END_ID``, ``:TYPE``, then typed property columns.
 - ``run.json``: the ``:Run`` and ``:Model`` properties and which columns hold JSON text.
@@ -35,14 +35,14 @@ from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.ids import parse_component_id
 from atlas.records import DictionaryRecord, ModelRecord, RunRecord
-from atlas.schema import KIND_LABEL, RelType
+from atlas.schema import KIND_LABEL, RUN_EDGE_TYPES, RelType
 from atlas.store import Store
 
 __all__ = ["export_run_csv", "import_run_csv", "ImportResult", "FORMAT"]
 
 FORMAT = "connectome-atlas-run"
 VERSION = 1
-_RUN_TYPES = {RelType.ATTRIBUTION.value, RelType.ABLATION.value}
+_RUN_TYPES = {t.value for t in RUN_EDGE_TYPES}
 _LABEL_KIND = {label: kind for kind, label in KIND_LABEL.items()}
 
 

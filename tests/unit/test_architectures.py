@@ -481,3 +481,81 @@ def test_grouped_query_models_are_given_back_grouped() -> None:
     compute_eap(model, graph, TASK, random_batch(model))
     assert not model.cfg.ungroup_grouped_query_attention
     assert sum(1 for r in graph.receivers if r.channel.value == "k") == 2 * BASE["n_heads"]  # a k input per query head
+
+
+def _gradients_through_query(model: Any, batch: PromptBatch, layer: int, j: int) -> dict[str, torch.Tensor]:
+    """TransformerLens's per-head q/k/v input copies' gradients (``[b, p, h, d_model]``) when only
+    ``layer``'s attention output at query position ``j`` passes gradient (a straight-through mask at
+    ``hook_z``: the forward values are untouched)."""
+    keep = torch.zeros(batch.clean.shape[1], dtype=torch.float64)
+    keep[j] = 1.0
+    inputs: dict[str, torch.Tensor] = {}
+
+    def only_j(z: torch.Tensor, hook: Any) -> torch.Tensor:
+        return z.detach() + keep[None, :, None, None] * (z - z.detach())
+
+    def grab(name: str) -> Any:
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            act.retain_grad()
+            inputs[name] = act
+            return act
+        return fn
+
+    hooks = [(f"blocks.{layer}.attn.hook_z", only_j)] + [(f"blocks.{layer}.hook_{c}_input", grab(c)) for c in "qkv"]
+    model.set_use_split_qkv_input(True)
+    grouped = getattr(model.cfg, "n_key_value_heads", None) is not None
+    model.cfg.ungroup_grouped_query_attention = grouped
+    try:
+        with torch.enable_grad():
+            TASK.metric(model.run_with_hooks(batch.clean, fwd_hooks=hooks), batch).mean().backward()
+    finally:
+        model.set_use_split_qkv_input(False)
+        model.cfg.ungroup_grouped_query_attention = False
+        model.zero_grad(set_to_none=True)
+    return {c: t.grad for c, t in inputs.items()}
+
+
+@pytest.mark.parametrize("option", list(ARCHITECTURES))
+def test_position_resolved_eap_splits_edges_by_where_they_act(option: str) -> None:
+    """``--per-position``: the edge ``u@i -> v@j`` equals an oracle built from TransformerLens's own
+    per-head input copies, with gradient let through the head's output at ``j`` alone; q and
+    non-head receivers have ``i == j``, keys and values ``i <= j`` in causal models; and the pairs
+    sum to the position-free edge."""
+    from ingest.methods import aggregate_positions
+
+    model = make_model(option)
+    graph = graph_for(model, option)
+    batch = random_batch(model, seed=4)
+    flat = scores(compute_eap(model, graph, TASK, batch))
+    pos = compute_eap(model, graph, TASK, batch, MethodConfig(per_position=True))
+    summed = scores(aggregate_positions(pos))
+    scale = max(abs(v) for v in flat.values())
+    assert scale > 1e-2 and set(summed) == set(flat)
+    assert max(abs(summed[k] - flat[k]) for k in flat) < 1e-12 * scale
+    across = pos[pos.srcPos != pos.dstPos]
+    assert set(across.channel) == {"k", "v"}
+    causal = model.cfg.attention_dir == "causal"
+    assert (across.srcPos < across.dstPos).all() == causal
+    assert across.score.abs().max() > 1e-3 * scale  # the split carries real cross-position effects
+    delta = sender_outputs(model, graph, batch.corrupted) - sender_outputs(model, graph, batch.clean)
+    index = {s.component_id: s.index for s in graph.senders}
+    heads = pos[pos.componentId_post.str.contains(r"\.H\d+$")]
+    got = {(a, b, c, int(i), int(j)): v for a, b, c, v, i, j in heads.itertuples(index=False)}
+    worst, seen = 0.0, 0
+    n_pos = batch.clean.shape[1]
+    for layer in range(model.cfg.n_layers):
+        for j in range(n_pos):
+            grads = _gradients_through_query(model, batch, layer, j)
+            for r in (r for r in graph.receivers if r.kind.value == "head" and r.layer == layer):
+                g = grads[r.channel.value][:, :, r.head]  # [b, p, d]
+                for s in graph.visible(r):
+                    expected = torch.einsum("bpd,bpd->p", delta[:, :, index[s.component_id]], g)
+                    for i in range(n_pos):
+                        key = (s.component_id, r.component_id, r.channel.value, i, j)
+                        if key in got:
+                            worst = max(worst, abs(got[key] - float(expected[i])))
+                            seen += 1
+                        else:  # a pair the frame leaves out acts not at all
+                            assert abs(float(expected[i])) < 1e-12 * scale, key
+    assert seen == len(heads)
+    assert worst < 1e-10 * scale, (option, worst)
