@@ -102,6 +102,9 @@ class Metric(StrEnum):
     KL = "kl"
     """Minus the KL divergence of the clean next-token distribution to the current one (0 on the clean
     run, lower the further the output moves; ACDC's metric, sign flipped so higher = the clean behaviour)."""
+    COSINE = "cosine"
+    """Encoders: the cosine similarity of the prompt's sentence embedding (the mean of the encoder's
+    output) to its target sentence's."""
     L2 = "l2"
     """Minus the mean squared change, over scored positions, of the chosen output logit (each position's
     target) from its clean value: regression-style readouts (a compiled program's numeric output)."""

@@ -242,7 +242,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target); prob: "
                         "p(target); target-logit: the raw target logit (as auto-circuit scores); logit-diff: target minus the "
                         "prompt's 'incorrect' token (prompts files); kl: minus KL(clean || patched) of the next-token distribution; l2: minus "
-                        "the squared change of the target logit from its clean value (regression readouts)")
+                        "the squared change of the target logit from its clean value (regression readouts); cosine: encoders, the sentence "
+                        "embedding's cosine similarity to the prompt's target sentence")
     s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS, "activations of every prompt are held in memory together"), default=16, help="number of prompts")
     s.add_argument("--steps", type=count(1, MAX_STEPS, "each step is a forward and a backward pass"), default=5, help="EAP-IG integration steps")

@@ -128,7 +128,7 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps, metric=metric)
     result = run_ingest(store, config, home, progress=progress)
     edges = cx.fetch_edge_columns(store, result.run_id)
-    loaded = load_model(config.model, home)
+    loaded = load_model(config.model, home, allow_encoder=True)
     if truth_file is None:
         truth = loaded.info.get(ZOO[model].evaluation.controls.get(task_name, "groundTruth"), {})
         if not truth.get("edges"):
@@ -144,10 +144,17 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     else:
         from ingest.jobs import resolve_task
 
-        task_obj = get_task(resolve_task(task_name, model), config.metric)
-        graph = build_graph(loaded.model, loaded.model_id)
-        batch = prepare_batch(loaded.model, task_obj.make_batch(loaded.model, n_prompts, config.seed), config.metric)
-        exact = compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
+        if loaded.info.get("encoder"):
+            from ingest.encoder import SimilarityTask, compute_encoder_edges, encoder_graph
+
+            sim = SimilarityTask(Path(task_name))
+            exact = compute_encoder_edges(loaded.model, encoder_graph(loaded.model, loaded.model_id), sim,
+                                          sim.make_batch(loaded.model, n_prompts, config.seed), "patching")
+        else:
+            task_obj = get_task(resolve_task(task_name, model), config.metric)
+            graph = build_graph(loaded.model, loaded.model_id)
+            batch = prepare_batch(loaded.model, task_obj.make_batch(loaded.model, n_prompts, config.seed), config.metric)
+            exact = compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
         key = ["componentId_pre", "componentId_post", "channel"]
         both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))  # structural edges are 0 in both
         rho = float(spearmanr(both["score"], both["score_exact"])[0])

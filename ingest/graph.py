@@ -118,13 +118,18 @@ def _node_row(model_id: str, cid: str, kind: ComponentKind, layer: int, head: in
 POST_NORM_ARCHITECTURES = frozenset({"Olmo2ForCausalLM", "Olmo3ForCausalLM", "OlmoeForCausalLM"})
 
 
-def check_architecture(cfg: Any) -> None:
+def check_architecture(cfg: Any, encoder: bool = False) -> None:
     """Refuse, in one line naming the option, a model whose edges the methods cannot score exactly.
 
     Every edge method assumes that each head's output is ``z_h W_O[h]`` added to the residual stream
     as it is, that q, k and v are affine in the (normalised) residual, and that the MLP reads the
     residual at ``hook_mlp_in``. Options that break one of these are refused, never mis-scored.
+    BERT encoders (post-LN) have their own methods (:mod:`ingest.encoder`, ``encoder=True``).
     """
+    bert = getattr(cfg, "original_architecture", None) in ("BertModel", "BertForMaskedLM", "BertForPreTraining")
+    if bert != encoder:
+        raise ModelError("post-LN BERT encoders are scored by ingest.encoder (eap or patching), not by the decoder methods"
+                         if bert else "ingest.encoder scores BERT encoders only")
     if getattr(cfg, "original_architecture", None) in POST_NORM_ARCHITECTURES:
         raise ModelError(f"post-norm blocks ({cfg.original_architecture}: the norm sits between each sublayer and the residual) are not supported yet")
     if getattr(cfg, "use_normalization_before_and_after", False):
@@ -137,7 +142,7 @@ def check_architecture(cfg: Any) -> None:
 
 
 def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None = None,
-                features: dict[int, tuple[Any, list[int]]] | None = None) -> ModelGraph:
+                features: dict[int, tuple[Any, list[int]]] | None = None, encoder: bool = False) -> ModelGraph:
     """Enumerate senders and receivers of ``model`` (a HookedTransformer).
 
     ``neurons`` (layer -> neuron indices) adds those MLP neurons as senders (their post-activation
@@ -151,7 +156,7 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
         ModelError: for architectures whose attention the edge methods do not cover yet.
     """
     cfg = model.cfg
-    check_architecture(cfg)
+    check_architecture(cfg, encoder=encoder)
     if neurons:
         if cfg.attn_only:
             raise ModelError("neuron granularity needs a model with MLPs (this one has attn_only=True)")

@@ -239,8 +239,13 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
 
     config.validate()
     method = get_method(config.method)
-    task = get_task(resolve_task(config.task, config.model), config.metric)
-    loaded = load_model(config.model, home, progress, model_id=config.model_id)
+    if config.metric != Metric.COSINE.value:
+        task = get_task(resolve_task(config.task, config.model), config.metric)
+    loaded = load_model(config.model, home, progress, model_id=config.model_id, allow_encoder=True)
+    from ingest.encoder import is_encoder
+
+    if is_encoder(loaded.model) or config.metric == Metric.COSINE.value:
+        return _compute_encoder_run(config, loaded, progress, on_load)
     if on_load is not None:
         on_load(loaded)
     batch = prepare_batch(loaded.model, task.make_batch(loaded.model, config.n_prompts, config.seed), config.metric)
@@ -281,6 +286,42 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
             nodes[key] = [roles.get(name, {}).get(key) for name in local]
     prompts = prompt_records(loaded.model, task, batch) if config.per_prompt else ()
     return ComputedRun(loaded, nodes, edges, records, prompts, positional)
+
+
+def _compute_encoder_run(config: IngestConfig, loaded: Any, progress: Callable[[int, str], Any] | None,
+                         on_load: Callable[[Any], None] | None) -> ComputedRun:
+    """:func:`compute_run` for a BERT-style encoder (:mod:`ingest.encoder`): a similarity prompts file,
+    the ``cosine`` metric, ``eap`` or ``patching``, heads and MLPs."""
+    from ingest.encoder import SimilarityTask, compute_encoder_edges, encoder_graph, is_encoder
+
+    if not is_encoder(loaded.model):
+        raise ValidationError(f"--metric cosine scores an encoder's sentence embedding; {loaded.model_id} is a decoder: choose "
+                              "logit, logprob, prob, logit-diff, kl or l2")
+    if config.metric != Metric.COSINE.value:
+        raise ValidationError(f"{loaded.model_id} is an encoder (BERT-style): score it with --metric cosine on a prompts file "
+                              '[{"clean": ..., "corrupted": ..., "target": SENTENCE}]')
+    if not config.task.endswith(".json"):
+        raise ValidationError(f"encoders take a prompts .json file as --task (clean, corrupted, target sentence), not {config.task!r}")
+    if config.granularity != "head" or config.per_prompt or config.per_position:
+        raise ValidationError("encoders are mapped at head granularity, without --per-prompt or --per-position")
+    if config.method not in (Method.EAP.value, Method.PATCHING.value):
+        raise ValidationError(f"encoders are scored with eap or patching, not {config.method}: integrated gradients through "
+                              "post-LN wires are not offered")
+    if not Path(config.task).exists():
+        raise ValidationError(f"prompt file {config.task} does not exist")
+    if on_load is not None:
+        on_load(loaded)
+    task = SimilarityTask(Path(config.task))
+    batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
+    graph = encoder_graph(loaded.model, loaded.model_id)
+    n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
+    bar = progress(3 if config.method == Method.EAP.value else n_edges + 2, f"{config.method} on {loaded.model_id}") if progress else None
+    try:
+        edges = compute_encoder_edges(loaded.model, graph, task, batch, config.method, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    return ComputedRun(loaded, graph.nodes_frame(), edges)
 
 
 def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -> tuple[pd.DataFrame, dict[int, dict[str, Any]]]:

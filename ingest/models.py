@@ -224,7 +224,8 @@ def _load_hf_folder(path: Path) -> LoadedModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            hf = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+            with quiet_transformers():
+                hf = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         except Exception as exc:
             raise ModelError(f"cannot load the Hugging Face model in {path} ({arch}): {_first_line(exc)}") from exc
         with tempfile.TemporaryDirectory() as tmp:
@@ -256,6 +257,12 @@ def _load_hf_folder(path: Path) -> LoadedModel:
 
 
 def _load_path(path: Path) -> LoadedModel:
+    from ingest.encoder import is_encoder_folder, load_encoder
+
+    if path.is_dir() and is_encoder_folder(path):
+        model = load_encoder(path)
+        return LoadedModel(model, _file_model_id(path.name, weights_hash(model)), f"hf-folder:{path.resolve()}",
+                           {"architecture": model.cfg.original_architecture, "encoder": True})
     if path.is_dir() and _is_hf_folder(path):
         return _load_hf_folder(path)
     if path.is_dir():
@@ -286,6 +293,21 @@ def _load_path(path: Path) -> LoadedModel:
     named = config.get("model_name")
     base = named if isinstance(named, str) and named not in ("", "custom") else name
     return LoadedModel(model, _file_model_id(base, weights_hash(model)), f"file:{path.resolve()}", {})
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" bars from ``transformers`` while it reads a local folder (a user error
+    after it stays one line on stderr); restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _file_model_id(name: str, digest: str) -> str:
@@ -357,15 +379,20 @@ def _load_pretrained(name: str) -> LoadedModel | None:
     return LoadedModel(model, validate_model_id(name), f"pretrained:{official}", {})
 
 
-def load_model(spec: str, home: Path, progress_factory: Any = None, model_id: str | None = None) -> LoadedModel:
+def load_model(spec: str, home: Path, progress_factory: Any = None, model_id: str | None = None,
+               allow_encoder: bool = False) -> LoadedModel:
     """Load a model by zoo name, path, or TransformerLens pretrained name; ``model_id``
-    replaces the id it would get (see module docstring).
+    replaces the id it would get (see module docstring). BERT-style encoders load only where
+    ``allow_encoder`` says the caller maps them (``atlas ingest``/``evaluate`` with ``--metric cosine``).
 
     Raises:
         ModelError: unknown name, missing or corrupt file, weights not cached.
         ValidationError: ``model_id`` is not a valid id.
     """
     loaded = _load_model(spec, home, progress_factory)
+    if loaded.info.get("encoder") and not allow_encoder:
+        raise ModelError(f"{spec} is a BERT-style encoder: so far only 'atlas ingest' and 'atlas evaluate' map encoders "
+                         "(--metric cosine, --method eap or patching)")
     if model_id is not None:
         loaded.model_id = validate_model_id(model_id)
     return loaded

@@ -21,7 +21,7 @@ from atlas.schema import Metric
 
 __all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric",
            "prob_metric", "logit_diff_metric", "kl_metric", "l2_metric", "prepare_batch",
-           "CustomMetricTask", "with_metric"]
+           "CustomMetricTask", "with_metric", "read_prompt_file", "prompt_tokens", "prompt_pair"]
 
 
 @dataclass(frozen=True)
@@ -272,6 +272,46 @@ class InductionTask:
         return _metric(self.metric_name)(logits, batch)
 
 
+def read_prompt_file(path: Path) -> list[dict[str, Any]]:
+    """The prompts of a JSON prompts file: a non-empty list of objects (one-line errors otherwise)."""
+    try:
+        items = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise TaskError(f"cannot read prompt file {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise TaskError(f"prompt file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        raise TaskError(f"prompt file {path} must hold a non-empty JSON list of objects")
+    return items
+
+
+def prompt_tokens(model: Any, value: Any, what: str, encode: Callable[[str], list[int]]) -> list[int]:
+    """A prompts-file field as token ids: text through ``encode`` (the model's tokenizer), or a list of
+    ids checked against the vocabulary; ``what`` names the prompt and field in errors."""
+    if isinstance(value, str):
+        if getattr(model, "tokenizer", None) is None:
+            raise TaskError(f"{what} is text but the model has no tokenizer; give token ids")
+        return [int(t) for t in encode(value)]
+    if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        bad = [t for t in value if not 0 <= t < model.cfg.d_vocab]
+        if bad:
+            raise TaskError(f"{what} has token ids outside the vocabulary (0..{model.cfg.d_vocab - 1}): {bad[:5]}")
+        return value
+    raise TaskError(f"{what} must be a string or a non-empty list of token ids")
+
+
+def prompt_pair(item: dict[str, Any], i: int, path: Path, tokens: Callable[[Any, str], list[int]]) -> tuple[list[int], list[int]]:
+    """Prompt ``i``'s clean and corrupted token ids (``tokens(value, what)``), of one length; the
+    prompt must also give a ``target``."""
+    missing = {"clean", "corrupted", "target"} - set(item)
+    if missing:
+        raise TaskError(f"prompt {i} in {path} lacks {sorted(missing)}")
+    c, x = tokens(item["clean"], f"prompt {i} clean"), tokens(item["corrupted"], f"prompt {i} corrupted")
+    if len(c) != len(x):
+        raise TaskError(f"prompt {i} in {path}: clean and corrupted lengths differ ({len(c)} vs {len(x)} tokens)")
+    return c, x
+
+
 @dataclass(frozen=True)
 class PromptFileTask:
     """Prompts from a JSON file: ``[{"clean": ..., "corrupted": ..., "target": ...}, ...]``.
@@ -290,38 +330,13 @@ class PromptFileTask:
     description: str = "prompts from a JSON file; metric on the target at the last position, or at the listed positions"
 
     def _tokens(self, model: Any, value: Any, what: str) -> list[int]:
-        if isinstance(value, str):
-            if getattr(model, "tokenizer", None) is None:
-                raise TaskError(f"{what} is text but the model has no tokenizer; give token ids")
-            return [int(t) for t in model.to_tokens(value, prepend_bos=False)[0].tolist()]
-        if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
-            bad = [t for t in value if not 0 <= t < model.cfg.d_vocab]
-            if bad:
-                raise TaskError(f"{what} has token ids outside the vocabulary (0..{model.cfg.d_vocab - 1}): {bad[:5]}")
-            return value
-        raise TaskError(f"{what} must be a string or a non-empty list of token ids")
+        return prompt_tokens(model, value, what, lambda text: model.to_tokens(text, prepend_bos=False)[0].tolist())
 
     def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch:
-        try:
-            items = json.loads(Path(self.path).read_text())
-        except OSError as exc:
-            raise TaskError(f"cannot read prompt file {self.path}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise TaskError(f"prompt file {self.path} is not valid JSON: {exc}") from exc
-        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-            raise TaskError(f"prompt file {self.path} must hold a non-empty JSON list of objects")
-        items = items[:n_prompts]
+        items = read_prompt_file(self.path)[:n_prompts]
         clean, corrupt, scored, target, wrong = [], [], [], [], []
         for i, item in enumerate(items):
-            missing = {"clean", "corrupted", "target"} - set(item)
-            if missing:
-                raise TaskError(f"prompt {i} in {self.path} lacks {sorted(missing)}")
-            c = self._tokens(model, item["clean"], f"prompt {i} clean")
-            x = self._tokens(model, item["corrupted"], f"prompt {i} corrupted")
-            if len(c) != len(x):
-                raise TaskError(
-                    f"prompt {i} in {self.path}: clean and corrupted lengths differ ({len(c)} vs {len(x)} tokens)"
-                )
+            c, x = prompt_pair(item, i, self.path, lambda value, what: self._tokens(model, value, what))
             positions = self._positions(item.get("positions"), len(c), f"prompt {i} positions")
             target.append(self._per_position(model, item["target"], positions, f"prompt {i} target"))
             if "incorrect" in item:
