@@ -46,7 +46,7 @@ __all__ = [
     "EDGE_FRAME_COLUMNS",
     "ensure_schema", "fetch_schema", "count_graph",
     "write_model", "check_model_weights", "write_components", "fetch_alignment", "ALIGNMENT_PROPERTIES", "fetch_prompt_scores",
-    "clear_probe_properties", "PROBE_PROPERTIES", "write_part_of", "write_dictionaries",
+    "clear_probe_properties", "clear_component_properties", "PROBE_PROPERTIES", "write_part_of", "write_dictionaries",
     "begin_run", "set_run_status", "write_run_figures", "fetch_run", "fetch_run_for", "require_run", "fetch_runs",
     "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
     "fetch_edges", "fetch_edge_columns", "fetch_positional_edge_columns", "fetch_components", "fetch_custom",
@@ -163,6 +163,13 @@ def clear_probe_properties(store: Store, model_id: str) -> None:
     """Remove the probe's properties from a model's heads and MLPs (names from :data:`PROBE_PROPERTIES` only)."""
     removes = ", ".join(f"c.{key}" for key in PROBE_PROPERTIES)
     store.run(f"MATCH (c:Component {{modelId: $m}}) WHERE c:Head OR c:Mlp REMOVE {removes}", {"m": model_id}, write=True)
+
+
+def clear_component_properties(store: Store, model_id: str, keys: Sequence[str]) -> None:
+    """Remove properties ``keys`` (checked names) from every component of a model."""
+    check_property_keys(list(keys), "component property")
+    removes = ", ".join(f"c.{key}" for key in keys)
+    store.run(f"MATCH (c:Component {{modelId: $m}}) REMOVE {removes}", {"m": model_id}, write=True)
 
 
 def write_part_of(store: Store, pairs: Sequence[tuple[str, str]]) -> int:

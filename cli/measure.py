@@ -214,6 +214,36 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lens(args: argparse.Namespace) -> int:
+    precheck(args)
+    from ingest.studies import run_lens
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        out = run_lens(store, args.model, conf.home, task=args.task, n_prompts=args.prompts, seed=args.seed, model_id=args.model_id)
+    result = out.result
+    written = None
+    if args.png:
+        from queries.export import lens_png
+
+        written = str(lens_png(result.layers, Path(args.png), f"predictive coding: {out.run_id}"))
+    cols = ["componentId", "lensDla", "lensAgainstStream", "lensAgainstNull", "lensAgainstZ", "lensErrorCorrecting"]
+    if args.json:
+        print(json.dumps({"runId": out.run_id, "status": out.status, "summary": result.summary, "layers": result.layers.to_dict("records"),
+                          "components": result.components[cols].to_dict("records"), "png": written}, default=jsonable))
+        return 0
+    sm = result.summary
+    print(f"run {out.run_id} ({out.status}): {sm['nPrompts']} prompts, {sm['nPositions']} scored positions; tuned lens evaluated on "
+          f"{sm['heldOutPrompts']} held-out prompts; chance agreement {sm['agreeChance']:.3f}")
+    print_frame(result.layers, "table")
+    print(f"\nfirst reading point whose logit lens agrees with the final prediction on half the positions: {sm['firstAgreeingLayer']}")
+    print("direct contributions (toward the final prediction; against the stream's own prediction vs random tokens):")
+    print_frame(result.components[cols].sort_values("lensDla", key=lambda v: -v.abs()), "table")
+    if written:
+        print(f"wrote {written}")
+    return 0
+
+
 def model_id_option(s: argparse.ArgumentParser) -> None:
     """``--model-id`` (the id to store a model under instead of the one it would get) and
     ``--offline`` (hub names from the local Hugging Face cache only)."""
@@ -345,6 +375,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--show", type=count(1, 1_000_000), default=10)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_anatomy)
+
+    s = sub.add_parser("lens", parents=[common], help="predictive coding: logit and tuned lens per layer, error-correcting components",
+                       formatter_class=fmt_class)
+    s.add_argument("--model", required=True)
+    model_id_option(s)
+    s.add_argument("--task", help="the prompts (default: a zoo model's own task)")
+    s.add_argument("--prompts", type=count(2, MAX_PROMPTS, "activations of every prompt are held in memory together"), default=64,
+                   help="prompts (half fit the tuned lens, half evaluate it)")
+    s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
+    s.add_argument("--png", metavar="PATH", help="also draw KL and agreement per layer")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_lens)
 
     s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
     s.add_argument("--model", required=True)

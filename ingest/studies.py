@@ -25,7 +25,8 @@ from atlas.schema import MAX_PROMPTS, Method, RelType
 from atlas.store import Store
 from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, resolve_task, write_run
 
-__all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae"]
+__all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae",
+           "run_lens", "LensRun"]
 
 Log = Callable[[str], None]
 
@@ -403,6 +404,51 @@ def run_probe(store: Store, model: str, home: Path, n: int = 32, seed: int = 7, 
     prompts = prompt_activations(loaded.model, loaded.model_id, tokens if tokens is not None else probe_tokens(loaded.model, n, seed=seed)) \
         if per_prompt else None
     return ProbeResult(pd.concat([frame, neurons], ignore_index=True), prompts, stimuli)
+
+
+@dataclass(frozen=True)
+class LensRun:
+    """``atlas lens``: the run it stored (``status`` written or unchanged) and the figures."""
+
+    run_id: str
+    status: str
+    result: Any
+
+
+def run_lens(store: Store, model: str, home: Path, *, task: str | None = None, n_prompts: int = 64, seed: int = 0,
+             model_id: str | None = None) -> LensRun:
+    """Predictive coding (:mod:`ingest.lens`) on a task's prompts: the per-layer figures go on a
+    ``:Run`` (``method: "lens"``, ``lensLayersJson``), the per-component ones on the components
+    (:data:`ingest.lens.LENS_PROPERTIES`, replaced each time). Idempotent per configuration."""
+    from ingest.graph import build_graph
+    from ingest.lens import LENS_PROPERTIES, compute_lens
+    from ingest.models import load_model, model_record
+    from ingest.tasks import get_task
+
+    if not 2 <= n_prompts <= MAX_PROMPTS:
+        raise ValidationError(f"--prompts must be between 2 and {MAX_PROMPTS:,} (the tuned lens is fitted on half), got {n_prompts:,}")
+    task_name = resolve_task(task or "default", model)
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
+    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
+    graph = build_graph(loaded.model, loaded.model_id)
+    result = compute_lens(loaded.model, graph, batch, seed=seed)
+    config = json.dumps({"model": model, "task": task_name, "nPrompts": n_prompts, "seed": seed, "weightsHash": loaded.weights_hash},
+                        sort_keys=True)
+    run_id = f"{loaded.model_id}:{task_name}:lens:{hashlib.sha256(config.encode()).hexdigest()[:8]}"
+    existing = check_existing(store, run_id, config)
+    nodes = graph.nodes_frame()
+    props = result.components.drop(columns=["kind", "layer"]).assign(lensTask=task_name)
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, nodes)
+    cx.clear_component_properties(store, loaded.model_id, LENS_PROPERTIES)  # another task's figures must not linger
+    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
+    if existing is not None and existing.complete:
+        return LensRun(run_id, "unchanged", result)
+    run = RunRecord(run_id=run_id, model_id=loaded.model_id, task=task_name, method="lens", n_prompts=n_prompts, config_json=config,
+                    details={"lensLayersJson": json.dumps(result.layers.to_dict("records")), "lensSummaryJson": json.dumps(result.summary)})
+    cx.write_run(store, replace(run, n_edges=0), model_record(loaded), nodes, [], unfinished=existing is not None)
+    return LensRun(run_id, "written", result)
 
 
 def run_population(store: Store | None, model: str, home: Path, layer: int | None = None, debiased: bool = False, model_id: str | None = None) -> dict[str, pd.DataFrame]:

@@ -389,6 +389,36 @@ def timeline_png(frame: pd.DataFrame, path: Path, title: str) -> Path:
     return Path(path)
 
 
+def lens_png(layers: pd.DataFrame, path: Path, title: str) -> Path:
+    """Predictive coding per reading point (``atlas lens``): KL(final || lens) of the logit lens and of
+    the tuned lens on held-out prompts, and their top-1 agreement with the final prediction next to
+    the agreement of a constant guess (chance)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = list(range(len(layers)))
+    fig, (kl, agree) = plt.subplots(1, 2, figsize=(9, 3.6))
+    kl.plot(x, layers["klLogitLens"], marker="o", label="logit lens")
+    kl.plot(x, layers["klTunedLens"], marker="s", label="tuned lens (held-out prompts)")
+    kl.set_ylabel("KL(final || lens), nats")
+    agree.plot(x, layers["agreeLogitLens"], marker="o", label="logit lens")
+    agree.plot(x, layers["agreeTunedLens"], marker="s", label="tuned lens (held-out)")
+    agree.axhline(float(layers["agreeChance"].iloc[0]), color="#999999", linestyle="--", linewidth=1, label="chance (constant guess)")
+    agree.set_ylabel("top-1 agreement with the final prediction")
+    agree.set_ylim(-0.02, 1.02)
+    for ax in (kl, agree):
+        ax.set_xticks(x, layers["layer"].tolist())
+        ax.set_xlabel("reading point (a layer's input; final stream)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def prompts_png(prompts: pd.DataFrame, path: Path, title: str) -> Path:
     """Per prompt: the behaviour (clean - corrupted metric) and, when present, a component's
     contribution (collapsed prompts in red) and a circuit's faithfulness."""

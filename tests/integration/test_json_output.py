@@ -41,6 +41,7 @@ def commands(tmp: Path) -> list[list[str]]:
         ["circuit", "--run", RUN, "--top", "5"],
         ["anatomy", "--model", "induction-2l"],
         ["probe", "--model", "induction-2l"],
+        ["lens", "--model", "induction-2l", "--prompts", "8"],
         ["paths", "--run", RUN, "--top", "3"],
         ["hierarchy", "--run", RUN],
         ["binding", "--run", RUN],

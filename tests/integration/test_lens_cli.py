@@ -1,0 +1,40 @@
+"""``atlas lens`` end to end on a zoo model: per-layer figures on a run, per-component figures on the
+components (queryable with Cypher), a PNG, idempotent reruns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from atlas import connectome as cx
+from atlas.config import StoreSettings
+from atlas.store import Store
+from cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_lens_on_induction(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    png = tmp_path / "lens.png"
+    assert main(["lens", "--model", "induction-2l", "--prompts", "32", "--png", str(png), "--json", "--home", str(embedded.home)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    layers = {row["layer"]: row for row in out["layers"]}
+    assert list(layers) == ["L0", "L1", "final"]
+    assert layers["final"]["klLogitLens"] < 1e-9 and layers["final"]["agreeLogitLens"] == 1.0
+    # the answer is written by the induction heads of the last layer: not readable before them
+    assert layers["L1"]["agreeLogitLens"] < 0.2 and layers["L1"]["klLogitLens"] > 1.0
+    assert png.stat().st_size > 10_000
+    run = cx.fetch_run(store, out["runId"])
+    assert run.method == "lens" and run.complete and json.loads(run.details["lensLayersJson"]) == out["layers"]
+    flagged = store.read("MATCH (c:Component {modelId: 'induction-2l'}) WHERE c.lensErrorCorrecting = true RETURN c.componentId AS id")
+    assert sorted(flagged["id"]) == out["summary"]["errorCorrecting"]
+    heads = store.read("MATCH (c:Head {modelId: 'induction-2l'}) WHERE c.lensDla IS NOT NULL RETURN count(c) AS n")
+    assert int(heads["n"].iloc[0]) == 8
+    assert main(["lens", "--model", "induction-2l", "--prompts", "32", "--json", "--home", str(embedded.home)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["status"] == "unchanged" and again["layers"] == out["layers"]
+    with pytest.raises(SystemExit) as stop:  # argparse: one line, exit 2
+        main(["lens", "--model", "induction-2l", "--prompts", "1", "--home", str(embedded.home)])
+    assert stop.value.code == 2 and "--prompts: must be between 2" in capsys.readouterr().err
