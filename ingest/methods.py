@@ -79,6 +79,9 @@ class MethodConfig:
     per_position: bool = False
     """Resolve every edge by position (``u@srcPos -> v@dstPos``, columns ``srcPos``/``dstPos``; the
     gradient methods only): see :func:`_positional_scores`."""
+    position_budget: int = 100_000_000
+    """Most ``sender x receiver x position x position`` scores a per-position run may hold (float64:
+    800 MB at the default); a larger one is refused before any compute, naming the numbers."""
 
 
 @contextlib.contextmanager
@@ -716,6 +719,12 @@ def _gradient_method(model: Any, graph: ModelGraph, task: Task, batch: PromptBat
     if config.per_position:
         if config.per_prompt:
             raise ValidationError("per-position and per-prompt scores together would hold edges x positions^2 x prompts: choose one")
+        n_pos = batch.clean.shape[1]
+        need = len(graph.senders) * len(graph.receivers) * n_pos * n_pos
+        if need > config.position_budget:
+            raise ValidationError(
+                f"per-position scores would hold {len(graph.senders)} senders x {len(graph.receivers)} receivers x {n_pos}^2 position pairs "
+                f"= {need:,} values (budget {config.position_budget:,}): use shorter prompts or a coarser granularity")
         return _positional_scores(model, graph, task, batch, alphas, progress, interpolate)
     return _gradient_scores(model, graph, task, batch, alphas, progress, interpolate, per_prompt=config.per_prompt)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from atlas.errors import ModelError
+from atlas.errors import ModelError, ValidationError
 from ingest.graph import ModelGraph, build_graph
 from ingest.interventions import circuit_metric
 from ingest.methods import MethodConfig, all_edges, compute_eap, compute_eap_ig_activations, compute_patching, sender_outputs
@@ -559,3 +559,6 @@ def test_position_resolved_eap_splits_edges_by_where_they_act(option: str) -> No
                             assert abs(float(expected[i])) < 1e-12 * scale, key
     assert seen == len(heads)
     assert worst < 1e-10 * scale, (option, worst)
+    n = len(graph.senders) * len(graph.receivers) * n_pos * n_pos  # memory is bounded before anything is computed
+    with pytest.raises(ValidationError, match=f"= {n:,} values"):
+        compute_eap(model, graph, TASK, batch, MethodConfig(per_position=True, position_budget=n - 1))
