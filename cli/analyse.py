@@ -157,6 +157,79 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return _compare_pair(args)
 
 
+def cmd_development(args: argparse.Namespace) -> int:
+    """Critical periods over a training run's checkpoints (see :mod:`queries.development`)."""
+    from atlas.connectome import write_run_figures
+    from atlas.ids import local_id
+    from ingest.jobs import IngestConfig, run_ingest
+    from ingest.studies import task_loss
+    from queries.development import analyse_development
+    from queries.fetch import fetch_edge_columns
+
+    conf = settings(args)
+    items = list(args.models)
+    if len(items) == 1:
+        from ingest.catalog import ZOO_NAMES
+        from ingest.zoo import checkpoint_steps
+
+        name = items[0]
+        if name not in ZOO_NAMES:
+            raise ValidationError("give a zoo model (its saved checkpoints) or at least three checkpoint files in training order")
+        steps = [s for s in checkpoint_steps(name, conf.home) if s > 0]
+        if len(steps) < 2:
+            raise ValidationError(f"development of {name} needs at least two saved checkpoints after initialisation in {conf.home}: "
+                                  f"make them with 'atlas zoo train {name} --checkpoint-every N'")
+        items, steps = [f"{name}@0", *(f"{name}@{s}" for s in steps)], [0, *steps]
+    else:
+        if args.task == "default" and any("@" not in m for m in items):
+            raise ValidationError("checkpoint files need --task (the prompts every checkpoint is measured on)")
+        if args.steps:
+            try:
+                steps = [int(v) for v in args.steps.split(",")]
+            except ValueError:
+                raise ValidationError(f"--steps must be comma-separated integers, got {args.steps!r}") from None
+            if len(steps) != len(items):
+                raise ValidationError(f"--steps gives {len(steps)} steps for {len(items)} checkpoints")
+        else:
+            steps = list(range(len(items)))
+    with connect(args) as store:
+        runs = [run_ingest(store, IngestConfig(model=m, task=args.task, method=args.method, n_prompts=args.prompts), conf.home,
+                           progress=not args.quiet, log=lambda msg: None).run_id for m in items]
+        frames = []
+        for run_id in runs:
+            edges = fetch_edge_columns(store, run_id)
+            frames.append(edges.assign(componentId_pre=edges["componentId_pre"].map(local_id),
+                                       componentId_post=edges["componentId_post"].map(local_id)))
+        losses = [task_loss(m, args.task, args.prompts, 0, conf.home) for m in items]
+        dev = analyse_development(steps, frames, losses, top=args.top)
+        write_run_figures(store, runs[-1], {"developmentJson": json.dumps({"summary": dev.summary, "edges": dev.edges.to_dict("records"),
+                                                                           "checkpoints": dev.checkpoints.to_dict("records"), "runs": runs},
+                                                                          default=jsonable)})
+    checkpoints = dev.checkpoints.assign(model=items, runId=runs)
+    written = None
+    if args.png:
+        from queries.export import development_png
+
+        written = str(development_png(dev.trajectories, dev.checkpoints, dev.summary, Path(args.png), f"critical periods: {items[-1]}"))
+    if args.json:
+        print(json.dumps({"summary": dev.summary, "checkpoints": checkpoints.to_dict("records"), "edges": dev.edges.to_dict("records"),
+                          "png": written}, default=jsonable))
+        return 0
+    sm = dev.summary
+    print(f"{len(items)} checkpoints of {items[-1]}; the final circuit's top {sm['top']} edges against the null "
+          f"(|score| > {sm['nullThreshold']:.3g}, the {sm['nullQuantile']:.0%} quantile at initialisation):")
+    print_frame(checkpoints, "table")
+    print()
+    print_frame(dev.edges, "table")
+    jump = sm["jumpBetween"]
+    print(f"\nloss change point between steps {jump[0]} and {jump[1]} (change {sm['lossChange']:+.3f}); the circuit's edges jump at median "
+          f"step {sm['circuitJump']:g}: the circuit {dict(coincides='coincides with').get(sm['verdict'], sm['verdict'])} the behavioural jump (they cross the initialisation's null at "
+          f"median step {sm['circuitFormation']})")
+    if written:
+        print(f"wrote {written}")
+    return 0
+
+
 def _timeline(args: argparse.Namespace, items: list[str]) -> int:
     """Ingest every checkpoint of one training run (idempotent) and compare each with the last."""
     from ingest.jobs import IngestConfig, run_ingest
@@ -360,6 +433,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     table_output(s)
     s.set_defaults(func=cmd_motifs)
+
+    s = sub.add_parser("development", parents=[common], help="critical periods: when each final-circuit edge forms vs the loss drop",
+                       formatter_class=fmt_class)
+    s.add_argument("models", nargs="+", metavar="MODEL",
+                   help="a zoo model (its saved checkpoints, step 0 the null) or checkpoint files in training order")
+    s.add_argument("--steps", help="checkpoint files: their training steps, comma-separated (default 0, 1, 2, ...)")
+    s.add_argument("--task", default="default", help="the task every checkpoint is ingested and scored on")
+    s.add_argument("--method", default="eap-ig", choices=choices(Method))
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
+    s.add_argument("--top", type=count(1, 100_000), default=10, help="the final circuit: the last checkpoint's top-N edges by |score|")
+    s.add_argument("--png", help="also draw the trajectories, the loss and sparsity over training")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_development)
 
     s = sub.add_parser("compare", parents=[common], help="compare two connectomes (checkpoints, tasks, methods, models)", formatter_class=fmt_class)
     s.add_argument("items", nargs="*", metavar="RUN",

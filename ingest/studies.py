@@ -26,7 +26,7 @@ from atlas.store import Store
 from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, resolve_task, write_run
 
 __all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae",
-           "run_lens", "LensRun"]
+           "run_lens", "LensRun", "task_loss"]
 
 Log = Callable[[str], None]
 
@@ -449,6 +449,22 @@ def run_lens(store: Store, model: str, home: Path, *, task: str | None = None, n
                     details={"lensLayersJson": json.dumps(result.layers.to_dict("records")), "lensSummaryJson": json.dumps(result.summary)})
     cx.write_run(store, replace(run, n_edges=0), model_record(loaded), nodes, [], unfinished=existing is not None)
     return LensRun(run_id, "written", result)
+
+
+def task_loss(model: str, task: str, n_prompts: int, seed: int, home: Path) -> float:
+    """Cross-entropy of the task's targets at its scored positions (mean over them): the behaviour a
+    checkpoint has learned, for ``atlas development``."""
+    import torch
+
+    from ingest.models import load_model
+    from ingest.tasks import get_task
+
+    loaded = load_model(model, home)
+    batch = get_task(resolve_task(task, model)).make_batch(loaded.model, n_prompts, seed)
+    with torch.no_grad():
+        logp = torch.log_softmax(loaded.model(batch.clean).double(), dim=-1)
+    picked = logp.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return float(-picked[batch.mask].mean())
 
 
 def run_population(store: Store | None, model: str, home: Path, layer: int | None = None, debiased: bool = False, model_id: str | None = None) -> dict[str, pd.DataFrame]:

@@ -389,6 +389,39 @@ def timeline_png(frame: pd.DataFrame, path: Path, title: str) -> Path:
     return Path(path)
 
 
+def development_png(trajectories: pd.DataFrame, checkpoints: pd.DataFrame, summary: dict[str, Any], path: Path, title: str) -> Path:
+    """Critical periods (``atlas development``): each final-circuit edge's |score| over training
+    with the null threshold, the task loss on a second axis, and the loss's change point shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (edges, sparse) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, group in trajectories.groupby(["componentId_pre", "componentId_post", "channel"], sort=False):
+        group = group.sort_values("step")
+        edges.plot(group["step"], group["score"].abs(), marker=".", linewidth=1, label=f"{key[0]} -> {key[1]} [{key[2]}]")
+    edges.axhline(summary["nullThreshold"], color="#999999", linestyle="--", linewidth=1, label="null (95th pct at init)")
+    lo, hi = summary["jumpBetween"]
+    edges.axvspan(lo, hi, color="#ffdd99", alpha=0.4, label="loss change point")
+    edges.set_xlabel("training step")
+    edges.set_ylabel("|score| of a final-circuit edge")
+    loss = edges.twinx()
+    loss.plot(checkpoints["step"], checkpoints["loss"], color="black", linewidth=2, label="task loss")
+    loss.set_ylabel("task loss (nats)")
+    edges.legend(fontsize=6, loc="upper left")
+    sparse.plot(checkpoints["step"], checkpoints["gini"], marker="o", label="Gini of |score|")
+    sparse.plot(checkpoints["step"], checkpoints["share90"], marker="s", label="share of edges holding 90%")
+    sparse.set_xlabel("training step")
+    sparse.set_ylim(-0.02, 1.02)
+    sparse.legend(fontsize=7)
+    fig.suptitle(f"{title} ({summary['verdict']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def lens_png(layers: pd.DataFrame, path: Path, title: str) -> Path:
     """Predictive coding per reading point (``atlas lens``): KL(final || lens) of the logit lens and of
     the tuned lens on held-out prompts, and their top-1 agreement with the final prediction next to
