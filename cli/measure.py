@@ -244,6 +244,24 @@ def cmd_lens(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    precheck(args)
+    from ingest.studies import run_decode
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        frame = run_decode(store, args.model, conf.home, layer=args.layer, variable=args.variable, task=args.task, n_prompts=args.prompts,
+                           seed=args.seed, decoder=args.decoder, model_id=args.model_id)
+    if args.json:
+        print(json.dumps(frame.to_dict("records"), default=jsonable))
+        return 0
+    first = frame.iloc[0]
+    print(f"decoding {args.variable} at layer {args.layer} ({first['decoder']}, 5-fold cross-validation grouped by prompt, {first['n']} "
+          f"samples, task {first['task']}); chance: majority {first['majority']:.3f}, shuffled labels in 'null'")
+    print_frame(frame[["source", "accuracy", "null"]], "table")
+    return 0
+
+
 def model_id_option(s: argparse.ArgumentParser) -> None:
     """``--model-id`` (the id to store a model under instead of the one it would get) and
     ``--offline`` (hub names from the local Hugging Face cache only)."""
@@ -387,6 +405,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--png", metavar="PATH", help="also draw KL and agreement per layer")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_lens)
+
+    s = sub.add_parser("decode", parents=[common], help="population decoding: which components carry a task variable",
+                       formatter_class=fmt_class)
+    s.add_argument("--model", required=True)
+    model_id_option(s)
+    s.add_argument("--layer", type=count(0, 10_000), required=True)
+    s.add_argument("--variable", required=True, choices=["token", "prev-token", "position", "answer"],
+                   help="token (current), prev-token (t-1), position, answer (the task's target at its scored positions)")
+    s.add_argument("--task", help="the prompts (default: a zoo model's own task)")
+    s.add_argument("--prompts", type=count(5, MAX_PROMPTS, "activations of every prompt are held in memory together"), default=32,
+                   help="prompts (5-fold cross-validation grouped by prompt)")
+    s.add_argument("--decoder", default="ridge", choices=["ridge", "logistic"], help="ridge: closed form, fast; logistic: reads more, ~40x slower")
+    s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_decode)
 
     s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
     s.add_argument("--model", required=True)

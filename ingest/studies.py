@@ -26,7 +26,7 @@ from atlas.store import Store
 from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, resolve_task, write_run
 
 __all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae",
-           "run_lens", "LensRun", "task_loss"]
+           "run_lens", "LensRun", "task_loss", "run_decode"]
 
 Log = Callable[[str], None]
 
@@ -449,6 +449,33 @@ def run_lens(store: Store, model: str, home: Path, *, task: str | None = None, n
                     details={"lensLayersJson": json.dumps(result.layers.to_dict("records")), "lensSummaryJson": json.dumps(result.summary)})
     cx.write_run(store, replace(run, n_edges=0), model_record(loaded), nodes, [], unfinished=existing is not None)
     return LensRun(run_id, "written", result)
+
+
+def run_decode(store: Store, model: str, home: Path, *, layer: int, variable: str, task: str | None = None, n_prompts: int = 32,
+               seed: int = 0, decoder: str = "ridge", model_id: str | None = None) -> pd.DataFrame:
+    """Cross-validated decoding of ``variable`` from a layer's components and streams
+    (:func:`ingest.decode.decode_layer`); each component's accuracy and null go on it as
+    ``decode<Variable>``/``decode<Variable>Null`` (with ``decode<Variable>Task``)."""
+    from ingest.decode import decode_layer, property_name
+    from ingest.graph import build_graph
+    from ingest.models import load_model, model_record
+    from ingest.tasks import get_task
+
+    task_name = resolve_task(task or "default", model)
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
+    graph = build_graph(loaded.model, loaded.model_id)
+    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
+    frame = decode_layer(loaded.model, graph, batch, layer, variable, seed=seed, decoder=decoder)
+    key = property_name(variable)
+    parts = frame.dropna(subset=["componentId"])
+    props = pd.DataFrame({"componentId": parts["componentId"], key: parts["accuracy"], f"{key}Null": parts["null"],
+                          f"{key}Task": f"{task_name} ({decoder}, {n_prompts} prompts, seed {seed})"})
+    nodes = graph.nodes_frame()
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, nodes)
+    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
+    return frame.assign(task=task_name)
 
 
 def task_loss(model: str, task: str, n_prompts: int, seed: int, home: Path) -> float:

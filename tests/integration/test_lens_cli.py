@@ -38,3 +38,18 @@ def test_lens_on_induction(store: Store, embedded: StoreSettings, capsys: pytest
     with pytest.raises(SystemExit) as stop:  # argparse: one line, exit 2
         main(["lens", "--model", "induction-2l", "--prompts", "1", "--home", str(embedded.home)])
     assert stop.value.code == 2 and "--prompts: must be between 2" in capsys.readouterr().err
+
+
+def test_decode_stores_accuracies_on_the_components(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", "--model", "binding", "--layer", "1", "--variable", "answer", "--prompts", "32", "--json",
+                 "--home", str(embedded.home)]) == 0
+    rows = {r["source"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"resid_pre", "resid_post", *(f"binding/L1.H{h}" for h in range(4))}
+    stored = store.read("MATCH (c:Head {modelId: 'binding', layer: 1}) RETURN c.componentId AS id, c.decodeAnswer AS acc, "
+                        "c.decodeAnswerNull AS null, c.decodeAnswerTask AS task")
+    assert len(stored) == 4
+    for rec in stored.to_dict("records"):
+        assert rec["acc"] == pytest.approx(rows[rec["id"]]["accuracy"]) and rec["null"] == pytest.approx(rows[rec["id"]]["null"])
+        assert rec["task"].startswith("binding (ridge, 32 prompts")
+    # the binding head carries the bound attribute (the answer), the stream before layer 1 does not
+    assert rows["binding/L1.H0"]["accuracy"] > rows["binding/L1.H0"]["null"] + 0.3 > rows["resid_pre"]["accuracy"]
