@@ -262,6 +262,30 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_views(args: argparse.Namespace) -> int:
+    precheck(args)
+    from ingest.studies import run_views
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        points, summary = run_views(store, args.model, conf.home, layer=args.layer, variable=args.color, method=args.method, task=args.task,
+                                    n_prompts=args.prompts, seed=args.seed, model_id=args.model_id)
+    written = None
+    if args.png:
+        from queries.export import views_png
+
+        written = str(views_png(points, summary, Path(args.png), f"{args.model} layer {args.layer}: {args.method} coloured by {args.color}"))
+    if args.json:
+        print(json.dumps({"summary": summary.to_dict("records"), "png": written}, default=jsonable))
+        return 0
+    print(f"{args.method} views of layer {args.layer} coloured by {args.color} ({int(summary['n'].iloc[0])} points); separation = "
+          "leave-one-out 1-NN accuracy in 2-D, null = the same with permuted labels")
+    print_frame(summary[["source", "pcaTop2", "separation", "separationNull"]], "table")
+    if written:
+        print(f"wrote {written}")
+    return 0
+
+
 def model_id_option(s: argparse.ArgumentParser) -> None:
     """``--model-id`` (the id to store a model under instead of the one it would get) and
     ``--offline`` (hub names from the local Hugging Face cache only)."""
@@ -420,6 +444,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_decode)
+
+    s = sub.add_parser("views", parents=[common], help="2-D views (PCA, or UMAP when installed) of a layer's population responses",
+                       formatter_class=fmt_class)
+    s.add_argument("--model", required=True)
+    model_id_option(s)
+    s.add_argument("--layer", type=count(0, 10_000), required=True)
+    s.add_argument("--color", required=True, choices=["token", "prev-token", "position", "answer"], help="the variable that colours the points")
+    s.add_argument("--method", default="pca", choices=["pca", "umap"], help="umap needs umap-learn installed")
+    s.add_argument("--task", help="the prompts (default: a zoo model's own task)")
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS, "activations of every prompt are held in memory together"), default=32)
+    s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
+    s.add_argument("--png", metavar="PATH", help="draw one scatter per component and stream")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_views)
 
     s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
     s.add_argument("--model", required=True)

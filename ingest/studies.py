@@ -26,7 +26,7 @@ from atlas.store import Store
 from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, resolve_task, write_run
 
 __all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae",
-           "run_lens", "LensRun", "task_loss", "run_decode"]
+           "run_lens", "LensRun", "task_loss", "run_decode", "run_views"]
 
 Log = Callable[[str], None]
 
@@ -476,6 +476,32 @@ def run_decode(store: Store, model: str, home: Path, *, layer: int, variable: st
     cx.write_components(store, nodes)
     cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
     return frame.assign(task=task_name)
+
+
+def run_views(store: Store, model: str, home: Path, *, layer: int, variable: str, method: str = "pca", task: str | None = None,
+              n_prompts: int = 32, seed: int = 0, model_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """2-D views of a layer's population (:func:`ingest.views.population_views`); each component keeps
+    ``pcaTop2``, ``viewVariable``, ``viewSeparation`` and ``viewSeparationNull`` (the HTML export's
+    tooltips show them)."""
+    from ingest.graph import build_graph
+    from ingest.models import load_model, model_record
+    from ingest.tasks import get_task
+    from ingest.views import population_views
+
+    task_name = resolve_task(task or "default", model)
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
+    graph = build_graph(loaded.model, loaded.model_id)
+    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
+    points, summary = population_views(loaded.model, graph, batch, layer, variable, method=method, seed=seed)
+    parts = summary.dropna(subset=["componentId"])
+    props = pd.DataFrame({"componentId": parts["componentId"], "pcaTop2": parts["pcaTop2"], "viewVariable": f"{variable} ({method}, {task_name})",
+                          "viewSeparation": parts["separation"], "viewSeparationNull": parts["separationNull"]})
+    nodes = graph.nodes_frame()
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, nodes)
+    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
+    return points, summary
 
 
 def task_loss(model: str, task: str, n_prompts: int, seed: int, home: Path) -> float:

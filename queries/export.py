@@ -43,7 +43,8 @@ _EXTERNAL = re.compile(
     r"<link\b[^>]*\bhref=\"[^\"]*\"[^>]*/?>|<script\b[^>]*\bsrc=\"[^\"]*\"[^>]*>\s*</script>", re.IGNORECASE | re.DOTALL
 )
 _TOOLTIP_KEYS = ("kind", "layer", "head", "neuron", "feature", "dictionaryId", "prevTokenScore", "duplicateTokenScore", "inductionScore",
-                 "frequency", "meanAct", "maxAct", "topTokens", "topContexts")
+                 "frequency", "meanAct", "maxAct", "topTokens", "topContexts", "lensDla", "lensErrorCorrecting", "decodeToken",
+                 "decodePrevToken", "decodePosition", "decodeAnswer", "pcaTop2", "viewVariable", "viewSeparation", "viewSeparationNull")
 
 
 def _present(v: Any) -> bool:
@@ -418,6 +419,36 @@ def development_png(trajectories: pd.DataFrame, checkpoints: pd.DataFrame, summa
     fig.suptitle(f"{title} ({summary['verdict']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def views_png(points: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -> Path:
+    """One 2-D scatter per source (``atlas views``), points coloured by the variable's value, each
+    panel titled with its separation against the permuted-label null."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sources = summary["source"].tolist()
+    cols = min(4, len(sources))
+    rows = (len(sources) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    labels = points["label"].astype(int)
+    lo, hi = int(labels.min()), int(labels.max())
+    for ax, (_, row) in zip(axes.flat, summary.iterrows()):
+        sub = points[points["source"] == row["source"]]
+        sc = ax.scatter(sub["x"], sub["y"], c=sub["label"], cmap="viridis" if hi - lo > 19 else "tab20", vmin=lo, vmax=hi, s=6)
+        name = str(row["source"]).rsplit("/", 1)[-1]
+        ax.set_title(f"{name}: 1-NN {row['separation']:.2f} (null {row['separationNull']:.2f})", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(sources):]:
+        ax.axis("off")
+    fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.8, label=str(summary["variable"].iloc[0]))
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
 

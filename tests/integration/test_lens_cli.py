@@ -53,3 +53,19 @@ def test_decode_stores_accuracies_on_the_components(store: Store, embedded: Stor
         assert rec["task"].startswith("binding (ridge, 32 prompts")
     # the binding head carries the bound attribute (the answer), the stream before layer 1 does not
     assert rows["binding/L1.H0"]["accuracy"] > rows["binding/L1.H0"]["null"] + 0.3 > rows["resid_pre"]["accuracy"]
+
+
+def test_views_are_drawn_stored_and_shown_in_tooltips(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    home = ["--home", str(embedded.home)]
+    png = tmp_path / "views.png"
+    assert main(["views", "--model", "binding", "--layer", "1", "--color", "answer", "--png", str(png), "--json", *home]) == 0
+    summary = {r["source"]: r for r in json.loads(capsys.readouterr().out)["summary"]}
+    assert png.stat().st_size > 10_000
+    assert summary["binding/L1.H0"]["separation"] > summary["binding/L1.H0"]["separationNull"]
+    stored = store.read("MATCH (c:Head {componentId: 'binding/L1.H0'}) RETURN c.pcaTop2 AS top2, c.viewSeparation AS sep")
+    assert stored["top2"].iloc[0] == pytest.approx(summary["binding/L1.H0"]["pcaTop2"])
+    assert main(["ingest", "--model", "binding", "--method", "eap", "--prompts", "4", "--run-id", "views-run", "--quiet", *home]) == 0
+    page = tmp_path / "page.html"
+    assert main(["export", "--run", "views-run", "--html", str(page), *home]) == 0
+    assert "pcaTop2" in page.read_text() and "viewSeparation" in page.read_text()
