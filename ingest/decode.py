@@ -29,7 +29,7 @@ from ingest.graph import ModelGraph
 from ingest.hooks import hook_name
 from ingest.tasks import PromptBatch
 
-__all__ = ["VARIABLES", "DECODERS", "decode_layer", "property_name"]
+__all__ = ["VARIABLES", "DECODERS", "decode_layer", "layer_sources", "property_name"]
 
 VARIABLES = ("token", "prev-token", "position", "answer")
 
@@ -93,19 +93,9 @@ def _cv_accuracy(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, s
     return correct / len(y)
 
 
-def decode_layer(model: Any, graph: ModelGraph, batch: PromptBatch, layer: int, variable: str, *, folds: int = 5,
-                 shuffles: int = 3, seed: int = 0, decoder: str = "ridge") -> pd.DataFrame:
-    """Cross-validated decoding accuracy of ``variable`` from every component of ``layer`` and from the
-    residual stream before and after it: columns ``source`` (a component id or ``resid_pre``/
-    ``resid_post``), ``componentId`` (None for streams), ``accuracy``, ``null`` (shuffled labels),
-    ``majority`` (the most frequent label's rate), ``n``."""
-    if not 0 <= layer < graph.n_layers:
-        raise ValidationError(f"layer {layer} is outside the model's {graph.n_layers} layers")
-    _decoder(decoder, seed)
-    if batch.n_prompts < folds:
-        raise ValidationError(f"decoding with {folds}-fold cross-validation needs at least {folds} prompts, got {batch.n_prompts}")
-    mask, y = _labels(batch, variable)
-    groups = np.broadcast_to(np.arange(batch.n_prompts)[:, None], mask.shape)[mask]
+def layer_sources(model: Any, graph: ModelGraph, batch: PromptBatch, layer: int) -> list[tuple[str, str | None, torch.Tensor]]:
+    """(name, component id or None, ``[b, p, d_model]`` output) of the residual stream before
+    ``layer``, each of its heads (``z W_O``) and its MLP, and the stream after it, on the clean prompts."""
     names = {hook_name("z", layer), hook_name("resid_pre", layer), hook_name("resid_post", layer)}
     if graph.has_mlp:
         names.add(hook_name("mlp_out", layer))
@@ -120,6 +110,23 @@ def decode_layer(model: Any, graph: ModelGraph, batch: PromptBatch, layer: int, 
         elif s.kind.value == "mlp":
             sources.append((s.component_id, s.component_id, cache[hook_name("mlp_out", layer)]))
     sources.append(("resid_post", None, cache[hook_name("resid_post", layer)]))
+    return sources
+
+
+def decode_layer(model: Any, graph: ModelGraph, batch: PromptBatch, layer: int, variable: str, *, folds: int = 5,
+                 shuffles: int = 3, seed: int = 0, decoder: str = "ridge") -> pd.DataFrame:
+    """Cross-validated decoding accuracy of ``variable`` from every component of ``layer`` and from the
+    residual stream before and after it: columns ``source`` (a component id or ``resid_pre``/
+    ``resid_post``), ``componentId`` (None for streams), ``accuracy``, ``null`` (shuffled labels),
+    ``majority`` (the most frequent label's rate), ``n``."""
+    if not 0 <= layer < graph.n_layers:
+        raise ValidationError(f"layer {layer} is outside the model's {graph.n_layers} layers")
+    _decoder(decoder, seed)
+    if batch.n_prompts < folds:
+        raise ValidationError(f"decoding with {folds}-fold cross-validation needs at least {folds} prompts, got {batch.n_prompts}")
+    mask, y = _labels(batch, variable)
+    groups = np.broadcast_to(np.arange(batch.n_prompts)[:, None], mask.shape)[mask]
+    sources = layer_sources(model, graph, batch, layer)
     rng = np.random.default_rng(seed)
     _, counts = np.unique(y, return_counts=True)
     majority = float(counts.max() / len(y))

@@ -15,12 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from atlas.errors import ValidationError
-from ingest.decode import _labels
+from ingest.decode import _labels, layer_sources
 from ingest.graph import ModelGraph
-from ingest.hooks import hook_name
 from ingest.tasks import PromptBatch
 
 __all__ = ["population_views", "METHODS"]
@@ -62,18 +60,7 @@ def population_views(model: Any, graph: ModelGraph, batch: PromptBatch, layer: i
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(labels), size=min(max_points, len(labels)), replace=False))
     labels = labels[keep]
-    names = {hook_name("z", layer), hook_name("resid_pre", layer), hook_name("resid_post", layer)}
-    if graph.has_mlp:
-        names.add(hook_name("mlp_out", layer))
-    with torch.no_grad():
-        _, cache = model.run_with_cache(batch.clean, names_filter=lambda n: n in names)
-    sources: list[tuple[str, str | None, torch.Tensor]] = [("resid_pre", None, cache[hook_name("resid_pre", layer)])]
-    for s in graph.senders:
-        if s.layer == layer and s.kind.value == "head":
-            sources.append((s.component_id, s.component_id, cache[hook_name("z", layer)][:, :, s.head] @ model.blocks[layer].attn.W_O[s.head]))
-        elif s.layer == layer and s.kind.value == "mlp":
-            sources.append((s.component_id, s.component_id, cache[hook_name("mlp_out", layer)]))
-    sources.append(("resid_post", None, cache[hook_name("resid_post", layer)]))
+    sources = layer_sources(model, graph, batch, layer)
     points, summary = [], []
     for name, cid, acts in sources:
         x = acts.detach().double().numpy()[mask][keep]
