@@ -29,7 +29,7 @@ from ingest.graph import ModelGraph
 from ingest.hooks import hook_name
 from ingest.tasks import PromptBatch
 
-__all__ = ["VARIABLES", "DECODERS", "decode_layer", "layer_sources", "property_name"]
+__all__ = ["VARIABLES", "DECODERS", "decode_layer", "layer_sources", "property_name", "variable_labels"]
 
 VARIABLES = ("token", "prev-token", "position", "answer")
 
@@ -39,7 +39,7 @@ def property_name(variable: str) -> str:
     return "decode" + "".join(part.capitalize() for part in variable.split("-"))
 
 
-def _labels(batch: PromptBatch, variable: str) -> tuple[np.ndarray, np.ndarray]:
+def variable_labels(batch: PromptBatch, variable: str) -> tuple[np.ndarray, np.ndarray]:
     """(mask of the positions where the variable is defined ``[b, p]``, labels there)."""
     b, p = batch.clean.shape
     if variable == "token":
@@ -124,7 +124,7 @@ def decode_layer(model: Any, graph: ModelGraph, batch: PromptBatch, layer: int, 
     _decoder(decoder, seed)
     if batch.n_prompts < folds:
         raise ValidationError(f"decoding with {folds}-fold cross-validation needs at least {folds} prompts, got {batch.n_prompts}")
-    mask, y = _labels(batch, variable)
+    mask, y = variable_labels(batch, variable)
     groups = np.broadcast_to(np.arange(batch.n_prompts)[:, None], mask.shape)[mask]
     sources = layer_sources(model, graph, batch, layer)
     rng = np.random.default_rng(seed)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from atlas.errors import ValidationError
-from ingest.decode import _labels, layer_sources
+from ingest.decode import layer_sources, variable_labels
 from ingest.graph import ModelGraph
 from ingest.tasks import PromptBatch
 
@@ -56,7 +56,7 @@ def population_views(model: Any, graph: ModelGraph, batch: PromptBatch, layer: i
         raise ValidationError(f"unknown view {method!r}: choose one of {list(METHODS)}")
     if not 0 <= layer < graph.n_layers:
         raise ValidationError(f"layer {layer} is outside the model's {graph.n_layers} layers")
-    mask, labels = _labels(batch, variable)
+    mask, labels = variable_labels(batch, variable)
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(labels), size=min(max_points, len(labels)), replace=False))
     labels = labels[keep]
