@@ -286,6 +286,23 @@ def cmd_views(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gain(args: argparse.Namespace) -> int:
+    precheck(args)
+    from ingest.studies import run_gain
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        frame = run_gain(store, args.model, conf.home, layer=args.layer, n_stimuli=args.stimuli, n_contexts=args.contexts,
+                         context_length=args.context_length, seed=args.seed, model_id=args.model_id)
+    if args.json:
+        print(json.dumps(frame.to_dict("records"), default=jsonable))
+        return 0
+    print(f"gain control at layer {args.layer}: {args.stimuli} stimuli x {args.contexts} contexts of {args.context_length} tokens; "
+          "gainIndex 1 = context scales the response, -1 = it shifts it; stored on the components")
+    print_frame(frame, "table")
+    return 0
+
+
 def model_id_option(s: argparse.ArgumentParser) -> None:
     """``--model-id`` (the id to store a model under instead of the one it would get) and
     ``--offline`` (hub names from the local Hugging Face cache only)."""
@@ -458,6 +475,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--png", metavar="PATH", help="draw one scatter per component and stream")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_views)
+
+    s = sub.add_parser("gain", parents=[common], help="gain control: does context scale or shift each component's response?",
+                       formatter_class=fmt_class)
+    s.add_argument("--model", required=True)
+    model_id_option(s)
+    s.add_argument("--layer", type=count(0, 10_000), required=True)
+    s.add_argument("--stimuli", type=count(2, 4096), default=16, help="stimulus tokens (each placed last after every context)")
+    s.add_argument("--contexts", type=count(2, 4096), default=16, help="random context prefixes")
+    s.add_argument("--context-length", type=count(1, 100_000), default=8)
+    s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_gain)
 
     s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
     s.add_argument("--model", required=True)

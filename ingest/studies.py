@@ -26,7 +26,7 @@ from atlas.store import Store
 from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, resolve_task, write_run
 
 __all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae",
-           "run_lens", "LensRun", "task_loss", "run_decode", "run_views"]
+           "run_lens", "LensRun", "task_loss", "run_decode", "run_views", "run_gain"]
 
 Log = Callable[[str], None]
 
@@ -502,6 +502,25 @@ def run_views(store: Store, model: str, home: Path, *, layer: int, variable: str
     cx.write_components(store, nodes)
     cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
     return points, summary
+
+
+def run_gain(store: Store, model: str, home: Path, *, layer: int, n_stimuli: int = 16, n_contexts: int = 16, context_length: int = 8,
+             seed: int = 0, model_id: str | None = None) -> pd.DataFrame:
+    """Gain control of a layer's heads and MLP (:func:`ingest.gain.gain_study`), stored on them
+    (:data:`ingest.gain.GAIN_PROPERTIES`)."""
+    from ingest.gain import GAIN_PROPERTIES, gain_study
+    from ingest.graph import build_graph
+    from ingest.models import load_model, model_record
+
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
+    graph = build_graph(loaded.model, loaded.model_id)
+    frame = gain_study(loaded.model, graph, layer, n_stimuli=n_stimuli, n_contexts=n_contexts, context_length=context_length, seed=seed)
+    nodes = graph.nodes_frame()
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, nodes)
+    cx.write_components(store, nodes.merge(frame[["componentId", *GAIN_PROPERTIES]], on="componentId", how="inner"))
+    return frame
 
 
 def task_loss(model: str, task: str, n_prompts: int, seed: int, home: Path) -> float:

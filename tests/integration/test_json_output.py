@@ -44,6 +44,7 @@ def commands(tmp: Path) -> list[list[str]]:
         ["lens", "--model", "induction-2l", "--prompts", "8"],
         ["decode", "--model", "binding", "--layer", "1", "--variable", "answer", "--prompts", "10"],
         ["views", "--model", "binding", "--layer", "1", "--color", "answer", "--prompts", "10"],
+        ["gain", "--model", "induction-2l", "--layer", "1", "--stimuli", "4", "--contexts", "4"],
         ["development", "induction-2l@0", "induction-2l@0", "induction-2l", "--task", "induction", "--method", "eap", "--prompts", "4",
          "--quiet"],
         ["paths", "--run", RUN, "--top", "3"],
