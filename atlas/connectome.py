@@ -51,7 +51,7 @@ __all__ = [
     "write_edges", "delete_run_edges", "delete_run", "delete_model_edges",
     "fetch_edges", "fetch_edge_columns", "fetch_positional_edge_columns", "fetch_components", "fetch_custom",
     "write_circuit", "fetch_circuit",
-    "write_similarity", "write_hierarchy", "write_alignment", "write_path_cache", "delete_path_caches",
+    "write_similarity", "write_noise_correlations", "write_hierarchy", "write_alignment", "write_path_cache", "delete_path_caches",
     "match_paths", "fetch_model", "fetch_run_relationships", "fetch_part_of", "EdgeBatch", "write_run",
     "fetch_component_properties", "fetch_dictionaries",
 ]
@@ -556,6 +556,20 @@ def write_similarity(store: Store, pairs: pd.DataFrame, probe: str) -> int:
         "UNWIND $rows AS r MATCH (a:Component {componentId: r.a}) MATCH (b:Component {componentId: r.b}) "
         f"CREATE (a)-[:{rel} {{cka: r.cka, cca: r.cca, rsa: r.rsa, probe: $probe}}]->(b)",
         pairs[["a", "b", "cka", "cca", "rsa"]].to_dict("records"), params={"probe": probe},
+    )
+
+
+def write_noise_correlations(store: Store, pairs: pd.DataFrame, model_id: str, sigma: float, probe: str) -> int:
+    """(Re)write a model's ``(a)-[:NOISE_CORRELATED {r, signal, rNull, z, sigma, probe}]->(b)`` from an
+    ``a, b, r, signal, rNull, z`` frame (the model's previous ones go first)."""
+    rel = RelType.NOISE_CORRELATED.value
+    store.run(f"MATCH (a:Component {{modelId: $m}})-[e:{rel}]->(:Component) DELETE e", {"m": model_id}, write=True)
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in pairs[["a", "b", "r", "signal", "rNull", "z"]].to_dict("records")]
+    return store.write_rows(
+        "UNWIND $rows AS r MATCH (a:Component {componentId: r.a}) MATCH (b:Component {componentId: r.b}) "
+        f"CREATE (a)-[:{rel} {{r: r.r, signal: r.signal, rNull: r.rNull, z: r.z, sigma: $sigma, probe: $probe}}]->(b)",
+        rows, params={"sigma": float(sigma), "probe": probe},
     )
 
 

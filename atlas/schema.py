@@ -160,6 +160,8 @@ class RelType(StrEnum):
     MEMBER_OF = "MEMBER_OF"
     OF_MODEL = "OF_MODEL"
     ALIGNED_WITH = "ALIGNED_WITH"
+    NOISE_CORRELATED = "NOISE_CORRELATED"
+    """Trial-to-trial co-variation of two components under input noise: ``{r, signal, rNull, z, sigma, probe}``."""
     SIMILAR_TO = "SIMILAR_TO"
     """Representational similarity of two components on a probe set: ``{cka, cca, rsa, probe}``."""
     IN_RUN = "IN_RUN"

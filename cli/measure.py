@@ -303,6 +303,40 @@ def cmd_gain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_noise(args: argparse.Namespace) -> int:
+    precheck(args)
+    from ingest.studies import run_noise
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        pairs = run_noise(store, args.model, conf.home, task=args.task, n_prompts=args.prompts, repeats=args.repeats, sigma=args.sigma,
+                          seed=args.seed, model_id=args.model_id)
+    if args.json:
+        print(json.dumps(pairs.to_dict("records"), default=jsonable))
+        return 0
+    print(f"{len(pairs)} component pairs, {args.prompts} prompts x {args.repeats} noisy repeats (sigma {args.sigma}); strongest noise "
+          "correlations (z against repeats permuted within each stimulus); stored as NOISE_CORRELATED:")
+    print_frame(pairs.reindex(pairs["z"].abs().sort_values(ascending=False).index).head(15), "table")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    precheck(args)
+    from ingest.studies import run_encode
+
+    conf = settings(args)
+    with open_store(conf) as store:
+        frame = run_encode(store, args.model, conf.home, task=args.task, n_prompts=args.prompts, repeats=args.repeats, sigma=args.sigma,
+                           seed=args.seed, model_id=args.model_id)
+    if args.json:
+        print(json.dumps(frame.to_dict("records"), default=jsonable))
+        return 0
+    print(f"held-out R2 of ridge encoding models (5 folds grouped by prompt) of each component's single-trial response, next to "
+          f"its noise ceiling (sigma {args.sigma}, {args.repeats} repeats); stored on the components:")
+    print_frame(frame, "table")
+    return 0
+
+
 def model_id_option(s: argparse.ArgumentParser) -> None:
     """``--model-id`` (the id to store a model under instead of the one it would get) and
     ``--offline`` (hub names from the local Hugging Face cache only)."""
@@ -487,6 +521,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_gain)
+
+    for name, func, helptext, default_prompts in (
+            ("noise", cmd_noise, "noise correlations: components' shared trial-to-trial variability under input noise", 32),
+            ("encode", cmd_encode, "encoding models: task variables -> each component's response, with the noise ceiling", 48)):
+        s = sub.add_parser(name, parents=[common], help=helptext, formatter_class=fmt_class)
+        s.add_argument("--model", required=True)
+        model_id_option(s)
+        s.add_argument("--task", help="the stimuli (default: a zoo model's own task)")
+        s.add_argument("--prompts", type=count(5, MAX_PROMPTS, "activations of every prompt are held in memory together"), default=default_prompts)
+        s.add_argument("--repeats", type=count(2, 1000), default=8, help="noisy presentations of each stimulus")
+        s.add_argument("--sigma", type=float, default=0.05, help="embedding noise, relative to each embedding's norm")
+        s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
+        s.add_argument("--json", action="store_true")
+        s.set_defaults(func=func)
 
     s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
     s.add_argument("--model", required=True)

@@ -26,7 +26,7 @@ from atlas.store import Store
 from ingest.jobs import ComputedRun, IngestConfig, check_existing, make_progress, resolve_task, write_run
 
 __all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae",
-           "run_lens", "LensRun", "task_loss", "run_decode", "run_views", "run_gain"]
+           "run_lens", "LensRun", "task_loss", "run_decode", "run_views", "run_gain", "run_noise", "run_encode"]
 
 Log = Callable[[str], None]
 
@@ -520,6 +520,56 @@ def run_gain(store: Store, model: str, home: Path, *, layer: int, n_stimuli: int
     cx.write_model(store, model_record(loaded))
     cx.write_components(store, nodes)
     cx.write_components(store, nodes.merge(frame[["componentId", *GAIN_PROPERTIES]], on="componentId", how="inner"))
+    return frame
+
+
+def _noisy(model: str, home: Path, task: str | None, n_prompts: int, repeats: int, sigma: float, seed: int,
+           model_id: str | None) -> tuple[Any, Any, Any, str, list[str], Any]:
+    from ingest.coding import noisy_responses
+    from ingest.graph import build_graph
+    from ingest.models import load_model
+    from ingest.tasks import get_task
+
+    task_name = resolve_task(task or "default", model)
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
+    graph = build_graph(loaded.model, loaded.model_id)
+    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
+    ids, responses = noisy_responses(loaded.model, graph, batch, repeats=repeats, sigma=sigma, seed=seed)
+    return loaded, graph, batch, task_name, ids, responses
+
+
+def run_noise(store: Store, model: str, home: Path, *, task: str | None = None, n_prompts: int = 32, repeats: int = 8, sigma: float = 0.05,
+              seed: int = 0, model_id: str | None = None) -> pd.DataFrame:
+    """Signal and noise correlations of every pair of heads and MLPs (:mod:`ingest.coding`), written as
+    ``NOISE_CORRELATED`` relationships (the model's previous ones replaced)."""
+    from ingest.coding import noise_correlations
+    from ingest.models import model_record
+
+    loaded, graph, _, task_name, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
+    pairs = noise_correlations(ids, responses, seed=seed)
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, graph.nodes_frame())
+    cx.write_noise_correlations(store, pairs, loaded.model_id, sigma, f"task:{task_name} ({n_prompts} prompts x {repeats} repeats, seed {seed})")
+    return pairs
+
+
+def run_encode(store: Store, model: str, home: Path, *, task: str | None = None, n_prompts: int = 48, repeats: int = 8, sigma: float = 0.05,
+               seed: int = 0, model_id: str | None = None) -> pd.DataFrame:
+    """Encoding models of every head and MLP's single-trial response with the noise ceiling
+    (:mod:`ingest.coding`), stored on the components (``encodeR2*``, ``noiseCeiling``)."""
+    from ingest.coding import encoding_models
+    from ingest.models import model_record
+
+    loaded, graph, batch, task_name, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
+    frame = encoding_models(ids, responses, batch)
+    props = frame.rename(columns={c: "encode" + c[0].upper() + c[1:] for c in frame.columns if c.startswith("r2")})
+    props["encodeTask"] = f"task:{task_name} ({n_prompts} prompts, sigma {sigma}, seed {seed})"
+    nodes = graph.nodes_frame()
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(loaded))
+    cx.write_components(store, nodes)
+    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
     return frame
 
 

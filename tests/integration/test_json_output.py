@@ -45,6 +45,8 @@ def commands(tmp: Path) -> list[list[str]]:
         ["decode", "--model", "binding", "--layer", "1", "--variable", "answer", "--prompts", "10"],
         ["views", "--model", "binding", "--layer", "1", "--color", "answer", "--prompts", "10"],
         ["gain", "--model", "induction-2l", "--layer", "1", "--stimuli", "4", "--contexts", "4"],
+        ["noise", "--model", "induction-2l", "--prompts", "6", "--repeats", "3"],
+        ["encode", "--model", "induction-2l", "--prompts", "6", "--repeats", "3"],
         ["development", "induction-2l@0", "induction-2l@0", "induction-2l", "--task", "induction", "--method", "eap", "--prompts", "4",
          "--quiet"],
         ["paths", "--run", RUN, "--top", "3"],

@@ -69,3 +69,19 @@ def test_views_are_drawn_stored_and_shown_in_tooltips(store: Store, embedded: St
     page = tmp_path / "page.html"
     assert main(["export", "--run", "views-run", "--html", str(page), *home]) == 0
     assert "pcaTop2" in page.read_text() and "viewSeparation" in page.read_text()
+
+
+def test_noise_correlations_and_encoding_models_are_stored(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    home = ["--home", str(embedded.home)]
+    for _ in range(2):  # a second run replaces the first
+        assert main(["noise", "--model", "induction-2l", "--prompts", "8", "--repeats", "4", "--json", *home]) == 0
+        pairs = json.loads(capsys.readouterr().out)
+        n = store.read("MATCH (a:Component {modelId: 'induction-2l'})-[e:NOISE_CORRELATED]->(b) RETURN count(e) AS n")
+        assert int(n["n"].iloc[0]) == len(pairs) == 28  # 8 heads, every pair
+    strongest = max(pairs, key=lambda p: p["z"])
+    assert strongest["a"].split("/")[-1].startswith("L1.H") and strongest["b"].split("/")[-1].startswith("L1.H")  # the induction heads
+    assert main(["encode", "--model", "induction-2l", "--prompts", "10", "--repeats", "4", "--json", *home]) == 0
+    rows = {r["componentId"]: r for r in json.loads(capsys.readouterr().out)}
+    stored = store.read("MATCH (c:Head {componentId: 'induction-2l/L0.H0'}) RETURN c.encodeR2PrevToken AS r2, c.noiseCeiling AS ceiling")
+    assert stored["r2"].iloc[0] == pytest.approx(rows["induction-2l/L0.H0"]["r2PrevToken"])
+    assert stored["ceiling"].iloc[0] == pytest.approx(rows["induction-2l/L0.H0"]["noiseCeiling"])
