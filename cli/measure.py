@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from atlas.errors import ValidationError
 from atlas.schema import MAX_PROMPTS, MAX_STEPS, Ablation, Granularity, Method, Metric, choices
 from cli.common import count, fmt, jsonable, open_store, print_frame, require_run, settings
 
@@ -337,6 +338,48 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from ingest.scaling import measure_member
+    from queries.scaling import member_statistics, trends
+
+    conf = settings(args)
+    try:
+        sizes = sorted({int(v) for v in args.sizes.split(",")})
+        seeds = sorted({int(v) for v in args.seeds.split(",")})
+    except ValueError:
+        raise ValidationError("--sizes and --seeds are comma-separated integers") from None
+    if len(sizes) < 3 or len(seeds) < 2:
+        raise ValidationError("scaling needs at least three sizes and two seeds (trends are judged across seeds)")
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    rows = []
+    with tqdm(total=len(sizes) * len(seeds), desc="training and measuring the family", disable=None if not args.quiet else True) as bar:
+        for seed in seeds:
+            for size in sizes:
+                m = measure_member(conf.home, size, seed, args.steps, n_prompts=args.prompts)
+                rows.append({**member_statistics(size, seed, m.edges, m.lesions, m.roles, m.final_loss), "modelId": m.model_id})
+                bar.update(1)
+    table = pd.DataFrame(rows)
+    verdicts = trends(table)
+    written = None
+    if args.png:
+        from queries.export import scaling_png
+
+        written = str(scaling_png(table, verdicts, Path(args.png), f"induction recipe: {args.steps} steps, sizes = heads per layer"))
+    if args.json:
+        print(json.dumps({"members": table.to_dict("records"), "trends": verdicts.to_dict("records"), "png": written}, default=jsonable))
+        return 0
+    print(f"the induction recipe at {len(sizes)} sizes (heads per layer) x {len(seeds)} seeds, {args.steps} steps each "
+          f"(kept under {conf.home / 'scaling'}):")
+    print_frame(table, "table")
+    print("\ntrends with size (Spearman per seed; robust = same sign and |rho| >= 0.5 in every seed):")
+    print_frame(verdicts, "table")
+    if written:
+        print(f"wrote {written}")
+    return 0
+
+
 def model_id_option(s: argparse.ArgumentParser) -> None:
     """``--model-id`` (the id to store a model under instead of the one it would get) and
     ``--offline`` (hub names from the local Hugging Face cache only)."""
@@ -535,6 +578,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
         s.add_argument("--json", action="store_true")
         s.set_defaults(func=func)
+
+    s = sub.add_parser("scaling", parents=[common], help="scaling: one recipe trained at several sizes and seeds, connectome statistics "
+                       "against size", formatter_class=fmt_class)
+    s.add_argument("--task", default="induction", choices=["induction"], help="the recipe and task (the induction family)")
+    s.add_argument("--sizes", default="2,4,8", help="heads per layer, comma-separated (at least three)")
+    s.add_argument("--seeds", default="0,1", help="seeds, comma-separated (at least two)")
+    s.add_argument("--steps", type=count(1, 1_000_000), default=600, help="training steps of every member")
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
+    s.add_argument("--png", metavar="PATH", help="draw every statistic against size, one line per seed")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_scaling)
 
     s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
     s.add_argument("--model", required=True)

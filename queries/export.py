@@ -453,6 +453,32 @@ def views_png(points: pd.DataFrame, summary: pd.DataFrame, path: Path, title: st
     return Path(path)
 
 
+def scaling_png(table: pd.DataFrame, verdicts: pd.DataFrame, path: Path, title: str) -> Path:
+    """Every scaling statistic against size, one line per seed, each panel titled with its trend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = verdicts["statistic"].tolist()
+    fig, axes = plt.subplots(2, (len(stats) + 1) // 2, figsize=(3.2 * ((len(stats) + 1) // 2), 6), squeeze=False)
+    for ax, (_, verdict) in zip(axes.flat, verdicts.iterrows()):
+        for seed, sub in table.groupby("seed"):
+            sub = sub.sort_values("size")
+            ax.plot(sub["size"], sub[verdict["statistic"]], marker="o", label=f"seed {seed}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("heads per layer")
+        ax.set_title(f"{verdict['statistic']}: {verdict['trend']}", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(stats):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def lens_png(layers: pd.DataFrame, path: Path, title: str) -> Path:
     """Predictive coding per reading point (``atlas lens``): KL(final || lens) of the logit lens and of
     the tuned lens on held-out prompts, and their top-1 agreement with the final prediction next to

@@ -47,6 +47,7 @@ def commands(tmp: Path) -> list[list[str]]:
         ["gain", "--model", "induction-2l", "--layer", "1", "--stimuli", "4", "--contexts", "4"],
         ["noise", "--model", "induction-2l", "--prompts", "6", "--repeats", "3"],
         ["encode", "--model", "induction-2l", "--prompts", "6", "--repeats", "3"],
+        ["scaling", "--sizes", "1,2,3", "--seeds", "0,1", "--steps", "5", "--prompts", "4", "--quiet"],
         ["development", "induction-2l@0", "induction-2l@0", "induction-2l", "--task", "induction", "--method", "eap", "--prompts", "4",
          "--quiet"],
         ["paths", "--run", RUN, "--top", "3"],
