@@ -390,7 +390,7 @@ def delete_run_edges(store: Store, run_id: str, *, rel_type: RelType = RelType.A
 def delete_run(store: Store, run_id: str) -> int:
     """Delete a run: its attribution and ablation edges, its hierarchy links and its ``:Run`` node
     (components, shared by every run of the model, stay). Returns the edges deleted."""
-    n = sum(delete_run_edges(store, run_id, rel_type=t) for t in RUN_EDGE_TYPES)
+    n = sum(delete_run_edges(store, run_id, rel_type=t) for t in (*RUN_EDGE_TYPES, RelType.NOISE_CORRELATED))
     store.run("MATCH (r:Run {runId: $id}) DETACH DELETE r", {"id": run_id}, write=True)
     store.run("MATCH (c:RunClaim {runId: $id}) DELETE c", {"id": run_id}, write=True)
     return n
@@ -559,17 +559,17 @@ def write_similarity(store: Store, pairs: pd.DataFrame, probe: str) -> int:
     )
 
 
-def write_noise_correlations(store: Store, pairs: pd.DataFrame, model_id: str, sigma: float, probe: str) -> int:
-    """(Re)write a model's ``(a)-[:NOISE_CORRELATED {r, signal, rNull, z, sigma, probe}]->(b)`` from an
-    ``a, b, r, signal, rNull, z`` frame (the model's previous ones go first)."""
+def write_noise_correlations(store: Store, pairs: pd.DataFrame, run_id: str, sigma: float, probe: str) -> int:
+    """(Re)write a noise run's ``(a)-[:NOISE_CORRELATED {r, signal, rNull, z, sigma, probe, runId}]->(b)``
+    from an ``a, b, r, signal, rNull, z`` frame (the run's previous ones go first)."""
     rel = RelType.NOISE_CORRELATED.value
-    store.run(f"MATCH (a:Component {{modelId: $m}})-[e:{rel}]->(:Component) DELETE e", {"m": model_id}, write=True)
+    store.run(f"MATCH (:Component)-[e:{rel} {{runId: $run}}]->(:Component) DELETE e", {"run": run_id}, write=True)
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in pairs[["a", "b", "r", "signal", "rNull", "z"]].to_dict("records")]
     return store.write_rows(
         "UNWIND $rows AS r MATCH (a:Component {componentId: r.a}) MATCH (b:Component {componentId: r.b}) "
-        f"CREATE (a)-[:{rel} {{r: r.r, signal: r.signal, rNull: r.rNull, z: r.z, sigma: $sigma, probe: $probe}}]->(b)",
-        rows, params={"sigma": float(sigma), "probe": probe},
+        f"CREATE (a)-[:{rel} {{r: r.r, signal: r.signal, rNull: r.rNull, z: r.z, sigma: $sigma, probe: $probe, runId: $run}}]->(b)",
+        rows, params={"sigma": float(sigma), "probe": probe, "run": run_id},
     )
 
 

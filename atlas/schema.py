@@ -161,7 +161,7 @@ class RelType(StrEnum):
     OF_MODEL = "OF_MODEL"
     ALIGNED_WITH = "ALIGNED_WITH"
     NOISE_CORRELATED = "NOISE_CORRELATED"
-    """Trial-to-trial co-variation of two components under input noise: ``{r, signal, rNull, z, sigma, probe}``."""
+    """Trial-to-trial co-variation of two components under input noise: ``{r, signal, rNull, z, sigma, probe, runId}``."""
     SIMILAR_TO = "SIMILAR_TO"
     """Representational similarity of two components on a probe set: ``{cka, cca, rsa, probe}``."""
     IN_RUN = "IN_RUN"

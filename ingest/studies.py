@@ -541,17 +541,25 @@ def _noisy(model: str, home: Path, task: str | None, n_prompts: int, repeats: in
 def run_noise(store: Store, model: str, home: Path, *, task: str | None = None, n_prompts: int = 32, repeats: int = 8, sigma: float = 0.05,
               seed: int = 0, model_id: str | None = None) -> pd.DataFrame:
     """Signal and noise correlations of every pair of heads and MLPs (:mod:`ingest.coding`), written as
-    ``NOISE_CORRELATED`` relationships (the model's previous ones replaced)."""
+    ``NOISE_CORRELATED`` relationships of a ``:Run`` (``method: "noise"``; rerunning one configuration
+    replaces its relationships, other configurations keep theirs)."""
     from ingest.coding import noise_correlations
     from ingest.models import model_record
 
     loaded, graph, _, task_name, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
     pairs = noise_correlations(ids, responses, seed=seed)
+    config = json.dumps({"model": model, "task": task_name, "nPrompts": n_prompts, "repeats": repeats, "sigma": sigma, "seed": seed,
+                         "weightsHash": loaded.weights_hash}, sort_keys=True)
+    run_id = f"{loaded.model_id}:{task_name}:noise:{hashlib.sha256(config.encode()).hexdigest()[:8]}"
+    existing = check_existing(store, run_id, config)
+    nodes = graph.nodes_frame()
     cx.ensure_schema(store)
-    cx.write_model(store, model_record(loaded))
-    cx.write_components(store, graph.nodes_frame())
-    cx.write_noise_correlations(store, pairs, loaded.model_id, sigma, f"task:{task_name} ({n_prompts} prompts x {repeats} repeats, seed {seed})")
-    return pairs
+    if existing is None or not existing.complete:
+        run = RunRecord(run_id=run_id, model_id=loaded.model_id, task=task_name, method="noise", n_prompts=n_prompts, config_json=config,
+                        details={"repeats": repeats, "sigma": sigma})
+        cx.write_run(store, replace(run, n_edges=0), model_record(loaded), nodes, [], unfinished=existing is not None)
+    cx.write_noise_correlations(store, pairs, run_id, sigma, f"task:{task_name} ({n_prompts} prompts x {repeats} repeats, seed {seed})")
+    return pairs.assign(runId=run_id)
 
 
 def run_encode(store: Store, model: str, home: Path, *, task: str | None = None, n_prompts: int = 48, repeats: int = 8, sigma: float = 0.05,

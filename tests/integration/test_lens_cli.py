@@ -76,10 +76,13 @@ def test_noise_correlations_and_encoding_models_are_stored(store: Store, embedde
     for _ in range(2):  # a second run replaces the first
         assert main(["noise", "--model", "induction-2l", "--prompts", "8", "--repeats", "4", "--json", *home]) == 0
         pairs = json.loads(capsys.readouterr().out)
-        n = store.read("MATCH (a:Component {modelId: 'induction-2l'})-[e:NOISE_CORRELATED]->(b) RETURN count(e) AS n")
+        run_id = pairs[0]["runId"]
+        n = store.read("MATCH (a:Component)-[e:NOISE_CORRELATED {runId: $r}]->(b) RETURN count(e) AS n", {"r": run_id})
         assert int(n["n"].iloc[0]) == len(pairs) == 28  # 8 heads, every pair
+        assert cx.fetch_run(store, run_id).method == "noise"
     strongest = max(pairs, key=lambda p: p["z"])
     assert strongest["a"].split("/")[-1].startswith("L1.H") and strongest["b"].split("/")[-1].startswith("L1.H")  # the induction heads
+    assert cx.delete_run(store, run_id) == 28  # a noise run goes with its relationships
     assert main(["encode", "--model", "induction-2l", "--prompts", "10", "--repeats", "4", "--json", *home]) == 0
     rows = {r["componentId"]: r for r in json.loads(capsys.readouterr().out)}
     stored = store.read("MATCH (c:Head {componentId: 'induction-2l/L0.H0'}) RETURN c.encodeR2PrevToken AS r2, c.noiseCeiling AS ceiling")
