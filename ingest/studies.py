@@ -415,40 +415,80 @@ class LensRun:
     result: Any
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """What a toolbox study measures on: the model, its head-level graph, the task's prompts."""
+
+    loaded: Any
+    graph: Any
+    batch: Any
+    task: str
+
+
+def _measured(model: str, home: Path, task: str | None, n_prompts: int, seed: int, model_id: str | None) -> _Measured:
+    """Load ``model`` with its graph and ``n_prompts`` prompts of ``task`` (default: a zoo model's own)."""
+    from ingest.graph import build_graph
+    from ingest.models import load_model
+    from ingest.tasks import get_task
+
+    task_name = resolve_task(task or "default", model)
+    loaded = load_model(model, home, make_progress(True), model_id=model_id)
+    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
+    return _Measured(loaded, build_graph(loaded.model, loaded.model_id), batch, task_name)
+
+
+def _store_on_components(store: Store, m: _Measured, props: pd.DataFrame, clear: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Write the model, its components and ``props`` (``componentId`` + figure columns) onto them,
+    first removing the properties ``clear`` (another measurement's figures must not linger); returns
+    the node frame."""
+    from ingest.models import model_record
+
+    nodes = m.graph.nodes_frame()
+    cx.ensure_schema(store)
+    cx.write_model(store, model_record(m.loaded))
+    cx.write_components(store, nodes)
+    if clear:
+        cx.clear_component_properties(store, m.loaded.model_id, clear)
+    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
+    return nodes
+
+
+def _study_id(m: _Measured, method: str, config: dict[str, Any]) -> tuple[str, str]:
+    """(run id, configuration JSON) of a study's run: one id per configuration and weights."""
+    text = json.dumps({**config, "weightsHash": m.loaded.weights_hash}, sort_keys=True)
+    return f"{m.loaded.model_id}:{m.task}:{method}:{hashlib.sha256(text.encode()).hexdigest()[:8]}", text
+
+
+def _study_run(store: Store, m: _Measured, method: str, config: dict[str, Any], details: dict[str, Any]) -> tuple[str, str]:
+    """The ``:Run`` of a study with no edges of its own (its figures are ``details``), written complete
+    once per configuration; returns (run id, written or unchanged)."""
+    from ingest.models import model_record
+
+    run_id, text = _study_id(m, method, config)
+    existing = check_existing(store, run_id, text)
+    if existing is not None and existing.complete:
+        return run_id, "unchanged"
+    run = RunRecord(run_id=run_id, model_id=m.loaded.model_id, task=m.task, method=method, n_prompts=config.get("nPrompts"),
+                    config_json=text, details=details, n_edges=0)
+    cx.write_run(store, run, model_record(m.loaded), m.graph.nodes_frame(), [], unfinished=existing is not None)
+    return run_id, "written"
+
+
 def run_lens(store: Store, model: str, home: Path, *, task: str | None = None, n_prompts: int = 64, seed: int = 0,
              model_id: str | None = None) -> LensRun:
     """Predictive coding (:mod:`ingest.lens`) on a task's prompts: the per-layer figures go on a
     ``:Run`` (``method: "lens"``, ``lensLayersJson``), the per-component ones on the components
     (:data:`ingest.lens.LENS_PROPERTIES`, replaced each time). Idempotent per configuration."""
-    from ingest.graph import build_graph
     from ingest.lens import LENS_PROPERTIES, compute_lens
-    from ingest.models import load_model, model_record
-    from ingest.tasks import get_task
 
     if not 2 <= n_prompts <= MAX_PROMPTS:
         raise ValidationError(f"--prompts must be between 2 and {MAX_PROMPTS:,} (the tuned lens is fitted on half), got {n_prompts:,}")
-    task_name = resolve_task(task or "default", model)
-    loaded = load_model(model, home, make_progress(True), model_id=model_id)
-    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
-    graph = build_graph(loaded.model, loaded.model_id)
-    result = compute_lens(loaded.model, graph, batch, seed=seed)
-    config = json.dumps({"model": model, "task": task_name, "nPrompts": n_prompts, "seed": seed, "weightsHash": loaded.weights_hash},
-                        sort_keys=True)
-    run_id = f"{loaded.model_id}:{task_name}:lens:{hashlib.sha256(config.encode()).hexdigest()[:8]}"
-    existing = check_existing(store, run_id, config)
-    nodes = graph.nodes_frame()
-    props = result.components.drop(columns=["kind", "layer"]).assign(lensTask=task_name)
-    cx.ensure_schema(store)
-    cx.write_model(store, model_record(loaded))
-    cx.write_components(store, nodes)
-    cx.clear_component_properties(store, loaded.model_id, LENS_PROPERTIES)  # another task's figures must not linger
-    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
-    if existing is not None and existing.complete:
-        return LensRun(run_id, "unchanged", result)
-    run = RunRecord(run_id=run_id, model_id=loaded.model_id, task=task_name, method="lens", n_prompts=n_prompts, config_json=config,
-                    details={"lensLayersJson": json.dumps(result.layers.to_dict("records")), "lensSummaryJson": json.dumps(result.summary)})
-    cx.write_run(store, replace(run, n_edges=0), model_record(loaded), nodes, [], unfinished=existing is not None)
-    return LensRun(run_id, "written", result)
+    m = _measured(model, home, task, n_prompts, seed, model_id)
+    result = compute_lens(m.loaded.model, m.graph, m.batch, seed=seed)
+    _store_on_components(store, m, result.components.drop(columns=["kind", "layer"]).assign(lensTask=m.task), clear=LENS_PROPERTIES)
+    run_id, status = _study_run(store, m, "lens", {"model": model, "task": m.task, "nPrompts": n_prompts, "seed": seed},
+                                {"lensLayersJson": json.dumps(result.layers.to_dict("records")), "lensSummaryJson": json.dumps(result.summary)})
+    return LensRun(run_id, status, result)
 
 
 def run_decode(store: Store, model: str, home: Path, *, layer: int, variable: str, task: str | None = None, n_prompts: int = 32,
@@ -457,25 +497,14 @@ def run_decode(store: Store, model: str, home: Path, *, layer: int, variable: st
     (:func:`ingest.decode.decode_layer`); each component's accuracy and null go on it as
     ``decode<Variable>``/``decode<Variable>Null`` (with ``decode<Variable>Task``)."""
     from ingest.decode import decode_layer, property_name
-    from ingest.graph import build_graph
-    from ingest.models import load_model, model_record
-    from ingest.tasks import get_task
 
-    task_name = resolve_task(task or "default", model)
-    loaded = load_model(model, home, make_progress(True), model_id=model_id)
-    graph = build_graph(loaded.model, loaded.model_id)
-    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
-    frame = decode_layer(loaded.model, graph, batch, layer, variable, seed=seed, decoder=decoder)
+    m = _measured(model, home, task, n_prompts, seed, model_id)
+    frame = decode_layer(m.loaded.model, m.graph, m.batch, layer, variable, seed=seed, decoder=decoder)
     key = property_name(variable)
     parts = frame.dropna(subset=["componentId"])
-    props = pd.DataFrame({"componentId": parts["componentId"], key: parts["accuracy"], f"{key}Null": parts["null"],
-                          f"{key}Task": f"{task_name} ({decoder}, {n_prompts} prompts, seed {seed})"})
-    nodes = graph.nodes_frame()
-    cx.ensure_schema(store)
-    cx.write_model(store, model_record(loaded))
-    cx.write_components(store, nodes)
-    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
-    return frame.assign(task=task_name)
+    _store_on_components(store, m, pd.DataFrame({"componentId": parts["componentId"], key: parts["accuracy"], f"{key}Null": parts["null"],
+                                                 f"{key}Task": f"{m.task} ({decoder}, {n_prompts} prompts, seed {seed})"}))
+    return frame.assign(task=m.task)
 
 
 def run_views(store: Store, model: str, home: Path, *, layer: int, variable: str, method: str = "pca", task: str | None = None,
@@ -483,24 +512,14 @@ def run_views(store: Store, model: str, home: Path, *, layer: int, variable: str
     """2-D views of a layer's population (:func:`ingest.views.population_views`); each component keeps
     ``pcaTop2``, ``viewVariable``, ``viewSeparation`` and ``viewSeparationNull`` (the HTML export's
     tooltips show them)."""
-    from ingest.graph import build_graph
-    from ingest.models import load_model, model_record
-    from ingest.tasks import get_task
     from ingest.views import population_views
 
-    task_name = resolve_task(task or "default", model)
-    loaded = load_model(model, home, make_progress(True), model_id=model_id)
-    graph = build_graph(loaded.model, loaded.model_id)
-    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
-    points, summary = population_views(loaded.model, graph, batch, layer, variable, method=method, seed=seed)
+    m = _measured(model, home, task, n_prompts, seed, model_id)
+    points, summary = population_views(m.loaded.model, m.graph, m.batch, layer, variable, method=method, seed=seed)
     parts = summary.dropna(subset=["componentId"])
-    props = pd.DataFrame({"componentId": parts["componentId"], "pcaTop2": parts["pcaTop2"], "viewVariable": f"{variable} ({method}, {task_name})",
-                          "viewSeparation": parts["separation"], "viewSeparationNull": parts["separationNull"]})
-    nodes = graph.nodes_frame()
-    cx.ensure_schema(store)
-    cx.write_model(store, model_record(loaded))
-    cx.write_components(store, nodes)
-    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
+    _store_on_components(store, m, pd.DataFrame({"componentId": parts["componentId"], "pcaTop2": parts["pcaTop2"],
+                                                 "viewVariable": f"{variable} ({method}, {m.task})", "viewSeparation": parts["separation"],
+                                                 "viewSeparationNull": parts["separationNull"]}))
     return points, summary
 
 
@@ -510,55 +529,39 @@ def run_gain(store: Store, model: str, home: Path, *, layer: int, n_stimuli: int
     (:data:`ingest.gain.GAIN_PROPERTIES`)."""
     from ingest.gain import GAIN_PROPERTIES, gain_study
     from ingest.graph import build_graph
-    from ingest.models import load_model, model_record
+    from ingest.models import load_model
 
     loaded = load_model(model, home, make_progress(True), model_id=model_id)
     graph = build_graph(loaded.model, loaded.model_id)
     frame = gain_study(loaded.model, graph, layer, n_stimuli=n_stimuli, n_contexts=n_contexts, context_length=context_length, seed=seed)
-    nodes = graph.nodes_frame()
-    cx.ensure_schema(store)
-    cx.write_model(store, model_record(loaded))
-    cx.write_components(store, nodes)
-    cx.write_components(store, nodes.merge(frame[["componentId", *GAIN_PROPERTIES]], on="componentId", how="inner"))
+    _store_on_components(store, _Measured(loaded, graph, None, "random contexts"), frame[["componentId", *GAIN_PROPERTIES]])
     return frame
 
 
 def _noisy(model: str, home: Path, task: str | None, n_prompts: int, repeats: int, sigma: float, seed: int,
-           model_id: str | None) -> tuple[Any, Any, Any, str, list[str], Any]:
+           model_id: str | None) -> tuple[_Measured, list[str], Any]:
     from ingest.coding import noisy_responses
-    from ingest.graph import build_graph
-    from ingest.models import load_model
-    from ingest.tasks import get_task
 
-    task_name = resolve_task(task or "default", model)
-    loaded = load_model(model, home, make_progress(True), model_id=model_id)
-    graph = build_graph(loaded.model, loaded.model_id)
-    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
-    ids, responses = noisy_responses(loaded.model, graph, batch, repeats=repeats, sigma=sigma, seed=seed)
-    return loaded, graph, batch, task_name, ids, responses
+    m = _measured(model, home, task, n_prompts, seed, model_id)
+    ids, responses = noisy_responses(m.loaded.model, m.graph, m.batch, repeats=repeats, sigma=sigma, seed=seed)
+    return m, ids, responses
 
 
 def run_noise(store: Store, model: str, home: Path, *, task: str | None = None, n_prompts: int = 32, repeats: int = 8, sigma: float = 0.05,
               seed: int = 0, model_id: str | None = None) -> pd.DataFrame:
     """Signal and noise correlations of every pair of heads and MLPs (:mod:`ingest.coding`), written as
     ``NOISE_CORRELATED`` relationships of a ``:Run`` (``method: "noise"``; rerunning one configuration
-    replaces its relationships, other configurations keep theirs)."""
+    replaces its relationships, other configurations keep theirs). The run is written last."""
     from ingest.coding import noise_correlations
-    from ingest.models import model_record
 
-    loaded, graph, _, task_name, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
+    m, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
     pairs = noise_correlations(ids, responses, seed=seed)
-    config = json.dumps({"model": model, "task": task_name, "nPrompts": n_prompts, "repeats": repeats, "sigma": sigma, "seed": seed,
-                         "weightsHash": loaded.weights_hash}, sort_keys=True)
-    run_id = f"{loaded.model_id}:{task_name}:noise:{hashlib.sha256(config.encode()).hexdigest()[:8]}"
-    existing = check_existing(store, run_id, config)
-    nodes = graph.nodes_frame()
-    cx.ensure_schema(store)
-    if existing is None or not existing.complete:
-        run = RunRecord(run_id=run_id, model_id=loaded.model_id, task=task_name, method="noise", n_prompts=n_prompts, config_json=config,
-                        details={"repeats": repeats, "sigma": sigma})
-        cx.write_run(store, replace(run, n_edges=0), model_record(loaded), nodes, [], unfinished=existing is not None)
-    cx.write_noise_correlations(store, pairs, run_id, sigma, f"task:{task_name} ({n_prompts} prompts x {repeats} repeats, seed {seed})")
+    config = {"model": model, "task": m.task, "nPrompts": n_prompts, "repeats": repeats, "sigma": sigma, "seed": seed}
+    run_id, text = _study_id(m, "noise", config)
+    check_existing(store, run_id, text)  # refuses an id taken by another configuration before anything is written
+    _store_on_components(store, m, pd.DataFrame({"componentId": []}))
+    cx.write_noise_correlations(store, pairs, run_id, sigma, f"task:{m.task} ({n_prompts} prompts x {repeats} repeats, seed {seed})")
+    _study_run(store, m, "noise", config, {"repeats": repeats, "sigma": sigma})
     return pairs.assign(runId=run_id)
 
 
@@ -567,17 +570,11 @@ def run_encode(store: Store, model: str, home: Path, *, task: str | None = None,
     """Encoding models of every head and MLP's single-trial response with the noise ceiling
     (:mod:`ingest.coding`), stored on the components (``encodeR2*``, ``noiseCeiling``)."""
     from ingest.coding import encoding_models
-    from ingest.models import model_record
 
-    loaded, graph, batch, task_name, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
-    frame = encoding_models(ids, responses, batch)
+    m, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
+    frame = encoding_models(ids, responses, m.batch)
     props = frame.rename(columns={c: "encode" + c[0].upper() + c[1:] for c in frame.columns if c.startswith("r2")})
-    props["encodeTask"] = f"task:{task_name} ({n_prompts} prompts, sigma {sigma}, seed {seed})"
-    nodes = graph.nodes_frame()
-    cx.ensure_schema(store)
-    cx.write_model(store, model_record(loaded))
-    cx.write_components(store, nodes)
-    cx.write_components(store, nodes.merge(props, on="componentId", how="inner"))
+    _store_on_components(store, m, props.assign(encodeTask=f"task:{m.task} ({n_prompts} prompts, sigma {sigma}, seed {seed})"))
     return frame
 
 
