@@ -31,6 +31,7 @@ import json
 import os
 import pickle
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -364,7 +365,8 @@ def _load_pretrained(name: str) -> LoadedModel | None:
             "(--offline or HF_HUB_OFFLINE); run once without them where there is network access"
         )
     try:
-        with _offline_hub() if offline else contextlib.nullcontext():
+        # TransformerLens prints "Loaded pretrained model ..." on stdout, where --json output goes
+        with _offline_hub() if offline else contextlib.nullcontext(), contextlib.redirect_stdout(sys.stderr):
             model = HookedTransformer.from_pretrained(name, device="cpu")
     except Exception as exc:
         why = " ".join(str(exc).split())[:300] or type(exc).__name__

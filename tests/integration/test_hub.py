@@ -53,6 +53,7 @@ def test_hub_names_download_through_the_cache_and_then_load_offline(embedded: St
     ingest = ("ingest", "--model", "pythia-70m", "--method", "eap", "--prompts", "2", "--run-id", "hub-run", "--json", "--quiet")
     first = _atlas(embedded.home, hf_home, *ingest, HF_ENDPOINT=hub.url)
     assert first.returncode == 0, first.stderr[-2000:]
+    assert json.loads(first.stdout)["status"] == "written"  # stdout holds the JSON alone (TransformerLens's chatter goes to stderr)
     assert hub.downloaded("model.safetensors") and hub.downloaded("config.json") and hub.downloaded("tokenizer.json")
     with Store.connect(embedded, quiet=True) as s:
         run = cx.fetch_run(s, "hub-run")
