@@ -35,8 +35,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     config.validate()
     conf = settings(args)
 
+    def cache_paths(run_id: str, edges: Any) -> None:  # the first 'atlas paths' is then served from the run, cold
+        from atlas.errors import NoPath
+        from queries.paths import write_path_cache
+
+        try:
+            write_path_cache(store, run_id, edges=edges)
+        except NoPath:  # no path from the embedding to the logits (e.g. every edge zero): nothing to keep
+            pass
+
     with open_store(conf) as store:
-        result = run_ingest(store, config, conf.home, run_id=args.run_id, progress=not args.quiet)
+        result = run_ingest(store, config, conf.home, run_id=args.run_id, progress=not args.quiet, after_write=cache_paths)
     if args.json:
         print(json.dumps({"runId": result.run_id, "status": result.status, "nNodes": result.n_nodes, "nEdges": result.n_edges, "seconds": result.seconds}))
     elif result.status == "unchanged":

@@ -400,8 +400,12 @@ def run_ingest(
     *,
     progress: bool = True,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+    after_write: Callable[[str, pd.DataFrame], None] | None = None,
 ) -> IngestResult:
     """Compute a run and write it into ``store`` (idempotent per run id; see module docstring).
+
+    ``after_write(run_id, edges)`` runs once the run is complete, with its edges still in memory:
+    where callers derive summaries kept on the run (``atlas ingest`` caches the default pathways).
 
     Raises:
         RunConflict: ``run_id`` exists with a different configuration.
@@ -447,4 +451,8 @@ def run_ingest(
                     n_prompts=config.n_prompts, config_json=config.to_json(), details=details)
     write_run(store, computed, run, rel_type=RelType.ATTRIBUTION, unfinished=existing is not None, progress=progress, log=log)
     t2 = time.perf_counter()
-    return IngestResult(run_id, "written", len(computed.nodes), len(computed.edges), {"compute": t1 - t0, "write": t2 - t1})
+    seconds = {"compute": t1 - t0, "write": t2 - t1}
+    if after_write is not None:
+        after_write(run_id, computed.edges)
+        seconds["summaries"] = time.perf_counter() - t2
+    return IngestResult(run_id, "written", len(computed.nodes), len(computed.edges), seconds)

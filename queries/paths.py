@@ -338,17 +338,18 @@ def positional_edges(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_path_cache(store: Store, run_id: str, *, split_channels: bool = False) -> bool:
+def write_path_cache(store: Store, run_id: str, *, split_channels: bool = False, edges: pd.DataFrame | None = None) -> bool:
     """Answer the default pathway question (its ``CACHED_K`` strongest paths) once over a complete
-    run and keep it on the ``:Run``; a complete run never changes. Returns False when the run is
-    not complete or already holds the answer."""
+    run and keep it on the ``:Run``; a complete run never changes. ``edges``: the run's edges when the
+    caller holds them (``atlas ingest`` does, right after writing: no fetch), else they are fetched.
+    Returns False when the run is not complete or already holds the answer."""
     import json
 
     run = cx.require_run(store, run_id)
     key = _path_cache_key(split_channels)
     if not run.complete or run.details.get(key):
         return False
-    found = top_paths_frame(cx.fetch_edge_columns(store, run_id), k=CACHED_K, split_channels=split_channels)
+    found = top_paths_frame(cx.fetch_edge_columns(store, run_id) if edges is None else edges, k=CACHED_K, split_channels=split_channels)
     cx.write_path_cache(store, run_id, key, json.dumps(found.to_dict("records")))
     return True
 

@@ -336,3 +336,19 @@ def test_evaluate_any_model_against_a_given_circuit(store: Store, embedded: Stor
     code, _, err = cli(capsys, embedded.home, "evaluate", "--model", str(tmp_path / "mine.pt"), "--task", "induction",
                        "--truth", str(tmp_path / "bad.json"))
     assert code == 2 and "'L9.Q' is not a local component id" in err and err.count("\n") == 1
+
+
+def test_ingest_keeps_the_default_pathways_on_the_run(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    """`atlas ingest` answers the default pathway question from the edges it holds, so the first
+    `atlas paths` of a run reads it from the run instead of fetching every edge."""
+    from queries.paths import CACHED_K, top_paths_frame
+
+    code, out, err = cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--method", "eap", "--prompts", "4", "--run-id",
+                         "cached-paths", "--json", "--quiet")
+    assert code == 0, err
+    assert "summaries" in json.loads(out)["seconds"]
+    cached = json.loads(cx.fetch_run(store, "cached-paths").details["topPaths"])
+    recomputed = top_paths_frame(cx.fetch_edge_columns(store, "cached-paths"), k=CACHED_K)
+    assert [(r["path"], round(r["strength"], 12)) for r in cached] == [(p, round(s, 12)) for p, s in zip(recomputed["path"], recomputed["strength"])]
+    code, out, _ = cli(capsys, embedded.home, "paths", "--run", "cached-paths", "--top", "5", "--json")
+    assert code == 0 and [r["path"] for r in json.loads(out)] == [r["path"] for r in cached[:5]]
