@@ -342,8 +342,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     csv_dir = args.csv_dir or args.csv_path
     targets = {"html": args.html, "graphml": args.graphml, "gexf": args.gexf, "node-link": args.node_link, "png": args.png}
     chosen = {k: v for k, v in targets.items() if v}
-    if not chosen and not csv_dir:
-        raise ValidationError("say what to write: --html, --graphml, --gexf, --node-link, --png PATH or --csv-dir FOLDER")
+    overviews = {k: v for k, v in (("flow", args.flow), ("heatmap", args.heatmap)) if v}
+    if not chosen and not csv_dir and not overviews:
+        raise ValidationError("say what to write: --html, --graphml, --gexf, --node-link, --png, --flow, --heatmap PATH or --csv-dir FOLDER")
     filtered = args.top is not None or args.min_weight or args.circuit or args.paths is not None
     if csv_dir and filtered:
         raise ValidationError("--csv-dir writes the whole run (a lossless copy for 'atlas import' or neo4j-admin); "
@@ -357,6 +358,21 @@ def cmd_export(args: argparse.Namespace) -> int:
             paths = export_run_csv(store, args.run, Path(csv_dir))
             written.append({"format": "csv", "path": str(paths[0].parent), "files": [p.name for p in paths]})
         graph = select_graph(store, args.run, top=args.top, min_weight=args.min_weight, circuit=args.circuit, paths=args.paths) if chosen else None
+        if overviews:  # whole-run summaries, readable at any size: every edge counts
+            from queries.export import flow_matrix, flow_png, heatmap_png
+            from queries.fetch import fetch_edge_columns
+
+            edges = fetch_edge_columns(store, args.run, min_weight=args.min_weight)
+            if edges.empty:
+                raise ValidationError(f"run {args.run} has no edges with |score| >= {args.min_weight} to summarise")
+            if "flow" in overviews:
+                Path(overviews["flow"]).parent.mkdir(parents=True, exist_ok=True)
+                written.append({"format": "flow", "path": str(flow_png(flow_matrix(edges), Path(overviews["flow"]), f"flow between layer x kind groups: {args.run}")),
+                                "edges": int(len(edges))})
+            if "heatmap" in overviews:
+                Path(overviews["heatmap"]).parent.mkdir(parents=True, exist_ok=True)
+                written.append({"format": "heatmap", "path": str(heatmap_png(edges, Path(overviews["heatmap"]), f"adjacency: {args.run}",
+                                                                            max_nodes=args.heatmap_nodes)), "edges": int(len(edges))})
     writers = {"html": lambda p: to_html(graph, p, title=f"connectome {args.run}"), "graphml": lambda p: to_graphml(graph, p),
                "gexf": lambda p: to_gexf(graph, p), "node-link": lambda p: to_json(graph, p), "png": lambda p: to_png(graph, p)}
     for kind, target in chosen.items():
@@ -368,7 +384,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(json.dumps(written))
         return 0
     for w in written:
-        size = f" ({w['nodes']} nodes, {w['edges']} edges)" if "nodes" in w else f" ({', '.join(w['files'])})"
+        size = (f" ({w['nodes']} nodes, {w['edges']} edges)" if "nodes" in w else f" (all {w['edges']} edges)" if "edges" in w
+                else f" ({', '.join(w['files'])})")
         print(f"wrote {w['path']}{size}")
     if per_position and chosen:
         print("positions aggregated: each drawn edge is the sum over its position pairs (the per-position edges go with --csv-dir)")
@@ -480,6 +497,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--csv-dir", metavar="FOLDER", help="write the whole run losslessly into this folder: nodes.csv and "
                    "relationships.csv (neo4j-admin import format) and run.json ('atlas import' loads it)")
     s.add_argument("--png", help="write a static layered drawing here")
+    s.add_argument("--flow", metavar="PATH", help="write the whole run's layer x kind flow summary (block matrix PNG) here")
+    s.add_argument("--heatmap", metavar="PATH", help="write an adjacency heatmap of the strongest components (PNG), ordered by layer and kind")
+    s.add_argument("--heatmap-nodes", type=count(2, 100_000), default=200, help="components in the heatmap (most |score| first)")
     s.add_argument("--json", action="store_true", help="print what was written as JSON")
     s.add_argument("--csv", dest="csv_path", metavar="FOLDER", help=argparse.SUPPRESS)  # the 0.1 spelling of --csv-dir
     s.add_argument("--top", type=count(1, 10_000_000, "the database's LIMIT"), help="only the N strongest edges by |score|")

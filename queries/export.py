@@ -479,6 +479,97 @@ def scaling_png(table: pd.DataFrame, verdicts: pd.DataFrame, path: Path, title: 
     return Path(path)
 
 
+def _group(cid: str) -> tuple[int, str]:
+    """(forward stage, label) of a component's (layer, kind) group: ``EMBED``, ``L1 heads``, ``L1 MLP``,
+    ``L1 neurons``, ``L1 features``, ``LOGITS``."""
+    from atlas.ids import parse_component_id, write_stage
+
+    ref = parse_component_id(cid)
+    kind = ref.kind.value
+    if kind in ("embed", "logits"):
+        return (write_stage(ref.kind, ref.layer) if kind == "embed" else 10**9), kind.upper()
+    name = {"head": "heads", "mlp": "MLP", "neuron": "neurons", "feature": "features", "error": "features"}[kind]
+    return write_stage(ref.kind, ref.layer), f"L{ref.layer} {name}"
+
+
+def flow_matrix(edges: pd.DataFrame) -> pd.DataFrame:
+    """A run's attribution summed as |score| between (layer, kind) groups, senders in rows and
+    receivers in columns, both in forward order: the block summary of a connectome of any size
+    (every edge counts once, so the matrix sums to the run's total |score|)."""
+    groups = {cid: _group(cid) for cid in pd.unique(pd.concat([edges["componentId_pre"], edges["componentId_post"]]))}
+    frame = pd.DataFrame({"src": edges["componentId_pre"].map(lambda c: groups[c][1]), "dst": edges["componentId_post"].map(lambda c: groups[c][1]),
+                          "w": edges["score"].abs()})
+    matrix = frame.pivot_table(index="src", columns="dst", values="w", aggfunc="sum", fill_value=0.0)
+    order = [label for _, label in sorted(set(groups.values()))]
+    return matrix.reindex(index=[g for g in order if g in matrix.index], columns=[g for g in order if g in matrix.columns], fill_value=0.0)
+
+
+def flow_png(matrix: pd.DataFrame, path: Path, title: str) -> Path:
+    """The block matrix of :func:`flow_matrix` as an annotated heatmap (share of the total |score|)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    share = matrix / float(matrix.to_numpy().sum() or 1.0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * share.shape[1], 1.0 + 0.5 * share.shape[0]))
+    im = ax.imshow(share.to_numpy(), cmap="Blues", vmin=0)
+    ax.set_xticks(range(share.shape[1]), share.columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(share.shape[0]), share.index, fontsize=8)
+    for i in range(share.shape[0]):
+        for j in range(share.shape[1]):
+            if share.iat[i, j] >= 0.005:
+                ax.text(j, i, f"{share.iat[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                        color="white" if share.iat[i, j] > 0.5 * float(share.to_numpy().max()) else "black")
+    ax.set_xlabel("receiving group")
+    ax.set_ylabel("sending group")
+    fig.colorbar(im, ax=ax, label="share of the run's |score|")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def heatmap_png(edges: pd.DataFrame, path: Path, title: str, max_nodes: int = 200) -> Path:
+    """The adjacency of the ``max_nodes`` components with the most |score| (in plus out), ordered by
+    forward stage (layer, then kind) with the groups of :func:`flow_matrix` marked; colour is the
+    signed score summed over channels. Readable at any run size: one pixel row per component."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = edges["score"].abs()
+    strength = pd.concat([w.groupby(edges["componentId_pre"]).sum(), w.groupby(edges["componentId_post"]).sum()]).groupby(level=0).sum()
+    keep = set(strength.nlargest(max_nodes).index)
+    sub = edges[edges["componentId_pre"].isin(keep) & edges["componentId_post"].isin(keep)]
+    nodes = sorted(keep, key=lambda c: (_group(c), c))
+    index = {c: i for i, c in enumerate(nodes)}
+    grid = np.zeros((len(nodes), len(nodes)))
+    np.add.at(grid, (sub["componentId_pre"].map(index).to_numpy(), sub["componentId_post"].map(index).to_numpy()), sub["score"].to_numpy())
+    scale = float(np.abs(grid).max()) or 1.0
+    size = min(12.0, 3.0 + 0.04 * len(nodes))
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+    labels = [_group(c)[1] for c in nodes]
+    starts = [i for i in range(len(nodes)) if i == 0 or labels[i] != labels[i - 1]]
+    for i in starts[1:]:
+        ax.axhline(i - 0.5, color="#888888", linewidth=0.5)
+        ax.axvline(i - 0.5, color="#888888", linewidth=0.5)
+    ax.set_yticks(starts, [labels[i] for i in starts], fontsize=7)
+    ax.set_xticks(starts, [labels[i] for i in starts], fontsize=7, rotation=90)
+    ax.set_xlabel("receiver")
+    ax.set_ylabel("sender")
+    fig.colorbar(im, ax=ax, label="score (summed over channels)")
+    ax.set_title(f"{title} ({len(nodes)} components)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def lens_png(layers: pd.DataFrame, path: Path, title: str) -> Path:
     """Predictive coding per reading point (``atlas lens``): KL(final || lens) of the logit lens and of
     the tuned lens on held-out prompts, and their top-1 agreement with the final prediction next to

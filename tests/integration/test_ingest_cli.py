@@ -352,3 +352,13 @@ def test_ingest_keeps_the_default_pathways_on_the_run(store: Store, embedded: St
     assert [(r["path"], round(r["strength"], 12)) for r in cached] == [(p, round(s, 12)) for p, s in zip(recomputed["path"], recomputed["strength"])]
     code, out, _ = cli(capsys, embedded.home, "paths", "--run", "cached-paths", "--top", "5", "--json")
     assert code == 0 and [r["path"] for r in json.loads(out)] == [r["path"] for r in cached[:5]]
+
+
+def test_whole_run_overviews(store: Store, embedded: StoreSettings, cli_run: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = cli(capsys, embedded.home, "export", "--run", "cli-run", "--flow", str(tmp_path / "flow.png"), "--heatmap",
+                         str(tmp_path / "heat.png"), "--json")
+    assert code == 0, err
+    written = {w["format"]: w for w in json.loads(out)}
+    total = len(cx.fetch_edge_columns(store, "cli-run"))
+    assert written["flow"]["edges"] == written["heatmap"]["edges"] == total  # every edge of the run counts
+    assert (tmp_path / "flow.png").stat().st_size > 10_000 and (tmp_path / "heat.png").stat().st_size > 10_000

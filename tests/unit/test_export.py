@@ -53,3 +53,22 @@ def test_zero_edges_are_neutral_and_changes_are_marked(tmp_path: Path) -> None:
     assert "(lost)" in page and "#ff7f0e" in page and "#2ca02c" in (tmp_path / "m-b.html").read_text()
     png = to_png_side_by_side(WEAK, STRONG, tmp_path / "m.png", ("a", "b"), (marks_a, marks_b))
     assert png.stat().st_size > 5000
+
+
+def test_flow_matrix_sums_every_edge_into_its_layer_and_kind_block() -> None:
+    import pandas as pd
+
+    from queries.export import flow_matrix
+
+    edges = pd.DataFrame({
+        "componentId_pre": ["m/EMBED", "m/EMBED", "m/L0.H0", "m/L0.H1", "m/L0.MLP", "m/L1.H0", "m/EMBED"],
+        "componentId_post": ["m/L0.H0", "m/L0.H1", "m/L1.H0", "m/L1.H0", "m/L1.H0", "m/LOGITS", "m/LOGITS"],
+        "channel": ["q", "k", "k", "v", "q", "in", "in"],
+        "score": [1.0, -2.0, 0.5, -0.25, 3.0, 4.0, -1.0],
+    })
+    matrix = flow_matrix(edges)
+    assert list(matrix.index) == ["EMBED", "L0 heads", "L0 MLP", "L1 heads"]  # forward order
+    assert list(matrix.columns) == ["L0 heads", "L1 heads", "LOGITS"]
+    assert matrix.loc["EMBED", "L0 heads"] == 3.0 and matrix.loc["L0 heads", "L1 heads"] == 0.75
+    assert matrix.loc["L0 MLP", "L1 heads"] == 3.0 and matrix.loc["EMBED", "LOGITS"] == 1.0 and matrix.loc["L1 heads", "LOGITS"] == 4.0
+    assert matrix.to_numpy().sum() == edges["score"].abs().sum()
