@@ -43,7 +43,7 @@ from ingest.graph import ModelGraph, Receiver, build_graph
 from ingest.tasks import PromptBatch, prompt_pair, prompt_tokens, read_prompt_file
 
 __all__ = ["BERT_ARCHITECTURES", "is_encoder", "is_encoder_folder", "load_encoder", "SimilarityTask", "encoder_graph",
-           "compute_encoder_edges", "sentence_embedding", "wire_inputs"]
+           "compute_encoder_edges", "check_encoder_method", "sentence_embedding", "wire_inputs"]
 
 BERT_ARCHITECTURES = frozenset({"BertModel", "BertForMaskedLM", "BertForPreTraining"})
 _CHUNK = 256
@@ -237,11 +237,16 @@ def _point(receiver: Receiver, n_layers: int) -> int:
     return 2 * n_layers
 
 
+def check_encoder_method(method: str) -> None:
+    """Refuse a method the encoders do not offer, in one line."""
+    if method not in (Method.EAP.value, Method.PATCHING.value):
+        raise ValidationError(f"encoders are scored with eap or patching, not {method}: integrated gradients through post-LN wires are not offered")
+
+
 def _check_supported(graph: ModelGraph, method: str) -> None:
     if any(r.kind not in (ComponentKind.HEAD, ComponentKind.MLP, ComponentKind.LOGITS) for r in graph.receivers):
         raise ValidationError("encoders are mapped at head granularity (neurons and dictionary features are not offered for post-LN blocks)")
-    if method not in (Method.EAP.value, Method.PATCHING.value):
-        raise ValidationError(f"encoders are scored with eap or patching, not {method}: integrated gradients through post-LN wires are not offered")
+    check_encoder_method(method)
 
 
 def compute_encoder_edges(model: Any, graph: ModelGraph, task: SimilarityTask, batch: PromptBatch, method: str,

@@ -292,7 +292,7 @@ def _compute_encoder_run(config: IngestConfig, loaded: Any, progress: Callable[[
                          on_load: Callable[[Any], None] | None) -> ComputedRun:
     """:func:`compute_run` for a BERT-style encoder (:mod:`ingest.encoder`): a similarity prompts file,
     the ``cosine`` metric, ``eap`` or ``patching``, heads and MLPs."""
-    from ingest.encoder import SimilarityTask, compute_encoder_edges, encoder_graph, is_encoder
+    from ingest.encoder import SimilarityTask, check_encoder_method, compute_encoder_edges, encoder_graph, is_encoder
 
     if not is_encoder(loaded.model):
         raise ValidationError(f"--metric cosine scores an encoder's sentence embedding; {loaded.model_id} is a decoder: choose "
@@ -304,9 +304,7 @@ def _compute_encoder_run(config: IngestConfig, loaded: Any, progress: Callable[[
         raise ValidationError(f"encoders take a prompts .json file as --task (clean, corrupted, target sentence), not {config.task!r}")
     if config.granularity != "head" or config.per_prompt or config.per_position:
         raise ValidationError("encoders are mapped at head granularity, without --per-prompt or --per-position")
-    if config.method not in (Method.EAP.value, Method.PATCHING.value):
-        raise ValidationError(f"encoders are scored with eap or patching, not {config.method}: integrated gradients through "
-                              "post-LN wires are not offered")
+    check_encoder_method(config.method)
     if not Path(config.task).exists():
         raise ValidationError(f"prompt file {config.task} does not exist")
     if on_load is not None:

@@ -43,7 +43,7 @@ def member_folder(home: Path, size: int, seed: int, steps: int) -> Path:
 
 def train_member(home: Path, size: int, seed: int, steps: int) -> Path:
     """Train (once; a saved member is reused) the ``size``-head, ``seed`` member of the family."""
-    from ingest.zoo import _clamp_prev_token_head, _induction_config, _train_loop, induction_batch
+    from ingest.zoo import _induction_config, _train_induction
 
     if not 1 <= size <= 64:
         raise ValidationError(f"family sizes are heads per layer, 1..64; got {size}")
@@ -58,15 +58,7 @@ def train_member(home: Path, size: int, seed: int, steps: int) -> Path:
     try:
         torch.manual_seed(seed)
         model = HookedTransformer(HookedTransformerConfig(**config))
-        opt = torch.optim.Adam(_clamp_prev_token_head(model), lr=3e-3)
-        gen = torch.Generator().manual_seed(seed)
-
-        def loss_fn() -> torch.Tensor:
-            tokens, mask = induction_batch(gen, 64, model.cfg.n_ctx, model.cfg.d_vocab)
-            logp = torch.log_softmax(model(tokens)[:, :-1], dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-            return -(logp * mask[:, :-1]).sum() / mask[:, :-1].sum()
-
-        figures = _train_loop(model, opt, loss_fn, steps, None, 0, None)
+        figures = _train_induction(model, steps, seed=seed)  # the zoo recipe itself, at this width and seed
     finally:
         torch.use_deterministic_algorithms(was)
     folder.mkdir(parents=True, exist_ok=True)
