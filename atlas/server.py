@@ -5,7 +5,7 @@ atlas processes can share it. Its state lives in the atlas home::
 
     HOME/password         root password, generated once, mode 0600
     HOME/reader-password  password of ``reader``, a user whose group may only read, mode 0600
-    HOME/server.json      {pid, boltPort, httpPort}, written once the server listens
+    HOME/server.json      {pid, boltPort, httpPort, heap}, written once the server listens
     HOME/server.lock      serialises concurrent starts
     HOME/arcadedb/        databases, config and the server's own log/ folder
     HOME/log/server.out   the daemon's stdout/stderr
@@ -16,6 +16,13 @@ runs in ArcadeDB's production mode with ``LOAD CSV`` file and remote URLs off; r
 (``atlas query`` without ``--write``) logs in as ``reader``, whose database group grants
 ``readRecord`` alone, so the server itself refuses writes, schema changes and user management.
 Nothing is written to the current directory.
+
+Memory: the server's JVM heap is sized from the machine (:func:`default_heap`: a quarter of the
+memory this process may use, between 1 and 32 GiB); ``atlas db start --heap 8g`` or
+``ATLAS_DB_HEAP`` overrides it. ArcadeDB gives its queries half of the heap for in-memory buffers
+(sorts, ``collect()``) and about one buffered element per 2 KB of heap, so a 6 GB heap holds a
+3M-element ``collect()`` or an unlimited ``ORDER BY`` over 3M rows; the atlas's own whole-run reads
+fall back to streaming rows when a run is larger than that.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -38,7 +46,7 @@ from atlas.errors import ConfigError, StoreUnavailable
 
 __all__ = [
     "ServerInfo", "ensure_server", "server_status", "start_server", "stop_server", "read_password",
-    "ROOT_USER", "READER_USER", "pid_alive",
+    "ROOT_USER", "READER_USER", "pid_alive", "default_heap", "resolve_heap",
 ]
 
 HOST = "127.0.0.1"
@@ -49,6 +57,43 @@ READER_USER = "reader"
 READER_GROUP = {"access": [], "resultSetLimit": -1, "readTimeout": -1, "types": {"*": {"access": ["readRecord"]}}}
 
 
+_HEAP = re.compile(r"^([1-9][0-9]*)([mMgG])$")
+
+
+def _memory_limit_bytes() -> int:
+    """The memory this process may use: physical memory, or the cgroup's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            raw = Path(path).read_text().strip()
+            if raw.isdigit() and 0 < int(raw) < total:
+                total = int(raw)
+    return total
+
+
+def default_heap(limit_bytes: int | None = None) -> str:
+    """The embedded server's heap for this machine: a quarter of its memory, 1 to 32 GiB, in GiB
+    (24 GiB -> ``6g``, 8 GiB -> ``2g``, 2 GiB -> ``1g``)."""
+    gib = (limit_bytes if limit_bytes is not None else _memory_limit_bytes()) / 2**30
+    return f"{max(1, min(32, int(gib / 4)))}g"
+
+
+def resolve_heap(heap: str | None = None) -> str:
+    """The heap to start the server with: ``heap``, else ``$ATLAS_DB_HEAP``, else :func:`default_heap`.
+
+    Raises:
+        ConfigError: the value is not a size such as ``512m`` or ``8g``, or is under 256 MB.
+    """
+    value = heap or os.environ.get("ATLAS_DB_HEAP") or default_heap()
+    m = _HEAP.match(value.strip())
+    if m is None:
+        raise ConfigError(f"database heap must be a size such as 512m or 8g, got {value!r} (--heap / ATLAS_DB_HEAP)")
+    mb = int(m.group(1)) * (1024 if m.group(2).lower() == "g" else 1)
+    if mb < 256:
+        raise ConfigError(f"database heap {value!r} is too small: the server needs at least 256m")
+    return value.strip().lower()
+
+
 @dataclass(frozen=True)
 class ServerInfo:
     """A running embedded server."""
@@ -57,6 +102,7 @@ class ServerInfo:
     bolt_port: int
     http_port: int
     home: Path
+    heap: str | None = None
 
     @property
     def uri(self) -> str:
@@ -127,7 +173,7 @@ def server_status(home: Path) -> ServerInfo | None:
         return None
     try:
         data = json.loads(state.read_text())
-        info = ServerInfo(int(data["pid"]), int(data["boltPort"]), int(data["httpPort"]), home)
+        info = ServerInfo(int(data["pid"]), int(data["boltPort"]), int(data["httpPort"]), home, data.get("heap"))
     except (ValueError, KeyError, TypeError):
         state.unlink(missing_ok=True)
         return None
@@ -152,7 +198,11 @@ def _locked(home: Path):
 
 
 def start_server(home: Path, heap: str | None = None, quiet: bool = False) -> tuple[ServerInfo, bool]:
-    """Start the embedded server for ``home`` unless one runs; returns (info, started_now)."""
+    """Start the embedded server for ``home`` unless one runs; returns (info, started_now).
+
+    ``heap`` (else ``$ATLAS_DB_HEAP``, else sized from the machine) applies to a server started now;
+    a running one keeps the heap it was started with (``info.heap``)."""
+    heap = resolve_heap(heap)
     with _locked(home):
         info = server_status(home)
         if info is not None:
@@ -165,9 +215,8 @@ def start_server(home: Path, heap: str | None = None, quiet: bool = False) -> tu
         bolt, http = _free_port(), _free_port()
         while http == bolt:
             http = _free_port()
-        cmd = [sys.executable, "-m", "atlas.server", "--home", str(home), "--bolt-port", str(bolt), "--http-port", str(http)]
-        if heap or os.environ.get("ATLAS_DB_HEAP"):
-            cmd += ["--heap", heap or os.environ["ATLAS_DB_HEAP"]]
+        cmd = [sys.executable, "-m", "atlas.server", "--home", str(home), "--bolt-port", str(bolt), "--http-port", str(http),
+               "--heap", heap]
         if not quiet:
             print(f"atlas: starting the embedded database in {home} ...", file=sys.stderr)
         log_file = paths["log"] / "server.out"
@@ -257,7 +306,7 @@ def _serve(home: Path, bolt_port: int, http_port: int, heap: str) -> None:
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps({"pid": os.getpid(), "boltPort": bolt_port, "httpPort": http_port}))
+            fh.write(json.dumps({"pid": os.getpid(), "boltPort": bolt_port, "httpPort": http_port, "heap": heap}))
         os.replace(tmp, paths["state"])
         while not stop["now"]:
             time.sleep(0.2)
@@ -292,9 +341,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--home", required=True)
     p.add_argument("--bolt-port", type=int, required=True)
     p.add_argument("--http-port", type=int, required=True)
-    p.add_argument("--heap", default="2g")
+    p.add_argument("--heap", default=None, help="JVM heap (default: sized from the machine)")
     a = p.parse_args(argv)
-    _serve(Path(a.home), a.bolt_port, a.http_port, a.heap)
+    _serve(Path(a.home), a.bolt_port, a.http_port, resolve_heap(a.heap))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.synthetic import synthetic_edges
+
 
 def _time(fn: Callable[[], Any], repeats: int) -> float:
     fn()  # warm-up: allocator, kernels, caches
@@ -105,38 +107,6 @@ def bench_attribution(smoke: bool) -> None:
 
 
 # -- loading -----------------------------------------------------------------------------------
-def _synthetic_edges(n: int, model: str = "synthetic", seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A head-level run of a wide model shape with about ``n`` edges (heavy-tailed scores)."""
-    from atlas.ids import component_id
-
-    rng = np.random.default_rng(seed)
-    layers = 4
-    while True:  # grow the model until its complete head graph has >= n edges
-        heads = max(4, int(np.sqrt(n / (1.5 * layers * layers))) + 1)
-        senders = 1 + layers * heads
-        total = sum(3 * heads * (1 + l * heads) for l in range(layers)) + senders
-        if total >= n:
-            break
-        layers += 4
-    send = ["EMBED"] + [f"L{l}.H{h}" for l in range(layers) for h in range(heads)]
-    # the logits' inputs first, so that cutting to n edges keeps every path's end
-    pre, post, chan = list(send), ["LOGITS"] * len(send), ["in"] * len(send)
-    for l in range(layers):
-        vis = send[: 1 + l * heads]
-        for h in range(heads):
-            for ch in "qkv":
-                pre += vis
-                post += [f"L{l}.H{h}"] * len(vis)
-                chan += [ch] * len(vis)
-    edges = pd.DataFrame({"componentId_pre": [f"{model}/{c}" for c in pre], "componentId_post": [f"{model}/{c}" for c in post],
-                          "channel": chan, "score": rng.standard_cauchy(len(pre)) * 0.01}).head(n)
-    nodes = [{"componentId": component_id(model, "embed"), "kind": "embed", "modelId": model, "layer": -1, "head": None}]
-    nodes += [{"componentId": component_id(model, "head", layer=l, head=h), "kind": "head", "modelId": model, "layer": l, "head": h}
-              for l in range(layers) for h in range(heads)]
-    nodes += [{"componentId": component_id(model, "logits"), "kind": "logits", "modelId": model, "layer": layers, "head": None}]
-    return edges, pd.DataFrame(nodes)
-
-
 def _native_rate(edges: pd.DataFrame, nodes: pd.DataFrame, workdir: Path) -> float:
     """ArcadeDB's own bulk path: GraphBatch in-process (no Bolt, no Cypher), same vertices and edges."""
     import arcadedb_embedded as adb
@@ -171,7 +141,7 @@ def bench_loading(smoke: bool, home: Path) -> None:
     with Store.connect(resolve_store_settings(home=home)) as store:
         cx.ensure_schema(store)
         for n in sizes:
-            edges, nodes = _synthetic_edges(n, model=f"synthetic-{n}")
+            edges, nodes = synthetic_edges(n, model=f"synthetic-{n}")
             model_id = f"synthetic-{n}"
             layers = int(nodes["layer"].max()) + 1
             cx.write_model(store, ModelRecord(model_id, model_id, "synthetic", layers, 0, 0, 0, None, 0, 0, "bench"))
@@ -198,7 +168,7 @@ def bench_paths(smoke: bool, home: Path) -> None:
     from queries.paths import fetch_paths, top_paths_frame, write_path_cache
 
     n = 5_000 if smoke else 1_000_000
-    edges, _ = _synthetic_edges(n, model=f"synthetic-{n}")
+    edges, _ = synthetic_edges(n, model=f"synthetic-{n}")
     repeats = 1 if smoke else 3
     t_mem = _time(lambda: top_paths_frame(edges, k=10), repeats)
     t_split = _time(lambda: top_paths_frame(edges, k=10, split_channels=True), repeats)

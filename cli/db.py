@@ -22,9 +22,11 @@ def cmd_db(args: argparse.Namespace) -> int:
     home = conf.home
     state: dict[str, Any] = {"home": str(home)}
     if args.action == "start":
-        info, started = start_server(home, quiet=True)
-        state.update({"status": "started" if started else "running", "uri": info.uri, "pid": info.pid})
-        text = f"{'started' if started else 'already running'}: {info.uri} (pid {info.pid}, home {home})"
+        info, started = start_server(home, heap=args.heap, quiet=True)
+        state.update({"status": "started" if started else "running", "uri": info.uri, "pid": info.pid, "heap": info.heap})
+        text = f"{'started' if started else 'already running'}: {info.uri} (pid {info.pid}, heap {info.heap}, home {home})"
+        if not started and args.heap and args.heap.lower() != info.heap:
+            text += f"; it keeps its heap: 'atlas db stop' first to start it with {args.heap}"
     elif args.action == "stop":
         stopped = stop_server(home)
         state["status"] = "stopped" if stopped else "not running"
@@ -39,8 +41,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
             with open_store(conf, quiet=True) as store:
                 counts = count_graph(store)
-            state.update({"status": "running", "uri": status.uri, "pid": status.pid, **counts})
-            text = f"running: {status.uri} (pid {status.pid}, home {home}); {counts['nodes']} nodes, {counts['relationships']} relationships"
+            state.update({"status": "running", "uri": status.uri, "pid": status.pid, "heap": status.heap, **counts})
+            text = (f"running: {status.uri} (pid {status.pid}, heap {status.heap}, home {home}); "
+                    f"{counts['nodes']} nodes, {counts['relationships']} relationships")
     print(json.dumps(state) if args.json else text)
     return 1 if state["status"] == "not running" and args.action == "status" else 0
 
@@ -103,6 +106,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("db", parents=[common], help="start, stop or inspect the embedded database server", formatter_class=fmt_class)
     s.add_argument("action", choices=["start", "stop", "status"])
     s.add_argument("--json", action="store_true", help="print the state as JSON")
+    s.add_argument("--heap", help="JVM heap of a server started now, e.g. 8g (default: $ATLAS_DB_HEAP, else a quarter of the "
+                   "machine's memory, 1-32 GiB); queries may buffer half of it")
     s.set_defaults(func=cmd_db)
 
     s = sub.add_parser("query", parents=[common], help="run Cypher (read-only unless --write)", formatter_class=fmt_class)
