@@ -44,8 +44,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         except NoPath:  # no path from the embedding to the logits (e.g. every edge zero): nothing to keep
             pass
 
+    if args.ray and args.shards < 2:
+        raise ValidationError("--ray runs shards on a cluster: give --shards N (N >= 2) with it")
     with open_store(conf) as store:
-        result = run_ingest(store, config, conf.home, run_id=args.run_id, progress=not args.quiet, after_write=cache_paths)
+        result = run_ingest(store, config, conf.home, run_id=args.run_id, progress=not args.quiet, after_write=cache_paths,
+                            shards=args.shards, ray_address=args.ray)
     if args.json:
         print(json.dumps({"runId": result.run_id, "status": result.status, "nNodes": result.n_nodes, "nEdges": result.n_edges, "seconds": result.seconds}))
     elif result.status == "unchanged":
@@ -436,6 +439,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--per-position", action="store_true",
                    help="also keep every edge resolved by position, u@i -> v@j (ATTRIBUTION_AT edges with srcPos/dstPos; gradient "
                         "methods): 'atlas paths --positions' searches them; the run's edges are their sums")
+    s.add_argument("--shards", type=count(1, 100_000), default=1,
+                   help="compute the edges as N Ray tasks (prompts split for the gradient methods, edges for patching), merged "
+                        "exactly and written once; needs the 'ray' extra")
+    s.add_argument("--ray", metavar="ADDRESS", help="Ray cluster to run the shards on (default: a local Ray started for the run)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_ingest)

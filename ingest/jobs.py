@@ -186,6 +186,8 @@ class ComputedRun:
     """Per-prompt runs: each prompt's tokens, text and clean / corrupted metric, in the order of ``promptScores``."""
     positional: pd.DataFrame | None = None
     """Per-position runs: the edges resolved by position (``srcPos``, ``dstPos``); ``edges`` are their sums."""
+    shard_plan: dict[str, Any] | None = None
+    """How the compute was split over Ray tasks (:class:`ingest.shards.ShardPlan`), when it was."""
 
 
 def prompt_records(model: Any, task: Any, batch: Any) -> tuple[dict[str, Any], ...]:
@@ -230,9 +232,14 @@ def run_graph(config: IngestConfig, loaded: Any, task: Any, batch: Any) -> tuple
 
 
 def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None,
-                on_load: Callable[[Any], None] | None = None) -> ComputedRun:
+                on_load: Callable[[Any], None] | None = None, *, shards: int = 1, ray_address: str | None = None,
+                log: Callable[[str], None] | None = None) -> ComputedRun:
     """Load, build the task and compute the edges; no I/O to the store (``on_load(loaded)`` runs
-    once the model is loaded, before any compute: a chance to refuse early)."""
+    once the model is loaded, before any compute: a chance to refuse early).
+
+    ``shards`` > 1 computes the edges as that many Ray tasks (local Ray, or the cluster at
+    ``ray_address``), merged exactly (:mod:`ingest.shards`); neuron and feature choices, unit
+    statistics and prompt records are made once, on every prompt, as without shards."""
     from ingest.methods import MethodConfig, get_method
     from ingest.models import load_model
     from ingest.tasks import get_task, prepare_batch
@@ -245,6 +252,8 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     from ingest.encoder import is_encoder
 
     if is_encoder(loaded.model) or config.metric == Metric.COSINE.value:
+        if shards > 1:
+            raise ValidationError("--shards is for decoder runs; encoder runs (BERT-style) are computed in one process")
         return _compute_encoder_run(config, loaded, progress, on_load)
     if on_load is not None:
         on_load(loaded)
@@ -263,14 +272,26 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
     total = {Method.EAP.value: 3, Method.EAP_IG.value: config.steps + 2, Method.EAP_IG_ACT.value: config.steps + 2,
              Method.PATCHING.value: n_edges}[config.method]
-    bar = progress(total, f"{config.method} on {loaded.model_id}") if progress else None
-    try:
-        edges = method(loaded.model, graph, task, batch,
-                       MethodConfig(steps=config.steps, per_prompt=config.per_prompt, per_position=config.per_position),
-                       progress=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
+    method_config = MethodConfig(steps=config.steps, per_prompt=config.per_prompt, per_position=config.per_position)
+    shard_plan = None
+    if shards > 1:
+        from ingest.shards import compute_sharded
+
+        bar = progress(shards, f"{config.method} on {loaded.model_id}, {shards} shards on Ray") if progress else None
+        try:
+            edges, plan = compute_sharded(loaded.model, graph, task, batch, config.method, method_config, shards,
+                                          address=ray_address, log=log, progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+        shard_plan = plan.to_json()
+    else:
+        bar = progress(total, f"{config.method} on {loaded.model_id}") if progress else None
+        try:
+            edges = method(loaded.model, graph, task, batch, method_config, progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
     positional = None
     if config.per_position:
         from ingest.methods import aggregate_positions
@@ -285,7 +306,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
         for key in ("prevTokenScore", "inductionScore"):
             nodes[key] = [roles.get(name, {}).get(key) for name in local]
     prompts = prompt_records(loaded.model, task, batch) if config.per_prompt else ()
-    return ComputedRun(loaded, nodes, edges, records, prompts, positional)
+    return ComputedRun(loaded, nodes, edges, records, prompts, positional, shard_plan)
 
 
 def _compute_encoder_run(config: IngestConfig, loaded: Any, progress: Callable[[int, str], Any] | None,
@@ -399,8 +420,14 @@ def run_ingest(
     progress: bool = True,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
     after_write: Callable[[str, pd.DataFrame], None] | None = None,
+    shards: int = 1,
+    ray_address: str | None = None,
 ) -> IngestResult:
     """Compute a run and write it into ``store`` (idempotent per run id; see module docstring).
+
+    ``shards`` > 1 spreads the compute over Ray tasks (:mod:`ingest.shards`); the result is the
+    same run (its configuration, and so its id, do not depend on the split), and the shard plan is
+    kept on the run (``shardPlan``).
 
     ``after_write(run_id, edges)`` runs once the run is complete, with its edges still in memory:
     where callers derive summaries kept on the run (``atlas ingest`` caches the default pathways).
@@ -418,7 +445,14 @@ def run_ingest(
         existing = check_existing(store, run_id, config.to_json())
         if existing is not None and existing.complete:
             return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)
-    computed = compute_run(config, home, bars, on_load=lambda loaded: cx.check_model_weights(store, loaded.model_id, loaded.weights_hash))
+    if shards < 1:
+        raise ValidationError(f"--shards must be at least 1, got {shards}")
+    if shards > 1 and config.method != Method.PATCHING.value:
+        from ingest.shards import plan_ranges
+
+        plan_ranges(config.n_prompts, shards, "prompts")  # refuse a bad split before loading anything
+    computed = compute_run(config, home, bars, on_load=lambda loaded: cx.check_model_weights(store, loaded.model_id, loaded.weights_hash),
+                           shards=shards, ray_address=ray_address, log=log)
     t1 = time.perf_counter()
     run_id = run_id or config.default_run_id(computed.loaded.model_id)
     existing = check_existing(store, run_id, config.to_json())
@@ -431,6 +465,8 @@ def run_ingest(
         log(f"warning: every edge of run {run_id} is exactly zero: the metric {config.metric!r} does not change between the "
             "clean and corrupted prompts (e.g. 'logit' on a model with a single output logit, whose target minus mean is "
             "always 0); choose another metric or task. The run is written and marked allZero.")
+    if computed.shard_plan is not None:
+        details["shardPlan"] = json.dumps(computed.shard_plan)
     if config.per_prompt:
         details.update({"perPrompt": True, "promptsJson": json.dumps(list(computed.prompts))})
     if computed.positional is not None:

@@ -63,6 +63,16 @@ class PromptBatch:
     def n_prompts(self) -> int:
         return int(self.clean.shape[0])
 
+    def select(self, start: int, stop: int) -> PromptBatch:
+        """Prompts ``start:stop`` of the batch (a shard): every per-prompt tensor sliced alike."""
+        n = self.n_prompts
+
+        def cut(value: Any) -> Any:
+            return value[start:stop] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == n else value
+
+        return PromptBatch(self.clean[start:stop], self.corrupted[start:stop], self.targets[start:stop], self.mask[start:stop],
+                           {k: cut(v) for k, v in self.meta.items()}, cut(self.incorrect), cut(self.reference))
+
     def repeat(self, copies: int) -> PromptBatch:
         """The batch tiled ``copies`` times along the batch axis (copy-major)."""
         return PromptBatch(

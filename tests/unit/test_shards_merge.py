@@ -1,0 +1,49 @@
+"""The exact merge of shards: a size-weighted mean of shard means is the mean over all prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atlas.errors import ValidationError
+from ingest.shards import merge_prompt_shards, plan_ranges
+
+
+def _frame(scores: np.ndarray, edges: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """Edges scored by the mean over prompts of ``scores[prompt, edge]``, with the per-prompt lists."""
+    return pd.DataFrame({"componentId_pre": [e[0] for e in edges], "componentId_post": [e[1] for e in edges],
+                         "channel": [e[2] for e in edges], "score": scores.mean(axis=0),
+                         "promptScores": [scores[:, j].tolist() for j in range(scores.shape[1])]})
+
+
+def test_weighted_merge_equals_the_mean_over_every_prompt() -> None:
+    rng = np.random.default_rng(0)
+    edges = [("m/EMBED", "m/L0.H0", "q"), ("m/EMBED", "m/L0.H0", "k"), ("m/L0.H0", "m/LOGITS", "in")]
+    per_prompt = rng.standard_cauchy((11, len(edges)))
+    ranges = plan_ranges(11, 3, "prompts")
+    assert [b - a for a, b in ranges] == [4, 4, 3] and ranges[0][0] == 0 and ranges[-1][1] == 11
+    frames = [_frame(per_prompt[a:b], edges) for a, b in ranges]
+    merged = merge_prompt_shards(frames, [b - a for a, b in ranges])
+    whole = _frame(per_prompt, edges)
+    assert merged[["componentId_pre", "componentId_post", "channel"]].equals(whole[["componentId_pre", "componentId_post", "channel"]])
+    np.testing.assert_allclose(merged["score"], whole["score"], rtol=1e-12, atol=1e-12)
+    assert merged["promptScores"].tolist() == whole["promptScores"].tolist()  # the prompts' own order, end to end
+    # an unweighted mean of the shard means would be wrong here (shards of 4, 4 and 3 prompts)
+    naive = np.mean([f["score"].to_numpy() for f in frames], axis=0)
+    assert np.abs(naive - whole["score"].to_numpy()).max() > 1e-3
+
+
+def test_an_edge_missing_from_a_shard_counts_zero_there_and_positions_are_keys() -> None:
+    a = pd.DataFrame({"componentId_pre": ["m/EMBED", "m/EMBED"], "componentId_post": ["m/L0.H0"] * 2, "channel": ["k", "k"],
+                      "srcPos": [0, 1], "dstPos": [1, 1], "score": [2.0, 4.0]})
+    b = a.iloc[[1]].assign(score=[1.0])
+    merged = merge_prompt_shards([a, b], [1, 3])
+    assert merged["srcPos"].tolist() == [0, 1]
+    assert merged["score"].tolist() == [pytest.approx(2.0 / 4), pytest.approx((4.0 + 3 * 1.0) / 4)]
+
+
+@pytest.mark.parametrize("n,shards", [(4, 5), (4, 0)])
+def test_bad_shard_counts_are_refused(n: int, shards: int) -> None:
+    with pytest.raises(ValidationError, match="shards"):
+        plan_ranges(n, shards, "prompts")
