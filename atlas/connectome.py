@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from atlas.errors import QueryError, RunConflict, RunNotFound, ValidationError
@@ -53,7 +54,8 @@ __all__ = [
     "write_circuit", "fetch_circuit",
     "write_similarity", "write_noise_correlations", "write_hierarchy", "write_alignment", "write_path_cache", "delete_path_caches",
     "match_paths", "fetch_model", "fetch_run_relationships", "fetch_part_of", "EdgeBatch", "write_run",
-    "fetch_component_properties", "fetch_dictionaries",
+    "fetch_component_properties", "fetch_dictionaries", "write_edge_columns", "fetch_edge_snapshot", "delete_edge_columns",
+    "COLUMNS_TYPES",
 ]
 
 EDGE_FRAME_COLUMNS = ["componentId_pre", "componentId_post", "kind_pre", "kind_post", "layer_pre", "layer_post", "channel", "score"]
@@ -391,6 +393,7 @@ def delete_run(store: Store, run_id: str) -> int:
     """Delete a run: its attribution and ablation edges, its hierarchy links and its ``:Run`` node
     (components, shared by every run of the model, stay). Returns the edges deleted."""
     n = sum(delete_run_edges(store, run_id, rel_type=t) for t in (*RUN_EDGE_TYPES, RelType.NOISE_CORRELATED))
+    delete_edge_columns(store, run_id)
     store.run("MATCH (r:Run {runId: $id}) DETACH DELETE r", {"id": run_id}, write=True)
     store.run("MATCH (c:RunClaim {runId: $id}) DELETE c", {"id": run_id}, write=True)
     return n
@@ -401,6 +404,100 @@ def delete_model_edges(store: Store, model_id: str, rel_type: RelType) -> int:
     return _first_int(store.run(
         f"MATCH (a:Component {{modelId: $model}})-[e:{rel_type.value}]->() DELETE e RETURN count(*) AS n", {"model": model_id}, write=True,
     ))
+
+
+# -- columnar copies of a run's edges ----------------------------------------------------------
+COLUMNS_TYPES: tuple[RelType, ...] = (RelType.ATTRIBUTION, RelType.ATTRIBUTION_AT)
+"""The relationship types whose edges a run also keeps as columns (:func:`write_edge_columns`)."""
+_COLUMNS_PART = 262_144
+_COLUMNS_MAX_PARTS = 64
+_INT_COLUMNS = ("srcPos", "dstPos")
+
+
+def _columns_key(run_id: str, rel_type: RelType, part: int) -> str:
+    return f"{run_id}|{rel_type.value}|{part}"
+
+
+def delete_edge_columns(store: Store, run_id: str) -> None:
+    """Delete a run's columnar copies (every type)."""
+    store.run("MATCH (s:EdgeColumns {runId: $id}) DELETE s", {"id": run_id}, write=True)
+
+
+def write_edge_columns(store: Store, run_id: str, rel_type: RelType, edges: pd.DataFrame, nodes: pd.DataFrame) -> int:
+    """Keep a run's edges of one type also as packed columns on ``:EdgeColumns`` nodes, so whole-run
+    reads fetch a few binary properties instead of a million rows (1M edges: ~17 MB in 4 parts).
+
+    Part 0 holds the dictionary (component ids with their kind label and layer, channel names);
+    every part holds int32 codes of both ends, int8 channel codes, float64 scores (and int32
+    ``srcPos``/``dstPos``), little-endian. Written by :func:`write_run` before the run is complete,
+    deleted with the run; a run is immutable once complete, so the copy stays exact. Returns the
+    parts written (0 when an end is missing from ``nodes``: reads then use the edges themselves).
+    """
+    if rel_type not in COLUMNS_TYPES:
+        raise ValidationError(f"columnar copies are kept for {[t.value for t in COLUMNS_TYPES]}, not {rel_type.value}")
+    n = len(edges)
+    codes, ids = pd.factorize(pd.concat([edges["componentId_pre"], edges["componentId_post"]], ignore_index=True))
+    info = nodes.drop_duplicates("componentId").set_index("componentId")
+    if not pd.Index(ids).isin(info.index).all():
+        return 0
+    kinds = [KIND_LABEL[ComponentKind(k)] for k in info.loc[ids, "kind"]]
+    layers = [None if pd.isna(v) else int(v) for v in info.loc[ids, "layer"]]
+    channel_codes, channels = pd.factorize(edges["channel"])
+    pre, post = codes[:n].astype("<i4"), codes[n:].astype("<i4")
+    score = edges["score"].to_numpy(dtype="<f8")
+    extra = {c: edges[c].to_numpy(dtype="<i4") for c in _INT_COLUMNS if c in edges.columns}
+    size = max(_COLUMNS_PART, -(-n // _COLUMNS_MAX_PARTS))
+    n_parts = max(1, -(-n // size))
+    for part in range(n_parts):
+        a, b = part * size, min(n, (part + 1) * size)
+        props: dict[str, Any] = {
+            "columnsKey": _columns_key(run_id, rel_type, part), "runId": run_id, "relType": rel_type.value, "part": part,
+            "nParts": n_parts, "n": n, "pre": pre[a:b].tobytes(), "post": post[a:b].tobytes(),
+            "channel": channel_codes[a:b].astype("i1").tobytes(), "score": score[a:b].tobytes(),
+            **{c: v[a:b].tobytes() for c, v in extra.items()},
+        }
+        if part == 0:
+            props.update({"ids": [str(i) for i in ids], "kinds": kinds, "layers": layers, "channels": [str(c) for c in channels]})
+        store.run("MERGE (s:EdgeColumns {columnsKey: $key}) SET s += $props", {"key": props["columnsKey"], "props": props}, write=True)
+    return n_parts
+
+
+def _strings(values: list[str], codes: np.ndarray) -> pd.Series:
+    """``values[codes]`` as a string column, decoded by Arrow (3x faster than through Python objects)."""
+    import pyarrow as pa
+
+    return pd.Series(pd.array(pa.array(values, type=pa.string()).take(pa.array(codes)), dtype="str"))
+
+
+def fetch_edge_snapshot(store: Store, run_id: str, rel_type: RelType = RelType.ATTRIBUTION) -> pd.DataFrame | None:
+    """A run's edges of one type from their columnar copy, as the edge frame's columns (plus
+    ``srcPos``/``dstPos`` where kept), in the order written; None when the run has no whole copy."""
+    if rel_type not in COLUMNS_TYPES:
+        return None
+    keys = [_columns_key(run_id, rel_type, i) for i in range(_COLUMNS_MAX_PARTS)]
+    rows = store.read("MATCH (s:EdgeColumns) WHERE s.columnsKey IN $keys RETURN properties(s) AS p", {"keys": keys})
+    parts = sorted((dict(p) for p in rows["p"]), key=lambda p: p["part"]) if len(rows) else []
+    if not parts or parts[0]["part"] != 0 or len(parts) != parts[0]["nParts"] or [p["part"] for p in parts] != list(range(len(parts))):
+        return None
+
+    def column(name: str, dtype: str) -> np.ndarray:
+        return np.concatenate([np.frombuffer(bytes(p[name]), dtype=dtype) for p in parts])
+
+    head = parts[0]
+    pre, post = column("pre", "<i4"), column("post", "<i4")
+    if len(pre) != head["n"]:
+        return None
+    layers = np.array(head["layers"], dtype=object if None in head["layers"] else "int64")
+    frame = pd.DataFrame({
+        "componentId_pre": _strings(head["ids"], pre), "componentId_post": _strings(head["ids"], post),
+        "kind_pre": _strings(head["kinds"], pre), "kind_post": _strings(head["kinds"], post),
+        "layer_pre": layers[pre], "layer_post": layers[post],
+        "channel": _strings(head["channels"], column("channel", "i1")), "score": column("score", "<f8"),
+    })
+    for name in _INT_COLUMNS:
+        if name in head:
+            frame[name] = column(name, "<i4").astype("int64")
+    return frame
 
 
 def fetch_edges(
@@ -430,6 +527,16 @@ def fetch_edges(
         raise ValidationError(f"top must be at least 1, got {top}")
     if min_weight < 0:
         raise ValidationError(f"min_weight must be non-negative, got {min_weight}")
+    snapshot = fetch_edge_snapshot(store, run_id, rel_type) if rel_type is RelType.ATTRIBUTION else None
+    if snapshot is not None:  # the run's columnar copy: filtered and sorted here, not by the server
+        keep = snapshot["score"].abs().to_numpy() >= min_weight
+        if kind_pre is not None and kind_pre != COMPONENT_LABEL:
+            keep &= (snapshot["kind_pre"] == kind_pre).to_numpy()
+        if kind_post is not None and kind_post != COMPONENT_LABEL:
+            keep &= (snapshot["kind_post"] == kind_post).to_numpy()
+        df = snapshot.loc[keep, EDGE_FRAME_COLUMNS]
+        df = df.iloc[np.argsort(-df["score"].abs().to_numpy(), kind="stable")]
+        return (df.head(top) if top is not None else df).reset_index(drop=True)
     score = _value_property(rel_type)
     df = store.read(
         f"MATCH (a:Component)-[e:{rel_type.value} {{runId: $runId}}]->(b:Component) "
@@ -456,6 +563,9 @@ def fetch_edge_columns(store: Store, run_id: str, min_weight: float = 0.0) -> pd
     18.4 s). Falls back to rows when the server refuses to hold the lists (its query heap budget).
     """
     require_run(store, run_id)
+    snapshot = fetch_edge_snapshot(store, run_id)
+    if snapshot is not None:
+        return snapshot.loc[snapshot["score"].abs() >= min_weight, ["componentId_pre", "componentId_post", "channel", "score"]].reset_index(drop=True)
     match = "MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(b:Component) WHERE abs(e.score) >= $w "
     params = {"run": run_id, "w": float(min_weight)}
     try:
@@ -481,6 +591,10 @@ def fetch_positional_edge_columns(store: Store, run_id: str, min_weight: float =
     run = require_run(store, run_id)
     if not run.details.get("perPosition"):
         raise ValidationError(f"run {run_id} has no per-position edges: ingest it with --per-position")
+    snapshot = fetch_edge_snapshot(store, run_id, RelType.ATTRIBUTION_AT)
+    if snapshot is not None:
+        keep = snapshot["score"].abs() >= min_weight
+        return snapshot.loc[keep, ["componentId_pre", "componentId_post", "channel", "score", "srcPos", "dstPos"]].reset_index(drop=True)
     match = f"MATCH (a:Component)-[e:{RelType.ATTRIBUTION_AT.value} {{runId: $run}}]->(b:Component) WHERE abs(e.score) >= $w "
     params = {"run": run_id, "w": float(min_weight)}
     keys = ("pre", "post", "channel", "score", "src", "dst")
@@ -696,7 +810,8 @@ def write_run(
 
     1. schema, the ``:Model``, the components and their ``PART_OF`` links, the dictionaries (MERGE);
     2. the ``:Run`` claimed for this process (:func:`begin_run`) with status ``writing``;
-    3. an ``unfinished`` run's partial edges are deleted; its edges in batched transactions;
+    3. an ``unfinished`` run's partial edges are deleted; its edges in batched transactions, and
+       the attribution edges also as columns (:func:`write_edge_columns`);
     4. status ``complete`` last, with ``nEdges`` and ``nNodes`` (the record's own when it has them).
     On any failure while writing edges they are deleted again and the run is marked ``failed``.
     """
@@ -715,10 +830,14 @@ def write_run(
         if log is not None:
             log(f"run {run.run_id} was unfinished: removed {removed} partial edges, writing it again")
     try:
+        delete_edge_columns(store, run.run_id)
         for batch in edges:
             write_edges(store, batch.frame, run.run_id, rel_type=batch.rel_type, props=batch.props, progress=progress)
+            if batch.rel_type in COLUMNS_TYPES and not batch.props:
+                write_edge_columns(store, run.run_id, batch.rel_type, batch.frame, nodes)
     except BaseException:
         try:
+            delete_edge_columns(store, run.run_id)
             for t in types:
                 delete_run_edges(store, run.run_id, rel_type=t)
             set_run_status(store, run.run_id, RunStatus.FAILED)

@@ -176,6 +176,7 @@ CONSTRAINTS: tuple[tuple[str, str, str], ...] = (
     ("circuit_id", "Circuit", "circuitId"),
     ("dictionary_id", "Dictionary", "dictionaryId"),
     ("run_claim", "RunClaim", "claimKey"),
+    ("edge_columns", "EdgeColumns", "columnsKey"),
 )
 # (name, relationship type, property): relationship indexes for the measured types.
 INDEXES: tuple[tuple[str, RelType, str], ...] = (

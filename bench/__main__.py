@@ -6,6 +6,9 @@
   own bulk path (``GraphBatch``, in-process) on the same edges: target >= 50k edges/s.
 - ``paths``: top-10 strongest paths over a synthetic 1M-edge run (target < 1 s), and the same
   query through the database (fetch included).
+- ``scale``: a GPT-2-small-shaped model at neuron granularity (~1.07M edges, 64 prompts) end to
+  end: compute, write, paths, hierarchy, compare, export and cookbook queries, each stage's time
+  and peak memory of the atlas process and the database server (:mod:`bench.scale`).
 - ``demo``: ``atlas demo`` end to end in a fresh atlas home (target < 60 s).
 - ``peer``: the same EAP in auto-circuit, side by side on the same model and prompts (installed in
   its own virtualenv under ``.bench-venvs/`` on first use: torch 2.13.0 first, then auto-circuit and
@@ -309,10 +312,10 @@ def bench_demo(smoke: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite runs this)")
-    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "demo"])
+    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "scale", "demo"])
     p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
     a = p.parse_args(argv)
-    only = set(a.only or ["attribution", "peer", "loading", "paths", "demo"])
+    only = set(a.only or ["attribution", "peer", "loading", "paths", "scale", "demo"])
     tmp = None
     home = Path(a.home) if a.home else Path(tmp := tempfile.mkdtemp(prefix="atlas-bench-"))
     try:
@@ -324,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
             bench_loading(a.smoke, home)
         if "paths" in only:
             bench_paths(a.smoke, home)
+        if "scale" in only:
+            from bench.scale import bench_scale
+
+            _table("a GPT-2-small-shaped connectome at neuron granularity, end to end (peak memory over each stage)",
+                   bench_scale(a.smoke, home))
         if "demo" in only:
             bench_demo(a.smoke)
     finally:

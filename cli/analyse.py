@@ -34,7 +34,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
             }
             run = require_run(store, args.run)
             if is_default_question(**question) and not args.positions:  # answered once per run, then kept on it
-                write_path_cache(store, args.run, split_channels=args.split_channels)
+                write_path_cache(store, args.run, split_channels=args.split_channels, k=max(args.top, 10))
             df = fetch_paths(store, args.run, **question, split_channels=args.split_channels, positions=args.positions)
             cols = ["rank", "strength", "length", "path", "channels"]
             if fmt(args) == "table" and (args.positions or run.details.get("perPosition")):

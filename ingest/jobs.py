@@ -286,12 +286,19 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
                 bar.close()
         shard_plan = plan.to_json()
     else:
-        bar = progress(total, f"{config.method} on {loaded.model_id}") if progress else None
+        from ingest.shards import compute_edges, prompt_chunk
+
+        chunk = prompt_chunk(loaded.model, graph, batch)
+        passes = -(-batch.n_prompts // chunk)
+        bar = progress(total * passes, f"{config.method} on {loaded.model_id}" + (f", {passes} passes" if passes > 1 else "")) if progress else None
         try:
-            edges = method(loaded.model, graph, task, batch, method_config, progress=bar.update if bar else None)
+            edges, _ = compute_edges(loaded.model, graph, task, batch, config.method, method_config, chunk=chunk,
+                                     progress=bar.update if bar else None)
         finally:
             if bar:
                 bar.close()
+        if passes > 1:
+            shard_plan = {"shards": 1, "passes": passes, "promptsPerPass": chunk}
     positional = None
     if config.per_position:
         from ingest.methods import aggregate_positions

@@ -30,10 +30,60 @@ import pandas as pd
 
 from atlas.errors import AtlasError, ValidationError
 
-__all__ = ["ShardPlan", "plan_ranges", "merge_prompt_shards", "order_like_graph", "compute_sharded"]
+__all__ = ["ShardPlan", "plan_ranges", "merge_prompt_shards", "order_like_graph", "compute_sharded", "compute_edges",
+           "prompt_chunk", "activation_budget"]
 
 FAULT_ENV = "ATLAS_FAULT_KILL_SHARD"
 MAX_RETRIES = 3
+BUDGET_ENV = "ATLAS_ACTIVATION_BUDGET"
+DEFAULT_ACTIVATION_BUDGET = 2 * 2**30
+"""Bytes of sender activations one pass may hold (default 2 GiB; ``ATLAS_ACTIVATION_BUDGET=8g``)."""
+_ACTIVATION_COPIES = 4  # clean and corrupted outputs, their difference, and the stack being built
+
+
+def activation_budget() -> int:
+    """The activation budget: ``$ATLAS_ACTIVATION_BUDGET`` (``512m``, ``8g`` or bytes) or 2 GiB.
+
+    Raises:
+        ValidationError: the variable is not a size.
+    """
+    raw = os.environ.get(BUDGET_ENV, "").strip().lower()
+    if not raw:
+        return DEFAULT_ACTIVATION_BUDGET
+    scale = {"k": 2**10, "m": 2**20, "g": 2**30}.get(raw[-1], 1)
+    digits = raw[:-1] if raw[-1] in "kmg" else raw
+    if not digits.isdigit() or int(digits) < 1:
+        raise ValidationError(f"{BUDGET_ENV} must be a size such as 512m or 8g, got {raw!r}")
+    return int(digits) * scale
+
+
+def prompt_chunk(model: Any, graph: Any, batch: Any, budget: int | None = None) -> int:
+    """How many prompts one pass may take so that its sender activations (``prompts x positions x
+    senders x d_model``, a few copies) stay within ``budget`` bytes; at least one."""
+    element = next(iter(model.parameters())).element_size()
+    per_prompt = batch.clean.shape[1] * max(1, len(graph.senders)) * model.cfg.d_model * element * _ACTIVATION_COPIES
+    return max(1, min(batch.n_prompts, (budget or activation_budget()) // per_prompt))
+
+
+def compute_edges(model: Any, graph: Any, task: Any, batch: Any, method: str, config: Any, *,
+                  progress: Callable[[int], None] | None = None, edges: list[tuple[int, int]] | None = None,
+                  chunk: int | None = None) -> tuple[pd.DataFrame, int]:
+    """The method's edge frame, in passes of at most ``chunk`` prompts (default: as many as the
+    activation budget allows) merged exactly as prompt shards are; returns (frame, passes). A run
+    of many prompts on a wide graph is then bounded in memory by the budget, not by its prompts."""
+    from ingest.methods import compute_patching, get_method
+
+    def run(part: Any) -> pd.DataFrame:
+        if edges is not None:
+            return compute_patching(model, graph, task, part, config, progress=progress, edges=edges)
+        return get_method(method)(model, graph, task, part, config, progress=progress)
+
+    chunk = chunk or prompt_chunk(model, graph, batch)
+    if chunk >= batch.n_prompts:
+        return run(batch), 1
+    ranges = plan_ranges(batch.n_prompts, -(-batch.n_prompts // chunk), "prompts")
+    frames = [run(batch.select(a, b)) for a, b in ranges]
+    return merge_prompt_shards(frames, [b - a for a, b in ranges]), len(ranges)
 
 
 @dataclass(frozen=True)
@@ -115,13 +165,8 @@ def _shard_task(model: Any, graph: Any, task: Any, batch: Any, method: str, conf
         else:
             os.close(fd)
             os._exit(1)  # the worker dies mid-task, as a lost machine would: Ray retries the task
-    from ingest.methods import compute_patching, get_method
-
     t0 = time.perf_counter()
-    if edges is not None:
-        frame = compute_patching(model, graph, task, batch, config, edges=edges)
-    else:
-        frame = get_method(method)(model, graph, task, batch, config)
+    frame, _ = compute_edges(model, graph, task, batch, method, config, edges=edges)
     return frame, time.perf_counter() - t0
 
 

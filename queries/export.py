@@ -116,26 +116,110 @@ def _layer(attrs: dict[str, Any]) -> int:
     return int(layer) if layer is not None and _present(layer) else 0
 
 
+LABELS_UP_TO = 40
+"""Pages of more nodes than this draw no labels (ids show on hover and in the search box): at
+that size labels overlap whatever the layout."""
+_COLUMN = 14  # nodes per sub-column within a layer's band
+_ROW_PX, _SUB_PX, _GAP_PX = 60, 70, 150
+
+
+def _positions(graph: nx.MultiDiGraph) -> dict[str, tuple[float, float]]:
+    """x by layer, in bands wide enough for the layer's nodes: a layer of more than ``_COLUMN``
+    nodes is wrapped into sub-columns (kinds kept together), so no column runs off the page."""
+    by_layer: dict[int, list[str]] = {}
+    for node, attrs in graph.nodes(data=True):
+        by_layer.setdefault(_layer(attrs), []).append(node)
+    order = {k: i for i, k in enumerate(KIND_COLOURS)}
+    out: dict[str, tuple[float, float]] = {}
+    x0 = 0.0
+    for layer in sorted(by_layer):
+        members = sorted(by_layer[layer], key=lambda n: (order.get(graph.nodes[n].get("kind") or "", 99), n))
+        cols = -(-len(members) // _COLUMN)
+        rows = min(len(members), _COLUMN)
+        for i, node in enumerate(members):
+            col, row = divmod(i, _COLUMN)
+            out[node] = (x0 + col * _SUB_PX, (row - (rows - 1) / 2) * _ROW_PX)
+        x0 += (cols - 1) * _SUB_PX + _GAP_PX + 110
+    return out
+
+
+_CONTROLS = """<div id="atlas-controls" style="font:13px sans-serif;margin:2px 8px 6px">
+<b>filter</b> layers <input id="atlas-layer-min" type="number" value="{lmin}" min="{lmin}" max="{lmax}" style="width:4em">
+to <input id="atlas-layer-max" type="number" value="{lmax}" min="{lmin}" max="{lmax}" style="width:4em"> &nbsp; {kinds}
+&nbsp; |score| &ge; <input id="atlas-min-score" type="number" value="0" min="0" step="any" style="width:7em">
+&nbsp; <input id="atlas-search" type="search" placeholder="search component id" style="width:14em">
+<button id="atlas-reset" type="button">show all</button> &nbsp; <span id="atlas-count"></span></div>"""
+
+_SCRIPT = """<script>
+(function () {
+  function el(id) { return document.getElementById(id); }
+  function apply() {
+    var lo = parseFloat(el('atlas-layer-min').value), hi = parseFloat(el('atlas-layer-max').value);
+    var w = parseFloat(el('atlas-min-score').value) || 0;
+    var kinds = {};
+    document.querySelectorAll('.atlas-kind').forEach(function (box) { kinds[box.value] = box.checked; });
+    var ok = {};
+    nodes.forEach(function (n) { ok[n.id] = n.atlasLayer >= lo && n.atlasLayer <= hi && kinds[n.atlasKind] !== false; });
+    var shownEdges = 0, touched = {};
+    edges.update(edges.get().map(function (e) {
+      var show = ok[e.from] && ok[e.to] && e.atlasAbs >= w;
+      if (show) { shownEdges += 1; touched[e.from] = true; touched[e.to] = true; }
+      return {id: e.id, hidden: !show};
+    }));
+    var shownNodes = 0;
+    nodes.update(nodes.get().map(function (n) {
+      var show = ok[n.id] && (w <= 0 || touched[n.id] === true);
+      if (show) { shownNodes += 1; }
+      return {id: n.id, hidden: !show};
+    }));
+    el('atlas-count').textContent = shownNodes + ' of ' + nodes.length + ' components, ' + shownEdges + ' of ' + edges.length + ' edges shown';
+  }
+  function search() {
+    var q = el('atlas-search').value.trim().toLowerCase();
+    if (!q) { network.unselectAll(); return; }
+    var hits = nodes.getIds({filter: function (n) { return !n.hidden && String(n.id).toLowerCase().indexOf(q) >= 0; }});
+    network.selectNodes(hits);
+    if (hits.length === 1) { network.focus(hits[0], {scale: 1.2}); } else if (hits.length > 1) { network.fit({nodes: hits}); }
+    el('atlas-count').textContent = hits.length + ' match' + (hits.length === 1 ? '' : 'es') + ' for "' + q + '"';
+  }
+  function reset() {
+    el('atlas-layer-min').value = el('atlas-layer-min').min; el('atlas-layer-max').value = el('atlas-layer-max').max;
+    el('atlas-min-score').value = 0; el('atlas-search').value = '';
+    document.querySelectorAll('.atlas-kind').forEach(function (box) { box.checked = true; });
+    apply(); network.unselectAll(); network.fit();
+  }
+  window.atlasApply = apply; window.atlasSearch = search;
+  window.addEventListener('load', function () {
+    ['atlas-layer-min', 'atlas-layer-max', 'atlas-min-score'].forEach(function (id) { el(id).addEventListener('input', apply); });
+    document.querySelectorAll('.atlas-kind').forEach(function (box) { box.addEventListener('change', apply); });
+    el('atlas-search').addEventListener('input', search);
+    el('atlas-reset').addEventListener('click', reset);
+    apply();
+    network.fit();
+  });
+})();
+</script>"""
+
+
 def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome", *, scale: float | None = None,
             marks: dict[tuple[str, str], str] | None = None) -> Path:
-    """Write a pyvis page: x = layer, physics off, colour by kind, width by |score| relative to
-    ``scale`` (default: this graph's largest), grey for exact zeros, tooltips; ``marks`` ((u, v) ->
-    ``gained``/``lost``) get a coloured shadow."""
+    """Write a pyvis page: x = layer (a crowded layer wrapped into sub-columns), physics off, colour
+    by kind with a legend, width by |score| relative to ``scale`` (default: this graph's largest),
+    grey for exact zeros, tooltips; ``marks`` ((u, v) -> ``gained``/``lost``) get a coloured shadow.
+    Controls filter by layer, kind and |score| and search component ids; the view fits every node
+    on load; above :data:`LABELS_UP_TO` nodes labels give way to hover tooltips. Offline."""
     from pyvis.network import Network
 
     if graph.number_of_nodes() == 0:
         raise ValidationError("nothing to export: the selection has no edges")
-    net = Network(height="900px", width="100%", directed=True, cdn_resources="in_line", heading="")
-    by_layer: dict[int, list[str]] = {}
-    for node, attrs in graph.nodes(data=True):
-        by_layer.setdefault(_layer(attrs), []).append(node)
-    for layer, members in by_layer.items():
-        members.sort()
-        for i, node in enumerate(members):
-            attrs = graph.nodes[node]
-            net.add_node(node, label=local_id(node), title=_tooltip(node, attrs), x=(layer + 1) * 260,
-                         y=(i - (len(members) - 1) / 2) * 70, color=KIND_COLOURS.get(attrs.get("kind") or "", "#999999"),
-                         shape="dot", size=14, physics=False)
+    net = Network(height="860px", width="100%", directed=True, cdn_resources="in_line", heading="")
+    labels = graph.number_of_nodes() <= LABELS_UP_TO
+    for node, (x, y) in _positions(graph).items():
+        attrs = graph.nodes[node]
+        kind = attrs.get("kind") or ""
+        net.add_node(node, label=local_id(node) if labels else " ", title=_tooltip(node, attrs), x=x, y=y,
+                     color=KIND_COLOURS.get(kind, "#999999"), shape="dot", size=14 if labels else 10, physics=False,
+                     atlasLayer=_layer(attrs), atlasKind=kind)
     max_abs = scale or max((abs(d["score"]) for _, _, d in graph.edges(data=True)), default=1.0) or 1.0
     for u, v, d in graph.edges(data=True):
         score = d["score"]
@@ -143,7 +227,7 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome", *, sc
         extra = {"shadow": {"enabled": True, "color": MARK_COLOURS[mark], "size": 14, "x": 0, "y": 0}} if mark else {}
         net.add_edge(u, v, width=0.5 + 7.5 * min(abs(score) / max_abs, 1.0),
                      title=f"{html.escape(u)} -> {html.escape(v)} [{d['channel']}]: {score:+.4g}" + (f" ({mark})" if mark else ""),
-                     color=_edge_colour(score), dashes=_CHANNEL_DASH.get(d["channel"], False), arrows="to", **extra)
+                     color=_edge_colour(score), dashes=_CHANNEL_DASH.get(d["channel"], False), arrows="to", atlasAbs=abs(score), **extra)
     net.toggle_physics(False)
     page = _EXTERNAL.sub("", net.generate_html())
     page = page.replace("<head>", f"<head><title>{html.escape(title)}</title>", 1)
@@ -158,7 +242,12 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome", *, sc
            if marks else "")
         + " Hover for ids, scores and receptive fields.</div>"
     )
-    page = page.replace("<body>", "<body>" + legend, 1)
+    layers = [_layer(a) for _, a in graph.nodes(data=True)]
+    boxes = " ".join(f'<label><input class="atlas-kind" type="checkbox" value="{html.escape(k)}" checked>'
+                     f'<span style="color:{KIND_COLOURS[k]}">&#9679;</span>{html.escape(k)}</label>' for k in kinds)
+    controls = _CONTROLS.format(lmin=min(layers), lmax=max(layers), kinds=boxes)
+    page = page.replace("<body>", "<body>" + legend + controls, 1)
+    page = page.replace("</body>", _SCRIPT + "</body>", 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
@@ -237,13 +326,7 @@ def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "", *, scale: float | Non
     """Draw a layered connectome on a matplotlib axis (x = layer, width by |score| relative to
     ``scale`` (default: this graph's largest), colour by sign, grey for exact zeros); ``marks``
     ((u, v) -> ``gained``/``lost``) draws a coloured halo under those edges."""
-    pos: dict[str, tuple[float, float]] = {}
-    by_layer: dict[int, list[str]] = {}
-    for n, a in graph.nodes(data=True):
-        by_layer.setdefault(_layer(a), []).append(n)
-    for layer, members in by_layer.items():
-        for i, n in enumerate(sorted(members)):
-            pos[n] = (layer, -(i - (len(members) - 1) / 2))
+    pos = {n: (x / _SUB_PX, -y / _ROW_PX) for n, (x, y) in _positions(graph).items()}
     simple = nx.DiGraph()
     simple.add_nodes_from(graph.nodes(data=True))
     for u, v, d in graph.edges(data=True):
@@ -262,9 +345,17 @@ def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "", *, scale: float | Non
                            width=[0.3 + 4 * min(abs(d["score"]) / max_abs, 1.0) for *_, d in edges],
                            edge_color=[_edge_colour(d["score"]) for *_, d in edges],
                            arrows=True, alpha=0.7, connectionstyle="arc3,rad=0.08")
-    nx.draw_networkx_nodes(simple, pos, ax=ax, node_size=380,
+    few = simple.number_of_nodes() <= LABELS_UP_TO
+    nx.draw_networkx_nodes(simple, pos, ax=ax, node_size=380 if few else 90,
                            node_color=[KIND_COLOURS.get(a.get("kind") or "", "#999999") for _, a in simple.nodes(data=True)])
-    nx.draw_networkx_labels(simple, pos, ax=ax, labels={n: local_id(n) for n in simple}, font_size=7)
+    if few:
+        named = list(simple)
+    else:  # a crowded drawing names only its strongest components (by |score| in and out), above their dots
+        strength = {n: sum(abs(d["score"]) for *_, d in simple.in_edges(n, data=True)) + sum(abs(d["score"]) for *_, d in simple.out_edges(n, data=True))
+                    for n in simple}
+        named = sorted(simple, key=lambda n: -strength[n])[:LABELS_UP_TO // 2]
+    nx.draw_networkx_labels(simple, {n: (x, y + (0 if few else 0.35)) for n, (x, y) in pos.items() if n in named}, ax=ax,
+                            labels={n: local_id(n) for n in named}, font_size=7 if few else 6)
     ax.set_title(title or str(graph.graph.get("runId", "")))
     ax.axis("off")
 
@@ -290,9 +381,10 @@ def _figure(n_panels: int, graphs: list[nx.MultiDiGraph]) -> tuple[Any, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers = max(len({_layer(a) for _, a in g.nodes(data=True)}) for g in graphs)
-    rows = max(max((sum(1 for _, a in g.nodes(data=True) if _layer(a) == lay) for lay in {_layer(a) for _, a in g.nodes(data=True)}), default=1) for g in graphs)
-    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * max(6, 2.2 * layers), max(4, 0.6 * rows)), squeeze=False)
+    spans = [list(_positions(g).values()) or [(0.0, 0.0)] for g in graphs]
+    width = max((max(x for x, _ in p) - min(x for x, _ in p)) / _SUB_PX for p in spans)
+    height = max((max(y for _, y in p) - min(y for _, y in p)) / _ROW_PX for p in spans)
+    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * min(40, max(6, 0.8 * width + 2)), min(20, max(4, 0.6 * height + 2))), squeeze=False)
     return fig, axes[0]
 
 

@@ -30,7 +30,7 @@ from queries.criteria import ComponentCriteria
 from queries.graph import collapse
 
 __all__ = [
-    "top_paths", "top_paths_frame", "fetch_paths", "positional_edges", "write_path_cache", "is_default_question", "fetch_shortest_paths",
+    "top_paths", "top_paths_frame", "fetch_paths", "positional_edges", "write_path_cache", "cached_paths", "is_default_question", "fetch_shortest_paths",
     "fetch_all_paths", "PATH_COLUMNS", "CACHED_K",
 ]
 
@@ -94,11 +94,13 @@ def _search(g: nx.DiGraph, sources: ComponentCriteria | None, targets: Component
         g.add_edge(t, _DST, cost=0.0)
     g.remove_edges_from([(u, v) for u, v, d in g.edges(data=True) if math.isinf(d.get("cost", 0.0))])
     rows: list[dict[str, Any]] = []
+    search, unwrap = (g, lambda path: path) if not through else _through_product(g, through)
     try:
-        candidates = nx.shortest_simple_paths(g, _SRC, _DST, weight="cost")
-        for examined, full in enumerate(candidates):
+        candidates = nx.shortest_simple_paths(search, _SRC, _DST, weight="cost")
+        for examined, product_path in enumerate(candidates):
             if examined >= max_candidates or len(rows) == k:
                 break
+            full = unwrap(product_path)
             nodes = [n for n in full[1:-1] if not g.nodes[n].get("virtual")]
             if len(nodes) < 2:
                 continue
@@ -106,7 +108,7 @@ def _search(g: nx.DiGraph, sources: ComponentCriteria | None, targets: Component
             if max_length is not None and hops > max_length:
                 continue
             if through and not all(any(c.matches({"componentId": n, **g.nodes[n]}) for n in nodes[1:-1]) for c in through):
-                continue
+                continue  # never taken: the product graph only holds paths through every criterion
             data = _hops(g, full[1:-1])
             shares = [d["share"] for d in data]
             rows.append({
@@ -124,6 +126,40 @@ def _search(g: nx.DiGraph, sources: ComponentCriteria | None, targets: Component
     if not rows:
         raise NoPath("no path from the sources to the targets satisfies the constraints")
     return pd.DataFrame(rows, columns=PATH_COLUMNS)
+
+
+def _through_product(g: nx.DiGraph, through: Sequence[ComponentCriteria]) -> tuple[nx.DiGraph, Any]:
+    """The search graph of paths that pass ``through`` every criterion, as a product of ``g`` with
+    the set of criteria met so far: node ``(n, mask)``; entering a real node adds the criteria it
+    matches; a target is left for the sink only from its end copy ``(n, "end")`` and only with every
+    criterion met, so a target (or source) counts as passed only when it lies inside the path.
+    Yen's algorithm on it yields exactly the strongest constrained paths, in order, instead of
+    enumerating unconstrained ones until enough pass (hours on a 1M-edge run whose strongest paths
+    avoid the criterion). Returns the graph and a function mapping its paths back to ``g``'s."""
+    full = (1 << len(through)) - 1
+    bits = {n: 0 if a.get("virtual") or n in (_SRC, _DST)
+            else sum(1 << i for i, c in enumerate(through) if c.matches({"componentId": n, **a}))
+            for n, a in g.nodes(data=True)}
+    targets = {u for u in g.predecessors(_DST)}
+    masks = range(full + 1)
+    p = nx.DiGraph()
+    for u, v, d in g.edges(data=True):
+        if u == _SRC:
+            p.add_edge(_SRC, (v, 0), cost=d.get("cost", 0.0))
+            continue
+        if v == _DST:
+            continue
+        for m in masks:
+            p.add_edge((u, m), (v, m | bits[v]), cost=d.get("cost", 0.0))
+            if v in targets:
+                p.add_edge((u, m), (v, "end", m), cost=d.get("cost", 0.0))
+    for t in targets:
+        p.add_edge((t, "end", full), _DST, cost=0.0)
+
+    def unwrap(path: list[Any]) -> list[str]:
+        return [path[0], *(step[0] for step in path[1:-1]), path[-1]]
+
+    return p, unwrap
 
 
 def _split(graph: nx.MultiDiGraph, min_weight: float) -> nx.DiGraph:
@@ -210,67 +246,118 @@ def top_paths_frame(
     if k < 1:
         raise ValidationError(f"k must be at least 1, got {k}")
     df = edges[["componentId_pre", "componentId_post", "channel", "score"]]
-    df = df[df["score"].abs() >= min_weight]
+    if min_weight > 0:
+        df = df[df["score"].abs().to_numpy() >= min_weight]
     if df.empty:
         raise NoPath(f"no edges with |score| >= {min_weight}")
-    weight = df["score"].abs()
-    total = weight.groupby(df["componentId_post"]).transform("sum")
-    if split_channels:
-        share = weight / total
-    else:
-        share = weight.groupby([df["componentId_pre"], df["componentId_post"]]).transform("sum") / total
-    df = df.assign(share=share.to_numpy())
-    df = df[df["share"] > 0]
+    # integer codes of the components: shares, ranks and bounds as array operations over the whole run;
+    # string rows are only materialised for the few edges a search graph is built from
+    n = len(df)
+    codes, names = pd.factorize(pd.concat([df["componentId_pre"], df["componentId_post"]], ignore_index=True))
+    pre, post = codes[:n], codes[n:]
+    weight = np.abs(df["score"].to_numpy(dtype=float))
+    total = np.bincount(post, weights=weight, minlength=len(names))
+    pair = pre.astype(np.int64) * len(names) + post
+    pairs, pair_of = np.unique(pair, return_inverse=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a component whose inputs are all 0: no share, dropped
+        pair_share = np.bincount(pair_of, weights=weight) / total[pairs % len(names)]
+        share = weight / total[post] if split_channels else pair_share[pair_of]
+    idx = np.flatnonzero(share > 0)
+    pre, post, pair_of, share = pre[idx], post[idx], pair_of[idx], share[idx]
+
+    def graph_of(mask: np.ndarray) -> nx.DiGraph:
+        return _graph_from_shares(df.iloc[idx[mask]].assign(share=share[mask]), split_channels)
+
     args = (sources, targets, k, tuple(through), max_length, max_candidates)
-    # rank distinct (pre, post) inputs: merged, every channel row of a pair carries the pair's share
-    pairs = df.drop_duplicates(["componentId_pre", "componentId_post"]) if not split_channels else df
-    pair_rank = pairs.groupby("componentId_post")["share"].rank(method="first", ascending=False)
+    # the probe: the probe_inputs strongest distinct inputs (pairs, or channel rows when split) of every component
     if split_channels:
-        rank = pair_rank
+        in_probe = _top_per_group(post, share, probe_inputs)
     else:
-        top_pairs = pairs.loc[pair_rank <= probe_inputs, ["componentId_pre", "componentId_post"]]
-        rank = pd.Series(np.where(df.set_index(["componentId_pre", "componentId_post"]).index.isin(
-            pd.MultiIndex.from_frame(top_pairs)), 1, probe_inputs + 1), index=df.index)
+        in_probe = _top_per_group(pairs % len(names), np.where(np.isfinite(pair_share), pair_share, 0.0), probe_inputs)[pair_of]
     bound = 0.0
     try:
-        found = _search(_graph_from_shares(df[rank <= probe_inputs], split_channels), *args)
+        found = _search(graph_of(in_probe), *args)
         if len(found) == k:
             bound = float(found["strength"].iloc[-1])
     except NoPath:
         pass
-    keep = df
+    potential = _potential(pre, post, share, names, sources or ComponentCriteria(kind="Embed"), targets or ComponentCriteria(kind="Logit"))
+    if bound == 0 and potential is not None and potential.max() > 0:
+        # the probe's strongest inputs hold too few paths (constraints the strongest paths avoid): every
+        # path of strength >= tau lies in {potential >= tau}, so search those edges, lowering tau
+        # by 100x until k paths are found; their k-th strength then bounds the exact search below
+        floor, tau = float(potential[potential > 0].min()), float(potential.max()) / 100
+        while tau > floor:
+            try:
+                found = _search(graph_of(potential >= tau), *args)
+            except NoPath:
+                found = None
+            if found is not None and len(found) == k:
+                if found["strength"].iloc[-1] >= tau:
+                    return found  # every path stronger than the k-th is in the searched edges: exact
+                bound = float(found["strength"].iloc[-1])
+                break
+            tau /= 100
+    keep = np.ones(len(idx), dtype=bool)
     if bound > 0:
-        potential = _potential(df, sources or ComponentCriteria(kind="Embed"), targets or ComponentCriteria(kind="Logit"))
-        keep = df[(potential if potential is not None else df["share"].to_numpy()) >= bound * (1 - 1e-9)]
-    return _search(_graph_from_shares(keep, split_channels), *args)
+        keep = (potential if potential is not None else share) >= bound * (1 - 1e-9)
+    return _search(graph_of(keep), *args)
 
 
-def _potential(df: pd.DataFrame, sources: ComponentCriteria, targets: ComponentCriteria) -> np.ndarray | None:
-    """For each edge u->v, the strength of the strongest source-to-target path through it:
-    best_in(u) * share * best_out(v), by dynamic programming in forward-pass order (stages read from
-    the ids). None when some edge does not run forward in that order (then no pruning is safe)."""
+def _top_per_group(group: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
+    """Mask of the ``n`` largest ``value`` within each ``group`` (ties: first in input order)."""
+    order = np.lexsort((-value, group))  # stable: ties stay in input order
+    sorted_group = group[order]
+    starts = np.r_[0, np.flatnonzero(sorted_group[1:] != sorted_group[:-1]) + 1]
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    mask = np.zeros(len(value), dtype=bool)
+    mask[order[rank < n]] = True
+    return mask
+
+
+def _potential(pre: np.ndarray, post: np.ndarray, share: np.ndarray, names: pd.Index, sources: ComponentCriteria,
+               targets: ComponentCriteria) -> np.ndarray | None:
+    """For each edge u->v (component codes into ``names``), the strength of the strongest
+    source-to-target path through it: best_in(u) * share * best_out(v), by dynamic programming in
+    forward-pass order (stages read from the ids). None when some edge does not run forward in that
+    order (then no pruning is safe)."""
     from atlas.ids import parse_component_id, split_position, write_stage
 
-    codes, names = pd.factorize(pd.concat([df["componentId_pre"], df["componentId_post"]], ignore_index=True))
-    pre, post = codes[: len(df)], codes[len(df):]
     refs = [parse_component_id(split_position(n)[0]) for n in names]
     stage = np.array([write_stage(r.kind, r.layer) for r in refs])
     if not (stage[pre] < stage[post]).all():
         return None
-    share = df["share"].to_numpy()
     attrs = [{"componentId": n, "kind": KIND_LABEL[r.kind], "layer": r.layer, "head": r.head} for n, r in zip(names, refs)]
     best_in = np.zeros(len(names))
     best_in[[sources.matches(a) for a in attrs]] = 1.0
     best_out = np.zeros(len(names))
     best_out[[targets.matches(a) for a in attrs]] = 1.0
-    post_stage, pre_stage = stage[post], stage[pre]
-    for s_ in np.unique(post_stage):
-        m = post_stage == s_
-        np.maximum.at(best_in, post[m], best_in[pre[m]] * share[m])
-    for s_ in np.unique(pre_stage)[::-1]:
-        m = pre_stage == s_
-        np.maximum.at(best_out, pre[m], share[m] * best_out[post[m]])
+    # edges sorted by the stage they reach (forward) / leave (backward): each stage a contiguous block,
+    # its per-node maxima by reduceat over the block sorted by node
+    fwd = np.lexsort((post, stage[post]))
+    for block in _blocks(stage[post][fwd]):
+        e = fwd[block]
+        _max_into(best_in, post[e], best_in[pre[e]] * share[e])
+    bwd = np.lexsort((pre, -stage[pre]))
+    for block in _blocks(-stage[pre][bwd]):
+        e = bwd[block]
+        _max_into(best_out, pre[e], share[e] * best_out[post[e]])
     return best_in[pre] * share * best_out[post]
+
+
+def _blocks(sorted_keys: np.ndarray) -> list[slice]:
+    """Slices of the runs of equal keys in a sorted array."""
+    cuts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1, len(sorted_keys)]
+    return [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _max_into(best: np.ndarray, nodes: np.ndarray, values: np.ndarray) -> None:
+    """``best[n] = max(best[n], max of values at n)`` for ``nodes`` sorted (equal nodes adjacent)."""
+    if not len(nodes):
+        return
+    starts = np.r_[0, np.flatnonzero(nodes[1:] != nodes[:-1]) + 1]
+    target = nodes[starts]
+    best[target] = np.maximum(best[target], np.maximum.reduceat(values, starts))
 
 
 CACHED_K = 50
@@ -312,17 +399,15 @@ def fetch_paths(
     positions, ``L1.H0:7``: a hop ``u:i -> v:j`` is ``u``'s output at ``i`` reaching ``v``'s output
     at ``j`` (through its key or value when ``i != j``), so a path says where each step acts.
     """
-    import json
-
     if positions:
         return top_paths_frame(positional_edges(cx.fetch_positional_edge_columns(store, run_id, min_weight=min_weight)),
                                sources=sources, targets=targets, k=top, through=through, max_length=max_length,
                                split_channels=split_channels)
     run = cx.require_run(store, run_id)
     if is_default_question(sources, targets, top=top, min_weight=min_weight, through=through, max_length=max_length):
-        cached = run.details.get(_path_cache_key(split_channels))
-        if cached and run.complete:
-            return pd.DataFrame(json.loads(cached), columns=PATH_COLUMNS).head(top)
+        cached = cached_paths(run, split_channels)
+        if cached is not None and cached[0] >= top:
+            return pd.DataFrame(cached[1], columns=PATH_COLUMNS).head(top)
     edges = cx.fetch_edge_columns(store, run_id, min_weight=min_weight)
     return top_paths_frame(edges, sources=sources, targets=targets, k=top, through=through,
                            max_length=max_length, split_channels=split_channels)
@@ -338,19 +423,34 @@ def positional_edges(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_path_cache(store: Store, run_id: str, *, split_channels: bool = False, edges: pd.DataFrame | None = None) -> bool:
-    """Answer the default pathway question (its ``CACHED_K`` strongest paths) once over a complete
-    run and keep it on the ``:Run``; a complete run never changes. ``edges``: the run's edges when the
-    caller holds them (``atlas ingest`` does, right after writing: no fetch), else they are fetched.
-    Returns False when the run is not complete or already holds the answer."""
+def cached_paths(run: Any, split_channels: bool = False) -> tuple[int, list[dict[str, Any]]] | None:
+    """A complete run's kept answer to the default pathway question: (the k it was computed for,
+    its paths), or None. Answers kept before k was recorded hold ``CACHED_K`` paths."""
+    import json
+
+    raw = run.details.get(_path_cache_key(split_channels))
+    if not raw or not run.complete:
+        return None
+    kept = json.loads(raw)
+    return (CACHED_K, kept) if isinstance(kept, list) else (int(kept["k"]), kept["paths"])
+
+
+def write_path_cache(store: Store, run_id: str, *, split_channels: bool = False, edges: pd.DataFrame | None = None,
+                     k: int = CACHED_K) -> bool:
+    """Answer the default pathway question (its ``k`` strongest paths, ``CACHED_K`` unless told) once
+    over a complete run and keep it on the ``:Run``; a complete run never changes. ``edges``: the
+    run's edges when the caller holds them (``atlas ingest`` does, right after writing: no fetch),
+    else they are fetched. ``atlas paths`` on a run without one keeps the answer to the question it
+    was asked (``k`` = its ``--top``): the search for 10 paths over 1M edges costs a quarter of that
+    for 50. Returns False when the run is not complete or already holds an answer for ``k``."""
     import json
 
     run = cx.require_run(store, run_id)
-    key = _path_cache_key(split_channels)
-    if not run.complete or run.details.get(key):
+    cached = cached_paths(run, split_channels)
+    if not run.complete or (cached is not None and cached[0] >= k):
         return False
-    found = top_paths_frame(cx.fetch_edge_columns(store, run_id) if edges is None else edges, k=CACHED_K, split_channels=split_channels)
-    cx.write_path_cache(store, run_id, key, json.dumps(found.to_dict("records")))
+    found = top_paths_frame(cx.fetch_edge_columns(store, run_id) if edges is None else edges, k=k, split_channels=split_channels)
+    cx.write_path_cache(store, run_id, _path_cache_key(split_channels), json.dumps({"k": k, "paths": found.to_dict("records")}))
     return True
 
 

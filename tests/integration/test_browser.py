@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,15 +15,10 @@ import pytest
 
 from atlas.config import StoreSettings
 from atlas.store import Store
+from bench.browser import PROBE_HEAD, chromium
 from ingest.jobs import IngestConfig, run_ingest
 from queries.export import select_graph, to_html
 
-_PROBE_HEAD = """<script>
-window.__atlasErrors = [];
-window.addEventListener('error', function (e) { window.__atlasErrors.push(String(e.message)); });
-(function () { var orig = console.error; console.error = function () {
-  window.__atlasErrors.push(Array.prototype.join.call(arguments, ' ')); orig.apply(console, arguments); }; })();
-</script>"""
 _PROBE_TAIL = """<script>
 window.addEventListener('load', function () {
   var drawn = (typeof network !== 'undefined' && network) ? Object.keys(network.getPositions()) : [];
@@ -39,10 +33,9 @@ window.addEventListener('load', function () {
 
 
 def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
+    path = chromium()
+    if path:
+        return path
     pytest.fail("no headless browser found: install Debian's chromium (`apt-get install chromium`; .ci/run does this)")
 
 
@@ -54,7 +47,7 @@ def test_exported_page_draws_every_node_offline(store: Store, embedded: StoreSet
     text = page.read_text()
     assert not re.search(r"<(link|script)\b[^>]*(href|src)=", text)
     probed = tmp_path / "probed.html"
-    probed.write_text(text.replace("<head>", "<head>" + _PROBE_HEAD, 1).replace("</body>", _PROBE_TAIL + "</body>", 1))
+    probed.write_text(text.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", _PROBE_TAIL + "</body>", 1))
     proc = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -67,3 +60,33 @@ def test_exported_page_draws_every_node_offline(store: Store, embedded: StoreSet
     assert result["errors"] == []
     assert sorted(result["drawn"]) == sorted(graph.nodes)
     assert result["canvas"] and result["canvas"][0] > 0 and result["canvas"][1] > 0
+
+
+
+def test_large_page_fits_every_node_and_filters_offline(store: Store, embedded: StoreSettings, tmp_path: Path) -> None:
+    """A 60k-edge run's top edges spanning 200+ components: every node in view on load, labels on
+    hover only, and the layer, kind, |score| filters and the id search work, with no script error."""
+    from bench.browser import probe_page
+    from bench.synthetic import write_synthetic_run
+
+    browser = _chromium()
+    write_synthetic_run(store, 60_000, "browser-large")  # 4 layers x 50 heads
+    graph = None
+    for top in (600, 1200, 2400, 4800, 9600):
+        graph = select_graph(store, "browser-large", top=top)
+        if graph.number_of_nodes() >= 200:
+            break
+    assert graph is not None and graph.number_of_nodes() >= 200
+    page = to_html(graph, tmp_path / "large.html")
+    assert not re.search(r"<(link|script)\b[^>]*(href|src)=", page.read_text())
+    out = probe_page(page, tmp_path, search="L3.H1", browser=browser)
+    assert out["errors"] == []
+    assert out["n"] == graph.number_of_nodes()
+    assert out["outside"] == []  # every drawn node inside the canvas
+    assert out["labelled"] == 0 and out["titled"] == out["n"]  # no labels to overlap: ids on hover
+    assert out["layersShown"] and set(out["layersShown"]) <= {-1, 0}
+    assert 0 < out["edgesShownLayer0"] < graph.number_of_edges()
+    assert len(out["edgesAboveCut"]) >= 10 and all(out["edgesAboveCut"])
+    assert out["kindsShown"] and "Head" not in out["kindsShown"]
+    want = sorted(n for n in graph.nodes if "l3.h1" in n.lower())
+    assert want and sorted(out["found"]) == want

@@ -347,7 +347,9 @@ def test_ingest_keeps_the_default_pathways_on_the_run(store: Store, embedded: St
                          "cached-paths", "--json", "--quiet")
     assert code == 0, err
     assert "summaries" in json.loads(out)["seconds"]
-    cached = json.loads(cx.fetch_run(store, "cached-paths").details["topPaths"])
+    kept = json.loads(cx.fetch_run(store, "cached-paths").details["topPaths"])
+    assert kept["k"] == CACHED_K
+    cached = kept["paths"]
     recomputed = top_paths_frame(cx.fetch_edge_columns(store, "cached-paths"), k=CACHED_K)
     assert [(r["path"], round(r["strength"], 12)) for r in cached] == [(p, round(s, 12)) for p, s in zip(recomputed["path"], recomputed["strength"])]
     code, out, _ = cli(capsys, embedded.home, "paths", "--run", "cached-paths", "--top", "5", "--json")

@@ -197,5 +197,13 @@ def test_default_pathways_are_kept_on_the_run(hand: Store) -> None:
     again = fetch_paths(hand, "hand", top=2)
     pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True), check_dtype=False)
     assert again["strength"].tolist() == pytest.approx([0.4, 0.4])
+    # the answer keeps the k it was computed for: a smaller one is served, a larger one replaces it
+    from queries.paths import cached_paths
+
+    delete_path_caches(hand, "hand")
+    assert write_path_cache(hand, "hand", k=1) and not write_path_cache(hand, "hand", k=1)
+    assert cached_paths(require_run(hand, "hand"))[0] == 1
+    assert fetch_paths(hand, "hand", top=2)["path"].tolist() == first["path"].tolist()  # 2 > 1: computed, not cut short
+    assert write_path_cache(hand, "hand", k=3) and cached_paths(require_run(hand, "hand"))[0] == 3
     # constrained questions are computed afresh, not served from the kept answer
     assert fetch_paths(hand, "hand", max_length=1)["path"].tolist() == ["h/EMBED -> h/LOGITS"]

@@ -47,3 +47,37 @@ def test_an_edge_missing_from_a_shard_counts_zero_there_and_positions_are_keys()
 def test_bad_shard_counts_are_refused(n: int, shards: int) -> None:
     with pytest.raises(ValidationError, match="shards"):
         plan_ranges(n, shards, "prompts")
+
+
+@pytest.mark.parametrize("method,extra", [("eap-ig", {"per_prompt": True}), ("patching", {}), ("eap", {"per_position": True})])
+def test_passes_within_the_activation_budget_equal_one_pass(tmp_path: object, monkeypatch: pytest.MonkeyPatch, method: str,
+                                                           extra: dict) -> None:
+    from ingest.jobs import IngestConfig, compute_run
+    from ingest.shards import BUDGET_ENV
+
+    config = IngestConfig(model="induction-2l", method=method, n_prompts=7, **extra)
+    whole = compute_run(config, tmp_path)  # type: ignore[arg-type]
+    assert whole.shard_plan is None  # 7 prompts of a tiny model: one pass
+    monkeypatch.setenv(BUDGET_ENV, "100k")  # room for about one prompt's activations per pass
+    passes = compute_run(config, tmp_path)  # type: ignore[arg-type]
+    assert passes.shard_plan is not None and passes.shard_plan["passes"] >= 3
+    key = ["componentId_pre", "componentId_post", "channel"]
+    assert whole.edges[key].equals(passes.edges[key])
+    scale = float(whole.edges["score"].abs().max())
+    np.testing.assert_allclose(passes.edges["score"], whole.edges["score"], rtol=0, atol=1e-5 * scale)
+    if extra.get("per_prompt"):
+        np.testing.assert_allclose(np.array(passes.edges["promptScores"].tolist()), np.array(whole.edges["promptScores"].tolist()),
+                                   rtol=0, atol=1e-5 * scale * 10)
+    if extra.get("per_position"):
+        assert whole.positional is not None and passes.positional is not None
+        assert len(whole.positional) == len(passes.positional)
+
+
+def test_a_bad_activation_budget_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingest.shards import BUDGET_ENV, activation_budget
+
+    monkeypatch.setenv(BUDGET_ENV, "lots")
+    with pytest.raises(ValidationError, match=BUDGET_ENV):
+        activation_budget()
+    monkeypatch.setenv(BUDGET_ENV, "3g")
+    assert activation_budget() == 3 * 2**30
