@@ -4,7 +4,7 @@ database server) side by side.
 
 The model has GPT-2 small's shape (12 layers x 12 heads, d_model 768, d_mlp 3072, vocabulary
 50,257) with random weights (no checkpoint can be downloaded here); ``--top-neurons 104`` keeps 104
-neurons per MLP, which gives about 1.07M edges. Peak memory is each process's high-water mark over
+neurons per MLP, which gives 1,107,019 edges. Peak memory is each process's high-water mark over
 the stage (``VmHWM``, reset before the stage through ``/proc/PID/clear_refs``), next to the atlas
 process's resident memory when the stage began (Python keeps what it freed, so peaks only grow).
 """
@@ -136,19 +136,32 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
                 seen = probe_page(work / "top.html", work, search=f"L{shape['n_layers'] // 2}.N")
                 row["result"] = (f"{seen['n']} nodes, {len(seen['outside'])} outside the view, {seen['labelled']} labels, "
                                 f"{len(seen['errors'])} script errors, search found {len(seen['found'])}")
-        cookbook = {
-            "cookbook 1: strongest inputs to one head": ("MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(h:Head {componentId: $head}) "
-                                                         "RETURN a.componentId AS source, e.channel AS channel, e.score AS score "
-                                                         "ORDER BY abs(e.score) DESC LIMIT 10", {"head": f"{result_model(store, run)}/L{shape['n_layers'] // 2}.H3"}),
-            "cookbook 2: what writes to the logits": ("MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(:Logit) RETURN a.componentId AS component, "
-                                                      "e.score AS score ORDER BY abs(e.score) DESC LIMIT 10", {}),
-            "cookbook 5: runs of a model": ("MATCH (r:Run)-[:OF_MODEL]->(m:Model {modelId: $model}) RETURN r.runId AS run, r.status AS status "
-                                            "ORDER BY r.createdAt", {"model": result_model(store, run)}),
-        }
-        for name, (cypher, params) in cookbook.items():
-            with stage(rows, name, server.pid) as row:
-                row["result"] = f"{len(store.read(cypher, {'run': run, **params}))} rows"
+        model_id = result_model(store, run)
+        strong = float(cx.fetch_edge_columns(store, run)["score"].abs().quantile(0.999))
+        for title, cypher, params in readme_cookbook():
+            # the README's examples name the demo runs and model: point them at this run (and at its
+            # 99.9th percentile |score| where a query takes a threshold)
+            params = {k: (v.replace("demo-induction-2l", run).replace("demo-eap", "scale-b").replace("induction-2l", model_id)
+                          if isinstance(v, str) else v) for k, v in params.items()}
+            if "min" in params:
+                params["min"] = strong
+            with stage(rows, f"cookbook {title[:60]}", server.pid) as row:
+                row["result"] = f"{len(store.read(cypher, params))} rows"
     return rows
+
+
+def readme_cookbook() -> list[tuple[str, str, dict[str, Any]]]:
+    """The README's Cypher cookbook: (title, statement, example parameters)."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("<!-- cookbook:start -->", 1)[1].split("<!-- cookbook:end -->", 1)[0]
+    out = []
+    for block in re.findall(r"```cypher\n(.*?)```", section, re.DOTALL):
+        first, _, body = block.partition("\n")
+        title, _, params = first.removeprefix("// ").partition(" | ")
+        out.append((title.strip(), body.strip(), json.loads(params)))
+    return out
 
 
 def result_model(store: Any, run_id: str) -> str:

@@ -245,7 +245,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     from ingest.tasks import get_task, prepare_batch
 
     config.validate()
-    method = get_method(config.method)
+    get_method(config.method)  # an unknown method is refused before the model loads
     if config.metric != Metric.COSINE.value:
         task = get_task(resolve_task(config.task, config.model), config.metric)
     loaded = load_model(config.model, home, progress, model_id=config.model_id, allow_encoder=True)

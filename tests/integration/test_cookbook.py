@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
 import pytest
 
 from atlas.config import StoreSettings
 from atlas.store import Store
+from bench.scale import readme_cookbook
 from ingest.jobs import IngestConfig, run_ingest
 from ingest.studies import LesionConfig, run_anatomy, run_lesion, run_probe, save_circuit, verify_run
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def cookbook() -> list[tuple[str, str, dict]]:
-    text = README.read_text()
-    section = text.split("<!-- cookbook:start -->", 1)[1].split("<!-- cookbook:end -->", 1)[0]
-    out = []
-    for block in re.findall(r"```cypher\n(.*?)```", section, re.DOTALL):
-        first, _, body = block.partition("\n")
-        title, _, params = first.removeprefix("// ").partition(" | ")
-        out.append((title.strip(), body.strip(), json.loads(params)))
-    return out
-
-
-QUERIES = cookbook()
+QUERIES = readme_cookbook()
 
 
 def test_the_cookbook_has_ten_or_more_queries() -> None:
