@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,11 +80,22 @@ def _first_int(df: pd.DataFrame, column: str = "n") -> int:
 
 # -- schema ------------------------------------------------------------------------------------
 def ensure_schema(store: Store) -> None:
-    """Create the unique constraints and relationship indexes of the schema, if missing."""
+    """Create the unique constraints and, on Neo4j, the relationship indexes of the schema, if missing.
+
+    ArcadeDB gets no index on ``runId`` of relationships (and loses one an older atlas made): there
+    every run's edges share one key of a non-unique index, and removing an edge scans that key's
+    entries, so deleting a run was quadratic (20,000 edges of a 1.2M-edge database: 15.7 s with
+    the index, 1.3 s without), while reads by ``runId`` were no faster with it (2.9 s vs 1.3 s to
+    count a run). Whole-run reads there go through the run's packed columns instead.
+    """
     for name, label, prop in CONSTRAINTS:
         store.run(f"CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{label}) REQUIRE n.{prop} IS UNIQUE", write=True)
+    arcadedb = store.is_arcadedb
     for name, rel, prop in INDEXES:
-        store.run(f"CREATE INDEX {name} IF NOT EXISTS FOR ()-[e:{rel.value}]-() ON (e.{prop})", write=True)
+        if arcadedb:
+            store.run(f"DROP INDEX {name} IF EXISTS", write=True)
+        else:
+            store.run(f"CREATE INDEX {name} IF NOT EXISTS FOR ()-[e:{rel.value}]-() ON (e.{prop})", write=True)
 
 
 def fetch_schema(store: Store) -> pd.DataFrame:
@@ -335,7 +346,12 @@ def write_edges(
 ) -> int:
     """CREATE relationships from an edge frame. Both ends must exist as components.
 
-    Edges go in transactions of ``batch_size`` (default ``$ATLAS_EDGE_BATCH``, else 20,000).
+    Edges go in transactions of ``batch_size`` (default ``$ATLAS_EDGE_BATCH``, else 50,000).
+    Each batch travels as integer codes: the component ids it touches once, then per edge the
+    positions of its two ends in that list, and string columns as codes into their distinct
+    values. The server looks each component up once per batch instead of twice per edge, and
+    the driver packs small integers instead of long strings (1.1M edges of a GPT-2-shaped
+    neuron run: 34k edges/s, was 21k with the ids per edge).
 
     The frame's ``score`` is stored as ``score`` on ``ATTRIBUTION`` and ``COMPOSITION`` and as
     ``effect`` on ``ABLATION``; extra columns and ``props`` (the same for every row) become
@@ -344,6 +360,10 @@ def write_edges(
 
     Not idempotent by itself (CREATE is ~30x faster than MERGE on relationships): callers
     delete what they rewrite, as ``ingest.jobs`` does for unfinished runs.
+
+    Raises:
+        ValidationError: a component an edge names is not in the database (nothing of that
+            batch is written).
     """
     edges = validate_edges(edges)
     value = _value_property(rel_type)
@@ -352,21 +372,61 @@ def write_edges(
     unknown = sorted(set(names) - EDGE_PROPERTIES)
     if unknown:
         raise ValidationError(f"edge properties {unknown} are not in the schema's vocabulary {sorted(EDGE_PROPERTIES)}")
-    columns: dict[str, list[Any]] = {"a": edges["componentId_pre"].tolist(), "b": edges["componentId_post"].tolist()}
+    n = len(edges)
+    ends, ids = pd.factorize(pd.concat([edges["componentId_pre"], edges["componentId_post"]], ignore_index=True))
+    pre, post = ends[:n], ends[n:]
+    coded: dict[str, tuple[np.ndarray, list[Any]]] = {}  # string columns: codes + distinct values
+    plain: dict[str, list[Any]] = {}
     assigns = []
     for i, col in enumerate(extra):
-        columns[f"c{i}"] = [None if isinstance(v, float) and math.isnan(v) else v for v in edges[col].tolist()]
-        assigns.append(f"{value if col == 'score' else col}: $c{i}[i]")
+        key = value if col == "score" else col
+        values = edges[col]
+        if values.dtype == object and values.map(lambda v: isinstance(v, str)).all():
+            codes, uniques = pd.factorize(values)
+            coded[f"c{i}"] = (codes, uniques.tolist())
+            assigns.append(f"{key}: $d{i}[$c{i}[i]]")
+        else:
+            plain[f"c{i}"] = [None if isinstance(v, float) and math.isnan(v) else v for v in values.tolist()]
+            assigns.append(f"{key}: $c{i}[i]")
     assigns += [f"{k}: $props.{k}" for k in (props or {})]
     if run_id is not None:
         assigns.insert(0, "runId: $runId")
     cypher = (
-        "UNWIND range(0, size($a) - 1) AS i "
-        "MATCH (a:Component {componentId: $a[i]}) MATCH (b:Component {componentId: $b[i]}) "
-        f"CREATE (a)-[e:{rel_type.value} {{{', '.join(assigns)}}}]->(b)"
+        "UNWIND range(0, size($ids) - 1) AS j MATCH (n:Component {componentId: $ids[j]}) "
+        "WITH j, n ORDER BY j WITH collect(n) AS nodes WHERE size(nodes) = size($ids) "
+        "UNWIND range(0, size($a) - 1) AS i WITH nodes[$a[i]] AS x, nodes[$b[i]] AS y, i "
+        f"CREATE (x)-[e:{rel_type.value} {{{', '.join(assigns)}}}]->(y) RETURN count(e) AS n"
     )
-    return store.write_columns(cypher, columns, params={"runId": run_id, "props": dict(props or {})},
-                               batch_size=batch_size or _edge_batch(), progress=progress)
+    size = batch_size or _edge_batch()
+    fixed = {"runId": run_id, "props": dict(props or {})}
+
+    def batches() -> Iterator[tuple[int, dict[str, Any]]]:
+        for lo in range(0, n, size):
+            hi = min(lo + size, n)
+            used, local = np.unique(np.concatenate([pre[lo:hi], post[lo:hi]]), return_inverse=True)
+            params = {**fixed, "ids": ids[used].tolist(), "a": local[: hi - lo].tolist(), "b": local[hi - lo :].tolist()}
+            for key, (codes, uniques) in coded.items():
+                params[key] = codes[lo:hi].tolist()
+                params["d" + key[1:]] = uniques
+            for key, column in plain.items():
+                params[key] = column[lo:hi]
+            yield hi - lo, params
+
+    written = store.write_batches(cypher, batches(), progress=progress)
+    sizes = [min(size, n - lo) for lo in range(0, n, size)]
+    short = [k for k, (got, want) in enumerate(zip(written, sizes, strict=True)) if got != want]
+    if short:
+        missing = _missing_components(store, ids[np.unique(np.concatenate([pre, post]))].tolist())
+        raise ValidationError(f"edges name components that are not in the database: {missing[:5]}"
+                              + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+                              + f"; {sum(written)} of {n} edges were written, write the components first")
+    return n
+
+
+def _missing_components(store: Store, ids: list[str]) -> list[str]:
+    found = store.read("UNWIND $ids AS cid MATCH (c:Component {componentId: cid}) RETURN c.componentId AS id", {"ids": ids})
+    have = set(found["id"]) if "id" in found else set()
+    return [c for c in ids if c not in have]
 
 
 def _edge_batch() -> int:
@@ -376,8 +436,12 @@ def _edge_batch() -> int:
     return int(raw)
 
 
-def delete_run_edges(store: Store, run_id: str, *, rel_type: RelType = RelType.ATTRIBUTION, batch_size: int = 20000) -> int:
-    """Delete a run's relationships of one type, in batches; returns how many went."""
+def delete_run_edges(store: Store, run_id: str, *, rel_type: RelType = RelType.ATTRIBUTION, batch_size: int = 100_000) -> int:
+    """Delete a run's relationships of one type, in batches; returns how many went.
+
+    On ArcadeDB each batch scans the type's relationships (there is no ``runId`` index there, see
+    :func:`ensure_schema`), so batches are large: 1.1M edges of a 2.2M-edge database go in 60 s.
+    """
     total = 0
     while True:
         n = _first_int(store.run(

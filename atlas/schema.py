@@ -178,7 +178,8 @@ CONSTRAINTS: tuple[tuple[str, str, str], ...] = (
     ("run_claim", "RunClaim", "claimKey"),
     ("edge_columns", "EdgeColumns", "columnsKey"),
 )
-# (name, relationship type, property): relationship indexes for the measured types.
+# (name, relationship type, property): relationship indexes for the measured types (created on Neo4j;
+# ArcadeDB deletes edges far faster without them, see atlas.connectome.ensure_schema).
 INDEXES: tuple[tuple[str, RelType, str], ...] = (
     ("attribution_run", RelType.ATTRIBUTION, "runId"),
     ("attribution_at_run", RelType.ATTRIBUTION_AT, "runId"),

@@ -14,7 +14,7 @@ This is the only module that imports ``neo4j``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -33,7 +33,7 @@ from atlas.guard import check_statement
 __all__ = ["Store", "DEFAULT_BATCH", "EDGE_BATCH"]
 
 DEFAULT_BATCH = 5000
-EDGE_BATCH = 20000
+EDGE_BATCH = 50000
 _WRITE_QUERY_TYPES = {"w", "rw", "s"}
 
 
@@ -109,6 +109,7 @@ class Store:
         self.database = database
         self.settings = settings
         self.read_only = read_only
+        self._agent: str | None = None
 
     # -- connection -------------------------------------------------------------------------
     @classmethod
@@ -165,6 +166,23 @@ class Store:
 
     def close(self) -> None:
         self._driver.close()
+
+    @property
+    def agent(self) -> str:
+        """The server's own name for itself (``Neo4j/5.26.0``, ``Neo4j/5.26.0 compatible (ArcadeDB
+        26.10.2)``), asked once per store."""
+        if self._agent is None:
+            try:
+                self._agent = str(self._driver.get_server_info().agent)
+            except Exception as exc:
+                raise _translate(exc) from exc
+        return self._agent
+
+    @property
+    def is_arcadedb(self) -> bool:
+        """True when the server is ArcadeDB (the embedded default, or one reached by URI): the
+        schema and a few statements differ where the two engines' costs differ."""
+        return "arcadedb" in self.agent.lower()
 
     def __enter__(self) -> Store:
         return self
@@ -259,6 +277,38 @@ class Store:
         except Exception as exc:
             raise _translate(exc, cypher) from exc
         return sent
+
+    def write_batches(
+        self,
+        cypher: str,
+        batches: Iterable[tuple[int, dict[str, Any]]],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[int]:
+        """Run ``cypher`` once per ``(rows, params)`` batch, each one managed transaction, and
+        return what each reported as ``n`` (the statement must ``RETURN ... AS n``).
+
+        Batches are built lazily, so a caller can pack each one (dictionary codes, the ids it
+        touches) while the server is still busy with nothing else of it in memory.
+        """
+        self._require_writable()
+
+        def work(tx: Any, params: dict[str, Any]) -> int:
+            record = tx.run(cypher, params).single()
+            return int(record["n"]) if record is not None else 0
+
+        counts: list[int] = []
+        try:
+            with self._session() as session:
+                for rows, params in batches:
+                    counts.append(session.execute_write(work, params))
+                    if progress is not None:
+                        progress(rows)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, cypher) from exc
+        return counts
 
     def write_columns(
         self,
