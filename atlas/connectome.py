@@ -867,10 +867,15 @@ def write_run(
     *,
     dictionaries: Sequence[DictionaryRecord] = (),
     unfinished: bool = False,
+    edges_in_place: bool = False,
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> None:
     """The life cycle of a run in the database, in one place (ingest and import both use it).
+
+    ``edges_in_place``: the relationships are already in the database (loaded offline by
+    ``neo4j-admin database import``): they are counted per type against ``edges`` instead of
+    written (a mismatch is a ValidationError and the run stays unfinished), and never deleted.
 
     1. schema, the ``:Model``, the components and their ``PART_OF`` links, the dictionaries (MERGE);
     2. the ``:Run`` claimed for this process (:func:`begin_run`) with status ``writing``;
@@ -889,6 +894,20 @@ def write_run(
         write_dictionaries(store, dictionaries)
     types = sorted({batch.rel_type for batch in edges})
     begin_run(store, run)  # claimed: no other process writes this run from here on
+    if edges_in_place:
+        for t in types:
+            want = sum(len(b.frame) for b in edges if b.rel_type == t)
+            have = _first_int(store.read(f"MATCH ()-[e:{t.value}]->() WHERE e.runId = $run RETURN count(e) AS n", {"run": run.run_id}))
+            if have != want:
+                raise ValidationError(f"run {run.run_id!r}: the database holds {have} {t.value} edges of it, the files {want}; "
+                                      "load relationships.csv first (neo4j-admin database import), or import without --edges-loaded")
+        delete_edge_columns(store, run.run_id)
+        for batch in edges:
+            if batch.rel_type in COLUMNS_TYPES and not batch.props:
+                write_edge_columns(store, run.run_id, batch.rel_type, batch.frame, nodes)
+        set_run_status(store, run.run_id, RunStatus.COMPLETE, n_edges=run.n_edges if run.n_edges is not None else sum(len(b.frame) for b in edges),
+                       n_nodes=run.n_nodes if run.n_nodes is not None else len(nodes))
+        return
     if unfinished:
         removed = sum(delete_run_edges(store, run.run_id, rel_type=t) for t in types)
         if log is not None:

@@ -90,11 +90,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not folder:
         raise ValidationError("say which folder to import: atlas import FOLDER (written by 'atlas export --run RUN --csv-dir FOLDER')")
     with connect(args) as store:
-        out = import_run_csv(store, Path(folder), log=lambda m: print(m, file=sys.stderr))
+        out = import_run_csv(store, Path(folder), edges_loaded=args.edges_loaded, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps({"runId": out.run_id, "status": out.status, "nNodes": out.n_nodes, "nEdges": out.n_edges}))
     elif out.status == "unchanged":
         print(f"run {out.run_id} is already complete ({out.n_edges} edges); nothing changed")
+    elif out.status == "records written":
+        print(f"run {out.run_id}: its {out.n_edges} edges were in the database already; wrote its records, the run is complete")
     else:
         print(f"imported run {out.run_id}: {out.n_nodes} components and {out.n_edges} edges from {folder}")
     return 0
@@ -125,5 +127,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt_class)
     s.add_argument("folder", nargs="?", help="a folder written by 'atlas export --run RUN --csv-dir FOLDER'")
     s.add_argument("--csv", metavar="FOLDER", help=argparse.SUPPRESS)  # the 0.1 spelling of FOLDER
+    s.add_argument("--edges-loaded", action="store_true",
+                   help="neo4j-admin database import already loaded nodes.csv and relationships.csv: check them and write the run's records only")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_import)

@@ -204,8 +204,12 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def import_run_csv(store: Store, folder: Path, *, log: Callable[[str], None] | None = None) -> ImportResult:
+def import_run_csv(store: Store, folder: Path, *, edges_loaded: bool = False, log: Callable[[str], None] | None = None) -> ImportResult:
     """Load a folder written by :func:`export_run_csv` into ``store``, idempotently by run status.
+
+    ``edges_loaded``: ``neo4j-admin database import`` already loaded ``nodes.csv`` and
+    ``relationships.csv`` offline; write only the records (``:Run``, ``:Model``, dictionaries, the
+    run's packed columns), after checking the database holds every edge of the files.
 
     Raises:
         ValidationError: a missing or malformed file (one line: file, line, column).
@@ -222,6 +226,9 @@ def import_run_csv(store: Store, folder: Path, *, log: Callable[[str], None] | N
     if run.model_id != model.model_id:
         raise ValidationError(f"run.json in {folder}: the run's model {run.model_id!r} is not the model {model.model_id!r}")
     json_cols: Mapping[str, list[str]] = meta.get("jsonProperties") or {}
+    if edges_loaded and json_cols.get("relationships"):
+        raise ValidationError(f"run {run.run_id!r} has list-valued edge properties ({', '.join(json_cols['relationships'])}), which "
+                              "neo4j-admin loads as text: import it over Bolt (atlas import without --edges-loaded)")
     node_rows = _read_table(folder / "nodes.csv", ["componentId:ID", ":LABEL"], json_cols.get("nodes", []))
     rel_rows = _read_table(folder / "relationships.csv", [":START_ID", ":END_ID", ":TYPE"], json_cols.get("relationships", []))
     nodes = []
@@ -260,5 +267,6 @@ def import_run_csv(store: Store, folder: Path, *, log: Callable[[str], None] | N
         return ImportResult(run.run_id, "unchanged", 0, existing.n_edges or 0)
     edges = [cx.EdgeBatch(RelType(rel), pd.DataFrame(rows), dict(shared)) for (rel, shared), rows in sorted(batches.items(), key=lambda kv: kv[0][0])]
     frame = pd.DataFrame(nodes, dtype=object)
-    cx.write_run(store, run, model, frame, edges, dictionaries=dictionaries, unfinished=existing is not None, log=log)
-    return ImportResult(run.run_id, "written", len(nodes), n_edges)
+    cx.write_run(store, run, model, frame, edges, dictionaries=dictionaries, unfinished=existing is not None and not edges_loaded,
+                 edges_in_place=edges_loaded, log=log)
+    return ImportResult(run.run_id, "records written" if edges_loaded else "written", len(nodes), n_edges)

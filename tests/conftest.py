@@ -7,6 +7,12 @@ Tiers, as markers set here from where a test lives and what it needs (``make tes
     session, wiped per module). Nothing here mocks the database;
   - ``browser``: drives headless Chromium; ``network``: installs packages from the registry;
   - ``slow``: trains or ingests real models (seconds to a minute), marked on the test itself.
+
+Another server: ``ATLAS_TEST_URI=neo4j://host:7687 ATLAS_TEST_PASSWORD=... [ATLAS_TEST_USER=neo4j]
+[ATLAS_TEST_DATABASE=...] make test`` runs the integration suite against that Bolt server instead
+of the embedded one (it becomes ``ATLAS_URI`` etc. for every store and command the tests open).
+The suite empties that database: point it at a scratch one. Tests of the embedded server itself
+(its files, heap, users, process) are marked ``embedded_only`` and skipped there, with the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +26,15 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+TEST_URI = os.environ.get("ATLAS_TEST_URI") or None
+"""A Bolt URI to run the integration suite against instead of the embedded server (None: embedded)."""
+if TEST_URI is not None:
+    for _name in ("URI", "USER", "PASSWORD", "DATABASE"):
+        if os.environ.get(f"ATLAS_TEST_{_name}"):
+            os.environ[f"ATLAS_{_name}"] = os.environ[f"ATLAS_TEST_{_name}"]
+        else:
+            os.environ.pop(f"ATLAS_{_name}", None)
 
 _BROWSER = {"test_browser.py"}
 _NETWORK = {"test_bench_smoke.py"}
@@ -39,6 +54,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             tiers.add("unit")
         for tier in sorted(tiers):
             item.add_marker(getattr(pytest.mark, tier))
+        if TEST_URI is not None and "embedded_only" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=f"tests the embedded ArcadeDB server itself; ATLAS_TEST_URI={TEST_URI} is set"))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"atlas store: {TEST_URI} (ATLAS_TEST_URI; the suite empties it)" if TEST_URI else "atlas store: the embedded ArcadeDB server"
 
 
 def make_tiny(seed: int = 0, *, attn_only: bool = False, normalization: str | None = "LN", parallel: bool = False) -> object:
@@ -91,10 +112,14 @@ def atlas_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedded(atlas_home: Path) -> Iterator[object]:
-    """A real embedded ArcadeDB server for the session; stopped at the end."""
+    """A real embedded ArcadeDB server for the session, stopped at the end; under ``ATLAS_TEST_URI``
+    the settings of that server instead (the home still holds caches and outputs)."""
     from atlas.config import resolve_store_settings
     from atlas.server import start_server, stop_server
 
+    if TEST_URI is not None:
+        yield resolve_store_settings(home=atlas_home)
+        return
     info, _ = start_server(atlas_home, quiet=True)
     settings = resolve_store_settings(home=atlas_home)
     try:

@@ -8,9 +8,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from atlas.config import StoreSettings
 
 
+@pytest.mark.embedded_only  # benchmarks the embedded store against ArcadeDB's in-process path
 def test_bench_smoke(embedded: StoreSettings) -> None:
     # the peer row installs auto-circuit into .bench-venvs/ on first use (about a minute) and fails
     # unless its EAP and ours agree

@@ -158,6 +158,7 @@ def test_two_ingests_and_a_reader_at_once(store: Store, embedded: StoreSettings)
         assert cx.require_run(store, f"par-{i}").complete and len(cx.fetch_edge_columns(store, f"par-{i}")) == 81
 
 
+@pytest.mark.embedded_only
 def test_killed_server_is_restarted_and_the_rerun_completes(tmp_path: Path) -> None:
     home = tmp_path / "home"
     start_server(home, quiet=True)

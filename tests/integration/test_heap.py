@@ -21,6 +21,8 @@ from atlas.store import Store
 from bench.synthetic import write_synthetic_run
 from cli import main
 
+pytestmark = pytest.mark.embedded_only  # the embedded server's heap and its limits
+
 
 @pytest.mark.parametrize("gib,heap", [(24, "6g"), (8, "2g"), (2, "1g"), (0.5, "1g"), (512, "32g")])
 def test_default_heap_is_a_quarter_of_memory_within_bounds(gib: float, heap: str) -> None:

@@ -187,8 +187,13 @@ def test_cli_unreachable_and_wrong_password(embedded: StoreSettings) -> None:
     assert proc.returncode == 2 and "cannot reach the database" in proc.stderr and proc.stderr.count("\n") == 1
     from atlas.server import server_status
 
-    info = server_status(embedded.home)
-    proc = _run_cli("query", "RETURN 1", "--uri", info.uri, "--user", "root", "--password", "wrong", "--database", "atlas")
+    if embedded.embedded:
+        info = server_status(embedded.home)
+        assert info is not None
+        uri, user, database = info.uri, "root", "atlas"
+    else:  # the server under ATLAS_TEST_URI
+        uri, user, database = str(embedded.uri), embedded.user or "neo4j", embedded.database or ""
+    proc = _run_cli("query", "RETURN 1", "--uri", uri, "--user", user, "--password", "wrong", *(["--database", database] if database else []))
     assert proc.returncode == 2 and "credentials" in proc.stderr and proc.stderr.count("\n") == 1
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from atlas import connectome as cx
@@ -22,6 +23,7 @@ from cli import main
 from ingest.jobs import IngestConfig, run_ingest
 from ingest.studies import verify_run
 from queries.transfer import export_run_csv, import_run_csv
+from tests.conftest import TEST_URI
 
 RUN = "transfer-neurons"
 
@@ -36,16 +38,22 @@ def rich_run(store: Store, embedded: StoreSettings) -> str:
     return RUN
 
 
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """A second embedded server in its own, new atlas home."""
-    home = tmp_path_factory.mktemp("fresh-home")
+def _another_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Store]:
+    if TEST_URI is not None:
+        pytest.skip("needs a second, empty database next to the one at ATLAS_TEST_URI")
+    home = tmp_path_factory.mktemp(name)
     start_server(home, quiet=True)
     try:
         with Store.connect(resolve_store_settings(home=home), quiet=True) as s:
             yield s
     finally:
         stop_server(home)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A second embedded server in its own, new atlas home."""
+    yield from _another_server(tmp_path_factory, "fresh-home")
 
 
 def _snapshot(store: Store, run_id: str) -> dict[str, Any]:
@@ -175,3 +183,59 @@ def test_per_prompt_scores_travel(store: Store, rich_run: str) -> None:
     run = cx.require_run(store, rich_run)
     assert len(scores) == run.n_edges and all(len(v) == 8 for v in scores["promptScores"])
     assert len(json.loads(run.details["promptsJson"])) == 8
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A third embedded server, standing in for a database neo4j-admin loaded offline."""
+    yield from _another_server(tmp_path_factory, "offline-home")
+
+
+def _load_like_neo4j_admin(store: Store, folder: Path) -> None:
+    """What ``neo4j-admin database import full --nodes=nodes.csv --relationships=relationships.csv``
+    leaves behind: every row a node or relationship with its labels, type and typed properties,
+    nothing else (no :Run, :Model or run columns)."""
+    from atlas.schema import KIND_LABEL
+    from queries.transfer import _read_meta, _read_table
+
+    json_cols = _read_meta(folder).get("jsonProperties") or {}
+    labels_ok = {"Component", *KIND_LABEL.values()}
+    for _, (cid, labels), props in _read_table(folder / "nodes.csv", ["componentId:ID", ":LABEL"], json_cols.get("nodes", [])):
+        assert set(labels.split(";")) <= labels_ok
+        props = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in props.items()}  # JSON columns load as text
+        store.run(f"CREATE (c:{':'.join(labels.split(';'))}) SET c = $p, c.componentId = $id", {"p": props, "id": cid}, write=True)
+    for _, (a, b, rel), props in _read_table(folder / "relationships.csv", [":START_ID", ":END_ID", ":TYPE"], json_cols.get("relationships", [])):
+        assert rel in {"ATTRIBUTION", "ATTRIBUTION_AT", "ABLATION", "PART_OF"}
+        props = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in props.items()}
+        store.run(f"MATCH (x:Component {{componentId: $a}}), (y:Component {{componentId: $b}}) CREATE (x)-[e:{rel}]->(y) SET e = $p",
+                  {"a": a, "b": b, "p": props}, write=True)
+
+
+def test_records_after_an_offline_bulk_load(store: Store, embedded: StoreSettings, offline: Store, tmp_path: Path) -> None:
+    rich_run = "transfer-plain"
+    run_ingest(store, IngestConfig(model="induction-2l", method="eap", n_prompts=4), embedded.home, run_id=rich_run, progress=False)
+    folder = tmp_path / "run"
+    export_run_csv(store, rich_run, folder)
+    with pytest.raises(ValidationError, match="holds 0 ATTRIBUTION edges"):  # the bulk load has not happened
+        import_run_csv(offline, folder, edges_loaded=True)
+    assert not cx.require_run(offline, rich_run).complete
+    offline.run("MATCH (n) DETACH DELETE n", write=True)  # neo4j-admin's full import makes a new database
+    _load_like_neo4j_admin(offline, folder)
+    counts = cx.count_graph(offline)
+    out = import_run_csv(offline, folder, edges_loaded=True)
+    assert out.status == "records written"
+    assert cx.count_graph(offline)["relationships"] == counts["relationships"] + 1  # the run's OF_MODEL link, no edge twice
+    a, b = _snapshot(store, rich_run), _snapshot(offline, rich_run)
+    assert b["run"] == a["run"] and b["model"] == a["model"] and b["edges"] == a["edges"]
+    mine, theirs = cx.fetch_edges(offline, rich_run), cx.fetch_edges(store, rich_run)  # through the run's packed columns
+    key = ["componentId_pre", "componentId_post", "channel"]
+    pd.testing.assert_frame_equal(mine.sort_values(key).reset_index(drop=True)[theirs.columns],
+                                  theirs.sort_values(key).reset_index(drop=True), check_dtype=False)
+    assert import_run_csv(offline, folder, edges_loaded=True).status == "unchanged"
+
+
+def test_offline_bulk_load_of_list_valued_edges_is_refused(store: Store, rich_run: str, offline: Store, tmp_path: Path) -> None:
+    export_run_csv(store, rich_run, tmp_path / "run")
+    with pytest.raises(ValidationError, match="promptScores"):
+        import_run_csv(offline, tmp_path / "run", edges_loaded=True)
+    assert cx.fetch_run(offline, rich_run) is None
