@@ -533,9 +533,14 @@ def _strings(values: list[str], codes: np.ndarray) -> pd.Series:
     return pd.Series(pd.array(pa.array(values, type=pa.string()).take(pa.array(codes)), dtype="str"))
 
 
-def fetch_edge_snapshot(store: Store, run_id: str, rel_type: RelType = RelType.ATTRIBUTION) -> pd.DataFrame | None:
+def fetch_edge_snapshot(store: Store, run_id: str, rel_type: RelType = RelType.ATTRIBUTION, *,
+                        categorical: bool = False) -> pd.DataFrame | None:
     """A run's edges of one type from their columnar copy, as the edge frame's columns (plus
-    ``srcPos``/``dstPos`` where kept), in the order written; None when the run has no whole copy."""
+    ``srcPos``/``dstPos`` where kept), in the order written; None when the run has no whole copy.
+
+    ``categorical``: the four frame columns only, component ids and channels as pandas
+    categoricals straight from the stored codes (no string per row: 1M edges in a third of the
+    time), for whole-run analyses that factorize them anyway."""
     if rel_type not in COLUMNS_TYPES:
         return None
     keys = [_columns_key(run_id, rel_type, i) for i in range(_COLUMNS_MAX_PARTS)]
@@ -551,6 +556,13 @@ def fetch_edge_snapshot(store: Store, run_id: str, rel_type: RelType = RelType.A
     pre, post = column("pre", "<i4"), column("post", "<i4")
     if len(pre) != head["n"]:
         return None
+    if categorical:
+        return pd.DataFrame({
+            "componentId_pre": pd.Categorical.from_codes(pre, categories=head["ids"]),
+            "componentId_post": pd.Categorical.from_codes(post, categories=head["ids"]),
+            "channel": pd.Categorical.from_codes(column("channel", "i1"), categories=head["channels"]),
+            "score": column("score", "<f8"),
+        })
     layers = np.array(head["layers"], dtype=object if None in head["layers"] else "int64")
     frame = pd.DataFrame({
         "componentId_pre": _strings(head["ids"], pre), "componentId_post": _strings(head["ids"], post),
@@ -620,14 +632,13 @@ def fetch_edges(
     return df
 
 
-def fetch_edge_columns(store: Store, run_id: str, min_weight: float = 0.0) -> pd.DataFrame:
-    """A run's edges as the four frame columns only, fetched as one row of lists.
-
-    For analyses over whole runs: 2.4x faster than row by row over Bolt (1M edges: 7.8 s vs
-    18.4 s). Falls back to rows when the server refuses to hold the lists (its query heap budget).
-    """
+def fetch_edge_columns(store: Store, run_id: str, min_weight: float = 0.0, *, categorical: bool = False) -> pd.DataFrame:
+    """A run's edges as the four frame columns only: from the run's packed columns, else fetched as
+    one row of lists (2.4x faster than row by row over Bolt), else row by row when the server
+    refuses to hold the lists (its query heap budget). ``categorical``: ids and channels as
+    categoricals where the packed columns exist (see :func:`fetch_edge_snapshot`)."""
     require_run(store, run_id)
-    snapshot = fetch_edge_snapshot(store, run_id)
+    snapshot = fetch_edge_snapshot(store, run_id, categorical=categorical)
     if snapshot is not None:
         return snapshot.loc[snapshot["score"].abs() >= min_weight, ["componentId_pre", "componentId_post", "channel", "score"]].reset_index(drop=True)
     match = "MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(b:Component) WHERE abs(e.score) >= $w "

@@ -266,7 +266,9 @@ def top_paths_frame(
     pre, post, pair_of, share = pre[idx], post[idx], pair_of[idx], share[idx]
 
     def graph_of(mask: np.ndarray) -> nx.DiGraph:
-        return _graph_from_shares(df.iloc[idx[mask]].assign(share=share[mask]), split_channels)
+        rows = df.iloc[idx[mask]]  # categorical ids (a fetch straight from the packed columns) become strings here
+        return _graph_from_shares(rows.astype({c: str for c in ("componentId_pre", "componentId_post", "channel")}).assign(share=share[mask]),
+                                  split_channels)
 
     args = (sources, targets, k, tuple(through), max_length, max_candidates)
     # the probe: the probe_inputs strongest distinct inputs (pairs, or channel rows when split) of every component
@@ -304,9 +306,19 @@ def top_paths_frame(
     return _search(graph_of(keep), *args)
 
 
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """``argsort(keys, kind="stable")`` for non-negative integer keys, as a radix sort when they
+    fit 16 bits (a run's components do: ~20x faster than a comparison sort over 1M edges)."""
+    if len(keys) and int(keys.max()) < 1 << 16:
+        return np.argsort(keys.astype(np.uint16), kind="stable")
+    return np.argsort(keys, kind="stable")
+
+
 def _top_per_group(group: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
-    """Mask of the ``n`` largest ``value`` within each ``group`` (ties: first in input order)."""
-    order = np.lexsort((-value, group))  # stable: ties stay in input order
+    """Mask of the ``n`` largest ``value`` within each ``group`` (``group``: non-negative integer
+    codes; ties broken deterministically, by the order of a quicksort of the values)."""
+    by_value = np.argsort(-value)
+    order = by_value[_stable_order(group[by_value])]
     sorted_group = group[order]
     starts = np.r_[0, np.flatnonzero(sorted_group[1:] != sorted_group[:-1]) + 1]
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -333,12 +345,16 @@ def _potential(pre: np.ndarray, post: np.ndarray, share: np.ndarray, names: pd.I
     best_out = np.zeros(len(names))
     best_out[[targets.matches(a) for a in attrs]] = 1.0
     # edges sorted by the stage they reach (forward) / leave (backward): each stage a contiguous block,
-    # its per-node maxima by reduceat over the block sorted by node
-    fwd = np.lexsort((post, stage[post]))
+    # its per-node maxima by reduceat over the block sorted by node. A node's stage is its own, so
+    # sorting by (stage, node) is sorting by the node's rank in that order: one radix sort.
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.lexsort((np.arange(len(names)), stage))] = np.arange(len(names))
+    fwd = _stable_order(rank[post])
     for block in _blocks(stage[post][fwd]):
         e = fwd[block]
         _max_into(best_in, post[e], best_in[pre[e]] * share[e])
-    bwd = np.lexsort((pre, -stage[pre]))
+    rank[np.lexsort((np.arange(len(names)), -stage))] = np.arange(len(names))
+    bwd = _stable_order(rank[pre])
     for block in _blocks(-stage[pre][bwd]):
         e = bwd[block]
         _max_into(best_out, pre[e], share[e] * best_out[post[e]])
@@ -408,7 +424,7 @@ def fetch_paths(
         cached = cached_paths(run, split_channels)
         if cached is not None and cached[0] >= top:
             return pd.DataFrame(cached[1], columns=PATH_COLUMNS).head(top)
-    edges = cx.fetch_edge_columns(store, run_id, min_weight=min_weight)
+    edges = cx.fetch_edge_columns(store, run_id, min_weight=min_weight, categorical=True)
     return top_paths_frame(edges, sources=sources, targets=targets, k=top, through=through,
                            max_length=max_length, split_channels=split_channels)
 
@@ -449,7 +465,7 @@ def write_path_cache(store: Store, run_id: str, *, split_channels: bool = False,
     cached = cached_paths(run, split_channels)
     if not run.complete or (cached is not None and cached[0] >= k):
         return False
-    found = top_paths_frame(cx.fetch_edge_columns(store, run_id) if edges is None else edges, k=k, split_channels=split_channels)
+    found = top_paths_frame(cx.fetch_edge_columns(store, run_id, categorical=True) if edges is None else edges, k=k, split_channels=split_channels)
     cx.write_path_cache(store, run_id, _path_cache_key(split_channels), json.dumps({"k": k, "paths": found.to_dict("records")}))
     return True
 

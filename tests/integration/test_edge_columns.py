@@ -48,6 +48,9 @@ def test_columns_equal_the_edges_bit_for_bit(store: Store, embedded: StoreSettin
                 assert np.array_equal(got[col].to_numpy(), want[col].to_numpy(dtype=float))  # float64, not rounded
             else:
                 assert got[col].tolist() == want[col].tolist(), col
+    coded = cx.fetch_edge_columns(store, run_id, categorical=True)
+    assert isinstance(coded["componentId_pre"].dtype, pd.CategoricalDtype)
+    assert _sorted(coded.astype({c: str for c in KEY}), KEY).equals(_sorted(cx.fetch_edge_columns(store, run_id), KEY))
     parts = store.read("MATCH (s:EdgeColumns {runId: $run, relType: 'ATTRIBUTION'}) RETURN count(s) AS n", {"run": run_id})["n"].iloc[0]
     assert parts == (6 if part == 16 else 1)
 

@@ -239,3 +239,7 @@ def test_paths_through_criteria_equal_brute_force(split: bool) -> None:
     if not split:  # split paths differ by channel only; their node lists may repeat
         assert ours["path"].tolist() == [p for _, p in found[:5]]
         assert top_paths_frame(edges, k=5, through=through)["path"].tolist() == ours["path"].tolist()
+    # ids and channels as categoricals (a fetch straight from a run's packed columns): the same answers
+    coded = edges.astype({c: "category" for c in ("componentId_pre", "componentId_post", "channel")})
+    for kwargs in ({"k": 5}, {"k": 5, "through": through}):
+        pd.testing.assert_frame_equal(top_paths_frame(coded, split_channels=split, **kwargs), top_paths_frame(edges, split_channels=split, **kwargs))
