@@ -13,6 +13,7 @@ See ``docs/architecture.md`` for the schema and the life cycle of a run.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -381,9 +382,9 @@ def write_edges(
     for i, col in enumerate(extra):
         key = value if col == "score" else col
         values = edges[col]
-        if values.dtype == object and values.map(lambda v: isinstance(v, str)).all():
-            codes, uniques = pd.factorize(values)
-            coded[f"c{i}"] = (codes, uniques.tolist())
+        if pd.api.types.is_string_dtype(values):  # str, string, category, or objects that are all strings (or missing)
+            codes, uniques = pd.factorize(values, use_na_sentinel=False)  # a missing value is a code too: stored as no property
+            coded[f"c{i}"] = (codes, [None if pd.isna(v) else v for v in uniques.tolist()])
             assigns.append(f"{key}: $d{i}[$c{i}[i]]")
         else:
             plain[f"c{i}"] = [None if isinstance(v, float) and math.isnan(v) else v for v in values.tolist()]
@@ -906,16 +907,22 @@ def write_run(
     types = sorted({batch.rel_type for batch in edges})
     begin_run(store, run)  # claimed: no other process writes this run from here on
     if edges_in_place:
-        for t in types:
-            want = sum(len(b.frame) for b in edges if b.rel_type == t)
-            have = _first_int(store.read(f"MATCH ()-[e:{t.value}]->() WHERE e.runId = $run RETURN count(e) AS n", {"run": run.run_id}))
-            if have != want:
-                raise ValidationError(f"run {run.run_id!r}: the database holds {have} {t.value} edges of it, the files {want}; "
-                                      "load relationships.csv first (neo4j-admin database import), or import without --edges-loaded")
-        delete_edge_columns(store, run.run_id)
-        for batch in edges:
-            if batch.rel_type in COLUMNS_TYPES and not batch.props:
-                write_edge_columns(store, run.run_id, batch.rel_type, batch.frame, nodes)
+        try:
+            for t in types:
+                want = sum(len(b.frame) for b in edges if b.rel_type == t)
+                have = _first_int(store.read(f"MATCH ()-[e:{t.value}]->() WHERE e.runId = $run RETURN count(e) AS n", {"run": run.run_id}))
+                if have != want:
+                    raise ValidationError(f"run {run.run_id!r}: the database holds {have} {t.value} edges of it, the files {want}; "
+                                          "load relationships.csv first (neo4j-admin database import), or import without --edges-loaded")
+            delete_edge_columns(store, run.run_id)
+            for batch in edges:
+                if batch.rel_type in COLUMNS_TYPES and not batch.props:
+                    write_edge_columns(store, run.run_id, batch.rel_type, batch.frame, nodes)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                delete_edge_columns(store, run.run_id)
+                set_run_status(store, run.run_id, RunStatus.FAILED)
+            raise
         set_run_status(store, run.run_id, RunStatus.COMPLETE, n_edges=run.n_edges if run.n_edges is not None else sum(len(b.frame) for b in edges),
                        n_nodes=run.n_nodes if run.n_nodes is not None else len(nodes))
         return

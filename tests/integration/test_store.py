@@ -12,7 +12,7 @@ from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.errors import QueryError, ReadOnlyViolation, StoreAuthError, StoreUnavailable, ValidationError
 from atlas.records import RunRecord
-from atlas.schema import INDEXES
+from atlas.schema import INDEXES, RelType
 from atlas.server import read_password, server_status
 from atlas.store import Store
 from queries.fetch import fetch_edges
@@ -83,6 +83,15 @@ def test_edges_to_missing_components_are_refused(store: Store) -> None:
     want = kept.sort_values(["componentId_post", "channel"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(back[want.columns.tolist()], want, check_dtype=False)
     cx.delete_run(store, "mc-1")
+    # string columns travel as codes into their distinct values; a missing one is no property
+    scoped = kept.assign(scope=pd.Series(["edge", None, "node", "edge", None, "node"], dtype="str"))
+    cx.begin_run(store, RunRecord(run_id="mc-2", model_id="mc"))
+    cx.write_edges(store, scoped, "mc-2", rel_type=RelType.ABLATION, batch_size=4)
+    back = store.read("MATCH (a)-[e:ABLATION {runId: 'mc-2'}]->(b) RETURN a.componentId AS pre, b.componentId AS post, e.channel AS channel, "
+                      "e.scope AS scope, e.effect AS effect")
+    got = {(r.pre, r.post, r.channel): (r.scope, r.effect) for r in back.itertuples()}
+    assert got == {(r.componentId_pre, r.componentId_post, r.channel): (r.scope, r.score) for r in scoped.itertuples()}
+    cx.delete_run(store, "mc-2")
 
 
 def test_write_then_read_round_trip(store: Store) -> None:
