@@ -23,4 +23,4 @@ def test_bench_smoke(embedded: StoreSettings) -> None:
     for title in ("attribution cost", "peer: auto-circuit EAP vs atlas EAP", "loading into the embedded store", "pathways",
                   "atlas demo end to end"):
         assert f"## {title}" in proc.stdout
-    assert "EAP-IG / (2f + 5fb)" in proc.stdout and "atlas / GraphBatch" in proc.stdout and "GraphBatch, no properties" in proc.stdout
+    assert "EAP-IG / (2f + 5fb)" in proc.stdout and "atlas / GraphBatch" in proc.stdout and "atlas / engine alone" in proc.stdout and "GraphBatch, no properties" in proc.stdout
