@@ -14,6 +14,8 @@ This is the only module that imports ``neo4j``.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -32,6 +34,9 @@ from atlas.guard import check_statement
 __all__ = ["Store", "DEFAULT_BATCH", "EDGE_BATCH"]
 
 DEFAULT_BATCH = 5000
+# how long a statement is tried again after a transient error (deadlock, write conflict), as the
+# driver's managed transactions do for batches (its max_transaction_retry_time below)
+TRANSIENT_RETRY_S = 10.0
 EDGE_BATCH = 50000
 _WRITE_QUERY_TYPES = {"w", "rw", "s"}
 
@@ -146,7 +151,7 @@ class Store:
                 uri,
                 auth=(user, password),
                 connection_timeout=5.0,
-                max_transaction_retry_time=10.0,
+                max_transaction_retry_time=TRANSIENT_RETRY_S,
                 notifications_min_severity="OFF",
             )
         except (ValueError, neo4j.exceptions.ConfigurationError) as exc:
@@ -217,31 +222,48 @@ class Store:
             self._require_writable()
         check_statement(cypher, write=write)
         params = dict(params or {})
-        try:
-            with self._session(read=not write) as session:
-                tx = session.begin_transaction()
-                try:
-                    result = tx.run(cypher, params)
-                    keys = list(result.keys())
-                    rows = [[_plain(v) for v in rec.values()] for rec in result]
-                    summary = result.consume()
-                    wrote = summary.counters.contains_updates or summary.query_type in _WRITE_QUERY_TYPES
-                    if write:
-                        tx.commit()
-                    else:
-                        tx.rollback()
-                finally:
-                    if not tx.closed():
-                        tx.close()
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise _translate(exc, cypher, read_only=not write) from exc
+        import neo4j.exceptions
+
+        deadline, pause = time.monotonic() + TRANSIENT_RETRY_S, 0.05
+        while True:
+            try:
+                keys, rows, wrote = self._run_once(cypher, params, write)
+                break
+            except neo4j.exceptions.Neo4jError as exc:
+                # a deadlock or a write conflict with another session (a transient error the
+                # server rolled back): running the statement again is safe, as execute_write does
+                if not exc.is_retryable() or time.monotonic() + pause > deadline:
+                    raise _translate(exc, cypher, read_only=not write) from exc
+                time.sleep(pause * (0.5 + random.random()))
+                pause = min(2 * pause, 1.0)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise _translate(exc, cypher, read_only=not write) from exc
         if wrote and not write:
             raise ReadOnlyViolation(
                 "the statement writes to the database and was rolled back; pass --write (write=True) to allow writes"
             )
         return pd.DataFrame(rows, columns=keys)
+
+    def _run_once(self, cypher: str, params: dict[str, Any], write: bool) -> tuple[list[str], list[list[Any]], bool]:
+        """One try of :meth:`run`: (column names, rows, whether the statement wrote)."""
+        with self._session(read=not write) as session:
+            tx = session.begin_transaction()
+            try:
+                result = tx.run(cypher, params)
+                keys = list(result.keys())
+                rows = [[_plain(v) for v in rec.values()] for rec in result]
+                summary = result.consume()
+                wrote = summary.counters.contains_updates or summary.query_type in _WRITE_QUERY_TYPES
+                if write:
+                    tx.commit()
+                else:
+                    tx.rollback()
+            finally:
+                if not tx.closed():
+                    tx.close()
+        return keys, rows, wrote
 
     def write_rows(
         self,

@@ -40,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Library deprecation chatter (TransformerLens 3.x announces its 4.0 API) is not for CLI users.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    import logging
+
+    # The driver logs each transaction it tries again (a deadlock between two ingests of one model)
+    # as a warning; the atlas retries those by design, so they are not news for the user.
+    logging.getLogger("neo4j").addHandler(logging.NullHandler())
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "offline", False):

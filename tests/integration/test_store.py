@@ -163,3 +163,38 @@ def test_delete_run_edges(store: Store) -> None:
     assert cx.delete_run_edges(store, "rt-2", batch_size=4) == len(_edges())
     assert store.read("MATCH ()-[e:ATTRIBUTION {runId: 'rt-2'}]->() RETURN count(e) AS n")["n"].iloc[0] == 0
     assert store.read("MATCH ()-[e:ATTRIBUTION {runId: 'rt-1'}]->() RETURN count(e) AS n")["n"].iloc[0] == len(_edges())
+
+
+def test_concurrent_writers_of_one_model_all_complete(store: Store, embedded: StoreSettings) -> None:
+    """Four connections write runs of the same model at once: each run's :Run, its OF_MODEL link to
+    the shared :Model and its edges touch the same records, so the server reports deadlocks and
+    write conflicts; every statement is tried again until it goes through, and every run ends
+    complete with all its edges (before, a DeadlockDetected from begin_run failed the ingest)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from atlas.schema import RunStatus
+
+    cx.ensure_schema(store)
+    cx.write_model(store, model_stub("cw"))
+    cx.write_components(store, _nodes("cw"))
+    edges = _edges("cw")
+
+    def writer(w: int) -> list[str]:
+        done = []
+        with Store.connect(embedded, quiet=True) as mine:
+            for i in range(12):
+                run_id = f"cw-{w}-{i}"
+                cx.begin_run(mine, RunRecord(run_id=run_id, model_id="cw"))
+                cx.write_edges(mine, edges, run_id)
+                cx.set_run_status(mine, run_id, RunStatus.COMPLETE, n_edges=len(edges))
+                done.append(run_id)
+        return done
+
+    with ThreadPoolExecutor(4) as pool:
+        finished = [r for runs in pool.map(writer, range(4)) for r in runs]
+    assert len(finished) == 48
+    runs = store.read("MATCH (r:Run)-[:OF_MODEL]->(:Model {modelId: 'cw'}) RETURN r.runId AS run, r.status AS status")
+    assert sorted(runs["run"]) == sorted(finished) and set(runs["status"]) == {"complete"}
+    counts = store.read("MATCH ()-[e:ATTRIBUTION]->() WHERE e.runId STARTS WITH 'cw-' RETURN e.runId AS run, count(e) AS n")
+    assert len(counts) == 48 and set(counts["n"]) == {len(edges)}
+    assert store.read("MATCH (c:RunClaim) WHERE c.runId STARTS WITH 'cw-' RETURN count(c) AS n")["n"].iloc[0] == 0
