@@ -9,14 +9,16 @@ the analogue of neuPrint's connection weight normalised by the downstream neuron
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import pandas as pd
 
 from atlas.ids import parse_component_id, split_position
 from atlas.schema import KIND_LABEL, RelType
 from atlas.store import Store
+
+if TYPE_CHECKING:  # networkx is imported where a graph is built: a kept answer needs none
+    import networkx as nx
 
 __all__ = ["edges_to_graph", "collapse", "fetch_graph", "kind_and_layer"]
 
@@ -40,6 +42,8 @@ def kind_and_layer(cid: str) -> tuple[str, int | None]:
 def edges_to_graph(edges: pd.DataFrame, components: pd.DataFrame | None = None) -> nx.MultiDiGraph:
     """A multigraph with one edge per (pre, post, channel) (key = channel); node attributes from
     ``components`` when given, else ``kind`` and ``layer`` read from the ids."""
+    import networkx as nx
+
     g = nx.MultiDiGraph()
     if components is not None and not components.empty:
         for rec in components.to_dict("records"):
@@ -65,6 +69,8 @@ def collapse(graph: nx.MultiDiGraph, min_weight: float = 0.0) -> nx.DiGraph:
     """Merge channels: edge attributes ``weight`` (sum |score|), ``score`` (signed sum), ``channels``,
     ``share`` (weight / total weight into the target) and ``cost`` (-log share). Edges whose every
     channel has ``|score| < min_weight`` are dropped before the shares are computed."""
+    import networkx as nx
+
     out = nx.DiGraph()
     out.add_nodes_from(graph.nodes(data=True))
     for u, v, d in graph.edges(data=True):

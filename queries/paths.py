@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 
@@ -28,6 +27,9 @@ from atlas.schema import KIND_LABEL
 from atlas.store import Store
 from queries.criteria import ComponentCriteria
 from queries.graph import collapse
+
+if TYPE_CHECKING:  # networkx is imported where a graph is built: a kept answer needs none
+    import networkx as nx
 
 __all__ = [
     "top_paths", "top_paths_frame", "fetch_paths", "positional_edges", "write_path_cache", "cached_paths", "is_default_question", "fetch_shortest_paths",
@@ -69,6 +71,8 @@ def top_paths(
     Raises:
         NoPath: no source/target matches, or no path satisfies the constraints.
     """
+    import networkx as nx
+
     if k < 1:
         raise ValidationError(f"k must be at least 1, got {k}")
     if max_length is not None and max_length < 1:
@@ -86,6 +90,8 @@ def _search(g: nx.DiGraph, sources: ComponentCriteria | None, targets: Component
             through: Sequence[ComponentCriteria], max_length: int | None, max_candidates: int) -> pd.DataFrame:
     """Yen's k shortest simple paths on ``cost`` over a prepared graph (``share``/``cost``/``score``/
     ``channels`` on edges; virtual channel nodes allowed)."""
+    import networkx as nx
+
     src = _ends(g, sources, "Embed", "source")
     dst = _ends(g, targets, "Logit", "target")
     for s in src:
@@ -136,6 +142,8 @@ def _through_product(g: nx.DiGraph, through: Sequence[ComponentCriteria]) -> tup
     Yen's algorithm on it yields exactly the strongest constrained paths, in order, instead of
     enumerating unconstrained ones until enough pass (hours on a 1M-edge run whose strongest paths
     avoid the criterion). Returns the graph and a function mapping its paths back to ``g``'s."""
+    import networkx as nx
+
     full = (1 << len(through)) - 1
     bits = {n: 0 if a.get("virtual") or n in (_SRC, _DST)
             else sum(1 << i for i, c in enumerate(through) if c.matches({"componentId": n, **a}))
@@ -164,6 +172,8 @@ def _through_product(g: nx.DiGraph, through: Sequence[ComponentCriteria]) -> tup
 
 def _split(graph: nx.MultiDiGraph, min_weight: float) -> nx.DiGraph:
     """One virtual node ``v#ch`` per receiving channel: ``u -> v#ch`` (the channel's share) ``-> v`` (free)."""
+    import networkx as nx
+
     out = nx.DiGraph()
     out.add_nodes_from(graph.nodes(data=True))
     totals: dict[str, float] = {}
@@ -196,6 +206,8 @@ _CHANNEL_BIT = {"q": 1, "k": 2, "v": 4, "in": 8}
 
 def _graph_from_shares(frame: pd.DataFrame, split_channels: bool) -> nx.DiGraph:
     """A search graph from rows that carry their full-graph ``share`` (see :func:`top_paths_frame`)."""
+    import networkx as nx
+
     from queries.graph import kind_and_layer
 
     g = nx.DiGraph()
