@@ -206,6 +206,83 @@ def test_pruned_frame_search_equals_the_plain_search(split: bool) -> None:
     assert top_paths_frame(edges, k=3, through=through)["path"].tolist() == top_paths(edges_to_graph(edges), k=3, through=through)["path"].tolist()
 
 
+def _all_paths(edges: pd.DataFrame, split: bool) -> list[tuple[float, list[str], list[str]]]:
+    """Every simple path between any two components of a frame, by enumeration: (strength, nodes,
+    channels per hop), shares as the module docstring defines them."""
+    import math
+
+    import networkx as nx
+
+    from queries.graph import collapse
+    from queries.paths import _split
+
+    graph = edges_to_graph(edges)
+    g = _split(graph, 0.0) if split else collapse(graph, 0.0)
+    real = [n for n in g.nodes if not g.nodes[n].get("virtual")]
+    out = []
+    for a in real:
+        for b in real:
+            if a == b:
+                continue
+            for path in nx.all_simple_paths(g, a, b):
+                if g.nodes[path[-1]].get("virtual"):
+                    continue
+                hops = [(u, v) for u, v in zip(path, path[1:]) if not g[u][v].get("virtual")]
+                out.append((math.prod(g[u][v]["share"] for u, v in hops), [n for n in path if not g.nodes[n].get("virtual")],
+                            ["+".join(sorted(g[u][v]["channels"])) for u, v in hops]))
+    return out
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_k_best_sweep_equals_enumeration(split: bool) -> None:
+    """The frame search (a k-best sweep over the DAG) returns the strongest of all paths that
+    answer each question, in order, with their channels: sources and targets by criteria,
+    ``through`` counted inside the path only, ``max_length``, and fewer paths than asked for."""
+    import numpy as np
+
+    from queries.paths import top_paths_frame
+
+    rng = np.random.default_rng(7)
+    senders = ["EMBED"] + [c for l in range(3) for c in ([f"L{l}.H{h}" for h in range(2)] + [f"L{l}.MLP"])]
+    rows = []
+    for l in range(3):
+        visible = senders[: 1 + 3 * l]
+        rows += [(s, f"L{l}.H{h}", ch, float(rng.standard_cauchy())) for h in range(2) for s in visible for ch in "qkv"]
+        rows += [(s, f"L{l}.MLP", "in", float(rng.standard_cauchy())) for s in visible + [f"L{l}.H0", f"L{l}.H1"]]
+    rows += [(s, "LOGITS", "in", float(rng.standard_cauchy())) for s in senders]
+    edges = frame(rows, "r")
+    every = _all_paths(edges, split)
+    crit = ComponentCriteria.parse
+    questions = [
+        ({}, lambda n: n[0] == "r/EMBED" and n[-1] == "r/LOGITS"),
+        ({"max_length": 2}, lambda n: n[0] == "r/EMBED" and n[-1] == "r/LOGITS" and len(n) <= 3),
+        ({"sources": crit("L1.*"), "targets": crit("L2.H*")}, lambda n: n[0].startswith("r/L1.") and n[-1].startswith("r/L2.H")),
+        ({"through": [crit("L1.MLP"), crit("L0.H*")]},
+         lambda n: n[0] == "r/EMBED" and n[-1] == "r/LOGITS" and "r/L1.MLP" in n[1:-1] and any(x.startswith("r/L0.H") for x in n[1:-1])),
+        ({"sources": crit("L2.H1"), "k": 50}, lambda n: n[0] == "r/L2.H1" and n[-1] == "r/LOGITS"),
+    ]
+    for kwargs, answers in questions:
+        k = kwargs.pop("k", 8)
+        want = sorted((p for p in every if answers(p[1])), key=lambda p: -p[0])[:k]
+        got = top_paths_frame(edges, k=k, split_channels=split, **kwargs)
+        assert len(got) == len(want) and len(want) >= 1, kwargs
+        assert got["strength"].to_numpy() == pytest.approx([s for s, _, _ in want], rel=1e-12), kwargs
+        assert [(n, c) for n, c in zip(got["nodes"], got["channels"])] == [(n, c) for _, n, c in want], kwargs
+    assert len(top_paths_frame(edges, k=50, sources=crit("L2.H1"))) < 50  # all it has, no padding
+
+
+def test_frame_search_falls_back_to_yen_when_edges_run_backwards() -> None:
+    """A hand-made frame whose edges are not all forward in the layer order: no sweep is safe, the
+    answer comes from Yen's algorithm and equals the graph search's."""
+    from queries.paths import top_paths_frame
+
+    looped = frame([("EMBED", "L1.H0", "q", 2.0), ("L1.H0", "L0.H0", "v", 1.0), ("L0.H0", "LOGITS", "in", 1.0),
+                    ("EMBED", "L0.H0", "k", 1.0), ("L1.H0", "LOGITS", "in", 1.0)])
+    fast = top_paths_frame(looped, k=5)
+    assert fast["path"].tolist() == top_paths(edges_to_graph(looped), k=5)["path"].tolist()
+    assert "h/EMBED -> h/L1.H0 -> h/L0.H0 -> h/LOGITS" in fast["path"].tolist()
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_paths_through_criteria_equal_brute_force(split: bool) -> None:
     """The constrained search (a product of the graph with the criteria met) returns exactly the
