@@ -52,3 +52,53 @@ def test_alignment_by_depth_and_roles() -> None:
     ])
     pairs = dict(zip(align_components(a, b)["componentId_a"], align_components(a, b)["componentId_b"]))
     assert pairs == {"x/L0.H0": "y/L0.H3", "x/L0.H1": "y/L0.H0", "x/L1.H0": "y/L2.H1", "x/EMBED": "y/EMBED"}
+
+
+def test_integer_keyed_comparison_equals_string_keyed_reference() -> None:
+    """The comparison keys edges by integer codes; on random runs (renamed ends, repeated rows,
+    edges on one side only, categorical columns, tied scores) it gives what keying by strings and
+    scipy's Spearman give."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(5)
+    comps = ["EMBED", "LOGITS"] + [f"L{l}.H{h}" for l in range(3) for h in range(4)]
+
+    def run(model: str, n: int) -> pd.DataFrame:
+        rows = [(comps[i], comps[j], str(rng.choice(["q", "k", "v", "in"])), float(rng.normal()))
+                for i, j in rng.integers(0, len(comps), size=(n, 2))]
+        return edges(model, rows)
+
+    a, b = run("ma", 300), run("mb", 260)
+    rename = {f"ma/{c}": d for c, d in zip(comps, comps[1:] + comps[:1])}  # a shifted alignment
+    a_cat = a.astype({"componentId_pre": "category", "componentId_post": "category", "channel": "category"})
+
+    def keyed(e: pd.DataFrame, ren: dict[str, str] | None) -> pd.Series:
+        local = (lambda c: ren[c]) if ren else (lambda c: c.split("/", 1)[1])
+        keys = e["componentId_pre"].map(local) + " -> " + e["componentId_post"].map(local) + " [" + e["channel"] + "]"
+        return pd.Series(e["score"].to_numpy(), index=keys).groupby(level=0).sum()
+
+    sa, sb = keyed(a, rename), keyed(b, None)
+    shared = sa.index.intersection(sb.index)
+    top_a, top_b = set(sa.abs().nlargest(20).index), set(sb.abs().nlargest(20).index)
+    union = sorted(top_a | top_b)
+    va, vb = sa.reindex(union).fillna(0).abs(), sb.reindex(union).fillna(0).abs()
+    for frame_a in (a, a_cat):
+        figures, changes = compare_edges(frame_a, b, top=20, rename_a=rename)
+        assert (figures["nEdgesA"], figures["nEdgesB"], figures["nShared"]) == (len(sa), len(sb), len(shared))
+        assert figures["spearman"] == pytest.approx(spearmanr(sa[shared], sb[shared])[0])
+        assert figures["weightedJaccard"] == pytest.approx(np.minimum(va, vb).sum() / np.maximum(va, vb).sum())
+        assert figures["gained"] == sorted(top_b - top_a) and figures["lost"] == sorted(top_a - top_b)
+        want = pd.DataFrame({"scoreA": sa, "scoreB": sb})
+        got = changes.set_index("edge").sort_index()
+        assert list(got.index) == sorted(want.index) and len(changes) == len(want)
+        assert np.allclose(got["scoreA"], want["scoreA"].sort_index(), equal_nan=True)
+        assert np.allclose(got["scoreB"], want["scoreB"].sort_index(), equal_nan=True)
+        assert (changes["delta"].abs().diff().dropna() <= 0).all()  # largest change first
+        assert set(changes.loc[changes["status"] == "gained", "edge"]) == top_b - top_a
+    from queries.compare import _spearman
+
+    tied_x = rng.integers(0, 5, 60).astype(float)
+    tied_y = tied_x + rng.integers(0, 3, 60)
+    assert _spearman(tied_x, tied_y) == pytest.approx(spearmanr(tied_x, tied_y)[0])
+    assert math.isnan(_spearman(np.ones(5), np.arange(5.0)))  # constant input: undefined, as in scipy
