@@ -15,6 +15,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -121,6 +123,14 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
         middle = f"L{shape['n_layers'] // 2}.MLP"
         with stage(rows, f"atlas paths --through {middle} (criteria: never cached)", server.pid):
             _quiet(lambda: main(["paths", "--run", run, "--top", "5", "--through", middle, "--json", *h]))
+        with stage(rows, "atlas paths --top 100 (more than is kept: never cached)", server.pid):
+            _quiet(lambda: main(["paths", "--run", run, "--top", "100", "--json", *h]))
+        # what a person at a shell waits for: a new process, so the interpreter and the imports
+        # count; pandas and the neo4j driver (which imports pandas itself) alone, side by side
+        imports = _wall([sys.executable, "-c", "import pandas, neo4j"])
+        with stage(rows, f"atlas paths --through {middle}, a fresh process", server.pid) as row:
+            row["result"] = f"of it importing pandas + neo4j: {imports:.2f} s"
+            _wall([sys.executable, "-m", "cli", "paths", "--run", run, "--top", "5", "--through", middle, "--json", *h])
         with stage(rows, "atlas hierarchy --min-weight (top 1% of |score|)", server.pid):
             scores = cx.fetch_edge_columns(store, run)["score"].abs()
             weight = float(scores.quantile(0.99))
@@ -132,8 +142,13 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
         from bench.browser import chromium, probe_page
 
         if chromium() is not None:
-            with stage(rows, "the exported page in headless Chromium", server.pid) as row:
-                seen = probe_page(work / "top.html", work, search=f"L{shape['n_layers'] // 2}.N")
+            from atlas.ids import local_id
+            from queries.export import select_graph
+
+            drawn = [local_id(n) for n in select_graph(store, run, top=400).nodes]
+            wanted = next((n for n in drawn if f"L{shape['n_layers'] // 2}.N" in n), next((n for n in drawn if ".N" in n), drawn[0]))
+            with stage(rows, f"the exported page in headless Chromium (search: {wanted})", server.pid) as row:
+                seen = probe_page(work / "top.html", work, search=wanted)
                 row["result"] = (f"{seen['n']} nodes, {len(seen['outside'])} outside the view, {seen['labelled']} labels, "
                                 f"{len(seen['errors'])} script errors, search found {len(seen['found'])}")
         model_id = result_model(store, run)
@@ -148,6 +163,13 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
             with stage(rows, f"cookbook {title[:60]}", server.pid) as row:
                 row["result"] = f"{len(store.read(cypher, params))} rows"
     return rows
+
+
+def _wall(command: list[str]) -> float:
+    """Seconds a command takes, run to completion (its output dropped); a failure raises."""
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
 
 
 def readme_cookbook() -> list[tuple[str, str, dict[str, Any]]]:
