@@ -304,6 +304,8 @@ def top_paths_frame(
     if not (stage[e_pre] < stage[e_post]).all():
         return _yen_fallback(df, live, e_share, pair_of, sources, targets, k, through, max_length, split_channels)
     bits = np.array([sum(1 << i for i, c in enumerate(through) if c.matches(a)) for a in attrs], dtype=np.int64)
+    if int(np.bitwise_or.reduce(bits, initial=0)) != (1 << len(through)) - 1:  # a criterion no component meets
+        raise NoPath("no path from the sources to the targets satisfies the constraints")
     potential = _potential(e_pre, e_post, e_share, stage, starts, ends)
     if potential.max() <= 0:
         raise NoPath("no path from the sources to the targets satisfies the constraints")

@@ -269,6 +269,9 @@ def test_k_best_sweep_equals_enumeration(split: bool) -> None:
         assert got["strength"].to_numpy() == pytest.approx([s for s, _, _ in want], rel=1e-12), kwargs
         assert [(n, c) for n, c in zip(got["nodes"], got["channels"])] == [(n, c) for _, n, c in want], kwargs
     assert len(top_paths_frame(edges, k=50, sources=crit("L2.H1"))) < 50  # all it has, no padding
+    for impossible in ([crit("L7.*")], [crit("L0.H0"), crit("EMBED")]):  # no component / only the path's start
+        with pytest.raises(NoPath):
+            top_paths_frame(edges, through=impossible, split_channels=split)
 
 
 def test_frame_search_falls_back_to_yen_when_edges_run_backwards() -> None:
