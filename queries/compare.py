@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,11 +40,29 @@ def _local(cid: str) -> str:
     return local_id(cid)
 
 
-def _ends(column: pd.Series, rename: dict[str, str] | None) -> tuple[np.ndarray, list[str]]:
-    """Codes of an id column into its distinct ids, and those ids as local ids (renamed where
-    ``rename`` says): one string operation per distinct component, not per edge."""
-    codes, uniques = pd.factorize(column)
-    return codes, [rename.get(u, _local(u)) if rename else _local(u) for u in map(str, uniques)]
+class _Side(NamedTuple):
+    """One run's edges as codes: ends into their distinct ids (given as local ids), channels into
+    their names, and the scores."""
+
+    pre: np.ndarray
+    pre_ids: list[str]
+    post: np.ndarray
+    post_ids: list[str]
+    channel: np.ndarray
+    channel_names: list[str]
+    score: np.ndarray
+
+
+def _side(edges: pd.DataFrame, rename: dict[str, str] | None) -> _Side:
+    """Code a run's edges, mapping each distinct component to its local id once (renamed where
+    ``rename`` says), not once per edge."""
+    def local(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+        codes, uniques = pd.factorize(column)
+        return codes, [rename.get(u, _local(u)) if rename else _local(u) for u in map(str, uniques)]
+
+    channel, names = pd.factorize(edges["channel"])
+    return _Side(*local(edges["componentId_pre"]), *local(edges["componentId_post"]), channel, [str(c) for c in names],
+                 edges["score"].to_numpy(dtype=float))
 
 
 def compare_edges(a: pd.DataFrame, b: pd.DataFrame, top: int = 50, rename_a: dict[str, str] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -57,17 +75,12 @@ def compare_edges(a: pd.DataFrame, b: pd.DataFrame, top: int = 50, rename_a: dic
     """
     if top < 1:
         raise ValidationError(f"top must be at least 1, got {top}")
-    sides = []
-    for edges, rename in ((a, rename_a), (b, None)):
-        pre, pre_ids = _ends(edges["componentId_pre"], rename)
-        post, post_ids = _ends(edges["componentId_post"], rename)
-        channel, channel_names = pd.factorize(edges["channel"])
-        sides.append((pre, pre_ids, post, post_ids, channel, [str(c) for c in channel_names], edges["score"].to_numpy(dtype=float)))
-    vocab = pd.Index(pd.unique(np.array([i for s in sides for i in (*s[1], *s[3])], dtype=object)))
-    channels = pd.Index(pd.unique(np.array([c for s in sides for c in s[5]], dtype=object)))
-    keys = [(vocab.get_indexer(pre_ids)[pre].astype(np.int64) * len(vocab) + vocab.get_indexer(post_ids)[post]) * len(channels)
-            + channels.get_indexer(channel_names)[channel] for pre, pre_ids, post, post_ids, channel, channel_names, _ in sides]
-    union, score_a, score_b = _merge_sums(keys[0], sides[0][6], keys[1], sides[1][6])
+    sides = (_side(a, rename_a), _side(b, None))
+    vocab = pd.Index(pd.unique(np.array([i for s in sides for i in (*s.pre_ids, *s.post_ids)], dtype=object)))
+    channels = pd.Index(pd.unique(np.array([c for s in sides for c in s.channel_names], dtype=object)))
+    key_a, key_b = ((vocab.get_indexer(s.pre_ids)[s.pre].astype(np.int64) * len(vocab) + vocab.get_indexer(s.post_ids)[s.post]) * len(channels)
+                    + channels.get_indexer(s.channel_names)[s.channel] for s in sides)
+    union, score_a, score_b = _merge_sums(key_a, sides[0].score, key_b, sides[1].score)
     has_a, has_b = ~np.isnan(score_a), ~np.isnan(score_b)
     shared = has_a & has_b
     rho = _spearman(score_a[shared], score_b[shared]) if shared.sum() > 2 else float("nan")
