@@ -41,6 +41,7 @@ __all__ = [
 
 PATH_COLUMNS = ["rank", "strength", "length", "path", "nodes", "shares", "scores", "channels"]
 _SRC, _DST = "__source__", "__sink__"
+NO_PATH = "no path from the sources to the targets satisfies the constraints"
 
 
 def _ends(g: nx.DiGraph, crit: ComponentCriteria | None, default_kind: str, what: str) -> list[str]:
@@ -133,7 +134,7 @@ def _search(g: nx.DiGraph, sources: ComponentCriteria | None, targets: Component
     except nx.NetworkXNoPath:
         pass
     if not rows:
-        raise NoPath("no path from the sources to the targets satisfies the constraints")
+        raise NoPath(NO_PATH)
     return pd.DataFrame(rows, columns=PATH_COLUMNS)
 
 
@@ -300,15 +301,15 @@ def top_paths_frame(
     ends = _matching(attrs, targets or ComponentCriteria(kind="Logit"), "target")
     stage = np.array([write_stage(r.kind, r.layer) for r in refs])
     if not len(live):
-        raise NoPath("no path from the sources to the targets satisfies the constraints")
+        raise NoPath(NO_PATH)
     if not (stage[e_pre] < stage[e_post]).all():
         return _yen_fallback(df, live, e_share, pair_of, sources, targets, k, through, max_length, split_channels)
     bits = np.array([sum(1 << i for i, c in enumerate(through) if c.matches(a)) for a in attrs], dtype=np.int64)
     if int(np.bitwise_or.reduce(bits, initial=0)) != (1 << len(through)) - 1:  # a criterion no component meets
-        raise NoPath("no path from the sources to the targets satisfies the constraints")
+        raise NoPath(NO_PATH)
     potential = _potential(e_pre, e_post, e_share, stage, starts, ends)
     if potential.max() <= 0:
-        raise NoPath("no path from the sources to the targets satisfies the constraints")
+        raise NoPath(NO_PATH)
     entering = np.sort(potential[ends[e_post] & (potential > 0)])[::-1]
     tau = float(entering[min(k, len(entering)) - 1])
     floor = float(potential[potential > 0].min())
@@ -324,7 +325,7 @@ def top_paths_frame(
         else:
             tau = max(tau / 100, floor)
     if not found:
-        raise NoPath("no path from the sources to the targets satisfies the constraints")
+        raise NoPath(NO_PATH)
     hops = np.flatnonzero(keep)
     return _path_rows(found, [hops[h] for _, h in found], live, e_pre, e_post, e_share, names, df, score, pair_of)
 
