@@ -157,13 +157,28 @@ def validate_nodes(frame: pd.DataFrame) -> pd.DataFrame:
         except ValidationError:
             bad.append(True)
             continue
-        head = None if row.head is None or (isinstance(row.head, float) and math.isnan(row.head)) else int(row.head)
         layer_ok = ref.layer is None or ref.layer == row.layer
+        units_ok = all(_index(getattr(row, c, None)) in (None, getattr(ref, c)) for c in _UNIT_COLUMNS if c in out.columns)
         bad.append(
-            ref.kind.value != row.kind or ref.model_id != row.modelId or not layer_ok or ref.head != head
+            ref.kind.value != row.kind or ref.model_id != row.modelId or not layer_ok or ref.head != _index(row.head) or not units_ok
         )
     if any(bad):
         _fail("node frame rows disagree with their componentId", out, bad)
     out["head"] = out["head"].astype("Int64")
     out["layer"] = out["layer"].astype("int64")
+    # a neuron or feature index is an integer: a column that also holds other kinds' rows (NaN)
+    # is float in pandas, and would otherwise be stored as 30.0
+    for c in _UNIT_COLUMNS:
+        if c in out.columns:
+            out[c] = out[c].astype("Int64")
     return out.reset_index(drop=True)
+
+
+_UNIT_COLUMNS = ("neuron", "feature")
+
+
+def _index(value: object) -> int | None:
+    """An optional integer index of a node frame cell (None, NaN and pd.NA read as absent)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)  # type: ignore[call-overload]

@@ -214,9 +214,11 @@ def test_neuron_level_run(store: Store, embedded: StoreSettings, capsys: pytest.
     assert run.details["granularity"] == "neuron" and run.details["topNeurons"] == 6
     assert "EAP node attribution" in run.details["neuronSelection"]
     stats = store.read("MATCH ()-[:ATTRIBUTION {runId: 'neurons'}]->(n:Neuron) RETURN DISTINCT n.frequency AS f, n.probe AS probe, "
-                       "n.topContexts AS ctx")
+                       "n.topContexts AS ctx, n.componentId AS id, n.neuron AS idx")
     assert len(stats) == 6 and stats["f"].between(0, 1).all() and stats["probe"].str.startswith("the run's prompts").all()
     assert all(len(c) > 0 for c in stats["ctx"])
+    # the neuron's index is stored as the integer of its id (not 30.0: a float column beside the heads)
+    assert stats["idx"].dtype.kind == "i" and (stats["idx"] == stats["id"].str.rsplit(".N", n=1).str[1].astype(int)).all()
     assert main(["verify", "--run", "neurons", "--top", "10", "--json", "--quiet", "--home", str(embedded.home)]) == 0
     checked = json.loads(capsys.readouterr().out)  # the run's own neurons are rebuilt and patched
     assert checked["top"] == 10 and checked["spearman"] > 0.5

@@ -82,3 +82,21 @@ def test_nodes_must_agree_with_ids() -> None:
         validate_nodes(nodes.assign(head=2))
     with pytest.raises(ValidationError):
         validate_nodes(nodes.assign(kind="mlp"))
+
+
+def test_unit_indices_stay_integers_beside_other_kinds() -> None:
+    """A node frame of heads and neurons has NaN in ``neuron`` on the heads, which makes pandas store
+    the column as float: the validated frame gives the neuron its integer index back (stored as 7,
+    not 7.0), and an index that disagrees with the id is refused."""
+    nodes = pd.DataFrame([
+        {"componentId": "m/L0.H1", "kind": "head", "modelId": "m", "layer": 0, "head": 1},
+        {"componentId": "m/L0.N7", "kind": "neuron", "modelId": "m", "layer": 0, "head": None, "neuron": 7},
+    ])
+    assert nodes["neuron"].dtype == "float64"
+    out = validate_nodes(nodes)
+    assert str(out["neuron"].dtype) == "Int64"
+    records = out.to_dict("records")
+    assert records[1]["neuron"] == 7 and type(records[1]["neuron"]) is not float
+    assert pd.isna(records[0]["neuron"])
+    with pytest.raises(ValidationError):
+        validate_nodes(nodes.assign(neuron=[None, 8]))
