@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,12 +201,15 @@ def write_dictionaries(store: Store, dictionaries: Sequence[DictionaryRecord]) -
     return store.write_rows("UNWIND $rows AS r MERGE (d:Dictionary {dictionaryId: r.dictionaryId}) SET d += r", rows)
 
 
-def fetch_components(store: Store, model_id: str) -> pd.DataFrame:
-    """Every component of a model with its properties (one column per property)."""
+def fetch_components(store: Store, model_id: str, ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Every component of a model with its properties (one column per property); ``ids``: only
+    these components (a large run's analyses touch a fraction of the model's neurons, and each
+    neuron carries its receptive field)."""
+    wanted = None if ids is None else sorted(set(ids))
     df = store.read(
-        "MATCH (c:Component {modelId: $model}) RETURN c.componentId AS componentId, "
+        "MATCH (c:Component {modelId: $model}) WHERE $ids IS NULL OR c.componentId IN $ids RETURN c.componentId AS componentId, "
         "[l IN labels(c) WHERE l <> 'Component'][0] AS kind, properties(c) AS props ORDER BY c.layer, c.componentId",
-        {"model": model_id},
+        {"model": model_id, "ids": wanted},
     )
     if df.empty:
         return df
@@ -534,14 +537,49 @@ def _strings(values: list[str], codes: np.ndarray) -> pd.Series:
     return pd.Series(pd.array(pa.array(values, type=pa.string()).take(pa.array(codes)), dtype="str"))
 
 
-def fetch_edge_snapshot(store: Store, run_id: str, rel_type: RelType = RelType.ATTRIBUTION, *,
-                        categorical: bool = False) -> pd.DataFrame | None:
-    """A run's edges of one type from their columnar copy, as the edge frame's columns (plus
-    ``srcPos``/``dstPos`` where kept), in the order written; None when the run has no whole copy.
+@dataclass(frozen=True)
+class _Coded:
+    """A run's packed columns as read: codes into the part-0 tables (``ids``, ``kinds``, ``layers``,
+    ``channels``), scores and any position columns, all in the order written."""
 
-    ``categorical``: the four frame columns only, component ids and channels as pandas
-    categoricals straight from the stored codes (no string per row: 1M edges in a third of the
-    time), for whole-run analyses that factorize them anyway."""
+    head: dict[str, Any]
+    pre: np.ndarray
+    post: np.ndarray
+    channel: np.ndarray
+    score: np.ndarray
+    extra: dict[str, np.ndarray]
+
+    def kind_is(self, codes: np.ndarray, kind: str) -> np.ndarray:
+        """Whether each coded component has label ``kind`` (compared once per component)."""
+        return (np.asarray(self.head["kinds"], dtype=object) == kind)[codes]
+
+    def frame(self, rows: np.ndarray | None = None, *, categorical: bool = False) -> pd.DataFrame:
+        """The edge frame of ``rows`` (indices, in that order; None: every edge)."""
+        def pick(values: np.ndarray) -> np.ndarray:
+            return values if rows is None else values[rows]
+
+        head, pre, post, channel, score = self.head, pick(self.pre), pick(self.post), pick(self.channel), pick(self.score)
+        if categorical:
+            return pd.DataFrame({
+                "componentId_pre": pd.Categorical.from_codes(pre, categories=head["ids"]),
+                "componentId_post": pd.Categorical.from_codes(post, categories=head["ids"]),
+                "channel": pd.Categorical.from_codes(channel, categories=head["channels"]),
+                "score": score,
+            })
+        layers = np.array(head["layers"], dtype=object if None in head["layers"] else "int64")
+        frame = pd.DataFrame({
+            "componentId_pre": _strings(head["ids"], pre), "componentId_post": _strings(head["ids"], post),
+            "kind_pre": _strings(head["kinds"], pre), "kind_post": _strings(head["kinds"], post),
+            "layer_pre": layers[pre], "layer_post": layers[post],
+            "channel": _strings(head["channels"], channel), "score": score,
+        })
+        for name, values in self.extra.items():
+            frame[name] = pick(values).astype("int64")
+        return frame
+
+
+def _fetch_coded(store: Store, run_id: str, rel_type: RelType) -> _Coded | None:
+    """A run's packed columns of one edge type, undecoded; None when the run has no whole copy."""
     if rel_type not in COLUMNS_TYPES:
         return None
     keys = [_columns_key(run_id, rel_type, i) for i in range(_COLUMNS_MAX_PARTS)]
@@ -557,24 +595,34 @@ def fetch_edge_snapshot(store: Store, run_id: str, rel_type: RelType = RelType.A
     pre, post = column("pre", "<i4"), column("post", "<i4")
     if len(pre) != head["n"]:
         return None
-    if categorical:
-        return pd.DataFrame({
-            "componentId_pre": pd.Categorical.from_codes(pre, categories=head["ids"]),
-            "componentId_post": pd.Categorical.from_codes(post, categories=head["ids"]),
-            "channel": pd.Categorical.from_codes(column("channel", "i1"), categories=head["channels"]),
-            "score": column("score", "<f8"),
-        })
-    layers = np.array(head["layers"], dtype=object if None in head["layers"] else "int64")
-    frame = pd.DataFrame({
-        "componentId_pre": _strings(head["ids"], pre), "componentId_post": _strings(head["ids"], post),
-        "kind_pre": _strings(head["kinds"], pre), "kind_post": _strings(head["kinds"], post),
-        "layer_pre": layers[pre], "layer_post": layers[post],
-        "channel": _strings(head["channels"], column("channel", "i1")), "score": column("score", "<f8"),
-    })
-    for name in _INT_COLUMNS:
-        if name in head:
-            frame[name] = column(name, "<i4").astype("int64")
-    return frame
+    return _Coded(head, pre, post, column("channel", "i1"), column("score", "<f8"),
+                  {name: column(name, "<i4") for name in _INT_COLUMNS if name in head})
+
+
+def fetch_edge_snapshot(store: Store, run_id: str, rel_type: RelType = RelType.ATTRIBUTION, *,
+                        categorical: bool = False, min_weight: float = 0.0) -> pd.DataFrame | None:
+    """A run's edges of one type from their columnar copy, as the edge frame's columns (plus
+    ``srcPos``/``dstPos`` where kept), in the order written; None when the run has no whole copy.
+
+    ``categorical``: the four frame columns only, component ids and channels as pandas
+    categoricals straight from the stored codes (no string per row: 1M edges in a third of the
+    time), for whole-run analyses that factorize them anyway. ``min_weight``: only edges with
+    ``|score| >= min_weight``, chosen on the codes before any string is decoded."""
+    coded = _fetch_coded(store, run_id, rel_type)
+    if coded is None:
+        return None
+    rows = np.flatnonzero(np.abs(coded.score) >= min_weight) if min_weight > 0 else None
+    return coded.frame(rows, categorical=categorical)
+
+
+def _strongest(strength: np.ndarray, candidates: np.ndarray, top: int | None) -> np.ndarray:
+    """``candidates`` (ascending indices) ordered by ``strength`` descending, ties in index order
+    (a stable sort), cut to the ``top`` first: only those at or above the top-th strength are sorted."""
+    if top is not None and top < len(candidates):
+        cut = np.partition(strength[candidates], len(candidates) - top)[len(candidates) - top]
+        candidates = candidates[strength[candidates] >= cut]
+    order = candidates[np.argsort(-strength[candidates], kind="stable")]
+    return order if top is None else order[:top]
 
 
 def fetch_edges(
@@ -604,16 +652,15 @@ def fetch_edges(
         raise ValidationError(f"top must be at least 1, got {top}")
     if min_weight < 0:
         raise ValidationError(f"min_weight must be non-negative, got {min_weight}")
-    snapshot = fetch_edge_snapshot(store, run_id, rel_type) if rel_type is RelType.ATTRIBUTION else None
-    if snapshot is not None:  # the run's columnar copy: filtered and sorted here, not by the server
-        keep = snapshot["score"].abs().to_numpy() >= min_weight
+    coded = _fetch_coded(store, run_id, rel_type) if rel_type is RelType.ATTRIBUTION else None
+    if coded is not None:  # the run's columnar copy: filtered, sorted and cut here on the codes, then decoded
+        strength = np.abs(coded.score)
+        keep = strength >= min_weight
         if kind_pre is not None and kind_pre != COMPONENT_LABEL:
-            keep &= (snapshot["kind_pre"] == kind_pre).to_numpy()
+            keep &= coded.kind_is(coded.pre, kind_pre)
         if kind_post is not None and kind_post != COMPONENT_LABEL:
-            keep &= (snapshot["kind_post"] == kind_post).to_numpy()
-        df = snapshot.loc[keep, EDGE_FRAME_COLUMNS]
-        df = df.iloc[np.argsort(-df["score"].abs().to_numpy(), kind="stable")]
-        return (df.head(top) if top is not None else df).reset_index(drop=True)
+            keep &= coded.kind_is(coded.post, kind_post)
+        return coded.frame(_strongest(strength, np.flatnonzero(keep), top))[EDGE_FRAME_COLUMNS]
     score = _value_property(rel_type)
     df = store.read(
         f"MATCH (a:Component)-[e:{rel_type.value} {{runId: $runId}}]->(b:Component) "
@@ -639,9 +686,9 @@ def fetch_edge_columns(store: Store, run_id: str, min_weight: float = 0.0, *, ca
     refuses to hold the lists (its query heap budget). ``categorical``: ids and channels as
     categoricals where the packed columns exist (see :func:`fetch_edge_snapshot`)."""
     require_run(store, run_id)
-    snapshot = fetch_edge_snapshot(store, run_id, categorical=categorical)
+    snapshot = fetch_edge_snapshot(store, run_id, categorical=categorical, min_weight=min_weight)
     if snapshot is not None:
-        return snapshot.loc[snapshot["score"].abs() >= min_weight, ["componentId_pre", "componentId_post", "channel", "score"]].reset_index(drop=True)
+        return snapshot[["componentId_pre", "componentId_post", "channel", "score"]]
     match = "MATCH (a:Component)-[e:ATTRIBUTION {runId: $run}]->(b:Component) WHERE abs(e.score) >= $w "
     params = {"run": run_id, "w": float(min_weight)}
     try:
@@ -667,10 +714,9 @@ def fetch_positional_edge_columns(store: Store, run_id: str, min_weight: float =
     run = require_run(store, run_id)
     if not run.details.get("perPosition"):
         raise ValidationError(f"run {run_id} has no per-position edges: ingest it with --per-position")
-    snapshot = fetch_edge_snapshot(store, run_id, RelType.ATTRIBUTION_AT)
+    snapshot = fetch_edge_snapshot(store, run_id, RelType.ATTRIBUTION_AT, min_weight=min_weight)
     if snapshot is not None:
-        keep = snapshot["score"].abs() >= min_weight
-        return snapshot.loc[keep, ["componentId_pre", "componentId_post", "channel", "score", "srcPos", "dstPos"]].reset_index(drop=True)
+        return snapshot[["componentId_pre", "componentId_post", "channel", "score", "srcPos", "dstPos"]]
     match = f"MATCH (a:Component)-[e:{RelType.ATTRIBUTION_AT.value} {{runId: $run}}]->(b:Component) WHERE abs(e.score) >= $w "
     params = {"run": run_id, "w": float(min_weight)}
     keys = ("pre", "post", "channel", "score", "src", "dst")

@@ -111,8 +111,8 @@ def null_shares(graph: nx.MultiDiGraph) -> dict[tuple[str, str, str], float]:
 def fetch_binding(store: Store, run_id: str, min_share: float = 0.1, channels: str = "qk", null_run: str | None = None) -> pd.DataFrame:
     """:func:`find_binding` over a stored run; with ``null_run`` (e.g. the untrained ``NAME@0`` on
     the same task) an input must also beat its own slot's share there (docs/architecture.md, science notes)."""
-    null = null_shares(fetch_graph(store, null_run)) if null_run else None
-    frame = find_binding(fetch_graph(store, run_id), min_share, channels, null)
+    null = null_shares(fetch_graph(store, null_run, properties=False)) if null_run else None
+    frame = find_binding(fetch_graph(store, run_id, properties=False), min_share, channels, null)
     if null_run:
         frame.attrs["nullRun"] = null_run
     return frame

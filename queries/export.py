@@ -23,8 +23,8 @@ from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.ids import local_id
 from atlas.store import Store
-from queries.fetch import fetch_components, fetch_edges, require_run
-from queries.graph import edges_to_graph
+from queries.fetch import fetch_edges, require_run
+from queries.graph import edge_components, edges_to_graph
 
 __all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_png",
            "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS", "max_abs_score", "comparison_marks", "timeline_png", "prompts_png"]
@@ -81,10 +81,7 @@ def select_graph(store: Store, run_id: str, *, top: int | None = None, min_weigh
         edges = edges[[(a, b, c) in hops for a, b, c in zip(edges["componentId_pre"], edges["componentId_post"], edges["channel"])]]
     if edges.empty:
         raise ValidationError("nothing to export: the selection has no edges")
-    comps = fetch_components(store, run.model_id)
-    if not comps.empty:
-        comps = comps[comps["componentId"].isin(set(edges["componentId_pre"]) | set(edges["componentId_post"]))]
-    graph = edges_to_graph(edges, comps)
+    graph = edges_to_graph(edges, edge_components(store, run.model_id, edges))
     # the run's own record travels with every export (scalars only: GraphML and GEXF hold no lists)
     meta = {k: v for k, v in run.to_props().items() if isinstance(v, (str, int, float, bool))}
     graph.graph.update({**meta, "selection": _selection(top, min_weight, circuit, paths)})

@@ -57,8 +57,13 @@ def compute_hierarchy(graph: nx.MultiDiGraph | nx.DiGraph, min_weight: float = 0
         preds = [level[p] + 1 for p in g.predecessors(n) if p in level]
         if preds:
             level[n] = max(preds)
+    # Louvain visits nodes in a seeded shuffle of the graph's node order: the order is made the
+    # components' own (layer, then id), so the modules do not depend on how the edges were fetched
+    order = sorted(g.nodes, key=lambda n: (_layer_key(g.nodes[n].get("layer")), str(n)))
+    rank = {n: i for i, n in enumerate(order)}
     undirected = nx.Graph()
-    for u, v, d in g.edges(data=True):
+    undirected.add_nodes_from(order)
+    for u, v, d in sorted(g.edges(data=True), key=lambda e: (rank[e[0]], rank[e[1]])):
         w = undirected[u][v]["weight"] + d["weight"] if undirected.has_edge(u, v) else d["weight"]
         undirected.add_edge(u, v, weight=w)
     communities = nx.community.louvain_communities(undirected, weight="weight", seed=seed)
@@ -83,14 +88,19 @@ def compute_hierarchy(graph: nx.MultiDiGraph | nx.DiGraph, min_weight: float = 0
         "depth": int(max(level.values())) if level else 0,
         "nModules": len(communities),
         "modularity": float(nx.community.modularity(undirected, communities, weight="weight")),
-        "flowHierarchy": float(nx.flow_hierarchy(g, weight="weight")),
+        "flowHierarchy": 1.0,  # Luo & Magee's share of weight off cycles: all of it in a DAG (checked above)
     }
     return Hierarchy(levels, edges.sort_values(["skip", "weight"], ascending=[False, False]).reset_index(drop=True), summary)
 
 
+def _layer_key(layer: Any) -> float:
+    """A node's layer for ordering; none (the embedding) first."""
+    return float(layer) if layer is not None and layer == layer else -1.0
+
+
 def fetch_hierarchy(store: Store, run_id: str, min_weight: float = 0.0) -> Hierarchy:
     """:func:`compute_hierarchy` over a stored run."""
-    return compute_hierarchy(fetch_graph(store, run_id, min_weight=min_weight), min_weight)
+    return compute_hierarchy(fetch_graph(store, run_id, min_weight=min_weight, properties=False), min_weight)
 
 
 def write_hierarchy(store: Store, run_id: str, result: Hierarchy, min_weight: float) -> int:

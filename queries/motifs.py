@@ -78,4 +78,4 @@ def null_note(census: pd.DataFrame) -> str | None:
 
 def fetch_motifs(store: Store, run_id: str, min_weight: float = 0.0, n_random: int = 100, seed: int = 0) -> pd.DataFrame:
     """:func:`motif_census` over a stored run."""
-    return motif_census(fetch_graph(store, run_id, min_weight=min_weight), min_weight, n_random, seed)
+    return motif_census(fetch_graph(store, run_id, min_weight=min_weight, properties=False), min_weight, n_random, seed)

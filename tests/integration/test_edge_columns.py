@@ -48,6 +48,10 @@ def test_columns_equal_the_edges_bit_for_bit(store: Store, embedded: StoreSettin
                 assert np.array_equal(got[col].to_numpy(), want[col].to_numpy(dtype=float))  # float64, not rounded
             else:
                 assert got[col].tolist() == want[col].tolist(), col
+        weight = float(snapshot["score"].abs().median())  # chosen on the codes, before strings are decoded
+        strong = cx.fetch_edge_snapshot(store, run_id, rel, min_weight=weight)
+        assert strong is not None and 0 < len(strong) < len(snapshot)
+        pd.testing.assert_frame_equal(strong, snapshot[snapshot["score"].abs() >= weight].reset_index(drop=True))
     coded = cx.fetch_edge_columns(store, run_id, categorical=True)
     assert isinstance(coded["componentId_pre"].dtype, pd.CategoricalDtype)
     assert _sorted(coded.astype({c: str for c in KEY}), KEY).equals(_sorted(cx.fetch_edge_columns(store, run_id), KEY))
@@ -68,6 +72,12 @@ def test_readers_answer_the_same_without_the_columns_and_delete_removes_them(sto
         keys = [c for c in KEY if c in a.columns]
         assert len(a) == len(b) > 0
         pd.testing.assert_frame_equal(_sorted(a, keys), _sorted(b, keys), check_dtype=False)
+    model = cx.fetch_run(store, run_id).model_id
+    every = cx.fetch_components(store, model)
+    some = every["componentId"].iloc[::3].tolist()
+    chosen = cx.fetch_components(store, model, some + ["induction-2l/L9.H9"])  # an id the model lacks is no row
+    pd.testing.assert_frame_equal(chosen, every[every["componentId"].isin(some)].dropna(axis=1, how="all").reset_index(drop=True),
+                                  check_dtype=False)
     top_a, top_b = with_columns[1], without[1]
     assert top_a["score"].abs().tolist() == top_b["score"].abs().tolist()  # the same strongest edges, in order
     run_ingest(store, IngestConfig(model="induction-2l", method="eap-ig", n_prompts=4, seed=1), embedded.home, run_id="columns-gone",

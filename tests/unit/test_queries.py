@@ -323,3 +323,78 @@ def test_paths_through_criteria_equal_brute_force(split: bool) -> None:
     coded = edges.astype({c: "category" for c in ("componentId_pre", "componentId_post", "channel")})
     for kwargs in ({"k": 5}, {"k": 5, "through": through}):
         pd.testing.assert_frame_equal(top_paths_frame(coded, split_channels=split, **kwargs), top_paths_frame(edges, split_channels=split, **kwargs))
+
+
+def _row_by_row_graph(edges: pd.DataFrame, components: pd.DataFrame | None = None) -> nx.MultiDiGraph:
+    """The plain construction edges_to_graph must equal: one row at a time, pre then post."""
+    from queries.graph import _present, kind_and_layer
+
+    g = nx.MultiDiGraph()
+    for rec in (components.to_dict("records") if components is not None else []):
+        g.add_node(rec["componentId"], **{k: v for k, v in rec.items() if k != "componentId" and _present(v)})
+    for rec in edges.to_dict("records"):
+        for end in ("pre", "post"):
+            cid = rec[f"componentId_{end}"]
+            if cid not in g:
+                kind, layer = kind_and_layer(cid)
+                g.add_node(cid, kind=rec.get(f"kind_{end}") if _present(rec.get(f"kind_{end}")) else kind,
+                           layer=rec.get(f"layer_{end}") if _present(rec.get(f"layer_{end}")) else layer)
+        g.add_edge(rec["componentId_pre"], rec["componentId_post"], key=rec["channel"], channel=rec["channel"], score=float(rec["score"]))
+    top = max(a["layer"] for _, a in g.nodes(data=True) if _present(a.get("layer"))) + 1
+    for _, attrs in g.nodes(data=True):
+        if attrs.get("kind") == "Logit" and not _present(attrs.get("layer")):
+            attrs["layer"] = top
+    return g
+
+
+@pytest.mark.parametrize("with_ends", [False, True])
+def test_graph_building_keeps_row_order_and_attributes(with_ends: bool) -> None:
+    """The vectorised edges_to_graph gives the graph a row loop gives: the same nodes in the same
+    order (the seeded Louvain of the hierarchy depends on it), the same attributes, the same edges
+    in the same order, a repeated (pre, post, channel) keeping its last score."""
+    import random
+
+    rng = random.Random(3)
+    names = ["EMBED", "LOGITS"] + [f"L{l}.H{h}" for l in range(3) for h in range(3)] + [f"L{l}.N{n}" for l in range(3) for n in range(4)]
+    rows = [(rng.choice(names[:1] + names[2:]), rng.choice(names[1:]), rng.choice(["q", "k", "v", "in"]), rng.uniform(-1, 1))
+            for _ in range(300)]
+    edges = frame(rows)
+    if with_ends:  # as fetched: kinds and layers beside the ids, the logits' layer missing
+        from queries.graph import kind_and_layer
+
+        for end in ("pre", "post"):
+            ends = [kind_and_layer(c) for c in edges[f"componentId_{end}"]]
+            edges[f"kind_{end}"] = [k for k, _ in ends]
+            edges[f"layer_{end}"] = pd.array([lay for _, lay in ends], dtype="Int64").astype(object)
+    components = pd.DataFrame([{"componentId": "h/L1.N2", "kind": "Neuron", "layer": 1, "frequency": 0.5, "topTokens": ["a", "b"]}])
+    for comps in (None, components):
+        got, want = edges_to_graph(edges, comps), _row_by_row_graph(edges, comps)
+        assert list(got.nodes(data=True)) == list(want.nodes(data=True))
+        assert list(got.edges(keys=True, data=True)) == list(want.edges(keys=True, data=True))
+        assert got.number_of_edges() < len(rows)  # repeated keys were merged, as add_edge merges them
+        for min_weight in (0.0, 0.3):  # channels merged in one pass: what has_edge/add_edge per edge gives
+            merged, plain = collapse(got, min_weight), _edge_by_edge_collapse(got, min_weight)
+            assert list(merged.nodes(data=True)) == list(plain.nodes(data=True))
+            assert list(merged.edges(data=True)) == list(plain.edges(data=True))
+
+
+def _edge_by_edge_collapse(graph: nx.MultiDiGraph, min_weight: float) -> nx.DiGraph:
+    import math
+
+    out = nx.DiGraph()
+    out.add_nodes_from(graph.nodes(data=True))
+    for u, v, d in graph.edges(data=True):
+        if abs(d["score"]) < min_weight:
+            continue
+        if out.has_edge(u, v):
+            out[u][v]["weight"] += abs(d["score"])
+            out[u][v]["score"] += d["score"]
+            out[u][v]["channels"].append(d["channel"])
+        else:
+            out.add_edge(u, v, weight=abs(d["score"]), score=d["score"], channels=[d["channel"]])
+    for v in out.nodes:
+        total = sum(d["weight"] for _, _, d in out.in_edges(v, data=True))
+        for _, _, d in out.in_edges(v, data=True):
+            d["share"] = d["weight"] / total if total > 0 else 0.0
+            d["cost"] = -math.log(d["share"]) if d["share"] > 0 else math.inf
+    return out
