@@ -18,12 +18,12 @@ from typing import Any
 
 import networkx as nx
 import pandas as pd
-from scipy.stats import spearmanr
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.store import Store
 from queries.graph import collapse, fetch_graph
+from queries.stats import spearman
 
 __all__ = ["Hierarchy", "compute_hierarchy", "fetch_hierarchy", "write_hierarchy"]
 
@@ -79,7 +79,7 @@ def compute_hierarchy(graph: nx.MultiDiGraph | nx.DiGraph, min_weight: float = 0
     ])
     skips = edges["skip"].dropna().astype(int)
     reach = levels.dropna(subset=["level", "layer"])
-    rho = spearmanr(reach["level"], reach["layer"])[0] if len(reach) > 2 and reach["level"].nunique() > 1 else float("nan")
+    rho = spearman(reach["level"], reach["layer"]) if len(reach) > 2 and reach["level"].nunique() > 1 else float("nan")
     summary = {
         "strictness": float((skips == 0).mean()) if len(skips) else float("nan"),
         "skipShare": float((skips > 0).mean()) if len(skips) else float("nan"),

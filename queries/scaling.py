@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from atlas.errors import ValidationError
 from queries.development import share_for_mass
+from queries.stats import spearman
 
 __all__ = ["member_statistics", "trends", "STATISTICS"]
 
@@ -66,7 +66,7 @@ def trends(table: pd.DataFrame, statistics: Sequence[str] = STATISTICS) -> pd.Da
         for seed in seeds:
             sub = table[table["seed"] == seed].sort_values("size")
             values = sub[stat].to_numpy(dtype=float)
-            rhos.append(float(spearmanr(sub["size"], values)[0]) if np.std(values) > 0 else 0.0)
+            rhos.append(spearman(sub["size"], values) if np.std(values) > 0 else 0.0)
         signs = {np.sign(r) for r in rhos}
         robust = len(signs) == 1 and 0 not in signs and min(abs(r) for r in rhos) >= 0.5
         direction = ("grows" if rhos[0] > 0 else "shrinks") if robust else "no robust trend"

@@ -96,7 +96,7 @@ def test_integer_keyed_comparison_equals_string_keyed_reference() -> None:
         assert np.allclose(got["scoreB"], want["scoreB"].sort_index(), equal_nan=True)
         assert (changes["delta"].abs().diff().dropna() <= 0).all()  # largest change first
         assert set(changes.loc[changes["status"] == "gained", "edge"]) == top_b - top_a
-    from queries.compare import _spearman
+    from queries.stats import spearman as _spearman
 
     tied_x = rng.integers(0, 5, 60).astype(float)
     tied_y = tied_x + rng.integers(0, 3, 60)
