@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from atlas.errors import QueryError, RunConflict, RunNotFound, ValidationError
-from atlas.frames import validate_edges, validate_nodes
+from atlas.frames import strongest_first, validate_edges, validate_nodes
 from atlas.ids import component_id, parse_component_id
 from atlas.records import CircuitRecord, DictionaryRecord, ModelRecord, RunRecord, check_property_keys
 from atlas.schema import (
@@ -615,16 +615,6 @@ def fetch_edge_snapshot(store: Store, run_id: str, rel_type: RelType = RelType.A
     return coded.frame(rows, categorical=categorical)
 
 
-def _strongest(strength: np.ndarray, candidates: np.ndarray, top: int | None) -> np.ndarray:
-    """``candidates`` (ascending indices) ordered by ``strength`` descending, ties in index order
-    (a stable sort), cut to the ``top`` first: only those at or above the top-th strength are sorted."""
-    if top is not None and top < len(candidates):
-        cut = np.partition(strength[candidates], len(candidates) - top)[len(candidates) - top]
-        candidates = candidates[strength[candidates] >= cut]
-    order = candidates[np.argsort(-strength[candidates], kind="stable")]
-    return order if top is None else order[:top]
-
-
 def fetch_edges(
     store: Store,
     run_id: str,
@@ -660,7 +650,7 @@ def fetch_edges(
             keep &= coded.kind_is(coded.pre, kind_pre)
         if kind_post is not None and kind_post != COMPONENT_LABEL:
             keep &= coded.kind_is(coded.post, kind_post)
-        return coded.frame(_strongest(strength, np.flatnonzero(keep), top))[EDGE_FRAME_COLUMNS]
+        return coded.frame(strongest_first(strength, np.flatnonzero(keep), top))[EDGE_FRAME_COLUMNS]
     score = _value_property(rel_type)
     df = store.read(
         f"MATCH (a:Component)-[e:{rel_type.value} {{runId: $runId}}]->(b:Component) "

@@ -182,3 +182,14 @@ def _index(value: object) -> int | None:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     return int(value)  # type: ignore[call-overload]
+
+
+def strongest_first(strength: np.ndarray, candidates: np.ndarray, top: int | None = None) -> np.ndarray:
+    """``candidates`` (ascending row indices) ordered by ``strength`` descending, ties in row order
+    (what a stable sort gives), cut to the ``top`` first: only the rows at or above the top-th
+    strength are sorted, so the top 400 of 1M rows cost a partition, not a sort."""
+    if top is not None and top < len(candidates):
+        cut = np.partition(strength[candidates], len(candidates) - top)[len(candidates) - top]
+        candidates = candidates[strength[candidates] >= cut]
+    order = candidates[np.argsort(-strength[candidates], kind="stable")]
+    return order if top is None else order[:top]

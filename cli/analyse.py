@@ -261,7 +261,7 @@ def _timeline(args: argparse.Namespace, items: list[str]) -> int:
             run = require_run(store, run_id)
             if not same_training_run(run.model_id, final.model_id):
                 raise ValidationError(f"{spec} is not a checkpoint of {items[-1]}'s training run: a timeline follows one model")
-            fig = compare_runs(store, run_id, runs[-1], top=args.top).figures
+            fig = compare_runs(store, run_id, runs[-1], top=args.top, changes=1).figures
             step = int(spec.partition("@")[2]) if "@" in spec else None
             rows.append({"model": spec, "step": step, "runId": run_id, "weightedJaccard": fig["weightedJaccard"], "spearman": fig["spearman"],
                          "gained": len(fig["gained"]), "lost": len(fig["lost"])})
@@ -298,7 +298,8 @@ def _compare_pair(args: argparse.Namespace) -> int:
                                      progress=not args.quiet)
                 frame, alignment_figures = aligned.frame, {**aligned.figures, "unmatchedA": list(aligned.unmatched_a),
                                                            "unmatchedB": list(aligned.unmatched_b)}
-        out = compare_runs(store, args.run_a, args.run_b, top=args.top, alignment=frame, align="auto" if align == "functional" else align)
+        out = compare_runs(store, args.run_a, args.run_b, top=args.top, alignment=frame, align="auto" if align == "functional" else align,
+                           changes=max(args.top, 10))  # the changes shown: --top in JSON, 10 in the table
         write_alignment(store, out)
         if args.png or args.html:
             ga, gb = select_graph(store, args.run_a, top=args.top), select_graph(store, args.run_b, top=args.top)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
+from atlas.frames import strongest_first
 from atlas.ids import local_id, training_run_of
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edge_columns, require_run
@@ -66,16 +67,17 @@ def _side(edges: pd.DataFrame, rename: dict[str, str] | None) -> _Side:
                  edges["score"].to_numpy(dtype=float))
 
 
-def compare_edges(a: pd.DataFrame, b: pd.DataFrame, top: int = 50, rename_a: dict[str, str] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+def compare_edges(a: pd.DataFrame, b: pd.DataFrame, top: int = 50, rename_a: dict[str, str] | None = None, *,
+                  changes: int | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Compare two edge frames (see module docstring). Returns (figures, per-edge changes, largest
-    ``|delta|`` first).
+    ``|delta|`` first; only the ``changes`` largest when given, else every edge of either side).
 
     ``rename_a`` maps run A's component ids to run B's local ids (from an alignment). An edge is
     keyed by (local pre, local post, channel), as integers over one vocabulary of both runs: two
     1.1M-edge runs compare in about a second (ids as strings per edge took ~10 s).
     """
-    if top < 1:
-        raise ValidationError(f"top must be at least 1, got {top}")
+    if top < 1 or (changes is not None and changes < 1):
+        raise ValidationError(f"top and changes must be at least 1, got {top} and {changes}")
     sides = (_side(a, rename_a), _side(b, None))
     vocab = pd.Index(pd.unique(np.array([i for s in sides for i in (*s.pre_ids, *s.post_ids)], dtype=object)))
     channels = pd.Index(pd.unique(np.array([c for s in sides for c in s.channel_names], dtype=object)))
@@ -94,8 +96,8 @@ def compare_edges(a: pd.DataFrame, b: pd.DataFrame, top: int = 50, rename_a: dic
     gained, lost = np.setdiff1d(top_b, top_a), np.setdiff1d(top_a, top_b)
     status = np.full(len(union), "", dtype=object)
     status[gained], status[lost] = "gained", "lost"
-    order = np.argsort(-np.abs(delta), kind="stable")
-    changes = pd.DataFrame({"edge": _edge_names(union[order], vocab, channels), "scoreA": score_a[order], "scoreB": score_b[order],
+    order = strongest_first(np.abs(delta), np.arange(len(union)), changes)
+    frame = pd.DataFrame({"edge": _edge_names(union[order], vocab, channels), "scoreA": score_a[order], "scoreB": score_b[order],
                             "delta": delta[order], "status": status[order]})
     figures = {
         "nEdgesA": int(has_a.sum()), "nEdgesB": int(has_b.sum()), "nShared": int(shared.sum()), "spearman": rho,
@@ -103,7 +105,7 @@ def compare_edges(a: pd.DataFrame, b: pd.DataFrame, top: int = 50, rename_a: dic
         "gained": sorted(map(str, _edge_names(union[gained], vocab, channels))),
         "lost": sorted(map(str, _edge_names(union[lost], vocab, channels))),
     }
-    return figures, changes
+    return figures, frame
 
 
 def _merge_sums(key_a: np.ndarray, score_a: np.ndarray, key_b: np.ndarray, score_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -193,7 +195,7 @@ class Comparison:
 
 
 def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50, *, alignment: pd.DataFrame | None = None,
-                 align: str = "auto") -> Comparison:
+                 align: str = "auto", changes: int | None = None) -> Comparison:
     """Compare two stored runs on their aligned graph (see module docstring; read-only: keep an
     alignment with :func:`write_alignment`).
 
@@ -202,6 +204,8 @@ def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50, *, alignme
             functional alignment; used as given.
         align: without ``alignment``: ``auto`` (same model, else names when both sides have the same
             components, else an alignment stored for these two models, else refuse), ``names`` or ``structure``.
+        changes: keep only the largest ``changes`` per-edge changes (None: every edge of either run;
+            naming all 2M edges of two 1M-edge runs is most of a comparison's time).
 
     Raises:
         ValidationError: no way to align the runs, or nothing aligned.
@@ -216,7 +220,7 @@ def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50, *, alignme
     if alignment is None:
         if ra.model_id == rb.model_id:
             how = "same model"  # one model: nothing to align, its components need not be fetched
-            return _compared(compare_edges(ea, eb, top), 0, 0, ra, rb, None, how)
+            return _compared(compare_edges(ea, eb, top, changes=changes), 0, 0, ra, rb, None, how)
         ca, cb = fetch_components(store, ra.model_id), fetch_components(store, rb.model_id)
         same_names = set(ca["componentId"].map(_local)) == set(cb["componentId"].map(_local))
         if align == "structure":
@@ -243,8 +247,8 @@ def compare_runs(store: Store, run_a: str, run_b: str, top: int = 50, *, alignme
         if ea.empty or eb.empty:
             raise ValidationError(f"no edge of run {run_a} or {run_b} lies between aligned components")
         n_a, n_b = n_a - len(ea), n_b - len(eb)
-        return _compared(compare_edges(ea, eb, top, rename), n_a, n_b, ra, rb, alignment, how)
-    return _compared(compare_edges(ea, eb, top), 0, 0, ra, rb, None, how)
+        return _compared(compare_edges(ea, eb, top, rename, changes=changes), n_a, n_b, ra, rb, alignment, how)
+    return _compared(compare_edges(ea, eb, top, changes=changes), 0, 0, ra, rb, None, how)
 
 
 def _compared(result: tuple[dict[str, Any], pd.DataFrame], unaligned_a: int, unaligned_b: int, ra: Any, rb: Any,

@@ -96,6 +96,10 @@ def test_integer_keyed_comparison_equals_string_keyed_reference() -> None:
         assert np.allclose(got["scoreB"], want["scoreB"].sort_index(), equal_nan=True)
         assert (changes["delta"].abs().diff().dropna() <= 0).all()  # largest change first
         assert set(changes.loc[changes["status"] == "gained", "edge"]) == top_b - top_a
+        for k in (1, 7, 10_000):  # only the largest k changes: the head of the whole list, same figures
+            few_figures, few = compare_edges(frame_a, b, top=20, rename_a=rename, changes=k)
+            pd.testing.assert_frame_equal(few, changes.head(k))
+            assert few_figures == figures
     from queries.stats import spearman as _spearman
 
     tied_x = rng.integers(0, 5, 60).astype(float)

@@ -103,17 +103,17 @@ def test_unit_indices_stay_integers_beside_other_kinds() -> None:
 
 
 @pytest.mark.parametrize("top", [None, 1, 7, 40, 200])
-def test_strongest_edges_equal_a_full_stable_sort(top: int | None) -> None:
+def test_strongest_rows_equal_a_full_stable_sort(top: int | None) -> None:
     """fetch_edges cuts a run's top edges on the codes: partition, then a stable sort of what is at
     or above the cut; with many ties (scores on a grid of 10 values) it gives what a stable sort of
     every candidate gives."""
     import numpy as np
 
-    from atlas.connectome import _strongest
+    from atlas.frames import strongest_first
 
     rng = np.random.default_rng(0)
     strength = np.abs(rng.integers(-5, 5, size=120)).astype(float)
     candidates = np.flatnonzero(rng.random(120) < 0.6)
     want = candidates[np.argsort(-strength[candidates], kind="stable")]
-    got = _strongest(strength, candidates, top)
+    got = strongest_first(strength, candidates, top)
     assert got.tolist() == (want if top is None else want[:top]).tolist()
