@@ -127,7 +127,7 @@ def cmd_motifs(args: argparse.Namespace) -> int:
 
     with connect(args) as store:
         require_run(store, args.run)
-        df = fetch_motifs(store, args.run, args.min_weight, args.random, args.seed)
+        df = fetch_motifs(store, args.run, args.min_weight, args.random, args.seed, progress=True)
     note = null_note(df)
     if note and fmt(args) == "table":
         print(note)
