@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 
 import networkx as nx
+import numpy as np
 import pandas as pd
 
 from atlas import connectome as cx
@@ -33,25 +34,30 @@ from atlas.errors import ValidationError
 from atlas.ids import local_id
 from atlas.records import CircuitRecord
 from atlas.store import Store
-from queries.graph import collapse, fetch_graph
+from queries.fetch import fetch_edges
 
-__all__ = ["find_binding", "fetch_binding", "write_binding_circuit", "null_shares"]
+__all__ = ["find_binding", "find_binding_in_edges", "fetch_binding", "write_binding_circuit", "null_shares"]
 
 BINDING_COLUMNS = ["rank", "head", "channels", "sourceA", "channelA", "shareA", "sourceB", "channelB", "shareB", "moverChannel",
                    "vSources", "readers", "score"]
 
 
-def _channel_shares(graph: nx.MultiDiGraph) -> dict[str, dict[str, dict[str, float]]]:
-    """head -> channel -> source -> share of the head's total input."""
-    totals: dict[str, float] = {}
-    for _, v, d in graph.edges(data=True):
-        totals[v] = totals.get(v, 0.0) + abs(d["score"])
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for u, v, d in graph.edges(data=True):
-        if graph.nodes[v].get("kind") != "Head" or totals[v] <= 0:
-            continue
-        out.setdefault(v, {}).setdefault(d["channel"], {})[u] = abs(d["score"]) / totals[v]
-    return out
+def _head_inputs(edges: pd.DataFrame) -> pd.DataFrame:
+    """``head, channel, source, share`` for every input edge of a head: its |score| over all |score|
+    entering the head (every channel, every source)."""
+    weight = edges["score"].abs().to_numpy(dtype=float)
+    totals = pd.Series(weight).groupby(edges["componentId_post"].to_numpy()).sum()
+    total = totals.reindex(edges["componentId_post"].to_numpy()).to_numpy()
+    into_head = (edges["kind_post"].to_numpy() == "Head") & (total > 0)
+    return pd.DataFrame({"head": edges["componentId_post"].to_numpy()[into_head], "channel": edges["channel"].to_numpy()[into_head],
+                         "source": edges["componentId_pre"].to_numpy()[into_head], "share": weight[into_head] / total[into_head]})
+
+
+def _graph_edges(graph: nx.MultiDiGraph) -> pd.DataFrame:
+    """A multigraph's edges as an edge frame with both ends' kinds (from the node attributes)."""
+    kinds = {n: a.get("kind") for n, a in graph.nodes(data=True)}
+    rows = [(u, v, d["channel"], d["score"], kinds[u], kinds[v]) for u, v, d in graph.edges(data=True)]
+    return pd.DataFrame(rows, columns=["componentId_pre", "componentId_post", "channel", "score", "kind_pre", "kind_post"])
 
 
 def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str = "qk",
@@ -63,35 +69,56 @@ def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str =
     """
     if not isinstance(graph, nx.MultiDiGraph):
         raise ValidationError("binding needs the multigraph with one edge per channel")
+    return find_binding_in_edges(_graph_edges(graph), min_share, channels, null)
+
+
+def find_binding_in_edges(edges: pd.DataFrame, min_share: float = 0.1, channels: str = "qk",
+                          null: dict[tuple[str, str, str], float] | None = None) -> pd.DataFrame:
+    """:func:`find_binding` over an edge frame with ``kind_pre``/``kind_post`` (one row per
+    (pre, post, channel), as :func:`queries.fetch.fetch_edges` gives): shares and readers are
+    grouped sums over the frame, so a 1M-edge run needs no graph object; the pairs are then
+    tried per head among its few significant inputs."""
     if channels not in ("qk", "any"):
         raise ValidationError(f"channels must be 'qk' or 'any', got {channels!r}")
     if not 0 < min_share < 1:
         raise ValidationError(f"min_share must be in (0, 1), got {min_share}")
     threshold = float(min_share)
     allowed = {("k", "q")} if channels == "qk" else {("k", "q"), ("q", "v"), ("k", "v")}
-    shares = _channel_shares(graph)
-    merged = collapse(graph)
+    inputs = _head_inputs(edges)
+    heads = pd.unique(inputs["head"])
+    # readers: a head's targets that take at least `threshold` of their input from it (channels summed)
+    weight = edges["score"].abs().to_numpy(dtype=float)
+    from_head = edges["componentId_pre"].isin(set(heads)).to_numpy()
+    pair = pd.DataFrame({"head": edges["componentId_pre"].to_numpy()[from_head], "reader": edges["componentId_post"].to_numpy()[from_head],
+                         "weight": weight[from_head]}).groupby(["head", "reader"], sort=False)["weight"].sum().reset_index()
+    totals = pd.Series(weight).groupby(edges["componentId_post"].to_numpy()).sum()
+    total = totals.reindex(pair["reader"].to_numpy()).to_numpy()
+    pair["share"] = np.where(total > 0, pair["weight"].to_numpy() / np.where(total > 0, total, 1.0), 0.0)
+    readers_of = {h: dict(zip(g["reader"], g["share"])) for h, g in pair[pair["share"] >= threshold].groupby("head", sort=False)}
+    strong = inputs[inputs["share"] >= threshold]
+    is_source = edges["componentId_pre"].isin(set(strong["source"])).to_numpy()
+    kind = dict(zip(edges["componentId_pre"].to_numpy()[is_source], edges["kind_pre"].to_numpy()[is_source]))
     rows = []
-    for head, by_channel in shares.items():
-        readers = {r: d["share"] for _, r, d in merged.out_edges(head, data=True) if d["share"] >= threshold}
+    for head, group in strong.groupby("head", sort=False):
+        readers = readers_of.get(head)
         if not readers:
             continue
-        significant = [(ch, src, s) for ch, srcs in by_channel.items() for src, s in srcs.items()
-                       if s >= threshold and (null is None or s > null.get((local_id(src), local_id(head), ch), 0.0))]
+        significant = [(ch, src, s) for ch, src, s in zip(group["channel"], group["source"], group["share"])
+                       if null is None or s > null.get((local_id(src), local_id(head), ch), 0.0)]
         best = None
         v_sources = [src for ch, src, _ in sorted(significant, key=lambda t: -t[2]) if ch == "v"]
         for (ca, a, sa), (cb, b, sb) in itertools.combinations(significant, 2):
             if ca == cb or a == b or tuple(sorted((ca, cb))) not in allowed:
                 continue
-            if "Head" not in (graph.nodes[a].get("kind"), graph.nodes[b].get("kind")):
+            if "Head" not in (kind.get(a), kind.get(b)):
                 continue  # neither input moves information across positions
             score = sa * sb * max(readers.values())
             if best is None or score > best["score"]:
                 (ca, a, sa), (cb, b, sb) = sorted([(ca, a, sa), (cb, b, sb)])
-                movers = [(s, c) for c, src, s in ((ca, a, sa), (cb, b, sb)) if graph.nodes[src].get("kind") == "Head"]
-                best = {"head": head, "channels": f"{ca}+{cb}", "sourceA": a, "channelA": ca, "shareA": sa,
-                        "sourceB": b, "channelB": cb, "shareB": sb, "moverChannel": max(movers)[1], "vSources": v_sources,
-                        "readers": sorted(readers, key=lambda r: readers[r], reverse=True), "score": score}
+                movers = [(s, c) for c, src, s in ((ca, a, sa), (cb, b, sb)) if kind.get(src) == "Head"]
+                best = {"head": head, "channels": f"{ca}+{cb}", "sourceA": a, "channelA": ca, "shareA": float(sa),
+                        "sourceB": b, "channelB": cb, "shareB": float(sb), "moverChannel": max(movers)[1], "vSources": v_sources,
+                        "readers": sorted(readers, key=lambda r: readers[r], reverse=True), "score": float(score)}
         if best is not None:
             rows.append(best)
     frame = pd.DataFrame(rows, columns=BINDING_COLUMNS[1:])
@@ -104,15 +131,20 @@ def find_binding(graph: nx.MultiDiGraph, min_share: float = 0.1, channels: str =
 def null_shares(graph: nx.MultiDiGraph) -> dict[tuple[str, str, str], float]:
     """Each head input's share in a null connectome, keyed by ``(source, head, channel)`` local ids
     (model ids differ between a model and its null): what the architecture alone gives that slot."""
-    return {(local_id(src), local_id(head), ch): share
-            for head, by_ch in _channel_shares(graph).items() for ch, srcs in by_ch.items() for src, share in srcs.items()}
+    return _null_from_edges(_graph_edges(graph))
+
+
+def _null_from_edges(edges: pd.DataFrame) -> dict[tuple[str, str, str], float]:
+    inputs = _head_inputs(edges)
+    return {(local_id(src), local_id(head), ch): float(share)
+            for head, ch, src, share in zip(inputs["head"], inputs["channel"], inputs["source"], inputs["share"])}
 
 
 def fetch_binding(store: Store, run_id: str, min_share: float = 0.1, channels: str = "qk", null_run: str | None = None) -> pd.DataFrame:
     """:func:`find_binding` over a stored run; with ``null_run`` (e.g. the untrained ``NAME@0`` on
     the same task) an input must also beat its own slot's share there (docs/architecture.md, science notes)."""
-    null = null_shares(fetch_graph(store, null_run, properties=False)) if null_run else None
-    frame = find_binding(fetch_graph(store, run_id, properties=False), min_share, channels, null)
+    null = _null_from_edges(fetch_edges(store, null_run)) if null_run else None
+    frame = find_binding_in_edges(fetch_edges(store, run_id), min_share, channels, null)
     if null_run:
         frame.attrs["nullRun"] = null_run
     return frame

@@ -414,3 +414,57 @@ def test_motif_counts_equal_the_networkx_triadic_census() -> None:
         want = {code: nx.triadic_census(g)[code] for code in MOTIFS}
         g.add_edge(0, 0)  # a self-loop joins no triad
         assert _counts(g) == want
+
+
+def _binding_by_graph(graph: nx.MultiDiGraph, min_share: float, channels: str) -> list[tuple[str, str, str, str, float]]:
+    """The binding search over a networkx graph, edge by edge: the reference for the frame search."""
+    import itertools
+
+    totals: dict[str, float] = {}
+    for _, v, d in graph.edges(data=True):
+        totals[v] = totals.get(v, 0.0) + abs(d["score"])
+    shares: dict[str, dict[str, dict[str, float]]] = {}
+    for u, v, d in graph.edges(data=True):
+        if graph.nodes[v].get("kind") == "Head" and totals[v] > 0:
+            shares.setdefault(v, {}).setdefault(d["channel"], {})[u] = abs(d["score"]) / totals[v]
+    merged = collapse(graph)
+    allowed = {("k", "q")} if channels == "qk" else {("k", "q"), ("q", "v"), ("k", "v")}
+    found = []
+    for head, by_channel in shares.items():
+        readers = [d["share"] for _, _, d in merged.out_edges(head, data=True) if d["share"] >= min_share]
+        significant = [(ch, src, s) for ch, srcs in by_channel.items() for src, s in srcs.items() if s >= min_share]
+        scored = [(sa * sb * max(readers), *sorted([(ca, a), (cb, b)]))
+                  for (ca, a, sa), (cb, b, sb) in itertools.combinations(significant, 2)
+                  if readers and ca != cb and a != b and tuple(sorted((ca, cb))) in allowed
+                  and "Head" in (graph.nodes[a].get("kind"), graph.nodes[b].get("kind"))]
+        if scored:
+            score, (ca, a), (cb, b) = max(scored)
+            found.append((head, a, ca, b, score))
+    return sorted(found, key=lambda r: -r[4])
+
+
+@pytest.mark.parametrize("channels", ["qk", "any"])
+def test_binding_over_frames_equals_the_graph_search(channels: str) -> None:
+    """fetch_binding runs the search on the run's edge frame (grouped sums, no graph object); on
+    random layered connectomes it finds the heads, pairs and scores the edge-by-edge search over the
+    networkx graph finds."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    names = ["EMBED"] + [f"L{l}.H{h}" for l in range(3) for h in range(3)] + [f"L{l}.MLP" for l in range(3)] + ["LOGITS"]
+    layer = {n: -1 if n == "EMBED" else 9 if n == "LOGITS" else int(n[1]) for n in names}
+    found = 0
+    for _ in range(8):
+        rows = []
+        for post in names[1:]:
+            for pre in names:
+                if layer[pre] < layer[post] and rng.random() < 0.6:
+                    for ch in (["q", "k", "v"] if ".H" in post else ["in"]):
+                        rows.append((pre, post, ch, float(rng.normal() * rng.exponential())))
+        graph = edges_to_graph(frame(rows))
+        got = find_binding(graph, min_share=0.08, channels=channels)
+        want = _binding_by_graph(graph, 0.08, channels)
+        found += len(want)
+        assert list(zip(got["head"], got["sourceA"], got["channelA"], got["sourceB"])) == [(h, a, ca, b) for h, a, ca, b, _ in want]
+        assert got["score"].tolist() == pytest.approx([s for *_, s in want])
+    assert found >= 5, found  # the comparison was over real findings
