@@ -141,6 +141,10 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
             with stage(rows, f"atlas {name}, a fresh process", server.pid) as row:
                 row["result"] = f"of it importing pandas + neo4j: {imports:.2f} s"
                 _wall([sys.executable, "-m", "cli", *command, *h])
+        with stage(rows, "atlas motifs --min-weight (top 1%) --random 10", server.pid):
+            _quiet(lambda: main(["motifs", "--run", run, "--min-weight", f"{weight:.6g}", "--random", "10", "--json", *h]))
+        with stage(rows, "atlas binding (every edge)", server.pid):
+            _quiet(lambda: main(["binding", "--run", run, "--json", *h]))
         with stage(rows, "atlas export --top 400 --html --png", server.pid):
             _quiet(lambda: main(["export", "--run", run, "--top", "400", "--html", str(work / "top.html"), "--png", str(work / "top.png"), *h]))
         from bench.browser import chromium, probe_page
