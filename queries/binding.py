@@ -42,11 +42,15 @@ BINDING_COLUMNS = ["rank", "head", "channels", "sourceA", "channelA", "shareA", 
                    "vSources", "readers", "score"]
 
 
-def _head_inputs(edges: pd.DataFrame) -> pd.DataFrame:
+def _input_totals(edges: pd.DataFrame) -> pd.Series:
+    """All |score| entering each component (every channel, every source), by component id."""
+    return edges["score"].abs().groupby(edges["componentId_post"].to_numpy()).sum()
+
+
+def _head_inputs(edges: pd.DataFrame, totals: pd.Series) -> pd.DataFrame:
     """``head, channel, source, share`` for every input edge of a head: its |score| over all |score|
-    entering the head (every channel, every source)."""
+    entering the head (``totals``, from :func:`_input_totals`)."""
     weight = edges["score"].abs().to_numpy(dtype=float)
-    totals = pd.Series(weight).groupby(edges["componentId_post"].to_numpy()).sum()
     total = totals.reindex(edges["componentId_post"].to_numpy()).to_numpy()
     into_head = (edges["kind_post"].to_numpy() == "Head") & (total > 0)
     return pd.DataFrame({"head": edges["componentId_post"].to_numpy()[into_head], "channel": edges["channel"].to_numpy()[into_head],
@@ -84,14 +88,14 @@ def find_binding_in_edges(edges: pd.DataFrame, min_share: float = 0.1, channels:
         raise ValidationError(f"min_share must be in (0, 1), got {min_share}")
     threshold = float(min_share)
     allowed = {("k", "q")} if channels == "qk" else {("k", "q"), ("q", "v"), ("k", "v")}
-    inputs = _head_inputs(edges)
+    totals = _input_totals(edges)
+    inputs = _head_inputs(edges, totals)
     heads = pd.unique(inputs["head"])
     # readers: a head's targets that take at least `threshold` of their input from it (channels summed)
     weight = edges["score"].abs().to_numpy(dtype=float)
     from_head = edges["componentId_pre"].isin(set(heads)).to_numpy()
     pair = pd.DataFrame({"head": edges["componentId_pre"].to_numpy()[from_head], "reader": edges["componentId_post"].to_numpy()[from_head],
                          "weight": weight[from_head]}).groupby(["head", "reader"], sort=False)["weight"].sum().reset_index()
-    totals = pd.Series(weight).groupby(edges["componentId_post"].to_numpy()).sum()
     total = totals.reindex(pair["reader"].to_numpy()).to_numpy()
     pair["share"] = np.where(total > 0, pair["weight"].to_numpy() / np.where(total > 0, total, 1.0), 0.0)
     readers_of = {h: dict(zip(g["reader"], g["share"])) for h, g in pair[pair["share"] >= threshold].groupby("head", sort=False)}
@@ -135,7 +139,7 @@ def null_shares(graph: nx.MultiDiGraph) -> dict[tuple[str, str, str], float]:
 
 
 def _null_from_edges(edges: pd.DataFrame) -> dict[tuple[str, str, str], float]:
-    inputs = _head_inputs(edges)
+    inputs = _head_inputs(edges, _input_totals(edges))
     return {(local_id(src), local_id(head), ch): float(share)
             for head, ch, src, share in zip(inputs["head"], inputs["channel"], inputs["source"], inputs["share"])}
 
