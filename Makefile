@@ -27,8 +27,9 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m unit
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check atlas ingest queries cli bench tests
+	$(VENV)/bin/ruff check atlas ingest queries atlas_cli bench tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -4,7 +4,7 @@ The core package: component ids and schema (:mod:`atlas.ids`, :mod:`atlas.schema
 (:mod:`atlas.records`), frame contracts (:mod:`atlas.frames`), every Cypher statement
 (:mod:`atlas.connectome`), the transport to the database (:mod:`atlas.store`, :mod:`atlas.guard`),
 the embedded server (:mod:`atlas.server`), settings and errors. It imports neither ``ingest``,
-``queries`` nor the ``cli`` package above them; nothing happens on import. See docs/architecture.md.
+``queries`` nor the ``atlas_cli`` package above them; nothing happens on import. See docs/architecture.md.
 """
 
 from __future__ import annotations

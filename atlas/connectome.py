@@ -363,7 +363,7 @@ def write_edges(
     (the structural ``COMPOSITION`` edges).
 
     Not idempotent by itself (CREATE is ~30x faster than MERGE on relationships): callers
-    delete what they rewrite, as ``ingest.jobs`` does for unfinished runs.
+    delete what they rewrite, as ``ingest.jobs.run`` does for unfinished runs.
 
     Raises:
         ValidationError: a component an edge names is not in the database (nothing of that

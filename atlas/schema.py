@@ -74,7 +74,7 @@ class Channel(StrEnum):
 
 
 class Method(StrEnum):
-    """Edge-scoring methods; ``ingest.methods`` holds one function per member."""
+    """Edge-scoring methods; ``ingest.edges.methods`` holds one function per member."""
 
     EAP = "eap"
     """Edge attribution patching (Syed et al. 2023): one clean gradient times the activation delta."""

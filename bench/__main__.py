@@ -59,14 +59,14 @@ def bench_attribution(smoke: bool) -> None:
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from ingest.graph import build_graph
-    from ingest.methods import MethodConfig, compute_eap, compute_eap_ig
-    from ingest.models import load_model
-    from ingest.tasks import InductionTask
+    from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig
+    from ingest.model.graph import build_graph
+    from ingest.model.loading import load_model
+    from ingest.model.tasks import InductionTask
 
     torch.set_num_threads(2)
-    from ingest.tasks import get_task
-    from ingest.zoo import ZOO
+    from ingest.model.tasks import get_task
+    from ingest.model.zoo import ZOO
 
     models: list[tuple[str, Any, Any]] = []
     if smoke:
@@ -286,10 +286,10 @@ def bench_peer(smoke: bool) -> None:
     from scipy.stats import spearmanr
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from ingest.graph import build_graph
-    from ingest.methods import compute_eap
-    from ingest.models import load_model
-    from ingest.tasks import InductionTask, PromptBatch, get_task
+    from ingest.edges.methods import compute_eap
+    from ingest.model.graph import build_graph
+    from ingest.model.loading import load_model
+    from ingest.model.tasks import InductionTask, PromptBatch, get_task
 
     threads = 2
     torch.set_num_threads(threads)
@@ -300,7 +300,7 @@ def bench_peer(smoke: bool) -> None:
                 "normalization_type": "LN", "seed": 0}
         models.append(("tiny (2L x 4H, d32)", HookedTransformer(HookedTransformerConfig(**tiny)), tiny))
     else:
-        zoo_config = Path(__file__).resolve().parent.parent / "ingest" / "zoo_weights" / "induction-2l" / "config.json"
+        zoo_config = Path(__file__).resolve().parent.parent / "ingest" / "model" / "zoo_weights" / "induction-2l" / "config.json"
         models.append(("induction-2l", load_model("induction-2l", Path(tempfile.mkdtemp())).model, json.loads(zoo_config.read_text())))
         gpt2 = {"n_layers": 12, "d_model": 768, "n_ctx": 1024, "d_head": 64, "n_heads": 12, "d_vocab": 50257, "d_mlp": 3072,
                 "act_fn": "gelu_new", "normalization_type": "LN", "seed": 0}
@@ -347,10 +347,10 @@ def bench_demo(smoke: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "ATLAS_HOME": str(Path(tmp) / ".atlas")}
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "cli", "demo", "--quiet", "--prompts", "4" if smoke else "16"],
+        proc = subprocess.run([sys.executable, "-m", "atlas_cli", "demo", "--quiet", "--prompts", "4" if smoke else "16"],
                               cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        subprocess.run([sys.executable, "-m", "cli", "db", "stop"], cwd=tmp, env=env, capture_output=True)
+        subprocess.run([sys.executable, "-m", "atlas_cli", "db", "stop"], cwd=tmp, env=env, capture_output=True)
     if proc.returncode != 0:
         raise SystemExit(f"demo failed: {proc.stderr[-500:]}")
     _table("atlas demo end to end, fresh atlas home (target < 60 s)", [{"wall s": wall}])

@@ -90,8 +90,8 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
     from atlas.config import resolve_store_settings
     from atlas.server import ensure_server
     from atlas.store import Store
-    from cli import main
-    from ingest.jobs import IngestConfig, run_ingest
+    from atlas_cli import main
+    from ingest.jobs.run import IngestConfig, run_ingest
 
     torch.set_num_threads(os.cpu_count() or 1)
     shape, top_neurons, prompts = (TINY_SHAPE, 8, 8) if smoke else (GPT2_SHAPE, 104, 64)
@@ -130,7 +130,7 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
         imports = _wall([sys.executable, "-c", "import pandas, neo4j"])
         with stage(rows, f"atlas paths --through {middle}, a fresh process", server.pid) as row:
             row["result"] = f"of it importing pandas + neo4j: {imports:.2f} s"
-            _wall([sys.executable, "-m", "cli", "paths", "--run", run, "--top", "5", "--through", middle, "--json", *h])
+            _wall([sys.executable, "-m", "atlas_cli", "paths", "--run", run, "--top", "5", "--through", middle, "--json", *h])
         weight = float(cx.fetch_edge_columns(store, run)["score"].abs().quantile(0.99))
         with stage(rows, "atlas hierarchy --min-weight (top 1% of |score|)", server.pid):
             _quiet(lambda: main(["hierarchy", "--run", run, "--min-weight", f"{weight:.6g}", "--no-store", "--json", *h]))
@@ -140,7 +140,7 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
                               ("compare", ["compare", run, "scale-b", "--align", "names", "--json"])):
             with stage(rows, f"atlas {name}, a fresh process", server.pid) as row:
                 row["result"] = f"of it importing pandas + neo4j: {imports:.2f} s"
-                _wall([sys.executable, "-m", "cli", *command, *h])
+                _wall([sys.executable, "-m", "atlas_cli", *command, *h])
         with stage(rows, "atlas motifs --min-weight (top 1%) --random 10", server.pid):
             _quiet(lambda: main(["motifs", "--run", run, "--min-weight", f"{weight:.6g}", "--random", "10", "--json", *h]))
         with stage(rows, "atlas binding (every edge)", server.pid):

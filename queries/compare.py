@@ -5,7 +5,7 @@
    - ``names``: the same local ids (``L1.H3``) on both sides, the right pairing for checkpoints of one
      training run (the same component, followed through training);
    - ``functional``: an alignment computed elsewhere from what the components compute on shared
-     stimuli (``ingest.alignment``; stored as ``ALIGNED_WITH {similarity, p, q, significant, method}``),
+     stimuli (``ingest.toolbox.alignment``; stored as ``ALIGNED_WITH {similarity, p, q, significant, method}``),
      possibly leaving components unmatched;
    - ``structure``: relative depth (layer + 1) / (n_layers + 1) and, where probed, role scores, by the
      Hungarian algorithm on Euclidean distance (``score = 1 / (1 + d)``): a structural guess that

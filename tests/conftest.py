@@ -80,7 +80,7 @@ def nearby_corruption(model: object, eps: float, n_prompts: int = 4, length: int
     """Make tokens 25..49 of ``model`` (float64 from here on) copies of tokens 0..24 moved by
     ``eps`` (relative) and return prompts whose corrupted version is the clean one shifted by 25:
     the small-perturbation limit where attribution patching must agree with patching."""
-    from ingest.tasks import PromptBatch
+    from ingest.model.tasks import PromptBatch
 
     model.to(torch.float64)  # float32 metric differences are quantised at ~5e-7: use float64
     with torch.no_grad():

@@ -16,7 +16,7 @@ import pytest
 from atlas.config import StoreSettings
 from atlas.store import Store
 from bench.browser import PROBE_HEAD, chromium
-from ingest.jobs import IngestConfig, run_ingest
+from ingest.jobs.run import IngestConfig, run_ingest
 from queries.export import select_graph, to_html
 
 _PROBE_TAIL = """<script>

@@ -10,8 +10,8 @@ from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.store import Store
 from bench.scale import readme_cookbook
-from ingest.jobs import IngestConfig, run_ingest
-from ingest.studies import LesionConfig, run_anatomy, run_lesion, run_probe, save_circuit, verify_run
+from ingest.jobs.run import IngestConfig, run_ingest
+from ingest.jobs.studies import LesionConfig, run_anatomy, run_lesion, run_probe, save_circuit, verify_run
 
 QUERIES = readme_cookbook()
 

@@ -29,7 +29,7 @@ INGEST = ["ingest", "--model", "induction-2l", "--method", "eap", "--prompts", "
 
 
 def _atlas(home: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "cli", *args, "--home", str(home)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "atlas_cli", *args, "--home", str(home)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -12,7 +12,7 @@ from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.schema import RelType
 from atlas.store import Store
-from ingest.jobs import IngestConfig, run_ingest
+from ingest.jobs.run import IngestConfig, run_ingest
 
 KEY = ["componentId_pre", "componentId_post", "channel"]
 

@@ -11,7 +11,7 @@ import pytest
 from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.store import Store
-from cli import main
+from atlas_cli import main
 from tests.unit.test_encoder import MINILM_ROWS, ROWS, prompts_file, tiny_bert
 
 pytestmark = pytest.mark.slow

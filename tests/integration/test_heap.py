@@ -18,8 +18,8 @@ from atlas.config import resolve_store_settings
 from atlas.errors import ConfigError, QueryError
 from atlas.server import default_heap, resolve_heap, server_status, stop_server
 from atlas.store import Store
+from atlas_cli import main
 from bench.synthetic import write_synthetic_run
-from cli import main
 
 pytestmark = pytest.mark.embedded_only  # the embedded server's heap and its limits
 

@@ -44,7 +44,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
 def _atlas(home: Path, hf_home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
     environ.update(HF_HOME=str(hf_home), **env)
-    return subprocess.run([sys.executable, "-m", "cli", *args, "--home", str(home)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "atlas_cli", *args, "--home", str(home)], capture_output=True, text=True,
                           timeout=600, env=environ)
 
 
@@ -66,7 +66,7 @@ def test_hub_names_download_through_the_cache_and_then_load_offline(embedded: St
     assert json.loads(again.stdout)["status"] == "unchanged" and len(hub.requests) == asked
     # HF_HUB_OFFLINE=1 alone does the same; and the weights that arrived compute what the hub's model
     # computes (TransformerLens's default processing of hub names keeps every log-probability)
-    probe = ("import sys, torch; from pathlib import Path; from ingest.models import load_model; "
+    probe = ("import sys, torch; from pathlib import Path; from ingest.model.loading import load_model; "
              "m = load_model('pythia-70m', Path(sys.argv[1])).model; "
              "print(torch.log_softmax(m(torch.tensor([[1, 5, 9, 13, 2, 7]])), -1).flatten().tolist())")
     env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "TRANSFORMERS_OFFLINE")}

@@ -17,8 +17,8 @@ from atlas.errors import RunConflict, ValidationError
 from atlas.records import RunRecord
 from atlas.schema import RunStatus
 from atlas.store import Store
-from cli import main
-from ingest.jobs import IngestConfig, compute_run, run_ingest
+from atlas_cli import main
+from ingest.jobs.run import IngestConfig, compute_run, run_ingest
 from tests.conftest import make_tiny
 
 
@@ -139,7 +139,7 @@ def test_demo_runs_end_to_end(embedded: StoreSettings, capsys: pytest.CaptureFix
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "atlas_cli", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -247,7 +247,7 @@ def test_a_model_keeps_its_identity(store: Store, embedded: StoreSettings, tmp_p
     assert code == 2 and err.count("\n") == 1 and "already in the store with other weights" in err and "--model-id" in err
     assert cx.count_graph(store) == counts
     # the database refuses it too, whoever writes (the statement that would write checks)
-    from ingest.models import load_model, model_record
+    from ingest.model.loading import load_model, model_record
 
     with pytest.raises(ValidationError, match="other weights"):
         cx.write_model(store, model_record(load_model(str(tmp_path / "b.pt"), home, model_id="mine")))
@@ -318,7 +318,7 @@ def test_evaluate_any_model_against_a_given_circuit(store: Store, embedded: Stor
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """`atlas evaluate --model FILE --task T --truth EDGES.json`: the zoo's induction model saved as a
     plain file, held to the circuit its zoo entry declares, written as a user would write it."""
-    from ingest.models import load_model
+    from ingest.model.loading import load_model
 
     zoo = load_model("induction-2l", embedded.home)
     cfg = {k: getattr(zoo.model.cfg, k) for k in ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "attn_only",

@@ -9,7 +9,7 @@ import pytest
 
 from atlas.config import StoreSettings
 from atlas.store import Store
-from cli import main
+from atlas_cli import main
 from tests.conftest import TEST_URI
 
 RUN = "json-run"
@@ -62,7 +62,7 @@ def commands(tmp: Path) -> list[list[str]]:
 
 
 def test_every_command_prints_json(run_id: str, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cli import build_parser
+    from atlas_cli import build_parser
 
     names = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     covered = {argv[0] for argv in commands(tmp_path)}

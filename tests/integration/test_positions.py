@@ -14,7 +14,7 @@ from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.schema import RelType
 from atlas.store import Store
-from cli import main
+from atlas_cli import main
 
 pytestmark = pytest.mark.slow
 RUN = "positions-run"

@@ -16,8 +16,8 @@ from atlas.ids import parse_component_id
 from atlas.records import RunRecord
 from atlas.schema import RunStatus
 from atlas.store import Store
-from cli import main
-from ingest.jobs import IngestConfig, run_ingest
+from atlas_cli import main
+from ingest.jobs.run import IngestConfig, run_ingest
 from queries.binding import fetch_binding
 from queries.criteria import ComponentCriteria
 from queries.export import select_graph, to_gexf, to_graphml, to_json, to_png
@@ -150,7 +150,7 @@ def test_graph_exports_round_trip_through_their_readers(hand: Store, tmp_path: P
 
 
 def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ingest.zoo import train_zoo_model
+    from ingest.model.zoo import train_zoo_model
     from queries.compare import compare_runs, write_alignment
 
     # a home of its own: training there must not replace the zoo model other tests load

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import main
+from atlas_cli import main
 from tests.conftest import TEST_URI
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -22,7 +22,7 @@ from atlas.config import StoreSettings, atlas_home, ensure_home
 from atlas.errors import ConfigError, ReadOnlyViolation
 from atlas.server import READER_USER, read_password, server_status, start_server, stop_server
 from atlas.store import Store
-from cli import main
+from atlas_cli import main
 from tests.conftest import TEST_URI
 
 # Each statement was seen changing the database through the old rolled-back "read-only" query.
@@ -226,7 +226,7 @@ def test_fresh_server_in_fresh_home_is_hardened(tmp_path: Path) -> None:
         users = [json.loads(line)["name"] for line in (home / "arcadedb" / "config" / "server-users.jsonl").read_text().splitlines() if line]
         assert sorted(users) == ["reader", "root"]
         proc = subprocess.run(
-            [sys.executable, "-m", "cli", "query", "CREATE (:X)", "--home", str(home)], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "atlas_cli", "query", "CREATE (:X)", "--home", str(home)], capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 2 and "may only read" in proc.stderr
     finally:

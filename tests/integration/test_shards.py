@@ -20,9 +20,9 @@ import pytest
 from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.store import Store
-from cli import main
-from ingest.jobs import IngestConfig, compute_run
-from ingest.shards import FAULT_ENV
+from atlas_cli import main
+from ingest.edges.shards import FAULT_ENV
+from ingest.jobs.run import IngestConfig, compute_run
 
 pytestmark = pytest.mark.slow
 KEY = ["componentId_pre", "componentId_post", "channel"]
@@ -115,7 +115,7 @@ def test_a_killed_worker_is_retried_by_ray(local_ray: object, embedded: StoreSet
 
 def test_a_killed_driver_leaves_no_complete_run_and_the_rerun_completes_it(store: Store, embedded: StoreSettings) -> None:
     run_id = "sharded-killed"
-    argv = [sys.executable, "-m", "cli", "ingest", "--model", "induction-2l", "--method", "patching", "--prompts", "8",
+    argv = [sys.executable, "-m", "atlas_cli", "ingest", "--model", "induction-2l", "--method", "patching", "--prompts", "8",
             "--run-id", run_id, "--quiet", "--json", "--home", str(embedded.home)]
     proc = subprocess.Popen([*argv, "--shards", "27"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stderr is not None

@@ -148,7 +148,7 @@ def test_errors_are_mapped(store: Store, embedded: StoreSettings) -> None:
 
 
 def test_several_processes_share_the_server(store: Store, embedded: StoreSettings) -> None:
-    cmd = [sys.executable, "-m", "cli", "query", "MATCH (c:Component) RETURN count(c) AS n", "--json", "--home", str(embedded.home)]
+    cmd = [sys.executable, "-m", "atlas_cli", "query", "MATCH (c:Component) RETURN count(c) AS n", "--json", "--home", str(embedded.home)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     expected = int(store.read("MATCH (c:Component) RETURN count(c) AS n")["n"].iloc[0])
     for p in procs:

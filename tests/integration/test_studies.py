@@ -10,9 +10,9 @@ import pytest
 from atlas import connectome as cx
 from atlas.config import StoreSettings
 from atlas.store import Store
-from cli import main
-from ingest.jobs import IngestConfig, run_ingest
-from ingest.studies import LesionConfig, run_anatomy, run_lesion, run_probe, save_circuit, verify_run
+from atlas_cli import main
+from ingest.jobs.run import IngestConfig, run_ingest
+from ingest.jobs.studies import LesionConfig, run_anatomy, run_lesion, run_probe, save_circuit, verify_run
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from cli import main
+from atlas_cli import main
 
 
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from ingest.zoo import train_zoo_model
+    from ingest.model.zoo import train_zoo_model
 
     home = tmp_path_factory.mktemp("trained") / "home"
     train_zoo_model("induction-2l", home / "zoo" / "induction-2l", steps=30, checkpoint_every=10)

@@ -19,9 +19,9 @@ from atlas.errors import RunConflict, ValidationError
 from atlas.schema import RunStatus
 from atlas.server import start_server, stop_server
 from atlas.store import Store
-from cli import main
-from ingest.jobs import IngestConfig, run_ingest
-from ingest.studies import verify_run
+from atlas_cli import main
+from ingest.jobs.run import IngestConfig, run_ingest
+from ingest.jobs.studies import verify_run
 from queries.transfer import export_run_csv, import_run_csv
 from tests.conftest import TEST_URI
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from atlas.errors import ValidationError
-from ingest.alignment import functional_alignment, shared_stimuli
-from ingest.tasks import InductionTask
+from ingest.model.tasks import InductionTask
+from ingest.toolbox.alignment import functional_alignment, shared_stimuli
 from tests.conftest import make_tiny
 
 PERMS = {0: [2, 0, 3, 1], 1: [1, 3, 0, 2]}
@@ -32,7 +32,7 @@ def permuted_heads(model: Any, perms: dict[int, list[int]]) -> Any:
 
 
 def test_alignment_undoes_a_permutation_of_heads(tmp_path: Path) -> None:
-    from ingest.models import load_model
+    from ingest.model.loading import load_model
 
     model = load_model("induction-2l", tmp_path).model
     copy_ = permuted_heads(model, PERMS)
@@ -96,11 +96,11 @@ def test_bad_settings_are_refused() -> None:
 
 
 def test_cka_in_feature_and_gram_space_equals_the_reference() -> None:
-    """Both routes of the batched CKA equal ingest.population.linear_cka (narrow and wide representations)."""
+    """Both routes of the batched CKA equal ingest.toolbox.population.linear_cka (narrow and wide representations)."""
     import numpy as np
 
-    from ingest.alignment import _views
-    from ingest.population import linear_cka
+    from ingest.toolbox.alignment import _views
+    from ingest.toolbox.population import linear_cka
 
     rng = np.random.default_rng(0)
     reps = {f"a{i}": rng.normal(size=(40, 7)) @ rng.normal(size=(7, 7)) for i in range(3)}

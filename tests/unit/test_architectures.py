@@ -27,11 +27,11 @@ import pytest
 import torch
 
 from atlas.errors import ModelError, ValidationError
-from ingest.graph import ModelGraph, build_graph
-from ingest.interventions import circuit_metric
-from ingest.methods import MethodConfig, all_edges, compute_eap, compute_eap_ig_activations, compute_patching, sender_outputs
-from ingest.sae import Dictionary
-from ingest.tasks import PromptBatch
+from ingest.edges.interventions import circuit_metric
+from ingest.edges.methods import MethodConfig, all_edges, compute_eap, compute_eap_ig_activations, compute_patching, sender_outputs
+from ingest.model.graph import ModelGraph, build_graph
+from ingest.model.sae import Dictionary
+from ingest.model.tasks import PromptBatch
 
 BASE: dict[str, Any] = dict(n_layers=2, d_model=16, n_ctx=16, d_head=4, n_heads=2, d_vocab=24, d_mlp=12, act_fn="gelu",
                             normalization_type="LN")
@@ -400,7 +400,7 @@ def test_eap_ig_integrates_to_the_gap(option: str) -> None:
     Riemann sum of the path integral. Summed over every receiver, the embedding's edges are that
     integral of dm/d(embedding), so they reach m(corrupted) - m(clean) with an error shrinking as
     1/k (measured 0.07 -> 0.018 at k = 16 -> 64 on the standard option). k = 1 is plain EAP."""
-    from ingest.methods import compute_eap_ig
+    from ingest.edges.methods import compute_eap_ig
 
     model = make_model(option)
     graph = build_graph(model, option)  # head level: each receiver input read once
@@ -522,7 +522,7 @@ def test_position_resolved_eap_splits_edges_by_where_they_act(option: str) -> No
     per-head input copies, with gradient let through the head's output at ``j`` alone; q and
     non-head receivers have ``i == j``, keys and values ``i <= j`` in causal models; and the pairs
     sum to the position-free edge."""
-    from ingest.methods import aggregate_positions
+    from ingest.edges.methods import aggregate_positions
 
     model = make_model(option)
     graph = graph_for(model, option)

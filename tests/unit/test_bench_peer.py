@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bench.__main__ import peer_edge_key
-from ingest.tasks import PromptBatch, get_task
+from ingest.model.tasks import PromptBatch, get_task
 
 
 def test_auto_circuit_names_map_to_our_edges() -> None:

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from cli import main
+from atlas_cli import main
 
 
 def test_help_lists_commands_without_heavy_imports() -> None:
-    proc = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "atlas_cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     for cmd in ("db", "ingest", "query", "runs", "export", "zoo", "demo"):
         assert cmd in proc.stdout
     # --help stays instant: building the parser imports neither torch nor the ingest/query packages
-    probe = "import cli, sys; cli.build_parser(); print(sorted(m for m in ('torch', 'ingest', 'queries', 'neo4j') if m in sys.modules))"
+    probe = "import atlas_cli, sys; atlas_cli.build_parser(); print(sorted(m for m in ('torch', 'ingest', 'queries', 'neo4j') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert proc.stdout.strip() == "[]", proc.stderr
 
@@ -52,9 +52,9 @@ def test_zoo_list_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_catalog_names_mirror_the_registries() -> None:
-    from ingest.catalog import TASK_NAMES, ZOO_NAMES
-    from ingest.tasks import TASKS
-    from ingest.zoo import ZOO
+    from ingest.model.catalog import TASK_NAMES, ZOO_NAMES
+    from ingest.model.tasks import TASKS
+    from ingest.model.zoo import ZOO
 
     assert set(ZOO_NAMES) == set(ZOO) and set(TASK_NAMES) == set(TASKS)
 
@@ -77,7 +77,7 @@ def test_catalog_names_mirror_the_registries() -> None:
 def test_bad_arguments_stop_before_the_database_and_torch(argv: list[str], needle: str, tmp_path: Path) -> None:
     """One line, exit 2, and neither a server started in the home nor torch imported."""
     home = tmp_path / "home"
-    probe = ("import sys; from cli import main; code = main(sys.argv[1:]); "
+    probe = ("import sys; from atlas_cli import main; code = main(sys.argv[1:]); "
              "print(code, 'torch' in sys.modules, 'neo4j' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", probe, *argv, "--home", str(home)], capture_output=True, text=True, cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from atlas.errors import ValidationError
-from ingest.coding import encoding_models, noise_correlations, noisy_responses
-from ingest.graph import build_graph
-from ingest.models import load_model
-from ingest.tasks import get_task
+from ingest.model.graph import build_graph
+from ingest.model.loading import load_model
+from ingest.model.tasks import get_task
+from ingest.toolbox.coding import encoding_models, noise_correlations, noisy_responses
 
 
 def test_shared_noise_is_found_and_independent_noise_is_not() -> None:

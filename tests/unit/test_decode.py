@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from atlas.errors import ValidationError
-from ingest.decode import decode_layer, property_name
-from ingest.graph import build_graph
-from ingest.models import load_model
-from ingest.tasks import get_task
+from ingest.model.graph import build_graph
+from ingest.model.loading import load_model
+from ingest.model.tasks import get_task
+from ingest.toolbox.decode import decode_layer, property_name
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import torch
 from scipy.stats import spearmanr
 
 from atlas.errors import ModelError, TaskError
-from ingest.encoder import SimilarityTask, compute_encoder_edges, encoder_graph, sender_outputs, sentence_embedding, wire_inputs
-from ingest.models import load_model
+from ingest.model.encoder import SimilarityTask, compute_encoder_edges, encoder_graph, sender_outputs, sentence_embedding, wire_inputs
+from ingest.model.loading import load_model
 
 
 def tiny_bert(folder: Path, seed: int = 0) -> Any:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from atlas.errors import ValidationError
-from ingest.evaluate import ground_truth_labels, roc_auc
+from ingest.jobs.evaluate import ground_truth_labels, roc_auc
 
 
 def test_auc_on_hand_made_lists() -> None:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from atlas.errors import ValidationError
-from ingest.gain import gain_index, gain_study
-from ingest.graph import build_graph
+from ingest.model.graph import build_graph
+from ingest.toolbox.gain import gain_index, gain_study
 
 
 def test_the_index_tells_scaling_from_shifting() -> None:

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from atlas.errors import ValidationError
-from ingest.anatomy import composition_baseline, compute_composition
-from ingest.graph import build_graph
-from ingest.interventions import ablated_outputs, circuit_metric, compute_node_lesions, faithfulness
-from ingest.methods import all_edges, compute_patching
-from ingest.probes import compute_probes
-from ingest.tasks import InductionTask
+from ingest.edges.interventions import ablated_outputs, circuit_metric, compute_node_lesions, faithfulness
+from ingest.edges.methods import all_edges, compute_patching
+from ingest.model.graph import build_graph
+from ingest.model.tasks import InductionTask
+from ingest.toolbox.anatomy import composition_baseline, compute_composition
+from ingest.toolbox.probes import compute_probes
 from tests.conftest import make_tiny
 
 
@@ -112,7 +112,7 @@ def test_composition_ranks_a_built_key_reader_first() -> None:
 def test_probe_finds_a_previous_token_head() -> None:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from ingest.zoo import _induction_config, _set_prev_token_head
+    from ingest.model.zoo import _induction_config, _set_prev_token_head
 
     torch.manual_seed(0)
     model = HookedTransformer(HookedTransformerConfig(**_induction_config()))
@@ -126,7 +126,7 @@ def test_probe_finds_a_previous_token_head() -> None:
 
 def test_neuron_statistics_on_a_built_neuron() -> None:
     """Neuron 5 of layer 0 is built to fire on token 7 only (ReLU): frequency and receptive field say so."""
-    from ingest.probes import compute_neuron_stats
+    from ingest.toolbox.probes import compute_neuron_stats
 
     model = make_tiny(8, normalization=None)
     model.cfg.act_fn = "relu"
@@ -153,7 +153,7 @@ def test_neuron_statistics_on_a_built_neuron() -> None:
 def test_role_scores_from_earlier_occurrences() -> None:
     """Duplicate and induction scores on any prompts: attention to earlier occurrences of the current
     token (or the token after them); undefined (NaN) where no token repeats, never a made-up 0.5."""
-    from ingest.probes import _earlier_occurrence_scores
+    from ingest.toolbox.probes import _earlier_occurrence_scores
 
     tokens = torch.tensor([[5, 6, 5, 6]])
     dup = torch.zeros(1, 2, 4, 4)
@@ -174,7 +174,7 @@ def test_probes_show_tokenizer_strings_and_the_prompts_that_drive_a_component(tm
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from ingest.probes import compute_probes, prompt_activations
+    from ingest.toolbox.probes import compute_probes, prompt_activations
     from tests.conftest import make_tiny
 
     words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(50)}, unk_token="w0"))

@@ -1,4 +1,4 @@
-"""Predictive coding (``ingest.lens``) on models whose answer is known by construction: a model that
+"""Predictive coding (``ingest.toolbox.lens``) on models whose answer is known by construction: a model that
 adds nothing to its stream is read out exactly at every layer, and an MLP built to write minus its
 own input is the error-correcting component while one that writes plus its input is not."""
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from ingest.graph import build_graph
-from ingest.lens import compute_lens, final_norm
-from ingest.tasks import PromptBatch
+from ingest.model.graph import build_graph
+from ingest.model.tasks import PromptBatch
+from ingest.toolbox.lens import compute_lens, final_norm
 
 
 def _model(normalization: str | None = "LN", act: str = "relu", d_mlp: int = 64, seed: int = 0) -> Any:

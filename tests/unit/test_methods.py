@@ -10,9 +10,9 @@ import torch
 from scipy.stats import spearmanr
 
 from atlas.errors import ValidationError
-from ingest.graph import build_graph
-from ingest.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching, get_method, sender_outputs
-from ingest.tasks import InductionTask, PromptBatch
+from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching, get_method, sender_outputs
+from ingest.model.graph import build_graph
+from ingest.model.tasks import InductionTask, PromptBatch
 from tests.conftest import make_tiny, nearby_corruption
 
 KEY = ["componentId_pre", "componentId_post", "channel"]
@@ -187,7 +187,7 @@ def test_model_is_left_as_found(tiny_model: object) -> None:
 def test_activation_ig_is_complete_at_the_logits(tiny_model: object) -> None:
     """Over activations every receiver input is linear in alpha, so IG is complete per receiver:
     the edges into the logits sum to m(corrupted) - m(clean) (midpoint rule, 16 steps)."""
-    from ingest.methods import compute_eap_ig_activations
+    from ingest.edges.methods import compute_eap_ig_activations
 
     task = InductionTask(half=6)
     batch = task.make_batch(tiny_model, 6, 2)
@@ -222,7 +222,7 @@ def test_eap_ig_agrees_with_patching_on_the_induction_model(tmp_path) -> None:
     """Fidelity target (docs/architecture.md, targets): Spearman(EAP-IG, patching) >= 0.8 on induction-2l with the
     logit metric (measured 0.92); with log-probability it is 0.65, because four redundant induction heads
     saturate it (README, 'Fidelity')."""
-    from ingest.models import load_model
+    from ingest.model.loading import load_model
 
     model = load_model("induction-2l", tmp_path).model
     graph = build_graph(model, "ind")
@@ -236,7 +236,7 @@ def test_eap_ig_agrees_with_patching_on_the_induction_model(tmp_path) -> None:
 def test_closed_form_norm_vjp_equals_autograd(norm: str) -> None:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from ingest.methods import _layer_norm_vjp, _layer_norm_vjp_autograd
+    from ingest.edges.methods import _layer_norm_vjp, _layer_norm_vjp_autograd
 
     cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=8, d_head=4, n_heads=2, d_vocab=10, attn_only=True, normalization_type=norm)
     model = HookedTransformer(cfg)
@@ -270,7 +270,7 @@ NEURON_SPEARMAN_MIN = 0.9
 def test_neuron_edges_match_patching(tiny_model: object) -> None:
     """Threshold held: Spearman(EAP-IG, exact patching) >= 0.9 on edges into and out of the top-4
     neurons per MLP of the tiny model (measured 0.95)."""
-    from ingest.methods import select_neurons
+    from ingest.edges.methods import select_neurons
 
     task = InductionTask(half=6)
     batch = task.make_batch(tiny_model, 8, 0)
@@ -292,10 +292,10 @@ def test_neuron_patching_in_small_perturbation_limit() -> None:
 
 def test_methods_give_the_model_back_as_it_came() -> None:
     """Measuring leaves the caller's train flag and every parameter's requires_grad as they were."""
-    from ingest.graph import build_graph
-    from ingest.interventions import ablated_outputs, compute_node_lesions
-    from ingest.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching
-    from ingest.tasks import get_task
+    from ingest.edges.interventions import ablated_outputs, compute_node_lesions
+    from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching
+    from ingest.model.graph import build_graph
+    from ingest.model.tasks import get_task
     from tests.conftest import make_tiny
 
     model = make_tiny(3)
@@ -321,9 +321,9 @@ def test_non_finite_scores_stop_the_run(method: str, bad: float) -> None:
     """A NaN or Inf weight must stop a method with a clear error, never drop edges silently
     (NaN was once both a score and the "no edge" sentinel)."""
     from atlas.errors import ModelError
-    from ingest.graph import build_graph
-    from ingest.methods import MethodConfig, get_method
-    from ingest.tasks import get_task
+    from ingest.edges.methods import MethodConfig, get_method
+    from ingest.model.graph import build_graph
+    from ingest.model.tasks import get_task
     from tests.conftest import make_tiny
 
     model = make_tiny(5)

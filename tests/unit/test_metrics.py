@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from atlas.errors import TaskError, ValidationError
-from ingest.graph import build_graph
-from ingest.jobs import IngestConfig, compute_run
-from ingest.methods import MethodConfig, compute_eap_ig, compute_eap_ig_activations, compute_patching
-from ingest.tasks import PromptBatch, get_task, kl_metric, l2_metric, logit_diff_metric, prepare_batch, prob_metric
+from ingest.edges.methods import MethodConfig, compute_eap_ig, compute_eap_ig_activations, compute_patching
+from ingest.jobs.run import IngestConfig, compute_run
+from ingest.model.graph import build_graph
+from ingest.model.tasks import PromptBatch, get_task, kl_metric, l2_metric, logit_diff_metric, prepare_batch, prob_metric
 from tests.conftest import make_tiny
 
 
@@ -108,8 +108,8 @@ def test_logit_difference_from_a_prompts_file(tmp_path: Path) -> None:
 def test_any_metric_callable_works_with_every_method(method: str) -> None:
     """A Python callable as the metric: written to equal the built-in 'logit' metric, it gives the
     built-in scores exactly; a wrong shape is one clear error."""
-    from ingest.methods import get_method
-    from ingest.tasks import logit_metric, with_metric
+    from ingest.edges.methods import get_method
+    from ingest.model.tasks import logit_metric, with_metric
 
     model = make_tiny(8)
     base = get_task("induction", "logit")

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from atlas.errors import ValidationError
-from ingest.population import cca_similarity, linear_cka, population_tables, representations, rsa_similarity
+from ingest.toolbox.population import cca_similarity, linear_cka, population_tables, representations, rsa_similarity
 from tests.conftest import make_tiny
 
 RNG = np.random.default_rng(0)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from atlas.errors import ModelError, ValidationError
-from ingest.graph import build_graph
-from ingest.methods import MethodConfig, compute_eap, compute_eap_ig, compute_eap_ig_activations, compute_patching, select_features, sender_outputs
-from ingest.sae import Dictionary, collect_activations, load_dictionary, load_for_model, save_dictionary, site_hooks, train_dictionary
-from ingest.tasks import InductionTask
+from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig, compute_eap_ig_activations, compute_patching, select_features, sender_outputs
+from ingest.model.graph import build_graph
+from ingest.model.sae import Dictionary, collect_activations, load_dictionary, load_for_model, save_dictionary, site_hooks, train_dictionary
+from ingest.model.tasks import InductionTask
 from tests.conftest import make_tiny, nearby_corruption
 
 # stated thresholds, on held-out activations of modadd-1l's MLP (measured 0.028 and 0.055 at 128 features, 3000 steps)
@@ -21,13 +21,13 @@ FVU_MAX = {False: 0.05, True: 0.1}  # SAE on the MLP output; transcoder (predict
 
 @pytest.fixture(scope="module")
 def modadd() -> object:
-    from ingest.models import load_model
+    from ingest.model.loading import load_model
 
     return load_model("modadd-1l", Path("/nonexistent-atlas-home")).model  # shipped weights
 
 
 def _train(model: object, transcoder: bool, features: int = 128) -> Dictionary:
-    from ingest.zoo import modadd_data
+    from ingest.model.zoo import modadd_data
 
     tokens, _ = modadd_data()
     hook_in, hook_out = site_hooks(model, "blocks.0.hook_mlp_out", transcoder)
@@ -220,7 +220,7 @@ def test_feature_edges_rank_like_patching_on_a_trained_dictionary(modadd: object
     as exact patching does (threshold above)."""
     from scipy.stats import spearmanr
 
-    from ingest.tasks import get_task
+    from ingest.model.tasks import get_task
 
     tc = _train(modadd, transcoder=True)
     task = get_task("modadd")

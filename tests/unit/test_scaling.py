@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from atlas.errors import ValidationError
-from cli import main
+from atlas_cli import main
 from queries.scaling import member_statistics, trends
 
 

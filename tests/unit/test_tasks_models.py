@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from atlas.errors import ModelError, TaskError
-from ingest.models import load_model
-from ingest.tasks import InductionTask, PromptBatch, get_task
+from ingest.model.loading import load_model
+from ingest.model.tasks import InductionTask, PromptBatch, get_task
 from tests.conftest import make_tiny
 
 
@@ -83,7 +83,7 @@ def test_model_identity_follows_the_weights(tmp_path: Path) -> None:
     other_spelling = load_model(str(tmp_path / "x" / ".." / "a.pt"), tmp_path)
     assert other_spelling.model_id == la.model_id and other_spelling.source == la.source
     # the hash sees every weight and the config fields that change the function
-    from ingest.models import weights_hash
+    from ingest.model.loading import weights_hash
 
     before = weights_hash(a)
     with torch.no_grad():
@@ -191,8 +191,8 @@ def test_hugging_face_folders_load_and_compute_what_they_compute(kind: str, tmp_
     """GPT-2 (standard positions, LN), Llama (rotary, RMSNorm, gated MLP; also with grouped-query
     attention) and GPT-NeoX (rotary, parallel attention + MLP) folders written by transformers load,
     with the logits of the original."""
-    from ingest.graph import build_graph
-    from ingest.methods import compute_eap, compute_patching
+    from ingest.edges.methods import compute_eap, compute_patching
+    from ingest.model.graph import build_graph
 
     folder = tmp_path / kind  # the folder's name may contain a family's name: it must not matter
     hf = _save_hf(kind, folder, tokenizer=kind == "gpt2")
@@ -226,7 +226,7 @@ def test_targets_outside_the_output_vocabulary_are_one_line(tmp_path: Path) -> N
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from atlas.errors import ValidationError
-    from ingest.jobs import IngestConfig, compute_run
+    from ingest.jobs.run import IngestConfig, compute_run
 
     cfg = {"n_layers": 1, "d_model": 16, "n_ctx": 16, "d_head": 4, "n_heads": 2, "d_vocab": 30, "d_vocab_out": 5, "attn_only": True}
     model = HookedTransformer(HookedTransformerConfig(**cfg))
@@ -243,9 +243,9 @@ def test_hub_weight_processing_leaves_edge_scores_alone_but_for_the_raw_target_l
 
     from transformer_lens import HookedTransformer
 
-    from ingest.graph import build_graph
-    from ingest.methods import compute_eap, compute_patching
-    from ingest.tasks import prepare_batch
+    from ingest.edges.methods import compute_eap, compute_patching
+    from ingest.model.graph import build_graph
+    from ingest.model.tasks import prepare_batch
 
     plain = make_tiny(3).to(torch.float64)
     processed = HookedTransformer(copy.deepcopy(plain.cfg)).to(torch.float64)

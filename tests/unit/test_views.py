@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from atlas.errors import ValidationError
-from ingest.graph import build_graph
-from ingest.models import load_model
-from ingest.tasks import get_task
-from ingest.views import _one_nn, population_views
+from ingest.model.graph import build_graph
+from ingest.model.loading import load_model
+from ingest.model.tasks import get_task
+from ingest.toolbox.views import _one_nn, population_views
 
 
 def test_one_nearest_neighbour_separation() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ingest.zoo import SHIPPED_DIR, head_role_scores, load_zoo_model, train_zoo_model
+from ingest.model.zoo import SHIPPED_DIR, head_role_scores, load_zoo_model, train_zoo_model
 
 
 def _sharp_prev_token(model: object) -> tuple[float, float]:
@@ -57,7 +57,7 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_shipped_modadd_model_needs_its_mlp(tmp_path: Path) -> None:
-    from ingest.zoo import modadd_accuracy
+    from ingest.model.zoo import modadd_accuracy
 
     model, info = load_zoo_model("modadd-1l", tmp_path)
     assert modadd_accuracy(model) == 1.0
@@ -73,7 +73,7 @@ def test_modadd_training_builds_the_circuit(tmp_path: Path) -> None:
 
 
 def test_modadd_task_batches(tmp_path: Path) -> None:
-    from ingest.tasks import get_task
+    from ingest.model.tasks import get_task
 
     model, _ = load_zoo_model("modadd-1l", tmp_path)
     batch = get_task("modadd").make_batch(model, 6, 0)
@@ -86,7 +86,7 @@ def test_shipped_binding_model_binds_by_value_and_reverse_is_induction(tmp_path:
     previous-token head's output between two bound entities flips a forward answer when the
     layer-1 heads read it on the value channel only; a reverse query (the control) flips on the
     key channel only."""
-    from ingest.zoo import _binding_truth
+    from ingest.model.zoo import _binding_truth
 
     model, info = load_zoo_model("binding", tmp_path)
     live = _binding_truth(model)
@@ -104,7 +104,7 @@ def test_shipped_binding_model_binds_by_value_and_reverse_is_induction(tmp_path:
 
 
 def test_binding_prompts_randomise_slots_and_answer_by_pair() -> None:
-    from ingest.zoo import BIND_Q, BINDING, binding_prompts
+    from ingest.model.zoo import BIND_Q, BINDING, binding_prompts
 
     p = binding_prompts(torch.Generator().manual_seed(0), 256)
     b = torch.arange(256)
@@ -120,7 +120,7 @@ def test_binding_prompts_randomise_slots_and_answer_by_pair() -> None:
 
 
 def test_binding_task_corruptions_reach_each_channel(tmp_path: Path) -> None:
-    from ingest.tasks import get_task
+    from ingest.model.tasks import get_task
 
     model, _ = load_zoo_model("binding", tmp_path)
     for name in ("binding", "binding-reverse"):
@@ -153,8 +153,8 @@ def test_composition_is_defined_on_every_zoo_model(name: str, tmp_path: Path) ->
     """Heads held silent (all-zero weights) compose with nothing: score 0 and flagged, never NaN."""
     import numpy as np
 
-    from ingest.anatomy import compute_composition
-    from ingest.zoo import load_zoo_model
+    from ingest.model.zoo import load_zoo_model
+    from ingest.toolbox.anatomy import compute_composition
 
     model, _ = load_zoo_model(name, tmp_path)
     frame = compute_composition(model, name, n_random=20)

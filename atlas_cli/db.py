@@ -1,0 +1,133 @@
+"""``atlas db``, ``query``, ``runs``, ``import``: the database itself and what is in it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from atlas.errors import ValidationError
+from atlas_cli.common import connect, fmt, open_store, print_frame, settings, table_output
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from atlas.server import server_status, start_server, stop_server
+
+    conf = settings(args)
+    if not conf.embedded:
+        raise ValidationError("'atlas db' manages the embedded server only; a --uri server is managed by its owner")
+    home = conf.home
+    state: dict[str, Any] = {"home": str(home)}
+    if args.action == "start":
+        info, started = start_server(home, heap=args.heap, quiet=True)
+        state.update({"status": "started" if started else "running", "uri": info.uri, "pid": info.pid, "heap": info.heap})
+        text = f"{'started' if started else 'already running'}: {info.uri} (pid {info.pid}, heap {info.heap}, home {home})"
+        if not started and args.heap and args.heap.lower() != info.heap:
+            text += f"; it keeps its heap: 'atlas db stop' first to start it with {args.heap}"
+    elif args.action == "stop":
+        stopped = stop_server(home)
+        state["status"] = "stopped" if stopped else "not running"
+        text = "stopped" if stopped else f"not running (home {home})"
+    else:
+        status = server_status(home)
+        if status is None:
+            state["status"] = "not running"
+            text = f"not running (home {home})"
+        else:
+            from atlas.connectome import count_graph
+
+            with open_store(conf, quiet=True) as store:
+                counts = count_graph(store)
+            state.update({"status": "running", "uri": status.uri, "pid": status.pid, "heap": status.heap, **counts})
+            text = (f"running: {status.uri} (pid {status.pid}, heap {status.heap}, home {home}); "
+                    f"{counts['nodes']} nodes, {counts['relationships']} relationships")
+    print(json.dumps(state) if args.json else text)
+    return 1 if state["status"] == "not running" and args.action == "status" else 0
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValidationError(f"--param takes NAME=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        if not key.isidentifier():
+            raise ValidationError(f"--param name {key!r} is not a valid parameter name")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    cypher = args.cypher
+    if cypher == "-":
+        cypher = sys.stdin.read()
+
+    with open_store(settings(args), read_only=not args.write) as store:
+        df = store.run(cypher, _parse_params(args.param), write=args.write)
+    print_frame(df, fmt(args))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from queries.fetch import fetch_runs
+
+    with connect(args) as store:
+        df = fetch_runs(store, args.model)
+    print_frame(df, fmt(args))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from queries.transfer import import_run_csv
+
+    folder = args.folder or args.csv
+    if not folder:
+        raise ValidationError("say which folder to import: atlas import FOLDER (written by 'atlas export --run RUN --csv-dir FOLDER')")
+    with connect(args) as store:
+        out = import_run_csv(store, Path(folder), edges_loaded=args.edges_loaded, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps({"runId": out.run_id, "status": out.status, "nNodes": out.n_nodes, "nEdges": out.n_edges}))
+    elif out.status == "unchanged":
+        print(f"run {out.run_id} is already complete ({out.n_edges} edges); nothing changed")
+    elif out.status == "records written":
+        print(f"run {out.run_id}: its {out.n_edges} edges were in the database already; wrote its records, the run is complete")
+    else:
+        print(f"imported run {out.run_id}: {out.n_nodes} components and {out.n_edges} edges from {folder}")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this group's commands to the ``atlas`` parser."""
+    fmt_class = argparse.ArgumentDefaultsHelpFormatter
+    s = sub.add_parser("db", parents=[common], help="start, stop or inspect the embedded database server", formatter_class=fmt_class)
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--json", action="store_true", help="print the state as JSON")
+    s.add_argument("--heap", help="JVM heap of a server started now, e.g. 8g (default: $ATLAS_DB_HEAP, else a quarter of the "
+                   "machine's memory, 1-32 GiB); queries may buffer half of it")
+    s.set_defaults(func=cmd_db)
+
+    s = sub.add_parser("query", parents=[common], help="run Cypher (read-only unless --write)", formatter_class=fmt_class)
+    s.add_argument("cypher", help="the statement ('-' reads it from stdin); values as $params")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (VALUE parsed as JSON when it is JSON)")
+    s.add_argument("--write", action="store_true", help="allow the statement to write")
+    table_output(s)
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("runs", parents=[common], help="list runs", formatter_class=fmt_class)
+    s.add_argument("--model", help="only runs of this model id")
+    table_output(s)
+    s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt_class)
+    s.add_argument("folder", nargs="?", help="a folder written by 'atlas export --run RUN --csv-dir FOLDER'")
+    s.add_argument("--csv", metavar="FOLDER", help=argparse.SUPPRESS)  # the 0.1 spelling of FOLDER
+    s.add_argument("--edges-loaded", action="store_true",
+                   help="neo4j-admin database import already loaded nodes.csv and relationships.csv: check them and write the run's records only")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.set_defaults(func=cmd_import)

@@ -1,0 +1,168 @@
+"""Fidelity: how well a method's edges recover a zoo model's known circuit and match exact patching.
+
+For a zoo model with a declared ground truth:
+  1. ingest a run with the method on the model's evaluation task;
+  2. ROC AUC of |score| as a detector of ground-truth edges (Mann-Whitney U, ties counted half),
+     and each ground-truth edge's rank by |score| (1 = strongest);
+  3. Spearman correlation of the scores with exact activation patching on the same prompts (over
+     the same scored edges: structural ones, exactly zero under both, would only add ties).
+Only edges a token corruption can move are scored: in ``induction-2l`` and ``binding`` the
+previous-token head's query and key read position only (by construction), so those two ground-truth
+edges are structural and excluded from the AUC (listed as such in the report); so are the edges of
+heads held silent by construction (``binding``'s other layer-0 heads), which are exactly zero.
+A zoo entry may declare control tasks with their own ground truth (``binding-reverse``: the
+reverse query, solved by induction); ``task=`` evaluates against that. Any other model is evaluated
+against an edge list the user gives (``truth_file``, :func:`load_truth`): circuits they know.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata, spearmanr
+
+from atlas import connectome as cx
+from atlas.errors import ModelError, ValidationError
+from atlas.ids import local_id
+from atlas.store import Store
+
+__all__ = ["roc_auc", "ground_truth_labels", "evaluate_model", "load_truth"]
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (Mann-Whitney U; ties count half)."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValidationError("AUC needs at least one positive and one negative")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def ground_truth_labels(edges: pd.DataFrame, truth: list[list[str]], structural: set[tuple[str, str, str]],
+                        silent: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """The edge frame with ``local`` keys, ``truth`` labels and a ``structural`` flag (the listed
+    edges and every edge touching a ``silent`` component)."""
+    local = (edges["componentId_pre"].map(local_id), edges["componentId_post"].map(local_id), edges["channel"])
+    keys = list(zip(*local))
+    truth_set = {tuple(t) for t in truth}
+    out = edges.assign(key=keys)
+    out["truth"] = [k in truth_set for k in keys]
+    out["structural"] = [k in structural or k[0] in silent or k[1] in silent for k in keys]
+    missing = truth_set - set(keys)
+    if missing:
+        raise ValidationError(f"ground-truth edges missing from the run: {sorted(missing)[:5]}")
+    return out
+
+
+def load_truth(path: Path) -> list[list[str]]:
+    """A ground-truth edge list: ``[{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...]`` in
+    the local ids the atlas prints (``EMBED``, ``LOGITS``, ``L1.MLP``, ...).
+
+    Raises:
+        ValidationError: an unreadable file or a malformed entry (one line naming it).
+    """
+    import json
+
+    from atlas.ids import parse_component_id
+
+    try:
+        items = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ValidationError(f"cannot read the ground truth {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"the ground truth {path} is not valid JSON: {exc}") from exc
+    if not isinstance(items, list) or not items:
+        raise ValidationError(f"the ground truth {path} must be a non-empty JSON list of edges")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not {"source", "target", "channel"} <= set(item):
+            raise ValidationError(f"ground-truth edge {i} in {path} needs 'source', 'target' and 'channel'")
+        source, target, channel = (str(item[k]) for k in ("source", "target", "channel"))
+        for end in (source, target):
+            try:
+                parse_component_id(f"m/{end}")
+            except ValidationError:
+                raise ValidationError(f"ground-truth edge {i} in {path}: {end!r} is not a local component id (EMBED, L0.H1, L1.MLP, LOGITS, ...)") from None
+        if channel not in ("q", "k", "v", "in"):
+            raise ValidationError(f"ground-truth edge {i} in {path}: channel {channel!r} is not one of q, k, v, in")
+        out.append([source, target, channel])
+    return out
+
+
+def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_prompts: int = 16, steps: int = 5,
+                   progress: bool = True, task: str | None = None, truth_file: Path | None = None, metric: str = "logit") -> dict[str, Any]:
+    """Ingest ``model`` with ``method`` on its evaluation task and score it (see module docstring).
+
+    With ``truth_file`` (:func:`load_truth`) any model and task are evaluated against that edge list
+    (no structural exclusions: a listed edge is a claim the user makes)."""
+    from ingest.edges.methods import MethodConfig, compute_patching
+    from ingest.jobs.run import IngestConfig, run_ingest
+    from ingest.model.graph import build_graph
+    from ingest.model.loading import load_model
+    from ingest.model.tasks import get_task, prepare_batch
+    from ingest.model.zoo import ZOO
+
+    if truth_file is not None:
+        truth_edges = load_truth(truth_file)
+        if task is None:
+            raise ValidationError("--truth needs --task: the task the listed circuit performs")
+        task_name, structural, silent = task, set(), frozenset()
+        truth_source = str(truth_file)
+    else:
+        if model not in ZOO:
+            raise ModelError(f"evaluate needs a zoo model with a known circuit ({', '.join(sorted(ZOO))}), or --truth EDGES.json "
+                             "with --task for any other model")
+        entry = ZOO[model]
+        task_name = task or entry.evaluation.task or entry.task
+        controls = entry.evaluation.controls
+        allowed = {entry.evaluation.task or entry.task, entry.task, *controls}
+        if task_name not in allowed:
+            raise ValidationError(f"{model} has ground truth for tasks {sorted(allowed)}, not {task_name!r}")
+        structural = set(entry.evaluation.structural_edges)
+        silent = frozenset(entry.evaluation.silent_heads)
+        truth_source = f"zoo:{model}"
+    config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps, metric=metric)
+    result = run_ingest(store, config, home, progress=progress)
+    edges = cx.fetch_edge_columns(store, result.run_id)
+    loaded = load_model(config.model, home, allow_encoder=True)
+    if truth_file is None:
+        truth = loaded.info.get(ZOO[model].evaluation.controls.get(task_name, "groundTruth"), {})
+        if not truth.get("edges"):
+            raise ModelError(f"zoo model {model} declares no ground-truth edges for task {task_name}")
+        truth_edges = truth["edges"]
+    labelled = ground_truth_labels(edges, truth_edges, structural, silent)
+    scored = labelled[~labelled["structural"]]
+    auc = roc_auc(scored["score"].abs().to_numpy(), scored["truth"].to_numpy())
+    scored = scored.assign(rank=rankdata(-scored["score"].abs().to_numpy(), method="min").astype(int))
+    gt_ranks = scored[scored["truth"]].sort_values("rank")
+    if method == "patching":
+        rho = 1.0
+    else:
+        from ingest.jobs.run import resolve_task
+
+        if loaded.info.get("encoder"):
+            from ingest.model.encoder import SimilarityTask, compute_encoder_edges, encoder_graph
+
+            sim = SimilarityTask(Path(task_name))
+            exact = compute_encoder_edges(loaded.model, encoder_graph(loaded.model, loaded.model_id), sim,
+                                          sim.make_batch(loaded.model, n_prompts, config.seed), "patching")
+        else:
+            task_obj = get_task(resolve_task(task_name, model), config.metric)
+            graph = build_graph(loaded.model, loaded.model_id)
+            batch = prepare_batch(loaded.model, task_obj.make_batch(loaded.model, n_prompts, config.seed), config.metric)
+            exact = compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
+        key = ["componentId_pre", "componentId_post", "channel"]
+        both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))  # structural edges are 0 in both
+        rho = float(spearmanr(both["score"], both["score_exact"])[0])
+    cx.write_run_figures(store, result.run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
+    return {
+        "model": model, "modelId": loaded.model_id, "method": method, "task": task_name, "runId": result.run_id, "truth": truth_source,
+        "auc": auc, "spearman": rho, "nEdges": int(len(scored)), "nTruth": int(scored["truth"].sum()),
+        "structuralExcluded": sorted("|".join(k) for k in structural) + [f"every edge of {h} (silent)" for h in sorted(silent)],
+        "truthRanks": [{"edge": f"{a} -> {b} [{c}]", "rank": int(r), "score": float(s)}
+                       for (a, b, c), r, s in zip(gt_ranks["key"], gt_ranks["rank"], gt_ranks["score"])],
+    }
