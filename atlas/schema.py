@@ -15,6 +15,7 @@ __all__ = [
     "Metric",
     "Ablation",
     "Granularity",
+    "ModelFamily",
     "choices",
     "RunStatus",
     "RelType",
@@ -74,7 +75,7 @@ class Channel(StrEnum):
 
 
 class Method(StrEnum):
-    """Edge-scoring methods; ``ingest.edges.methods`` holds one function per member."""
+    """Edge-scoring methods; ``ingest.edges.registry`` holds one entry per member (function, passes, what it accepts)."""
 
     EAP = "eap"
     """Edge attribution patching (Syed et al. 2023): one clean gradient times the activation delta."""
@@ -132,6 +133,15 @@ class Granularity(StrEnum):
     """Also the top-K neurons of each MLP (by EAP node attribution)."""
     FEATURE = "feature"
     """Also the active features of sparse dictionaries on the MLPs, plus their error nodes."""
+
+
+class ModelFamily(StrEnum):
+    """Model families whose edges are computed through their own interface (``ingest.edges.interface``)."""
+
+    DECODER = "decoder"
+    """Pre-LN (or norm-free) decoders: TransformerLens's ``HookedTransformer``."""
+    ENCODER = "encoder"
+    """Post-LN BERT-style encoders: TransformerLens's ``HookedEncoder``."""
 
 
 def choices(vocabulary: type[StrEnum]) -> list[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from atlas.schema import MAX_PROMPTS, Method, choices
-from atlas_cli.common import connect, count, fmt, jsonable, print_frame, require_run, settings, table_output, unit_interval
+from atlas.schema import MAX_PROMPTS
+from atlas_cli.common import connect, count, fmt, jsonable, method_option, print_frame, require_run, settings, table_output, unit_interval
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
@@ -458,7 +458,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="a zoo model (its saved checkpoints, step 0 the null) or checkpoint files in training order")
     s.add_argument("--steps", help="checkpoint files: their training steps, comma-separated (default 0, 1, 2, ...)")
     s.add_argument("--task", default="default", help="the task every checkpoint is ingested and scored on")
-    s.add_argument("--method", default="eap-ig", choices=choices(Method))
+    method_option(s, "the method every checkpoint is ingested with")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
     s.add_argument("--top", type=count(1, 100_000), default=10, help="the final circuit: the last checkpoint's top-N edges by |score|")
     s.add_argument("--png", help="also draw the trajectories, the loss and sparsity over training")
@@ -471,7 +471,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="two runs; or zoo checkpoints NAME@STEP ... NAME for a timeline (each ingested, compared with the last)")
     s.add_argument("--checkpoints", metavar="NAME", help="timeline over every saved checkpoint of zoo model NAME (step 0 included)")
     s.add_argument("--task", default="default", help="timeline: the task each checkpoint is ingested on")
-    s.add_argument("--method", default="eap-ig", choices=choices(Method), help="timeline: the method")
+    method_option(s, "timeline: the method")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16, help="timeline: prompts per checkpoint")
     s.add_argument("--top", type=count(1, 10_000_000, "the database's LIMIT"), default=50, help="top-N edges for the weighted Jaccard and the drawings")
     s.add_argument("--png", help="write a side-by-side drawing here (a timeline: its plot)")

@@ -123,3 +123,11 @@ def print_frame(df: Any, how: str) -> None:
 def fmt(args: argparse.Namespace) -> str:
     """``json``, ``csv`` or ``table``, from the command's ``--json`` / ``--csv`` flags."""
     return "json" if getattr(args, "json", False) is True else "csv" if getattr(args, "csv", False) is True else "table"
+
+
+def method_option(parser: argparse.ArgumentParser, what: str = "the edge method") -> None:
+    """``--method``, its choices and help read from the method registry (no torch: the registry is plain data)."""
+    from ingest.edges.registry import METHODS
+
+    lines = "; ".join(f"{spec.method.value}: {spec.summary}" for spec in METHODS.values())
+    parser.add_argument("--method", default="eap-ig", choices=[m.value for m in METHODS], help=f"{what} ({lines})")

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from atlas.schema import MAX_PROMPTS, MAX_STEPS, Ablation, Granularity, Method, Metric, choices
-from atlas_cli.common import count, fmt, jsonable, open_store, print_frame, require_run, settings
+from atlas.schema import MAX_PROMPTS, MAX_STEPS, Ablation, Granularity, Metric, choices
+from atlas_cli.common import count, fmt, jsonable, method_option, open_store, print_frame, require_run, settings
 
 
 def precheck(args: argparse.Namespace) -> None:
@@ -414,8 +414,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--model", required=True, help="zoo name, model directory/.pt file, Hugging Face save_pretrained folder, or TransformerLens name (pythia-70m)")
     model_id_option(s)
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
-    s.add_argument("--method", default="eap-ig", choices=choices(Method),
-                   help="eap-ig: integrated gradients over inputs; eap-ig-act: over activations; patching: exact")
+    method_option(s)
     s.add_argument("--metric", default="logit", choices=choices(Metric),
                    help="logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target); prob: "
                         "p(target); target-logit: the raw target logit (as auto-circuit scores); logit-diff: target minus the "
@@ -451,7 +450,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        formatter_class=fmt_class)
     s.add_argument("--model", required=True, help="a zoo model, or any model with --truth")
     offline_option(s)
-    s.add_argument("--method", default="eap-ig", choices=choices(Method))
+    method_option(s, "the method the model is ingested with and scored")
     s.add_argument("--task", help="zoo: the model's evaluation task (default) or a control task, e.g. binding-reverse; with --truth: "
                                   "the task the listed circuit performs")
     s.add_argument("--truth", metavar="EDGES.json",

@@ -29,7 +29,8 @@ import torch
 
 from atlas.errors import ValidationError
 from atlas.schema import Ablation, ComponentKind, choices
-from ingest.edges.methods import qkv_input_change, restores_model, sender_outputs
+from ingest.edges.decoder import mlp_in_hook, qkv_input_change
+from ingest.edges.interface import restores_model, sender_outputs
 from ingest.model.graph import ModelGraph
 from ingest.model.hooks import hook_name
 from ingest.model.tasks import PromptBatch, Task
@@ -231,9 +232,7 @@ def circuit_metrics(
         return act - d_of(by_recv[logits_recv.index])
 
     hooks.append((hook_name("resid_post", n_l - 1), final))
-    from ingest.edges.methods import _mlp_in_hook
-
-    with _mlp_in_hook(model), torch.no_grad():
+    with mlp_in_hook(model), torch.no_grad():
         logits = model.run_with_hooks(batch.clean, fwd_hooks=hooks)
     return task.metric(logits, batch).detach()
 

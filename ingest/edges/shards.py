@@ -1,6 +1,7 @@
 """Sharded edge computation on Ray: one run's compute spread over processes or machines.
 
-A run's edges are means over its prompts, so prompts split into contiguous shards merge exactly:
+How a method shards is its registry entry's ``shards_by`` (:mod:`ingest.edges.registry`). A method
+that shards by prompts scores edges as means over its prompts, so prompts split into contiguous shards merge exactly:
 an edge's score is the size-weighted mean of its shard means (``sum n_i s_i / N``), per-prompt
 scores are the shards' lists end to end, per-position edges merge alike by position pair. Exact
 patching costs one forward per edge, so it shards by edges instead: each shard patches its share
@@ -71,7 +72,8 @@ def compute_edges(model: Any, graph: Any, task: Any, batch: Any, method: str, co
     """The method's edge frame, in passes of at most ``chunk`` prompts (default: as many as the
     activation budget allows) merged exactly as prompt shards are; returns (frame, passes). A run
     of many prompts on a wide graph is then bounded in memory by the budget, not by its prompts."""
-    from ingest.edges.methods import compute_patching, get_method
+    from ingest.edges.methods import compute_patching
+    from ingest.edges.registry import get_method
 
     def run(part: Any) -> pd.DataFrame:
         if edges is not None:
@@ -212,10 +214,10 @@ def compute_sharded(model: Any, graph: Any, task: Any, batch: Any, method: str, 
 
     Exact patching shards its edges, the gradient methods their prompts. ``progress(1)`` per shard done.
     """
-    from atlas.schema import Method
     from ingest.edges.methods import all_edges
+    from ingest.edges.registry import method_spec
 
-    by_edges = method == Method.PATCHING.value
+    by_edges = method_spec(method).shards_by == "edges"
     items = all_edges(graph) if by_edges else None
     ranges = plan_ranges(len(items) if items is not None else batch.n_prompts, shards, "edges" if by_edges else "prompts")
     ray, started = _init_ray(address)

@@ -101,6 +101,8 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     (no structural exclusions: a listed edge is a claim the user makes)."""
     from ingest.edges.methods import MethodConfig, compute_patching
     from ingest.jobs.run import IngestConfig, run_ingest
+    from ingest.model.encoder import SimilarityTask, encoder_graph
+    from ingest.model.family import is_encoder
     from ingest.model.graph import build_graph
     from ingest.model.loading import load_model
     from ingest.model.tasks import get_task, prepare_batch
@@ -144,17 +146,14 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     else:
         from ingest.jobs.run import resolve_task
 
-        if loaded.info.get("encoder"):
-            from ingest.model.encoder import SimilarityTask, compute_encoder_edges, encoder_graph
-
+        if is_encoder(loaded.model):
             sim = SimilarityTask(Path(task_name))
-            exact = compute_encoder_edges(loaded.model, encoder_graph(loaded.model, loaded.model_id), sim,
-                                          sim.make_batch(loaded.model, n_prompts, config.seed), "patching")
+            graph, batch, task_obj = encoder_graph(loaded.model, loaded.model_id), sim.make_batch(loaded.model, n_prompts, config.seed), sim
         else:
             task_obj = get_task(resolve_task(task_name, model), config.metric)
             graph = build_graph(loaded.model, loaded.model_id)
             batch = prepare_batch(loaded.model, task_obj.make_batch(loaded.model, n_prompts, config.seed), config.metric)
-            exact = compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
+        exact = compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
         key = ["componentId_pre", "componentId_post", "channel"]
         both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))  # structural edges are 0 in both
         rho = float(spearmanr(both["score"], both["score_exact"])[0])

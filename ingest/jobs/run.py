@@ -26,7 +26,7 @@ from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.ids import local_id
 from atlas.records import DictionaryRecord, RunRecord
-from atlas.schema import MAX_PROMPTS, MAX_STEPS, Granularity, Method, Metric, RelType, choices
+from atlas.schema import MAX_PROMPTS, MAX_STEPS, Granularity, Method, Metric, ModelFamily, RelType, choices
 from atlas.store import Store
 from ingest.model.hooks import hook_name
 
@@ -56,23 +56,20 @@ class IngestConfig:
     """Also keep every edge resolved by position (``ATTRIBUTION_AT`` edges with ``srcPos``/``dstPos``)."""
 
     def validate(self) -> IngestConfig:
-        if self.method not in choices(Method):
-            raise ValidationError(f"unknown method {self.method!r}: choose one of {choices(Method)}")
+        from ingest.edges.registry import method_spec
+
+        spec = method_spec(self.method)
         if not 1 <= self.n_prompts <= MAX_PROMPTS:
             raise ValidationError(f"--prompts must be between 1 and {MAX_PROMPTS:,} (activations of every prompt are held in memory together), got {self.n_prompts:,}")
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValidationError(f"--steps must be between 1 and {MAX_STEPS:,} (each is a forward and a backward pass), got {self.steps:,}")
         if self.metric not in choices(Metric):
             raise ValidationError(f"unknown metric {self.metric!r}: choose one of {choices(Metric)}")
-        if self.metric in (Metric.KL.value, Metric.L2.value) and self.method == Method.EAP.value:
-            what = "KL divergence" if self.metric == Metric.KL.value else "squared change"
-            raise ValidationError(f"the gradient of the {what} ({self.metric}) vanishes at the clean run, so EAP (one gradient, there) "
-                                  "would score every edge 0: use eap-ig (its other points see the gradient), eap-ig-act or patching")
-        if self.per_position and self.method == Method.PATCHING.value:
-            raise ValidationError("--per-position needs a gradient method (eap, eap-ig, eap-ig-act): exact patching per position pair "
-                                  "would cost one forward per edge and pair")
         if self.per_position and self.per_prompt:
             raise ValidationError("--per-position and --per-prompt together would keep edges x positions^2 x prompts: choose one")
+        if self.granularity in choices(Granularity):  # the family is known once the model loads (compute_run checks it then)
+            family = ModelFamily.ENCODER.value if self.metric == Metric.COSINE.value else ModelFamily.DECODER.value
+            spec.check(metric=self.metric, granularity=self.granularity, family=family, per_position=self.per_position, per_prompt=self.per_prompt)
         if self.granularity not in choices(Granularity):
             raise ValidationError(f"unknown granularity {self.granularity!r}: choose one of {choices(Granularity)}")
         if self.granularity == "neuron" and self.top_neurons < 1:
@@ -94,7 +91,7 @@ class IngestConfig:
             data.pop("per_prompt")
         if not self.per_position:  # ... and --per-position
             data.pop("per_position")
-        if self.method not in (Method.EAP_IG.value, Method.EAP_IG_ACT.value):
+        if not _uses_steps(self.method):
             data.pop("steps")
         if self.granularity == "head":  # head-level runs keep the ids they had before neurons existed
             data.pop("granularity")
@@ -120,6 +117,12 @@ class IngestConfig:
     def default_run_id(self, model_id: str) -> str:
         digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
         return f"{model_id}:{self.task}:{self.method}:{digest}"
+
+
+def _uses_steps(method: str) -> bool:
+    from ingest.edges.registry import method_spec
+
+    return method_spec(method).uses_steps
 
 
 def canonical_model_spec(spec: str) -> str:
@@ -240,16 +243,17 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     ``shards`` > 1 computes the edges as that many Ray tasks (local Ray, or the cluster at
     ``ray_address``), merged exactly (:mod:`ingest.edges.shards`); neuron and feature choices, unit
     statistics and prompt records are made once, on every prompt, as without shards."""
-    from ingest.edges.methods import MethodConfig, get_method
+    from ingest.edges.methods import MethodConfig
+    from ingest.edges.registry import method_spec
     from ingest.model.loading import load_model
     from ingest.model.tasks import get_task, prepare_batch
 
-    config.validate()
-    get_method(config.method)  # an unknown method is refused before the model loads
+    config.validate()  # an unknown method or a combination it does not offer is refused before the model loads
+    spec = method_spec(config.method)
     if config.metric != Metric.COSINE.value:
         task = get_task(resolve_task(config.task, config.model), config.metric)
     loaded = load_model(config.model, home, progress, model_id=config.model_id, allow_encoder=True)
-    from ingest.model.encoder import is_encoder
+    from ingest.model.family import is_encoder
 
     if is_encoder(loaded.model) or config.metric == Metric.COSINE.value:
         if shards > 1:
@@ -270,8 +274,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
                               f"{cfg.d_vocab_out} output tokens (0..{cfg.d_vocab_out - 1}): give a task whose targets it can predict")
     graph, dictionaries = run_graph(config, loaded, task, batch)
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
-    total = {Method.EAP.value: 3, Method.EAP_IG.value: config.steps + 2, Method.EAP_IG_ACT.value: config.steps + 2,
-             Method.PATCHING.value: n_edges}[config.method]
+    total = spec.passes(config.steps, n_edges)
     method_config = MethodConfig(steps=config.steps, per_prompt=config.per_prompt, per_position=config.per_position)
     shard_plan = None
     if shards > 1:
@@ -318,9 +321,12 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
 
 def _compute_encoder_run(config: IngestConfig, loaded: Any, progress: Callable[[int, str], Any] | None,
                          on_load: Callable[[Any], None] | None) -> ComputedRun:
-    """:func:`compute_run` for a BERT-style encoder (:mod:`ingest.model.encoder`): a similarity prompts file,
-    the ``cosine`` metric, ``eap`` or ``patching``, heads and MLPs."""
-    from ingest.model.encoder import SimilarityTask, check_encoder_method, compute_encoder_edges, encoder_graph, is_encoder
+    """:func:`compute_run` for a BERT-style encoder: a similarity prompts file, the ``cosine`` metric,
+    the methods the registry offers encoders, heads and MLPs."""
+    from ingest.edges.methods import MethodConfig
+    from ingest.edges.registry import method_spec
+    from ingest.model.encoder import SimilarityTask, encoder_graph
+    from ingest.model.family import is_encoder
 
     if not is_encoder(loaded.model):
         raise ValidationError(f"--metric cosine scores an encoder's sentence embedding; {loaded.model_id} is a decoder: choose "
@@ -332,7 +338,8 @@ def _compute_encoder_run(config: IngestConfig, loaded: Any, progress: Callable[[
         raise ValidationError(f"encoders take a prompts .json file as --task (clean, corrupted, target sentence), not {config.task!r}")
     if config.granularity != "head" or config.per_prompt or config.per_position:
         raise ValidationError("encoders are mapped at head granularity, without --per-prompt or --per-position")
-    check_encoder_method(config.method)
+    spec = method_spec(config.method)
+    spec.check(metric=config.metric, family=ModelFamily.ENCODER.value)
     if not Path(config.task).exists():
         raise ValidationError(f"prompt file {config.task} does not exist")
     if on_load is not None:
@@ -341,9 +348,9 @@ def _compute_encoder_run(config: IngestConfig, loaded: Any, progress: Callable[[
     batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
     graph = encoder_graph(loaded.model, loaded.model_id)
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
-    bar = progress(3 if config.method == Method.EAP.value else n_edges + 2, f"{config.method} on {loaded.model_id}") if progress else None
+    bar = progress(spec.passes(config.steps, n_edges), f"{config.method} on {loaded.model_id}") if progress else None
     try:
-        edges = compute_encoder_edges(loaded.model, graph, task, batch, config.method, progress=bar.update if bar else None)
+        edges = spec.function()(loaded.model, graph, task, batch, MethodConfig(steps=config.steps), progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
@@ -413,6 +420,12 @@ def write_run(
         bar.close()
 
 
+def _shards_by(method: str) -> str:
+    from ingest.edges.registry import method_spec
+
+    return method_spec(method).shards_by
+
+
 def check_existing(store: Store, run_id: str, config_json: str) -> RunRecord | None:
     """The existing run of this id, refusing one with another configuration (RunConflict)."""
     return cx.fetch_run_for(store, run_id, config_json)
@@ -454,7 +467,7 @@ def run_ingest(
             return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)
     if shards < 1:
         raise ValidationError(f"--shards must be at least 1, got {shards}")
-    if shards > 1 and config.method != Method.PATCHING.value:
+    if shards > 1 and _shards_by(config.method) == "prompts":
         from ingest.edges.shards import plan_ranges
 
         plan_ranges(config.n_prompts, shards, "prompts")  # refuse a bad split before loading anything
@@ -465,7 +478,7 @@ def run_ingest(
     existing = check_existing(store, run_id, config.to_json())
     if existing is not None and existing.complete:
         return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)
-    details: dict[str, Any] = {"steps": config.steps if config.method in (Method.EAP_IG.value, Method.EAP_IG_ACT.value) else None}
+    details: dict[str, Any] = {"steps": config.steps if _uses_steps(config.method) else None}
     if len(computed.edges) and bool((computed.edges["score"] == 0).all()):
         # written, but never silently: the metric did not move at all between clean and corrupted
         details["allZero"] = True

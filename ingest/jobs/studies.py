@@ -130,8 +130,9 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
     edge scope writes one ``ABLATION`` per edge with its channel. Mean and resample statistics come
     from ``n_reference`` reference prompts (seed + 1), recorded on the run.
     """
+    from ingest.edges.interface import sender_outputs
     from ingest.edges.interventions import ablated_outputs, compute_node_lesions
-    from ingest.edges.methods import compute_patching, sender_outputs
+    from ingest.edges.methods import compute_patching
 
     config.validate()
     if run_id is not None:

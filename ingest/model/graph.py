@@ -124,12 +124,12 @@ def check_architecture(cfg: Any, encoder: bool = False) -> None:
     Every edge method assumes that each head's output is ``z_h W_O[h]`` added to the residual stream
     as it is, that q, k and v are affine in the (normalised) residual, and that the MLP reads the
     residual at ``hook_mlp_in``. Options that break one of these are refused, never mis-scored.
-    BERT encoders (post-LN) have their own methods (:mod:`ingest.model.encoder`, ``encoder=True``).
+    BERT encoders (post-LN) have their own interface (:mod:`ingest.edges.encoder`; ``encoder`` says the model is one).
     """
     bert = getattr(cfg, "original_architecture", None) in ("BertModel", "BertForMaskedLM", "BertForPreTraining")
     if bert != encoder:
-        raise ModelError("post-LN BERT encoders are scored by ingest.model.encoder (eap or patching), not by the decoder methods"
-                         if bert else "ingest.model.encoder scores BERT encoders only")
+        raise ModelError("a BERT configuration in a decoder: load post-LN BERT encoders as HookedEncoder (a Hugging Face BERT folder)"
+                         if bert else "only BERT encoders are scored as post-LN encoders")
     if getattr(cfg, "original_architecture", None) in POST_NORM_ARCHITECTURES:
         raise ModelError(f"post-norm blocks ({cfg.original_architecture}: the norm sits between each sublayer and the residual) are not supported yet")
     if getattr(cfg, "use_normalization_before_and_after", False):
@@ -142,7 +142,7 @@ def check_architecture(cfg: Any, encoder: bool = False) -> None:
 
 
 def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None = None,
-                features: dict[int, tuple[Any, list[int]]] | None = None, encoder: bool = False) -> ModelGraph:
+                features: dict[int, tuple[Any, list[int]]] | None = None) -> ModelGraph:
     """Enumerate senders and receivers of ``model`` (a HookedTransformer).
 
     ``neurons`` (layer -> neuron indices) adds those MLP neurons as senders (their post-activation
@@ -156,6 +156,9 @@ def build_graph(model: Any, model_id: str, neurons: dict[int, list[int]] | None 
         ModelError: for architectures whose attention the edge methods do not cover yet.
     """
     cfg = model.cfg
+    from ingest.model.family import is_encoder
+
+    encoder = is_encoder(model)
     check_architecture(cfg, encoder=encoder)
     if neurons:
         if cfg.attn_only:

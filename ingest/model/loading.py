@@ -391,8 +391,10 @@ def load_model(spec: str, home: Path, progress_factory: Any = None, model_id: st
         ModelError: unknown name, missing or corrupt file, weights not cached.
         ValidationError: ``model_id`` is not a valid id.
     """
+    from ingest.model.family import is_encoder
+
     loaded = _load_model(spec, home, progress_factory)
-    if loaded.info.get("encoder") and not allow_encoder:
+    if is_encoder(loaded.model) and not allow_encoder:
         raise ModelError(f"{spec} is a BERT-style encoder: so far only 'atlas ingest' and 'atlas evaluate' map encoders "
                          "(--metric cosine, --method eap or patching)")
     if model_id is not None:

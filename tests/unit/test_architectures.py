@@ -27,8 +27,9 @@ import pytest
 import torch
 
 from atlas.errors import ModelError, ValidationError
+from ingest.edges.interface import sender_outputs
 from ingest.edges.interventions import circuit_metric
-from ingest.edges.methods import MethodConfig, all_edges, compute_eap, compute_eap_ig_activations, compute_patching, sender_outputs
+from ingest.edges.methods import MethodConfig, all_edges, compute_eap, compute_eap_ig_activations, compute_patching
 from ingest.model.graph import ModelGraph, build_graph
 from ingest.model.sae import Dictionary
 from ingest.model.tasks import PromptBatch

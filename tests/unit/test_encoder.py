@@ -15,7 +15,9 @@ import torch
 from scipy.stats import spearmanr
 
 from atlas.errors import ModelError, TaskError
-from ingest.model.encoder import SimilarityTask, compute_encoder_edges, encoder_graph, sender_outputs, sentence_embedding, wire_inputs
+from ingest.edges.encoder import sender_outputs, wire_inputs
+from ingest.edges.methods import MethodConfig, all_edges, compute_eap, compute_patching
+from ingest.model.encoder import SimilarityTask, encoder_graph, sentence_embedding
 from ingest.model.loading import load_model
 
 
@@ -140,7 +142,7 @@ def test_patching_equals_a_frozen_others_oracle_and_eap_is_its_first_order_term(
     with torch.no_grad():  # the wire, with every output clean, is the forward pass
         outs = sender_outputs(model, graph, batch.clean)
         assert (wire_inputs(model, graph, outs)[-1] - model.encoder_output(batch.clean)).abs().max() < 1e-12
-    ours = compute_encoder_edges(model, graph, task, batch, "patching")
+    ours = compute_patching(model, graph, task, batch)
     got = {(a, b, c): v for a, b, c, v in ours[["componentId_pre", "componentId_post", "channel", "score"]].itertuples(index=False)}
     oracle = _oracle(model, graph, task, batch)
     assert set(got) == set(oracle) and len(got) == sum(len(graph.visible(r)) for r in graph.receivers)
@@ -157,8 +159,8 @@ def test_patching_equals_a_frozen_others_oracle_and_eap_is_its_first_order_term(
             model.cfg.d_vocab = 2 * d_vocab
             try:
                 near = batch.__class__(batch.clean, batch.clean + d_vocab, batch.targets, batch.mask, batch.meta)
-                eap = compute_encoder_edges(model, graph, task, near, "eap").set_index(["componentId_pre", "componentId_post", "channel"])["score"]
-                exact = compute_encoder_edges(model, graph, task, near, "patching").set_index(["componentId_pre", "componentId_post", "channel"])["score"]
+                eap = compute_eap(model, graph, task, near).set_index(["componentId_pre", "componentId_post", "channel"])["score"]
+                exact = compute_patching(model, graph, task, near).set_index(["componentId_pre", "componentId_post", "channel"])["score"]
             finally:
                 model.embed.embed.W_E.data = w_e
                 model.cfg.d_vocab = d_vocab
@@ -166,6 +168,35 @@ def test_patching_equals_a_frozen_others_oracle_and_eap_is_its_first_order_term(
 
     small, large = error(1e-5), error(1e-4)
     assert small < 1e-2 and large / small > 5, (small, large)  # the gap shrinks with eps: first order
+
+
+def test_encoders_share_the_decoders_patching_budget_and_state_handling(tiny: tuple[Any, Any, Path], tmp_path: Path) -> None:
+    """Written once over the model interface: the encoder's patching tiles by the same memory budget
+    (any tiling gives the same scores), and every method gives the model back as it came (train flag
+    and requires_grad), which the encoder's own loop did not."""
+    _, loaded, _ = tiny
+    model = _float64(loaded)
+    graph = encoder_graph(model, "tiny")
+    task = SimilarityTask(prompts_file(tmp_path / "p.json", ROWS))
+    batch = task.make_batch(model, 2, 0)
+    whole = compute_patching(model, graph, task, batch, MethodConfig())
+    per_copy = batch.clean.numel() * graph.n_heads * model.cfg.d_model
+    calls: list[int] = []
+    tiled = compute_patching(model, graph, task, batch, MethodConfig(patch_budget=4 * per_copy), progress=calls.append)
+    assert len(calls) > 3 and max(calls) == 3 and sum(calls) == len(whole)  # three edges (+ a clean copy) per forward
+    assert (whole["score"] - tiled["score"]).abs().max() < 1e-12 and whole["score"].abs().max() > 1e-3
+    model.train()
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    model.embed.embed.W_E.requires_grad_(False)
+    flags["embed.embed.W_E"] = False
+    try:
+        for method in (compute_eap, compute_patching):
+            method(model, graph, task, batch)
+            assert model.training
+            assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+    finally:
+        model.eval()
+        model.embed.embed.W_E.requires_grad_(True)
 
 
 def test_similarity_prompts_are_checked(tiny: tuple[Any, Any, Path], tmp_path: Path) -> None:
@@ -212,8 +243,9 @@ def test_the_real_pretrained_minilm(tmp_path: Path) -> None:
     graph = encoder_graph(model, "minilm")
     # the last layer's queries: 792 edges (all 7,588 take a minute to patch; README has those figures)
     queries = lambda r: r.kind.value == "head" and r.layer == 5 and r.channel.value == "q"  # noqa: E731
-    eap = compute_encoder_edges(model, graph, task, batch, "eap", into=queries)
-    exact = compute_encoder_edges(model, graph, task, batch, "patching", into=queries)
+    eap = compute_eap(model, graph, task, batch)
+    eap = eap[eap["componentId_post"].str.startswith("minilm/L5.H") & (eap["channel"] == "q")]
+    exact = compute_patching(model, graph, task, batch, MethodConfig(), edges=[(s, r) for s, r in all_edges(graph) if queries(graph.receivers[r])])
     both = eap.merge(exact, on=["componentId_pre", "componentId_post", "channel"], suffixes=("", "_exact"))
     assert len(both) == len(eap) == len(exact) == 12 * (1 + 5 * 13)
     assert spearmanr(both["score"], both["score_exact"])[0] > 0.9

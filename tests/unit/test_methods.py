@@ -10,7 +10,9 @@ import torch
 from scipy.stats import spearmanr
 
 from atlas.errors import ValidationError
-from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching, get_method, sender_outputs
+from ingest.edges.interface import sender_outputs
+from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching
+from ingest.edges.registry import get_method
 from ingest.model.graph import build_graph
 from ingest.model.tasks import InductionTask, PromptBatch
 from tests.conftest import make_tiny, nearby_corruption
@@ -236,7 +238,7 @@ def test_eap_ig_agrees_with_patching_on_the_induction_model(tmp_path) -> None:
 def test_closed_form_norm_vjp_equals_autograd(norm: str) -> None:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from ingest.edges.methods import _layer_norm_vjp, _layer_norm_vjp_autograd
+    from ingest.edges.decoder import _layer_norm_vjp, _layer_norm_vjp_autograd
 
     cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=8, d_head=4, n_heads=2, d_vocab=10, attn_only=True, normalization_type=norm)
     model = HookedTransformer(cfg)
@@ -321,7 +323,8 @@ def test_non_finite_scores_stop_the_run(method: str, bad: float) -> None:
     """A NaN or Inf weight must stop a method with a clear error, never drop edges silently
     (NaN was once both a score and the "no edge" sentinel)."""
     from atlas.errors import ModelError
-    from ingest.edges.methods import MethodConfig, get_method
+    from ingest.edges.methods import MethodConfig
+    from ingest.edges.registry import get_method
     from ingest.model.graph import build_graph
     from ingest.model.tasks import get_task
     from tests.conftest import make_tiny

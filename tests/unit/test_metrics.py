@@ -108,7 +108,7 @@ def test_logit_difference_from_a_prompts_file(tmp_path: Path) -> None:
 def test_any_metric_callable_works_with_every_method(method: str) -> None:
     """A Python callable as the metric: written to equal the built-in 'logit' metric, it gives the
     built-in scores exactly; a wrong shape is one clear error."""
-    from ingest.edges.methods import get_method
+    from ingest.edges.registry import get_method
     from ingest.model.tasks import logit_metric, with_metric
 
     model = make_tiny(8)

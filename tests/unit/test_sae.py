@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from atlas.errors import ModelError, ValidationError
-from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig, compute_eap_ig_activations, compute_patching, select_features, sender_outputs
+from ingest.edges.interface import sender_outputs
+from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig, compute_eap_ig_activations, compute_patching, select_features
 from ingest.model.graph import build_graph
 from ingest.model.sae import Dictionary, collect_activations, load_dictionary, load_for_model, save_dictionary, site_hooks, train_dictionary
 from ingest.model.tasks import InductionTask
