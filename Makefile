@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint bench install clean
+.PHONY: demo test test-fast lint bench install clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/atlas demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q
+
+# the browser tests drive Debian's headless chromium: installed here when missing (as root, or with sudo)
+browser:
+	@bash .ci/ensure-chromium
 
 # unit tier only: no database, browser, network or model training (well under a minute)
 test-fast: $(STAMP)

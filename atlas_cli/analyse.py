@@ -11,7 +11,7 @@ from typing import Any
 
 from atlas.errors import ValidationError
 from atlas.schema import MAX_PROMPTS
-from atlas_cli.common import connect, count, fmt, jsonable, method_option, print_frame, require_run, settings, table_output, unit_interval
+from atlas_cli.common import command, connect, count, fmt, jsonable, method_option, print_frame, require_run, settings, table_output, unit_interval
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
@@ -29,12 +29,12 @@ def cmd_paths(args: argparse.Namespace) -> int:
             question = {
                 "sources": ComponentCriteria.parse(args.source) if args.source else None,
                 "targets": ComponentCriteria.parse(args.target) if args.target else None,
-                "top": args.top, "min_weight": args.min_weight,
+                "top": args.paths, "min_weight": args.min_weight,
                 "through": [ComponentCriteria.parse(t) for t in args.through], "max_length": args.max_length,
             }
             run = require_run(store, args.run)
             if is_default_question(**question) and not args.positions:  # answered once per run, then kept on it
-                write_path_cache(store, args.run, split_channels=args.split_channels, k=max(args.top, 10))
+                write_path_cache(store, args.run, split_channels=args.split_channels, k=max(args.paths, 10))
             df = fetch_paths(store, args.run, **question, split_channels=args.split_channels, positions=args.positions)
             cols = ["rank", "strength", "length", "path", "channels"]
             if fmt(args) == "table" and (args.positions or run.details.get("perPosition")):
@@ -90,7 +90,7 @@ def cmd_binding(args: argparse.Namespace) -> int:
             require_run(store, args.null)
         df = fetch_binding(store, args.run, args.min_share, args.channels, args.null)
         saved = [write_binding_circuit(store, args.run, row) for row in df.head(args.save).to_dict("records")] if args.save else []
-    print_frame(df.head(args.top), fmt(args))
+    print_frame(df.head(args.show), fmt(args))
     for cid in saved:
         print(f"saved circuit {cid}", file=sys.stderr)
     return 0
@@ -393,16 +393,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add this group's commands to the ``atlas`` parser."""
-    fmt_class = argparse.ArgumentDefaultsHelpFormatter
-    s = sub.add_parser("paths", parents=[common], help="strongest pathways (or shortest / all paths in Cypher)", formatter_class=fmt_class)
+def _paths_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas paths``."""
+    s = command(sub, "paths", common, "strongest pathways (or shortest / all paths in Cypher)")
     s.add_argument("--run", required=True)
     s.add_argument("--mode", default="strongest", choices=["strongest", "shortest", "all"],
                    help="strongest: k strongest by product of per-target shares; shortest/all: Cypher in the database")
     s.add_argument("--source", help="criteria (e.g. Embed, L0.H0, kind=Head,layer=0) or, for shortest/all, a component id")
     s.add_argument("--target", help="as --source (default: the logits)")
-    s.add_argument("--top", type=count(1, 10_000, "paths are searched one by one"), default=10)
+    s.add_argument("--paths", type=count(1, 10_000, "paths are searched one by one"), default=10, metavar="K", help="the K strongest pathways (--mode strongest)")
+    s.add_argument("--top", dest="paths", type=count(1, 10_000, "paths are searched one by one"), default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # before 0.2
     s.add_argument("--min-weight", type=float, default=0.0, help="ignore edges with |score| below this")
     s.add_argument("--through", action="append", default=[], metavar="CRITERIA", help="paths must pass a matching component (repeatable)")
     s.add_argument("--max-length", type=count(1, 64), help="at most this many hops")
@@ -413,26 +413,35 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     table_output(s)
     s.set_defaults(func=cmd_paths)
 
-    s = sub.add_parser("hierarchy", parents=[common], help="hierarchy levels, skip connections, modules", formatter_class=fmt_class)
+
+def _hierarchy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas hierarchy``."""
+    s = command(sub, "hierarchy", common, "hierarchy levels, skip connections, modules")
     s.add_argument("--run", required=True)
     s.add_argument("--min-weight", type=float, default=0.0, help="significant edges: |score| >= this")
     s.add_argument("--no-store", action="store_true", help="do not store levels back as IN_RUN relationships")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_hierarchy)
 
-    s = sub.add_parser("binding", parents=[common], help="binding circuits: inputs converging on different channels", formatter_class=fmt_class)
+
+def _binding_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas binding``."""
+    s = command(sub, "binding", common, "binding circuits: inputs converging on different channels")
     s.add_argument("--run", required=True)
     s.add_argument("--min-share", type=float, default=0.1, help="significant input: this share of the head's |attribution|")
     s.add_argument("--channels", default="qk", choices=["qk", "any"], help="qk: q-source + k-source; any: any two channels")
     s.add_argument("--null", metavar="RUN", help="a null run (e.g. the untrained NAME@0 on the same task): each input must also "
                                                  "beat the share of its own slot there")
-    s.add_argument("--top", type=count(1, 100_000), default=10)
+    s.add_argument("--show", type=count(1, 100_000), default=10, metavar="N", help="binding circuits to print, best first")
+    s.add_argument("--top", dest="show", type=count(1, 100_000), default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # before 0.2
     s.add_argument("--save", type=count(0, 1_000), default=0, metavar="N", help="save the N best as :Circuit {kind: 'binding'}")
     table_output(s)
     s.set_defaults(func=cmd_binding)
 
-    s = sub.add_parser("prompts", parents=[common], help="per-prompt view of a --per-prompt run: where a component or circuit collapses",
-                       formatter_class=fmt_class)
+
+def _prompts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas prompts``."""
+    s = command(sub, "prompts", common, "per-prompt view of a --per-prompt run: where a component or circuit collapses")
     s.add_argument("--run", required=True, help="a run ingested with --per-prompt")
     s.add_argument("--component", help="a component (id, or local id such as L1.H0): its contribution per prompt")
     s.add_argument("--circuit", help="a circuit of the run (atlas circuit): its faithfulness per prompt")
@@ -444,7 +453,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--csv", action="store_true", help="print the per-prompt table as CSV")
     s.set_defaults(func=cmd_prompts)
 
-    s = sub.add_parser("motifs", parents=[common], help="3-node motif census against degree-preserving random graphs", formatter_class=fmt_class)
+
+def _motifs_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas motifs``."""
+    s = command(sub, "motifs", common, "3-node motif census against degree-preserving random graphs")
     s.add_argument("--run", required=True)
     s.add_argument("--min-weight", type=float, default=0.0)
     s.add_argument("--random", type=count(1, 100_000, "each is a rewired copy of the graph"), default=100, help="randomised graphs")
@@ -452,9 +464,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     table_output(s)
     s.set_defaults(func=cmd_motifs)
 
-    s = sub.add_parser("development", parents=[common], help="critical periods: when each final-circuit edge forms vs the loss drop",
-                       formatter_class=fmt_class)
-    s.add_argument("models", nargs="+", metavar="MODEL",
+
+def _development_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas development``."""
+    s = command(sub, "development", common, "critical periods: when each final-circuit edge forms vs the loss drop")
+    s.add_argument("--model", dest="models", nargs="+", required=True, metavar="MODEL",
                    help="a zoo model (its saved checkpoints, step 0 the null) or checkpoint files in training order")
     s.add_argument("--steps", help="checkpoint files: their training steps, comma-separated (default 0, 1, 2, ...)")
     s.add_argument("--task", default="default", help="the task every checkpoint is ingested and scored on")
@@ -466,7 +480,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_development)
 
-    s = sub.add_parser("compare", parents=[common], help="compare two connectomes (checkpoints, tasks, methods, models)", formatter_class=fmt_class)
+
+def _compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas compare``."""
+    s = command(sub, "compare", common, "compare two connectomes (checkpoints, tasks, methods, models)")
     s.add_argument("items", nargs="*", metavar="RUN",
                    help="two runs; or zoo checkpoints NAME@STEP ... NAME for a timeline (each ingested, compared with the last)")
     s.add_argument("--checkpoints", metavar="NAME", help="timeline over every saved checkpoint of zoo model NAME (step 0 included)")
@@ -489,7 +506,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("export", parents=[common], help="export a run's connectome (HTML, GraphML, GEXF, JSON, CSV, PNG)", formatter_class=fmt_class)
+
+def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas export``."""
+    s = command(sub, "export", common, "export a run's connectome (HTML, GraphML, GEXF, JSON, CSV, PNG)")
     s.add_argument("--run", required=True, help="run id")
     s.add_argument("--html", help="write a pyvis page here (offline, layered)")
     s.add_argument("--graphml", help="write GraphML here")
@@ -508,3 +528,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--circuit", help="only the edges of this saved circuit")
     s.add_argument("--paths", type=count(1, 10_000), metavar="K", help="only the edges of the K strongest pathways")
     s.set_defaults(func=cmd_export)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this group's commands to the ``atlas`` parser (one function per command)."""
+    for add in (_paths_parser, _hierarchy_parser, _binding_parser, _prompts_parser, _motifs_parser, _development_parser, _compare_parser, _export_parser):
+        add(sub, common)

@@ -9,7 +9,7 @@ import math
 import sys
 from typing import Any, NoReturn
 
-__all__ = ["count", "unit_interval", "table_output", "Parser", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
+__all__ = ["count", "unit_interval", "table_output", "Parser", "HelpFormatter", "FLAG_HELP", "command", "method_option", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
 
 
 def count(low: int, high: int, why: str = "") -> Any:
@@ -44,11 +44,52 @@ def unit_interval(text: str) -> float:
 unit_interval.__name__ = "number"
 
 
+FLAG_HELP: dict[str, str] = {
+    "--json": "print the result as JSON",
+    "--quiet": "no progress bars",
+    "--run": "the run's id (see 'atlas runs')",
+    "--model": "zoo name, model directory/.pt file, Hugging Face save_pretrained folder, or TransformerLens name (pythia-70m)",
+    "--prompts": "number of prompts",
+    "--seed": "seed of the prompts",
+    "--metric": "what the edges measure the effect on (see 'atlas ingest --help')",
+    "--min-weight": "only edges with |score| >= this",
+    "--top": "only the N strongest edges by |score|",
+    "--paths": "the K strongest pathways",
+    "--show": "rows to print",
+    "--png": "also draw a PNG here",
+    "--task": "task name, or a prompts .json file",
+}
+"""The atlas's vocabulary of flags: one meaning per flag, its help where a command gives none of its own
+(``--top`` always counts edges, ``--paths`` pathways, ``--show`` printed rows)."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown where they say something: not for flags, not ``None``, not twice."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2), as for every other user mistake."""
+    """argparse with one-line errors (exit 2), as for every other user mistake, and the flags'
+    vocabulary (:data:`FLAG_HELP`) as the help of an option that brings none."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if kwargs.get("help") is None and args and args[0] in FLAG_HELP:
+            kwargs["help"] = FLAG_HELP[args[0]]
+        return super().add_argument(*args, **kwargs)
+
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"atlas: error: {message} (see '{self.prog} --help')\n")
+
+
+def command(sub: Any, name: str, common: argparse.ArgumentParser, help: str) -> Any:
+    """A subcommand's parser, with the store options and the atlas's help format."""
+    return sub.add_parser(name, parents=[common], help=help, description=help, formatter_class=HelpFormatter)
 
 
 def table_output(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from atlas_cli.common import connect, fmt, open_store, print_frame, settings, table_output
+from atlas_cli.common import command, connect, fmt, open_store, print_frame, settings, table_output
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -102,32 +102,46 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add this group's commands to the ``atlas`` parser."""
-    fmt_class = argparse.ArgumentDefaultsHelpFormatter
-    s = sub.add_parser("db", parents=[common], help="start, stop or inspect the embedded database server", formatter_class=fmt_class)
-    s.add_argument("action", choices=["start", "stop", "status"])
+def _db_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas db``."""
+    s = command(sub, "db", common, "start, stop or inspect the embedded database server")
+    s.add_argument("action", choices=["start", "stop", "status"], help="start or stop the embedded server, or say whether it runs")
     s.add_argument("--json", action="store_true", help="print the state as JSON")
     s.add_argument("--heap", help="JVM heap of a server started now, e.g. 8g (default: $ATLAS_DB_HEAP, else a quarter of the "
                    "machine's memory, 1-32 GiB); queries may buffer half of it")
     s.set_defaults(func=cmd_db)
 
-    s = sub.add_parser("query", parents=[common], help="run Cypher (read-only unless --write)", formatter_class=fmt_class)
+
+def _query_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas query``."""
+    s = command(sub, "query", common, "run Cypher (read-only unless --write)")
     s.add_argument("cypher", help="the statement ('-' reads it from stdin); values as $params")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (VALUE parsed as JSON when it is JSON)")
     s.add_argument("--write", action="store_true", help="allow the statement to write")
     table_output(s)
     s.set_defaults(func=cmd_query)
 
-    s = sub.add_parser("runs", parents=[common], help="list runs", formatter_class=fmt_class)
+
+def _runs_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas runs``."""
+    s = command(sub, "runs", common, "list runs")
     s.add_argument("--model", help="only runs of this model id")
     table_output(s)
     s.set_defaults(func=cmd_runs)
 
-    s = sub.add_parser("import", parents=[common], help="load a CSV export (neo4j-admin format) into the database", formatter_class=fmt_class)
+
+def _import_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas import``."""
+    s = command(sub, "import", common, "load a CSV export (neo4j-admin format) into the database")
     s.add_argument("folder", nargs="?", help="a folder written by 'atlas export --run RUN --csv-dir FOLDER'")
     s.add_argument("--csv", metavar="FOLDER", help=argparse.SUPPRESS)  # the 0.1 spelling of FOLDER
     s.add_argument("--edges-loaded", action="store_true",
                    help="neo4j-admin database import already loaded nodes.csv and relationships.csv: check them and write the run's records only")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_import)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this group's commands to the ``atlas`` parser (one function per command)."""
+    for add in (_db_parser, _query_parser, _runs_parser, _import_parser):
+        add(sub, common)

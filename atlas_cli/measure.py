@@ -11,7 +11,7 @@ from typing import Any
 
 from atlas.errors import ValidationError
 from atlas.schema import MAX_PROMPTS, MAX_STEPS, Ablation, Granularity, Metric, choices
-from atlas_cli.common import count, fmt, jsonable, method_option, open_store, print_frame, require_run, settings
+from atlas_cli.common import command, count, fmt, jsonable, method_option, open_store, print_frame, require_run, settings
 
 
 def precheck(args: argparse.Namespace) -> None:
@@ -407,10 +407,9 @@ def offline_option(s: argparse.ArgumentParser) -> None:
                         "the network (as HF_HUB_OFFLINE=1); without it they download through that cache")
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add this group's commands to the ``atlas`` parser."""
-    fmt_class = argparse.ArgumentDefaultsHelpFormatter
-    s = sub.add_parser("ingest", parents=[common], help="compute a run's edges and write them into the database", formatter_class=fmt_class)
+def _ingest_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas ingest``."""
+    s = command(sub, "ingest", common, "compute a run's edges and write them into the database")
     s.add_argument("--model", required=True, help="zoo name, model directory/.pt file, Hugging Face save_pretrained folder, or TransformerLens name (pythia-70m)")
     model_id_option(s)
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
@@ -446,8 +445,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("evaluate", parents=[common], help="score a method against a known circuit (a zoo model's, or --truth)",
-                       formatter_class=fmt_class)
+
+def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas evaluate``."""
+    s = command(sub, "evaluate", common, "score a method against a known circuit (a zoo model's, or --truth)")
     s.add_argument("--model", required=True, help="a zoo model, or any model with --truth")
     offline_option(s)
     method_option(s, "the method the model is ingested with and scored")
@@ -457,20 +458,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help='ground-truth edges [{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...] in local ids')
     s.add_argument("--metric", default="logit", choices=choices(Metric))
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
-    s.add_argument("--steps", type=count(1, MAX_STEPS), default=5)
+    s.add_argument("--steps", type=count(1, MAX_STEPS), default=5, help="EAP-IG integration steps")
     s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("sae", parents=[common], help="sparse dictionaries: train an SAE or transcoder on the model's own activations",
-                       formatter_class=fmt_class)
-    s.add_argument("action", choices=["train"])
+
+def _sae_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas sae``."""
+    s = command(sub, "sae", common, "sparse dictionaries: train an SAE or transcoder on the model's own activations")
+    s.add_argument("action", choices=["train"], help="train a dictionary on the model's activations")
     s.add_argument("--model", required=True)
     model_id_option(s)
     s.add_argument("--hook", required=True, help="hook to reconstruct, e.g. blocks.0.hook_mlp_out (a transcoder: the MLP's output hook)")
     s.add_argument("--features", type=count(1, 1 << 24), required=True, help="dictionary size")
     s.add_argument("--transcoder", action="store_true", help="read the MLP's input, predict its output")
-    s.add_argument("--steps", type=count(1, 10_000_000), default=3000)
+    s.add_argument("--steps", type=count(1, 10_000_000), default=3000, help="training steps")
     s.add_argument("--l1", type=float, default=0.1, help="sparsity penalty (decoder-norm-weighted L1, on unit-scaled activations)")
     s.add_argument("--prompts", type=count(1, 1_000_000), default=2048, help="prompts of the task whose activations it learns from")
     s.add_argument("--task", default="default", help="task of those prompts (default: the zoo model's own; else induction)")
@@ -480,7 +483,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_sae)
 
-    s = sub.add_parser("population", parents=[common], help="population coding: RSA, CKA and CCA between components and layers", formatter_class=fmt_class)
+
+def _population_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas population``."""
+    s = command(sub, "population", common, "population coding: RSA, CKA and CCA between components and layers")
     s.add_argument("--model", required=True)
     model_id_option(s)
     s.add_argument("--layer", type=count(0, 10_000), help="components of this layer only (default: all)")
@@ -489,11 +495,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_population)
 
-    s = sub.add_parser("lesion", parents=[common], help="lesion every node (or edge) and measure the effect", formatter_class=fmt_class)
+
+def _lesion_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas lesion``."""
+    s = command(sub, "lesion", common, "lesion every node (or edge) and measure the effect")
     s.add_argument("--model", required=True, help="zoo name, model file or folder, or TransformerLens name")
     model_id_option(s)
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
-    s.add_argument("--ablation", default="zero", choices=choices(Ablation))
+    s.add_argument("--ablation", default="zero", choices=choices(Ablation), help="what replaces a lesioned output: zero, its mean or a resampled output over reference prompts, or its output on the corrupted prompt")
     s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
     s.add_argument("--metric", default="logit", choices=choices(Metric))
     s.add_argument("--run-id", help="run id (default: derived from the configuration)")
@@ -505,30 +514,41 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_lesion)
 
-    s = sub.add_parser("verify", parents=[common], help="patch a fast run's top edges exactly and report agreement", formatter_class=fmt_class)
+
+def _verify_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas verify``."""
+    s = command(sub, "verify", common, "patch a fast run's top edges exactly and report agreement")
     s.add_argument("--run", required=True, help="an eap / eap-ig run")
     s.add_argument("--top", type=count(2, 100_000, "each edge is patched exactly"), default=20)
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("circuit", parents=[common], help="keep a run's strongest edges, ablate the rest, save the circuit", formatter_class=fmt_class)
+
+def _circuit_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas circuit``."""
+    s = command(sub, "circuit", common, "keep a run's strongest edges, ablate the rest, save the circuit")
     s.add_argument("--run", required=True)
     s.add_argument("--top", type=count(1, 10_000_000), help="keep the N strongest edges by |score|")
     s.add_argument("--min-weight", type=float, default=0.0, help="keep edges with |score| >= W")
-    s.add_argument("--ablation", default="corrupt", choices=choices(Ablation))
+    s.add_argument("--ablation", default="corrupt", choices=choices(Ablation), help="what replaces the outputs of the edges left out")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_circuit)
 
-    s = sub.add_parser("anatomy", parents=[common], help="weight-based Q/K/V composition between heads (task-free)", formatter_class=fmt_class)
+
+def _anatomy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas anatomy``."""
+    s = command(sub, "anatomy", common, "weight-based Q/K/V composition between heads (task-free)")
     s.add_argument("--model", required=True)
     model_id_option(s)
     s.add_argument("--show", type=count(1, 1_000_000), default=10)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_anatomy)
 
-    s = sub.add_parser("lens", parents=[common], help="predictive coding: logit and tuned lens per layer, error-correcting components",
-                       formatter_class=fmt_class)
+
+def _lens_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas lens``."""
+    s = command(sub, "lens", common, "predictive coding: logit and tuned lens per layer, error-correcting components")
     s.add_argument("--model", required=True)
     model_id_option(s)
     s.add_argument("--task", help="the prompts (default: a zoo model's own task)")
@@ -539,11 +559,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_lens)
 
-    s = sub.add_parser("decode", parents=[common], help="population decoding: which components carry a task variable",
-                       formatter_class=fmt_class)
+
+def _decode_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas decode``."""
+    s = command(sub, "decode", common, "population decoding: which components carry a task variable")
     s.add_argument("--model", required=True)
     model_id_option(s)
-    s.add_argument("--layer", type=count(0, 10_000), required=True)
+    s.add_argument("--layer", type=count(0, 10_000), required=True, help="the layer whose components are measured")
     s.add_argument("--variable", required=True, choices=["token", "prev-token", "position", "answer"],
                    help="token (current), prev-token (t-1), position, answer (the task's target at its scored positions)")
     s.add_argument("--task", help="the prompts (default: a zoo model's own task)")
@@ -554,11 +576,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_decode)
 
-    s = sub.add_parser("views", parents=[common], help="2-D views (PCA, or UMAP when installed) of a layer's population responses",
-                       formatter_class=fmt_class)
+
+def _views_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas views``."""
+    s = command(sub, "views", common, "2-D views (PCA, or UMAP when installed) of a layer's population responses")
     s.add_argument("--model", required=True)
     model_id_option(s)
-    s.add_argument("--layer", type=count(0, 10_000), required=True)
+    s.add_argument("--layer", type=count(0, 10_000), required=True, help="the layer whose components are measured")
     s.add_argument("--color", required=True, choices=["token", "prev-token", "position", "answer"], help="the variable that colours the points")
     s.add_argument("--method", default="pca", choices=["pca", "umap"], help="umap needs umap-learn installed")
     s.add_argument("--task", help="the prompts (default: a zoo model's own task)")
@@ -568,22 +592,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_views)
 
-    s = sub.add_parser("gain", parents=[common], help="gain control: does context scale or shift each component's response?",
-                       formatter_class=fmt_class)
+
+def _gain_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas gain``."""
+    s = command(sub, "gain", common, "gain control: does context scale or shift each component's response?")
     s.add_argument("--model", required=True)
     model_id_option(s)
-    s.add_argument("--layer", type=count(0, 10_000), required=True)
+    s.add_argument("--layer", type=count(0, 10_000), required=True, help="the layer whose components are measured")
     s.add_argument("--stimuli", type=count(2, 4096), default=16, help="stimulus tokens (each placed last after every context)")
     s.add_argument("--contexts", type=count(2, 4096), default=16, help="random context prefixes")
-    s.add_argument("--context-length", type=count(1, 100_000), default=8)
+    s.add_argument("--context-length", type=count(1, 100_000), default=8, help="tokens in each context prefix")
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_gain)
 
+
+def _noise_encode_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas noise`` and ``atlas encode`` (one set of options)."""
     for name, func, helptext, default_prompts in (
             ("noise", cmd_noise, "noise correlations: components' shared trial-to-trial variability under input noise", 32),
             ("encode", cmd_encode, "encoding models: task variables -> each component's response, with the noise ceiling", 48)):
-        s = sub.add_parser(name, parents=[common], help=helptext, formatter_class=fmt_class)
+        s = command(sub, name, common, helptext)
         s.add_argument("--model", required=True)
         model_id_option(s)
         s.add_argument("--task", help="the stimuli (default: a zoo model's own task)")
@@ -594,8 +623,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         s.add_argument("--json", action="store_true")
         s.set_defaults(func=func)
 
-    s = sub.add_parser("scaling", parents=[common], help="scaling: one recipe trained at several sizes and seeds, connectome statistics "
-                       "against size", formatter_class=fmt_class)
+
+def _scaling_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas scaling``."""
+    s = command(sub, "scaling", common, "scaling: one recipe trained at several sizes and seeds, connectome statistics "
+                       "against size")
     s.add_argument("--task", default="induction", choices=["induction"], help="the recipe and task (the induction family)")
     s.add_argument("--sizes", default="2,4,8", help="heads per layer, comma-separated (at least three)")
     s.add_argument("--seeds", default="0,1", help="seeds, comma-separated (at least two)")
@@ -606,7 +638,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_scaling)
 
-    s = sub.add_parser("probe", parents=[common], help="role scores and receptive fields of every head and MLP", formatter_class=fmt_class)
+
+def _probe_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas probe``."""
+    s = command(sub, "probe", common, "role scores and receptive fields of every head and MLP")
     s.add_argument("--model", required=True)
     model_id_option(s)
     s.add_argument("--json", action="store_true")
@@ -614,3 +649,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                   "short for it uses its own task)")
     s.add_argument("--per-prompt", action="store_true", help="print every component's activation on every prompt")
     s.set_defaults(func=cmd_probe)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this group's commands to the ``atlas`` parser (one function per command)."""
+    for add in (_ingest_parser, _evaluate_parser, _sae_parser, _population_parser, _lesion_parser, _verify_parser, _circuit_parser, _anatomy_parser, _lens_parser, _decode_parser, _views_parser, _gain_parser, _noise_encode_parser, _scaling_parser, _probe_parser):
+        add(sub, common)

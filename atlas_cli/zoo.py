@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from atlas_cli.common import count, open_store, print_frame, settings
+from atlas_cli.common import command, count, open_store, print_frame, settings
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -96,20 +96,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add this group's commands to the ``atlas`` parser."""
-    fmt_class = argparse.ArgumentDefaultsHelpFormatter
-    s = sub.add_parser("zoo", parents=[common], help="small models with known circuits, trained locally", formatter_class=fmt_class)
-    s.add_argument("action", choices=["list", "train", "info"])
+def _zoo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas zoo``."""
+    s = command(sub, "zoo", common, "small models with known circuits, trained locally")
+    s.add_argument("action", choices=["list", "train", "info"], help="list the zoo, train a model of it, or print one model's info")
     s.add_argument("name", nargs="?", help="zoo model name")
     s.add_argument("--steps", type=count(1, 10_000_000), help="training steps (default: the model's)")
     s.add_argument("--checkpoint-every", type=count(0, 10_000_000), default=0, help="save weights every N steps (0: only the final)")
     s.add_argument("--json", action="store_true", help="JSON output (list, train; info always prints JSON)")
     s.set_defaults(func=cmd_zoo)
 
-    s = sub.add_parser("demo", parents=[common], help="the whole story on the embedded default, in under a minute", formatter_class=fmt_class)
+
+def _demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas demo``."""
+    s = command(sub, "demo", common, "the whole story on the embedded default, in under a minute")
     s.add_argument("--out", default="atlas-demo", help="folder for the HTML page")
     s.add_argument("--prompts", type=count(1, 4_096), default=16, help="number of prompts")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true", help="print the run, the page and the strongest edges as JSON")
     s.set_defaults(func=cmd_demo)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add this group's commands to the ``atlas`` parser (one function per command)."""
+    for add in (_zoo_parser, _demo_parser):
+        add(sub, common)

@@ -117,20 +117,20 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
             row.update({"edges": other.n_edges, "compute s": other.seconds["compute"], "write s": other.seconds["write"]})
         with stage(rows, "atlas paths, first call (no cache: columns fetched + search)", server.pid):
             cx.delete_path_caches(store, run)
-            _quiet(lambda: main(["paths", "--run", run, "--top", "10", "--json", *h]))
+            _quiet(lambda: main(["paths", "--run", run, "--paths", "10", "--json", *h]))
         with stage(rows, "atlas paths, later call (kept on the run)", server.pid):
-            _quiet(lambda: main(["paths", "--run", run, "--top", "10", "--json", *h]))
+            _quiet(lambda: main(["paths", "--run", run, "--paths", "10", "--json", *h]))
         middle = f"L{shape['n_layers'] // 2}.MLP"
         with stage(rows, f"atlas paths --through {middle} (criteria: never cached)", server.pid):
-            _quiet(lambda: main(["paths", "--run", run, "--top", "5", "--through", middle, "--json", *h]))
-        with stage(rows, "atlas paths --top 100 (more than is kept: never cached)", server.pid):
-            _quiet(lambda: main(["paths", "--run", run, "--top", "100", "--json", *h]))
+            _quiet(lambda: main(["paths", "--run", run, "--paths", "5", "--through", middle, "--json", *h]))
+        with stage(rows, "atlas paths --paths 100 (more than is kept: never cached)", server.pid):
+            _quiet(lambda: main(["paths", "--run", run, "--paths", "100", "--json", *h]))
         # what a person at a shell waits for: a new process, so the interpreter and the imports
         # count; pandas and the neo4j driver (which imports pandas itself) alone, side by side
         imports = _wall([sys.executable, "-c", "import pandas, neo4j"])
         with stage(rows, f"atlas paths --through {middle}, a fresh process", server.pid) as row:
             row["result"] = f"of it importing pandas + neo4j: {imports:.2f} s"
-            _wall([sys.executable, "-m", "atlas_cli", "paths", "--run", run, "--top", "5", "--through", middle, "--json", *h])
+            _wall([sys.executable, "-m", "atlas_cli", "paths", "--run", run, "--paths", "5", "--through", middle, "--json", *h])
         weight = float(cx.fetch_edge_columns(store, run)["score"].abs().quantile(0.99))
         with stage(rows, "atlas hierarchy --min-weight (top 1% of |score|)", server.pid):
             _quiet(lambda: main(["hierarchy", "--run", run, "--min-weight", f"{weight:.6g}", "--no-store", "--json", *h]))

@@ -29,9 +29,9 @@ from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.frames import strongest_first
 from atlas.ids import local_id, training_run_of
+from atlas.stats import spearman
 from atlas.store import Store
 from queries.fetch import fetch_components, fetch_edge_columns, require_run
-from queries.stats import spearman
 
 __all__ = ["Comparison", "compare_edges", "align_components", "compare_runs", "write_alignment", "same_training_run", "ROLE_KEYS"]
 

@@ -21,9 +21,9 @@ import pandas as pd
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
+from atlas.stats import spearman
 from atlas.store import Store
 from queries.graph import collapse, fetch_graph
-from queries.stats import spearman
 
 __all__ = ["Hierarchy", "compute_hierarchy", "fetch_hierarchy", "write_hierarchy"]
 

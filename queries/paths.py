@@ -518,7 +518,7 @@ def _max_into(best: np.ndarray, nodes: np.ndarray, values: np.ndarray) -> None:
 
 CACHED_K = 50
 """The default pathway query (embedding -> logits, no constraints) keeps this many paths on the run:
-a later ``atlas paths --top <= 50`` reads them (30 ms) instead of fetching the run's edges again
+a later ``atlas paths --paths <= 50`` reads them (30 ms) instead of fetching the run's edges again
 (~0.15 s over 1.1M edges) and searching (~0.1-0.2 s)."""
 
 

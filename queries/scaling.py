@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from atlas.errors import ValidationError
+from atlas.stats import spearman
 from queries.development import share_for_mass
-from queries.stats import spearman
 
 __all__ = ["member_statistics", "trends", "STATISTICS"]
 

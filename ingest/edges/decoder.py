@@ -28,6 +28,7 @@ from atlas.schema import Channel, ComponentKind, ModelFamily
 from ingest.edges.interface import GradientScores, ModelInterface, Progress
 from ingest.model.graph import ModelGraph, Receiver
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_outputs
 from ingest.model.tasks import PromptBatch, Task
 
 __all__ = ["DecoderInterface", "sender_outputs", "qkv_input_change", "mlp_in_hook"]
@@ -96,9 +97,7 @@ def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         outs = [cache[hook_name("embed")] + (cache[hook_name("pos_embed")] if hook_name("pos_embed") in names else 0.0)]
         for layer in range(graph.n_layers):
-            z = cache[hook_name("z", layer)]
-            w_o = model.blocks[layer].attn.W_O
-            outs.extend(torch.einsum("bphe,hed->bphd", z, w_o).unbind(dim=2))
+            outs.extend(head_outputs(model, layer, cache[hook_name("z", layer)]).unbind(dim=2))
             if graph.has_mlp:
                 outs.append(cache[hook_name("mlp_out", layer)])
             if layer in neurons:
@@ -176,7 +175,7 @@ def _layer_norm_vjp(ln: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tenso
     if type(ln) in (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre):
         centre = type(ln) in (LayerNorm, LayerNormPre)
         xc = x - x.mean(-1, keepdim=True) if centre else x
-        scale = (xc.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
+        scale = (xc.pow(2).mean(-1, keepdim=True) + float(ln.eps)).sqrt()
         xhat = (xc / scale)[:, :, None, :]
         g = cotangent * ln.w if hasattr(ln, "w") else cotangent
         out = g - xhat * (g * xhat).mean(-1, keepdim=True)
@@ -279,7 +278,7 @@ def _receiver_grads(
             # resid_pre of layer 0 is the embedding plus the positions in the residual (if any)
             outs = [store["x0"].detach()]
             for layer in range(graph.n_layers):
-                outs.extend(torch.einsum("bphe,hed->bphd", store[f"z{layer}"].detach(), model.blocks[layer].attn.W_O).unbind(dim=2))
+                outs.extend(head_outputs(model, layer, store[f"z{layer}"].detach()).unbind(dim=2))
                 if graph.has_mlp:
                     outs.append(store[f"out{layer}"].detach())
                 if layer in neurons:
@@ -292,18 +291,18 @@ def _receiver_grads(
         layer = group.layer
         if group.kind is ComponentKind.HEAD:  # q, k, v of every head, channel-major (the group's order)
             attn = model.blocks[layer].attn
-            cot = torch.cat([torch.einsum("bphe,hde->bphd", store[f"{c}{layer}"].grad, w)
+            cot = torch.cat([torch.einsum("bphe,hde->bphd", _grad(store[f"{c}{layer}"]), w)
                              for c, w in (("q", attn.W_Q), ("k", attn.W_K), ("v", attn.W_V))], dim=2)
             return _layer_norm_vjp(model.blocks[layer].ln1, store[f"x{layer}"], cot)
         if group.kind is ComponentKind.MLP:
-            return store[f"mlp{layer}"].grad[:, :, None, :]
+            return _grad(store[f"mlp{layer}"])[:, :, None, :]
         if group.kind is ComponentKind.NEURON:
             ns = neurons[layer]
-            cot = store[f"pre{layer}"].grad[:, :, ns, None] * model.blocks[layer].mlp.W_in[:, ns].T[None, None]  # [b, p, k, d]
+            cot = _grad(store[f"pre{layer}"])[:, :, ns, None] * model.blocks[layer].mlp.W_in[:, ns].T[None, None]  # [b, p, k, d]
             return _layer_norm_vjp(model.blocks[layer].ln2, store[f"mlp{layer}"], cot)
         if group.kind is ComponentKind.FEATURE:
-            return _feature_cotangents(model, graph, layer, store[f"mlp{layer}"].detach(), store[f"fpre{layer}"].grad)
-        return store["final"].grad[:, :, None, :]
+            return _feature_cotangents(model, graph, layer, store[f"mlp{layer}"].detach(), _grad(store[f"fpre{layer}"]))
+        return _grad(store["final"])[:, :, None, :]
 
     grads = [gradient(group) for group in groups]
     for group, grad in zip(groups, grads, strict=True):
@@ -313,6 +312,12 @@ def _receiver_grads(
             if group.kind is ComponentKind.HEAD:
                 _query_resolved(model, group, store, per_query)
     return grads, senders
+
+
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    """The gradient a backward pass left on ``t`` (retained: an internal invariant)."""
+    assert t.grad is not None
+    return t.grad
 
 
 def _query_resolved(model: Any, group: ReceiverGroup, store: dict[str, torch.Tensor],

@@ -35,6 +35,7 @@ from atlas.errors import ValidationError
 from atlas.schema import ComponentKind, ModelFamily
 from ingest.edges.interface import GradientScores, ModelInterface, Progress
 from ingest.model.graph import ModelGraph, Receiver
+from ingest.model.outputs import head_outputs
 from ingest.model.tasks import PromptBatch
 
 __all__ = ["EncoderInterface", "sender_outputs", "wire_inputs"]
@@ -132,11 +133,12 @@ class EncoderInterface(ModelInterface):
         for s in graph.senders:
             direction = torch.zeros_like(clean)
             direction[:, :, s.index] = delta[:, :, s.index]
-            _, moved = torch.func.jvp(lambda o: tuple(wire_inputs(model, graph, o)), (clean,), (direction,))
+            moved = torch.func.jvp(lambda o: tuple(wire_inputs(model, graph, o)), (clean,), (direction,))[1]
             for r in graph.receivers:
                 if s.write_stage >= r.read_stage:
                     continue
                 g = store[_hook_for(model, r)].grad
+                assert g is not None
                 change = _moved(model, r, moved[_point(r, graph.n_layers)])
                 if r.kind is ComponentKind.HEAD:
                     g = g[:, :, r.head]
@@ -159,7 +161,7 @@ def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> torch
         model.run_with_hooks(tokens, return_type=None, fwd_hooks=[(n, grab) for n in names])
     outs = [store["hook_full_embed"]]
     for l in range(graph.n_layers):
-        outs.extend(torch.einsum("bphe,hed->bphd", store[f"blocks.{l}.attn.hook_z"], model.blocks[l].attn.W_O).unbind(dim=2))
+        outs.extend(head_outputs(model, l, store[f"blocks.{l}.attn.hook_z"]).unbind(dim=2))
         outs.append(store[f"blocks.{l}.hook_mlp_out"])
     stacked = torch.stack(outs, dim=2)
     assert stacked.shape[2] == len(graph.senders)

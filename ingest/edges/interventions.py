@@ -33,6 +33,7 @@ from ingest.edges.decoder import mlp_in_hook, qkv_input_change
 from ingest.edges.interface import restores_model, sender_outputs
 from ingest.model.graph import ModelGraph
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_outputs
 from ingest.model.tasks import PromptBatch, Task
 
 __all__ = ["ABLATIONS", "ablated_outputs", "compute_node_lesions", "circuit_metric", "circuit_metrics", "faithfulness"]
@@ -102,7 +103,7 @@ def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned
                 return act
 
             def attn_hook(act: torch.Tensor, hook: Any, layer: int = layer, first: int = first, hmask: torch.Tensor = hmask) -> torch.Tensor:
-                out = torch.einsum("bphe,hed->bphd", z_store[layer], model.blocks[layer].attn.W_O)
+                out = head_outputs(model, layer, z_store[layer])
                 abl = ablated[prompt_of_row, :, first : first + graph.n_heads]
                 return act + torch.einsum("bh,bphd->bpd", hmask, abl - out)
 
@@ -194,7 +195,7 @@ def circuit_metrics(
 
         hooks.append((hook_name("resid_pre", layer), keep_resid))
         for c in "qkv":
-            recv = sorted((r for r in heads if r.channel.value == c), key=lambda r: r.head)
+            recv = sorted((r for r in heads if r.channel.value == c), key=lambda r: r.head or 0)
 
             def qkv_hook(act: torch.Tensor, hook: Any, layer: int = layer, c: str = c, recv: list[Any] = recv) -> torch.Tensor:
                 corr = torch.stack([d_of(by_recv[r.index]) for r in recv], dim=2)  # [b, p, h, d]
@@ -206,7 +207,7 @@ def circuit_metrics(
             hooks.append((hook_name(c, layer), qkv_hook))
 
         def record_heads(act: torch.Tensor, hook: Any, layer: int = layer, attn: Any = attn) -> torch.Tensor:
-            out = torch.einsum("bphe,hed->bphd", act, attn.W_O)
+            out = head_outputs(model, layer, act)
             for s in senders:
                 if s.kind is ComponentKind.HEAD and s.layer == layer:
                     current[s.index] = out[:, :, s.head]

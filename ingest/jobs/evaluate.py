@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import rankdata
 
 from atlas import connectome as cx
 from atlas.errors import ModelError, ValidationError
 from atlas.ids import local_id
+from atlas.stats import spearman
 from atlas.store import Store
 
 __all__ = ["roc_auc", "ground_truth_labels", "evaluate_model", "load_truth"]
@@ -101,18 +102,17 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     (no structural exclusions: a listed edge is a claim the user makes)."""
     from ingest.edges.methods import MethodConfig, compute_patching
     from ingest.jobs.run import IngestConfig, run_ingest
+    from ingest.model.context import load_context
     from ingest.model.encoder import SimilarityTask, encoder_graph
     from ingest.model.family import is_encoder
-    from ingest.model.graph import build_graph
     from ingest.model.loading import load_model
-    from ingest.model.tasks import get_task, prepare_batch
     from ingest.model.zoo import ZOO
 
     if truth_file is not None:
         truth_edges = load_truth(truth_file)
         if task is None:
             raise ValidationError("--truth needs --task: the task the listed circuit performs")
-        task_name, structural, silent = task, set(), frozenset()
+        task_name, structural, silent = task, set(), frozenset[str]()
         truth_source = str(truth_file)
     else:
         if model not in ZOO:
@@ -144,19 +144,16 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     if method == "patching":
         rho = 1.0
     else:
-        from ingest.jobs.run import resolve_task
-
         if is_encoder(loaded.model):
             sim = SimilarityTask(Path(task_name))
             graph, batch, task_obj = encoder_graph(loaded.model, loaded.model_id), sim.make_batch(loaded.model, n_prompts, config.seed), sim
         else:
-            task_obj = get_task(resolve_task(task_name, model), config.metric)
-            graph = build_graph(loaded.model, loaded.model_id)
-            batch = prepare_batch(loaded.model, task_obj.make_batch(loaded.model, n_prompts, config.seed), config.metric)
+            ctx = load_context(model, task_name, n_prompts, config.seed, home, metric=config.metric, loaded=loaded)
+            graph, batch, task_obj = ctx.graph, ctx.batch, ctx.task
         exact = compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
         key = ["componentId_pre", "componentId_post", "channel"]
         both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))  # structural edges are 0 in both
-        rho = float(spearmanr(both["score"], both["score_exact"])[0])
+        rho = spearman(both["score"], both["score_exact"])
     cx.write_run_figures(store, result.run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
     return {
         "model": model, "modelId": loaded.model_id, "method": method, "task": task_name, "runId": result.run_id, "truth": truth_source,

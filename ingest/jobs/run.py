@@ -30,7 +30,7 @@ from atlas.schema import MAX_PROMPTS, MAX_STEPS, Granularity, Method, Metric, Mo
 from atlas.store import Store
 from ingest.model.hooks import hook_name
 
-__all__ = ["IngestConfig", "IngestResult", "ComputedRun", "run_ingest", "compute_run", "make_progress", "resolve_task"]
+__all__ = ["IngestConfig", "IngestResult", "ComputedRun", "run_ingest", "compute_run", "make_progress"]
 
 
 @dataclass(frozen=True)
@@ -164,18 +164,6 @@ def make_progress(enabled: bool) -> Callable[[int, str], Any]:
     return factory
 
 
-def resolve_task(task: str, model: str) -> str:
-    """``default`` means the zoo model's own task (``NAME@STEP`` checkpoints included)."""
-    if task != "default":
-        return task
-    from ingest.model.zoo import ZOO
-
-    name = model.split("@", 1)[0]
-    if name not in ZOO:
-        raise ValidationError(f"--task default needs a zoo model ({', '.join(sorted(ZOO))}); {model!r} has no task of its own")
-    return ZOO[name].task
-
-
 @dataclass(frozen=True)
 class ComputedRun:
     """What :func:`compute_run` hands to :func:`write_run`: the model, its node and edge frames,
@@ -245,33 +233,24 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     statistics and prompt records are made once, on every prompt, as without shards."""
     from ingest.edges.methods import MethodConfig
     from ingest.edges.registry import method_spec
+    from ingest.model.context import load_context, resolve_task
+    from ingest.model.family import is_encoder
     from ingest.model.loading import load_model
-    from ingest.model.tasks import get_task, prepare_batch
+    from ingest.model.tasks import get_task
 
     config.validate()  # an unknown method or a combination it does not offer is refused before the model loads
     spec = method_spec(config.method)
     if config.metric != Metric.COSINE.value:
-        task = get_task(resolve_task(config.task, config.model), config.metric)
+        get_task(resolve_task(config.task, config.model), config.metric)  # an unknown task, too
     loaded = load_model(config.model, home, progress, model_id=config.model_id, allow_encoder=True)
-    from ingest.model.family import is_encoder
-
     if is_encoder(loaded.model) or config.metric == Metric.COSINE.value:
         if shards > 1:
             raise ValidationError("--shards is for decoder runs; encoder runs (BERT-style) are computed in one process")
         return _compute_encoder_run(config, loaded, progress, on_load)
     if on_load is not None:
         on_load(loaded)
-    batch = prepare_batch(loaded.model, task.make_batch(loaded.model, config.n_prompts, config.seed), config.metric)
-    cfg = loaded.model.cfg
-    if int(batch.clean.max()) >= cfg.d_vocab or int(batch.corrupted.max()) >= cfg.d_vocab:
-        raise ValidationError(f"the task's prompts hold token {max(int(batch.clean.max()), int(batch.corrupted.max()))}, but "
-                              f"{loaded.model_id} reads {cfg.d_vocab} tokens (0..{cfg.d_vocab - 1})")
-    if batch.clean.shape[1] > cfg.n_ctx:
-        raise ValidationError(f"the task's prompts are {batch.clean.shape[1]} tokens long, but {loaded.model_id}'s context holds {cfg.n_ctx}")
-    scored = batch.targets[batch.mask]
-    if scored.numel() and int(scored.max()) >= cfg.d_vocab_out:
-        raise ValidationError(f"the task's targets reach token {int(scored.max())}, but {loaded.model_id} predicts "
-                              f"{cfg.d_vocab_out} output tokens (0..{cfg.d_vocab_out - 1}): give a task whose targets it can predict")
+    ctx = load_context(config.model, config.task, config.n_prompts, config.seed, home, metric=config.metric, loaded=loaded, graph=False)
+    task, batch = ctx.task, ctx.batch
     graph, dictionaries = run_graph(config, loaded, task, batch)
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
     total = spec.passes(config.steps, n_edges)
@@ -458,6 +437,8 @@ def run_ingest(
     """
     config.validate()
     # 'default' and its name are one run; so are two spellings of one model file's path
+    from ingest.model.context import resolve_task
+
     config = replace(config, task=resolve_task(config.task, config.model), model=canonical_model_spec(config.model))
     t0 = time.perf_counter()
     bars = make_progress(progress)

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from scipy.stats import spearmanr
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.ids import local_id
 from atlas.records import CircuitRecord, DictionaryRecord, RunRecord
 from atlas.schema import MAX_PROMPTS, Method, RelType
+from atlas.stats import spearman
 from atlas.store import Store
-from ingest.jobs.run import ComputedRun, IngestConfig, check_existing, make_progress, resolve_task, write_run
+from ingest.jobs.run import ComputedRun, IngestConfig, check_existing, make_progress, write_run
+from ingest.model.context import StudyContext, load_context, resolve_task
 
 __all__ = ["LesionConfig", "LesionResult", "VerifyResult", "StudyContext", "run_lesion", "verify_run", "save_circuit", "run_anatomy", "run_probe", "run_population", "train_sae",
            "run_lens", "LensRun", "task_loss", "run_decode", "run_views", "run_gain", "run_noise", "run_encode"]
@@ -33,16 +34,6 @@ Log = Callable[[str], None]
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
-
-
-@dataclass(frozen=True)
-class StudyContext:
-    """What a study measures on: the loaded model, its component graph, the task and its prompts."""
-
-    loaded: Any
-    graph: Any
-    task: Any
-    batch: Any
 
 
 @dataclass(frozen=True)
@@ -72,19 +63,6 @@ class VerifyResult:
         raw = {"runId": self.run_id, "top": self.top, "spearman": self.spearman, "explained": self.explained,
                "faithfulness": self.faithfulness}
         return {k: None if isinstance(v, float) and v != v else v for k, v in raw.items()}
-
-
-def _context(model: str, task_name: str, n_prompts: int, seed: int, home: Path, metric: str = "logit",
-             model_id: str | None = None) -> StudyContext:
-    from ingest.model.graph import build_graph
-    from ingest.model.loading import load_model
-    from ingest.model.tasks import get_task, prepare_batch
-
-    loaded = load_model(model, home, make_progress(True), model_id=model_id)
-    task = get_task(resolve_task(task_name, model), metric)
-    graph = build_graph(loaded.model, loaded.model_id)
-    batch = prepare_batch(loaded.model, task.make_batch(loaded.model, n_prompts, seed), metric)
-    return StudyContext(loaded, graph, task, batch)
 
 
 @dataclass(frozen=True)
@@ -139,7 +117,8 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
         existing = check_existing(store, run_id, config.to_json())
         if existing is not None and existing.complete:
             return LesionResult(run_id, "unchanged", None)
-    ctx = _context(config.model, config.task, config.n_prompts, config.seed, home, config.metric, config.model_id)
+    ctx = load_context(config.model, config.task, config.n_prompts, config.seed, home, metric=config.metric, model_id=config.model_id,
+                       progress=make_progress(True))
     loaded, graph, task, batch = ctx.loaded, ctx.graph, ctx.task, ctx.batch
     reference = task.make_batch(loaded.model, config.n_reference, config.seed + 1).clean
     ablated = ablated_outputs(loaded.model, graph, batch, config.ablation, reference, seed=config.seed)
@@ -182,7 +161,7 @@ def _run_context(store: Store, run_id: str, home: Path) -> tuple[RunRecord, Stud
     from ingest.jobs.run import run_graph
 
     cfg = IngestConfig.from_json(run.config_json or "{}")
-    ctx = _context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, cfg.metric, cfg.model_id)
+    ctx = load_context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, metric=cfg.metric, model_id=cfg.model_id, progress=make_progress(True))
     _check_run_model(store, run, ctx.loaded, cfg.model)
     if cfg.granularity != "head":  # the same neurons or features the run chose
         graph, _ = run_graph(cfg, ctx.loaded, ctx.task, ctx.batch)
@@ -207,7 +186,6 @@ def align_runs(store: Store, run_a: str, run_b: str, home: Path, *, threshold: f
         ValidationError: a run that is not an attribution run, or whose model file changed.
     """
     from ingest.model.loading import load_model
-    from ingest.model.tasks import get_task
     from ingest.toolbox.alignment import functional_alignment, shared_stimuli
 
     loaded, prompts = [], []
@@ -220,7 +198,7 @@ def align_runs(store: Store, run_a: str, run_b: str, home: Path, *, threshold: f
                                   "(or --align structure, which needs no model)") from exc
         model = load_model(cfg.model, home, make_progress(progress), model_id=cfg.model_id)
         _check_run_model(store, run, model, cfg.model)
-        batch = get_task(resolve_task(cfg.task, cfg.model), cfg.metric).make_batch(model.model, cfg.n_prompts, cfg.seed)
+        batch = load_context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, metric=cfg.metric, loaded=model, graph=False).batch
         loaded.append(model)
         prompts += [batch.clean, batch.corrupted]
     (a, b) = loaded
@@ -288,7 +266,7 @@ def verify_run(store: Store, run_id: str, top: int, home: Path, *, progress: boo
         ablated = ablated_outputs(loaded.model, graph, batch, "corrupt")
         faith = faithfulness(loaded.model, graph, task, batch, ablated, set(idx))
         gap = faith["metricEmpty"] - faith["metricFull"]
-    rho = float(spearmanr(merged["score"], merged["effect"])[0]) if len(merged) > 2 else float("nan")
+    rho = spearman(merged["score"], merged["effect"]) if len(merged) > 2 else float("nan")
     result = VerifyResult(
         run_id=run_id, top=len(merged), spearman=rho,
         explained=float(merged["effect"].sum() / gap) if abs(gap) > 1e-12 else float("nan"),
@@ -416,29 +394,7 @@ class LensRun:
     result: Any
 
 
-@dataclass(frozen=True)
-class _Measured:
-    """What a toolbox study measures on: the model, its head-level graph, the task's prompts."""
-
-    loaded: Any
-    graph: Any
-    batch: Any
-    task: str
-
-
-def _measured(model: str, home: Path, task: str | None, n_prompts: int, seed: int, model_id: str | None) -> _Measured:
-    """Load ``model`` with its graph and ``n_prompts`` prompts of ``task`` (default: a zoo model's own)."""
-    from ingest.model.graph import build_graph
-    from ingest.model.loading import load_model
-    from ingest.model.tasks import get_task
-
-    task_name = resolve_task(task or "default", model)
-    loaded = load_model(model, home, make_progress(True), model_id=model_id)
-    batch = get_task(task_name).make_batch(loaded.model, n_prompts, seed)
-    return _Measured(loaded, build_graph(loaded.model, loaded.model_id), batch, task_name)
-
-
-def _store_on_components(store: Store, m: _Measured, props: pd.DataFrame, clear: tuple[str, ...] = ()) -> pd.DataFrame:
+def _store_on_components(store: Store, m: StudyContext, props: pd.DataFrame, clear: tuple[str, ...] = ()) -> pd.DataFrame:
     """Write the model, its components and ``props`` (``componentId`` + figure columns) onto them,
     first removing the properties ``clear`` (another measurement's figures must not linger); returns
     the node frame."""
@@ -454,13 +410,13 @@ def _store_on_components(store: Store, m: _Measured, props: pd.DataFrame, clear:
     return nodes
 
 
-def _study_id(m: _Measured, method: str, config: dict[str, Any]) -> tuple[str, str]:
+def _study_id(m: StudyContext, method: str, config: dict[str, Any]) -> tuple[str, str]:
     """(run id, configuration JSON) of a study's run: one id per configuration and weights."""
     text = json.dumps({**config, "weightsHash": m.loaded.weights_hash}, sort_keys=True)
-    return f"{m.loaded.model_id}:{m.task}:{method}:{hashlib.sha256(text.encode()).hexdigest()[:8]}", text
+    return f"{m.loaded.model_id}:{m.task_name}:{method}:{hashlib.sha256(text.encode()).hexdigest()[:8]}", text
 
 
-def _study_run(store: Store, m: _Measured, method: str, config: dict[str, Any], details: dict[str, Any]) -> tuple[str, str]:
+def _study_run(store: Store, m: StudyContext, method: str, config: dict[str, Any], details: dict[str, Any]) -> tuple[str, str]:
     """The ``:Run`` of a study with no edges of its own (its figures are ``details``), written complete
     once per configuration; returns (run id, written or unchanged)."""
     from ingest.model.loading import model_record
@@ -469,7 +425,7 @@ def _study_run(store: Store, m: _Measured, method: str, config: dict[str, Any], 
     existing = check_existing(store, run_id, text)
     if existing is not None and existing.complete:
         return run_id, "unchanged"
-    run = RunRecord(run_id=run_id, model_id=m.loaded.model_id, task=m.task, method=method, n_prompts=config.get("nPrompts"),
+    run = RunRecord(run_id=run_id, model_id=m.loaded.model_id, task=m.task_name, method=method, n_prompts=config.get("nPrompts"),
                     config_json=text, details=details, n_edges=0)
     cx.write_run(store, run, model_record(m.loaded), m.graph.nodes_frame(), [], unfinished=existing is not None)
     return run_id, "written"
@@ -484,10 +440,10 @@ def run_lens(store: Store, model: str, home: Path, *, task: str | None = None, n
 
     if not 2 <= n_prompts <= MAX_PROMPTS:
         raise ValidationError(f"--prompts must be between 2 and {MAX_PROMPTS:,} (the tuned lens is fitted on half), got {n_prompts:,}")
-    m = _measured(model, home, task, n_prompts, seed, model_id)
+    m = load_context(model, task or "default", n_prompts, seed, home, model_id=model_id, progress=make_progress(True))
     result = compute_lens(m.loaded.model, m.graph, m.batch, seed=seed)
-    _store_on_components(store, m, result.components.drop(columns=["kind", "layer"]).assign(lensTask=m.task), clear=LENS_PROPERTIES)
-    run_id, status = _study_run(store, m, "lens", {"model": model, "task": m.task, "nPrompts": n_prompts, "seed": seed},
+    _store_on_components(store, m, result.components.drop(columns=["kind", "layer"]).assign(lensTask=m.task_name), clear=LENS_PROPERTIES)
+    run_id, status = _study_run(store, m, "lens", {"model": model, "task": m.task_name, "nPrompts": n_prompts, "seed": seed},
                                 {"lensLayersJson": json.dumps(result.layers.to_dict("records")), "lensSummaryJson": json.dumps(result.summary)})
     return LensRun(run_id, status, result)
 
@@ -499,13 +455,13 @@ def run_decode(store: Store, model: str, home: Path, *, layer: int, variable: st
     ``decode<Variable>``/``decode<Variable>Null`` (with ``decode<Variable>Task``)."""
     from ingest.toolbox.decode import decode_layer, property_name
 
-    m = _measured(model, home, task, n_prompts, seed, model_id)
+    m = load_context(model, task or "default", n_prompts, seed, home, model_id=model_id, progress=make_progress(True))
     frame = decode_layer(m.loaded.model, m.graph, m.batch, layer, variable, seed=seed, decoder=decoder)
     key = property_name(variable)
     parts = frame.dropna(subset=["componentId"])
     _store_on_components(store, m, pd.DataFrame({"componentId": parts["componentId"], key: parts["accuracy"], f"{key}Null": parts["null"],
-                                                 f"{key}Task": f"{m.task} ({decoder}, {n_prompts} prompts, seed {seed})"}))
-    return frame.assign(task=m.task)
+                                                 f"{key}Task": f"{m.task_name} ({decoder}, {n_prompts} prompts, seed {seed})"}))
+    return frame.assign(task=m.task_name)
 
 
 def run_views(store: Store, model: str, home: Path, *, layer: int, variable: str, method: str = "pca", task: str | None = None,
@@ -515,11 +471,11 @@ def run_views(store: Store, model: str, home: Path, *, layer: int, variable: str
     tooltips show them)."""
     from ingest.toolbox.views import population_views
 
-    m = _measured(model, home, task, n_prompts, seed, model_id)
+    m = load_context(model, task or "default", n_prompts, seed, home, model_id=model_id, progress=make_progress(True))
     points, summary = population_views(m.loaded.model, m.graph, m.batch, layer, variable, method=method, seed=seed)
     parts = summary.dropna(subset=["componentId"])
     _store_on_components(store, m, pd.DataFrame({"componentId": parts["componentId"], "pcaTop2": parts["pcaTop2"],
-                                                 "viewVariable": f"{variable} ({method}, {m.task})", "viewSeparation": parts["separation"],
+                                                 "viewVariable": f"{variable} ({method}, {m.task_name})", "viewSeparation": parts["separation"],
                                                  "viewSeparationNull": parts["separationNull"]}))
     return points, summary
 
@@ -535,15 +491,15 @@ def run_gain(store: Store, model: str, home: Path, *, layer: int, n_stimuli: int
     loaded = load_model(model, home, make_progress(True), model_id=model_id)
     graph = build_graph(loaded.model, loaded.model_id)
     frame = gain_study(loaded.model, graph, layer, n_stimuli=n_stimuli, n_contexts=n_contexts, context_length=context_length, seed=seed)
-    _store_on_components(store, _Measured(loaded, graph, None, "random contexts"), frame[["componentId", *GAIN_PROPERTIES]])
+    _store_on_components(store, StudyContext(loaded, graph, None, None, "random contexts"), frame[["componentId", *GAIN_PROPERTIES]])
     return frame
 
 
 def _noisy(model: str, home: Path, task: str | None, n_prompts: int, repeats: int, sigma: float, seed: int,
-           model_id: str | None) -> tuple[_Measured, list[str], Any]:
+           model_id: str | None) -> tuple[StudyContext, list[str], Any]:
     from ingest.toolbox.coding import noisy_responses
 
-    m = _measured(model, home, task, n_prompts, seed, model_id)
+    m = load_context(model, task or "default", n_prompts, seed, home, model_id=model_id, progress=make_progress(True))
     ids, responses = noisy_responses(m.loaded.model, m.graph, m.batch, repeats=repeats, sigma=sigma, seed=seed)
     return m, ids, responses
 
@@ -557,11 +513,11 @@ def run_noise(store: Store, model: str, home: Path, *, task: str | None = None, 
 
     m, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
     pairs = noise_correlations(ids, responses, seed=seed)
-    config = {"model": model, "task": m.task, "nPrompts": n_prompts, "repeats": repeats, "sigma": sigma, "seed": seed}
+    config = {"model": model, "task": m.task_name, "nPrompts": n_prompts, "repeats": repeats, "sigma": sigma, "seed": seed}
     run_id, text = _study_id(m, "noise", config)
     check_existing(store, run_id, text)  # refuses an id taken by another configuration before anything is written
     _store_on_components(store, m, pd.DataFrame({"componentId": []}))
-    cx.write_noise_correlations(store, pairs, run_id, sigma, f"task:{m.task} ({n_prompts} prompts x {repeats} repeats, seed {seed})")
+    cx.write_noise_correlations(store, pairs, run_id, sigma, f"task:{m.task_name} ({n_prompts} prompts x {repeats} repeats, seed {seed})")
     _study_run(store, m, "noise", config, {"repeats": repeats, "sigma": sigma})
     return pairs.assign(runId=run_id)
 
@@ -575,7 +531,7 @@ def run_encode(store: Store, model: str, home: Path, *, task: str | None = None,
     m, ids, responses = _noisy(model, home, task, n_prompts, repeats, sigma, seed, model_id)
     frame = encoding_models(ids, responses, m.batch)
     props = frame.rename(columns={c: "encode" + c[0].upper() + c[1:] for c in frame.columns if c.startswith("r2")})
-    _store_on_components(store, m, props.assign(encodeTask=f"task:{m.task} ({n_prompts} prompts, sigma {sigma}, seed {seed})"))
+    _store_on_components(store, m, props.assign(encodeTask=f"task:{m.task_name} ({n_prompts} prompts, sigma {sigma}, seed {seed})"))
     return frame
 
 
@@ -584,13 +540,10 @@ def task_loss(model: str, task: str, n_prompts: int, seed: int, home: Path) -> f
     checkpoint has learned, for ``atlas development``."""
     import torch
 
-    from ingest.model.loading import load_model
-    from ingest.model.tasks import get_task
-
-    loaded = load_model(model, home)
-    batch = get_task(resolve_task(task, model)).make_batch(loaded.model, n_prompts, seed)
+    ctx = load_context(model, task, n_prompts, seed, home, graph=False)
+    batch = ctx.batch
     with torch.no_grad():
-        logp = torch.log_softmax(loaded.model(batch.clean).double(), dim=-1)
+        logp = torch.log_softmax(ctx.loaded.model(batch.clean).double(), dim=-1)
     picked = logp.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return float(-picked[batch.mask].mean())
 
@@ -624,7 +577,6 @@ def train_sae(store: Store | None, model: str, hook: str, n_features: int, home:
     ``:Feature`` node (``PART_OF`` its ``:Mlp`` for MLP dictionaries) with sparse-coding statistics on
     the training prompts (up to 512 of them). Returns the stats and the path.
     """
-    from ingest.jobs.run import resolve_task
     from ingest.model.loading import load_model, model_record
     from ingest.model.sae import collect_activations, save_dictionary, site_hooks, train_dictionary
     from ingest.model.tasks import get_task

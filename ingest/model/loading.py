@@ -421,13 +421,13 @@ def _load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedMo
         return _load_path(path)
     if spec.endswith((".pt", ".pth", ".bin")) or os.sep in spec and not _looks_like_hub(spec):
         raise ModelError(f"model file {spec} does not exist")
-    loaded = _load_pretrained(spec)
-    if loaded is None:
+    pretrained = _load_pretrained(spec)
+    if pretrained is None:
         raise ModelError(
             f"unknown model {spec!r}: not a zoo model ({', '.join(sorted(ZOO))}), not an existing file, "
             "and not a TransformerLens pretrained name"
         )
-    return loaded
+    return pretrained
 
 
 @functools.cache

@@ -218,8 +218,11 @@ def _metric(name: str) -> Callable[[torch.Tensor, PromptBatch], torch.Tensor]:
 class Task(Protocol):
     """What an ingestion needs from a task."""
 
-    name: str
-    description: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
 
     def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch: ...
 

@@ -44,6 +44,7 @@ import torch
 
 from atlas.errors import ModelError
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_output
 
 __all__ = ["ZooEntry", "Evaluation", "ZOO", "BINDING", "BIND_Q", "binding_prompts", "binding_swap", "zoo_entry", "load_zoo_model", "load_zoo_checkpoint", "train_zoo_model", "head_role_scores", "SHIPPED_DIR"]
 
@@ -86,7 +87,7 @@ class ZooEntry:
 
 
 # --- induction-2l -----------------------------------------------------------------------------
-_IND = {"d_vocab": 64, "n_ctx": 64, "d_model": 64, "n_heads": 4, "d_head": 32, "n_freq": 16, "gain": 2.0}
+_IND: dict[str, Any] = {"d_vocab": 64, "n_ctx": 64, "d_model": 64, "n_heads": 4, "d_head": 32, "n_freq": 16, "gain": 2.0}
 
 
 def _induction_config() -> dict[str, Any]:
@@ -302,7 +303,7 @@ def _modadd_truth(model: Any) -> dict[str, Any]:
 # Vocabulary: entities, attributes, filler tokens, then the query marker Q. Prompts are
 # attribute-first pairs "A_k E_k" at random slots among fillers, then "Q x": a forward query
 # (x = entity E_k -> A_k) or a reverse query (x = attribute A_k -> E_k).
-BINDING = {"n_ent": 16, "n_attr": 16, "n_fill": 16, "body": 16, "min_pairs": 2, "max_pairs": 4,
+BINDING: dict[str, Any] = {"n_ent": 16, "n_attr": 16, "n_fill": 16, "body": 16, "min_pairs": 2, "max_pairs": 4,
          "d_model": 96, "n_heads": 4, "d_head": 32, "n_freq": 16, "gain": 2.0}
 BIND_Q = BINDING["n_ent"] + BINDING["n_attr"] + BINDING["n_fill"]
 
@@ -405,7 +406,7 @@ def binding_swap(model: Any, prompts: BindingPrompts, channel: str, other: torch
     pos_q = prompts.pairs[b, prompts.queried, 1]
     pos_o = prompts.pairs[b, other, 1]
     _, cache = model.run_with_cache(prompts.tokens, names_filter=lambda n: n == hook_name("z", 0))
-    out = torch.einsum("bpd,dm->bpm", cache[hook_name("z", 0)][:, :, 0], model.W_O[0, 0])
+    out = head_output(model, 0, 0, cache[hook_name("z", 0)])
     delta = torch.zeros_like(out)
     delta[b, pos_q] = out[b, pos_o] - out[b, pos_q]
     delta[b, pos_o] = out[b, pos_q] - out[b, pos_o]

@@ -41,6 +41,7 @@ from atlas.errors import ValidationError
 from atlas.ids import component_id, local_id
 from atlas.schema import ComponentKind
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_outputs
 
 __all__ = ["Alignment", "functional_alignment", "component_outputs", "shared_stimuli"]
 
@@ -86,7 +87,7 @@ def component_outputs(model: Any, model_id: str, batches: list[torch.Tensor], ro
     for tokens in batches:
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         for l in range(cfg.n_layers):
-            heads = torch.einsum("bphe,hed->bphd", cache[hook_name("z", l)], model.blocks[l].attn.W_O)
+            heads = head_outputs(model, l, cache[hook_name("z", l)])
             for h in range(cfg.n_heads):
                 parts.setdefault(component_id(model_id, ComponentKind.HEAD, layer=l, head=h), []).append(heads[:, :, h].reshape(-1, cfg.d_model))
             if not cfg.attn_only:
@@ -108,20 +109,10 @@ class _Views:
         return self.norms <= 0
 
     def cka(self, other: _Views) -> np.ndarray:
-        """``[k, k_other]`` linear CKA ``|y'x|_F^2 / (|x'x|_F |y'y|_F)``; 0 next to a silent component.
+        """``[k, k_other]`` linear CKA (:func:`ingest.toolbox.population.linear_cka_matrix`); 0 next to a silent component."""
+        from ingest.toolbox.population import linear_cka_matrix
 
-        Feature space when the widths are small next to the stimuli (``[k, k', d, d']`` cross
-        products), else Gram space (``<x x', y y'>`` on ``[rows, rows]``), whichever is cheaper."""
-        (ka, rows, d), (kb, _, d2) = self.x.shape, other.x.shape
-        if d * d2 <= rows * rows:  # one matrix product: [ka d, rows] @ [rows, kb d']
-            cross = self.x.transpose(0, 2, 1).reshape(ka * d, rows) @ other.x.transpose(1, 0, 2).reshape(rows, kb * d2)
-            num = (cross.reshape(ka, d, kb, d2) ** 2).sum(axis=(1, 3))
-        else:
-            ga = (self.x @ self.x.transpose(0, 2, 1)).reshape(ka, -1)
-            gb = (other.x @ other.x.transpose(0, 2, 1)).reshape(kb, -1)
-            num = ga @ gb.T
-        den = self.norms[:, None] * other.norms[None, :]
-        return np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 0), 0.0, 1.0)
+        return linear_cka_matrix(self.x, self.norms, other.x, other.norms)
 
 
 def _views(reps: dict[str, np.ndarray], keys: list[str]) -> _Views:

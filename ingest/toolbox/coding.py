@@ -30,6 +30,7 @@ import torch
 from atlas.errors import ValidationError
 from ingest.model.graph import ModelGraph
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_output
 from ingest.model.tasks import PromptBatch
 
 __all__ = ["noisy_responses", "noise_correlations", "encoding_models", "ENCODING_SETS"]
@@ -59,7 +60,7 @@ def noisy_responses(model: Any, graph: ModelGraph, batch: PromptBatch, *, repeat
             _, cache = model.run_with_cache(batch.clean, names_filter=lambda n: n in names)
         for i, s in enumerate(senders):
             if s.kind.value == "head":
-                o = cache[hook_name("z", s.layer)][:, :, s.head] @ model.blocks[s.layer].attn.W_O[s.head]
+                o = head_output(model, s.layer, s.head, cache[hook_name("z", s.layer)])
             else:
                 o = cache[hook_name("mlp_out", s.layer)]
             out[i, :, k] = o.norm(dim=-1)[mask].detach().double().numpy()

@@ -27,6 +27,7 @@ import torch
 from atlas.errors import ValidationError
 from ingest.model.graph import ModelGraph
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_output
 from ingest.model.tasks import PromptBatch
 
 __all__ = ["VARIABLES", "DECODERS", "decode_layer", "layer_sources", "property_name", "variable_labels"]
@@ -106,7 +107,7 @@ def layer_sources(model: Any, graph: ModelGraph, batch: PromptBatch, layer: int)
         if s.layer != layer:
             continue
         if s.kind.value == "head":
-            sources.append((s.component_id, s.component_id, cache[hook_name("z", layer)][:, :, s.head] @ model.blocks[layer].attn.W_O[s.head]))
+            sources.append((s.component_id, s.component_id, head_output(model, layer, s.head, cache[hook_name("z", layer)])))
         elif s.kind.value == "mlp":
             sources.append((s.component_id, s.component_id, cache[hook_name("mlp_out", layer)]))
     sources.append(("resid_post", None, cache[hook_name("resid_post", layer)]))

@@ -26,6 +26,7 @@ import torch
 from atlas.errors import ValidationError
 from ingest.model.graph import ModelGraph
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_output
 
 __all__ = ["gain_index", "gain_study", "GAIN_PROPERTIES"]
 
@@ -93,7 +94,7 @@ def gain_study(model: Any, graph: ModelGraph, layer: int, *, n_stimuli: int = 16
         if s.layer != layer or s.kind.value not in ("head", "mlp"):
             continue
         if s.kind.value == "head":
-            out = cache[hook_name("z", layer)][:, -1, s.head] @ model.blocks[layer].attn.W_O[s.head]
+            out = head_output(model, layer, s.head, cache[hook_name("z", layer)][:, -1])
             pattern = cache[hook_name("pattern", layer)][:, s.head, -1]
             entropy = grid(-(pattern * torch.log(pattern.clamp_min(1e-30))).sum(-1)).mean(axis=0)
             inverse_scale = scale_of(norm_hook)

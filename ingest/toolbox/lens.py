@@ -34,6 +34,7 @@ import torch
 from atlas.errors import ValidationError
 from ingest.model.graph import ModelGraph
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_output
 from ingest.model.tasks import PromptBatch
 
 __all__ = ["LensResult", "compute_lens", "LENS_PROPERTIES", "final_norm"]
@@ -162,9 +163,10 @@ def compute_lens(model: Any, graph: ModelGraph, batch: PromptBatch, seed: int = 
     chance = float(counts.max()) / len(final_top)
     layers["agreeChance"] = chance
     components = _direct_contributions(model, graph, cache, batch, final_top, lens_top, seed)
+    agreeing = layers.loc[layers["agreeLogitLens"] >= 0.5, "layer"]
     summary = {
         "nPrompts": batch.n_prompts, "nPositions": int(mask.sum()), "heldOutPrompts": batch.n_prompts - half, "agreeChance": chance,
-        "firstAgreeingLayer": next((r["layer"] for r in rows if r["agreeLogitLens"] >= 0.5), None),
+        "firstAgreeingLayer": int(agreeing.iloc[0]) if len(agreeing) else None,
         "errorCorrecting": sorted(components.loc[components["lensErrorCorrecting"], "componentId"].tolist()),
     }
     return LensResult(layers, components, summary)
@@ -183,7 +185,7 @@ def _direct_contributions(model: Any, graph: ModelGraph, cache: Any, batch: Prom
         if s.kind.value == "embed":
             out, stream = cache[hook_name("resid_pre", 0)], None
         elif s.kind.value == "head":
-            out = cache[hook_name("z", s.layer)][:, :, s.head] @ model.blocks[s.layer].attn.W_O[s.head]
+            out = head_output(model, s.layer, s.head, cache[hook_name("z", s.layer)])
             stream = f"L{s.layer}"
         elif s.kind.value == "mlp":
             out = cache[hook_name("mlp_out", s.layer)]

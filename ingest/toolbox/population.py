@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 
 from atlas.errors import ValidationError
+from atlas.stats import spearman
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_outputs
 
-__all__ = ["linear_cka", "cca_similarity", "rsa_similarity", "representations", "population_tables"]
+__all__ = ["linear_cka", "linear_cka_matrix", "cca_similarity", "rsa_similarity", "representations", "population_tables"]
 
 
 def _centre(x: np.ndarray) -> np.ndarray:
@@ -56,16 +57,37 @@ def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> float:
-    """Linear CKA between two representations of the same stimuli (see module docstring)."""
+    """Linear CKA between two representations of the same stimuli (see module docstring); NaN when
+    either is constant."""
     _check(x, y)
     xc, yc = _centre(x), _centre(y)
     if debiased:
         kx, ky = xc @ xc.T, yc @ yc.T
         hxy, hxx, hyy = _hsic_unbiased(kx, ky), _hsic_unbiased(kx, kx), _hsic_unbiased(ky, ky)
         return float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
-    num = np.linalg.norm(yc.T @ xc) ** 2
-    den = np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
-    return float(num / den) if den > 0 else float("nan")
+    nx, ny = np.linalg.norm(xc.T @ xc), np.linalg.norm(yc.T @ yc)
+    if nx <= 0 or ny <= 0:
+        return float("nan")
+    return float(linear_cka_matrix(xc[None], np.array([nx]), yc[None], np.array([ny]))[0, 0])
+
+
+def linear_cka_matrix(xa: np.ndarray, na: np.ndarray, xb: np.ndarray, nb: np.ndarray) -> np.ndarray:
+    """Linear CKA ``|y'x|_F^2 / (|x'x|_F |y'y|_F)`` of every pair of ``k_a`` and ``k_b`` column-centred
+    representations ``xa`` ``[k_a, rows, d]``, ``xb`` ``[k_b, rows, d']`` with their ``|x'x|_F`` norms
+    ``na``, ``nb``: ``[k_a, k_b]``, 0 next to a constant one.
+
+    Feature space when the widths are small next to the stimuli (``[k, k', d, d']`` cross products),
+    else Gram space (``<x x', y y'>`` on ``[rows, rows]``), whichever is cheaper."""
+    (ka, rows, d), (kb, _, d2) = xa.shape, xb.shape
+    if d * d2 <= rows * rows:  # one matrix product: [ka d, rows] @ [rows, kb d']
+        cross = xa.transpose(0, 2, 1).reshape(ka * d, rows) @ xb.transpose(1, 0, 2).reshape(rows, kb * d2)
+        num = (cross.reshape(ka, d, kb, d2) ** 2).sum(axis=(1, 3))
+    else:
+        ga = (xa @ xa.transpose(0, 2, 1)).reshape(ka, -1)
+        gb = (xb @ xb.transpose(0, 2, 1)).reshape(kb, -1)
+        num = ga @ gb.T
+    den = na[:, None] * nb[None, :]
+    return np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 0), 0.0, 1.0)
 
 
 def _basis(x: np.ndarray, keep: float | None) -> np.ndarray:
@@ -104,7 +126,7 @@ def rsa_similarity(x: np.ndarray, y: np.ndarray, max_stimuli: int = 256, seed: i
         return 1.0 - z @ z.T
 
     iu = np.triu_indices(len(idx), k=1)
-    return float(spearmanr(rdm(x)[iu], rdm(y)[iu])[0])
+    return spearman(rdm(x)[iu], rdm(y)[iu])
 
 
 @torch.no_grad()
@@ -123,7 +145,7 @@ def representations(model: Any, model_id: str, layer: int | None = None, n: int 
     _, cache = model.run_with_cache(tokens, names_filter=lambda h: h.endswith(("hook_z", "hook_mlp_out", "hook_resid_post")))
     out: dict[str, np.ndarray] = {}
     for l in layers:
-        heads = torch.einsum("bphe,hed->bphd", cache[hook_name("z", l)], model.blocks[l].attn.W_O)
+        heads = head_outputs(model, l, cache[hook_name("z", l)])
         for h in range(cfg.n_heads):
             out[component_id(model_id, ComponentKind.HEAD, layer=l, head=h)] = heads[:, :, h].reshape(-1, cfg.d_model).double().numpy()
         if not cfg.attn_only:

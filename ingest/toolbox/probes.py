@@ -32,6 +32,7 @@ import torch
 from atlas.ids import component_id
 from atlas.schema import ComponentKind
 from ingest.model.hooks import hook_name
+from ingest.model.outputs import head_outputs
 
 __all__ = ["PROBE_NAME", "MIN_PROBE_HALF", "compute_probes", "compute_neuron_stats", "sparse_coding_rows", "probe_tokens",
            "prompt_activations", "generic_probe_fits", "prompt_text"]
@@ -177,7 +178,7 @@ def _component_acts(model: Any, model_id: str, tokens: torch.Tensor) -> tuple[di
     _, cache = model.run_with_cache(tokens, names_filter=names)
     acts: dict[str, torch.Tensor] = {}
     for layer in range(cfg.n_layers):
-        out = torch.einsum("bphe,hed->bphd", cache[hook_name("z", layer)], model.blocks[layer].attn.W_O).norm(dim=-1)
+        out = head_outputs(model, layer, cache[hook_name("z", layer)]).norm(dim=-1)
         for h in range(cfg.n_heads):
             acts[component_id(model_id, ComponentKind.HEAD, layer=layer, head=h)] = out[:, :, h]
         if not cfg.attn_only:

@@ -72,17 +72,13 @@ def measure_member(home: Path, size: int, seed: int, steps: int, n_prompts: int 
     """EAP-IG edges, zero-ablation head lesions and role scores of a trained member on ``induction``."""
     from ingest.edges.interventions import ablated_outputs, compute_node_lesions
     from ingest.edges.methods import MethodConfig, compute_eap_ig
-    from ingest.model.graph import build_graph
-    from ingest.model.loading import load_model
-    from ingest.model.tasks import get_task
+    from ingest.model.context import load_context
     from ingest.model.zoo import head_role_scores
 
     folder = train_member(home, size, seed, steps)
-    loaded = load_model(str(folder), home)
+    ctx = load_context(str(folder), "induction", n_prompts, 0, home)
+    loaded, task, batch, graph = ctx.loaded, ctx.task, ctx.batch, ctx.graph
     model: Any = loaded.model
-    task = get_task("induction")
-    batch = task.make_batch(model, n_prompts, 0)
-    graph = build_graph(model, loaded.model_id)
     edges = compute_eap_ig(model, graph, task, batch, MethodConfig(steps=5))
     lesions = compute_node_lesions(model, graph, task, batch, ablated_outputs(model, graph, batch, "zero"))
     roles = head_role_scores(model)

@@ -37,7 +37,7 @@ def test_minilm_is_mapped_from_the_command_line(store: Store, embedded: StoreSet
     assert run.metric == "cosine" and cx.fetch_model(store, "minilm").architecture == "BertModel"
     code, out, _ = cli(capsys, embedded.home, *args)
     assert code == 0 and json.loads(out)["status"] == "unchanged"
-    code, out, err = cli(capsys, embedded.home, "paths", "--run", "minilm-eap", "--top", "3", "--json")
+    code, out, err = cli(capsys, embedded.home, "paths", "--run", "minilm-eap", "--paths", "3", "--json")
     assert code == 0 and len(json.loads(out)) == 3, err
 
     for extra, message in [(("--method", "eap-ig"), "encoders are scored with eap or patching"),

@@ -70,7 +70,7 @@ def test_large_run_reads_survive_the_servers_buffer_limit(tmp_path: Path, monkey
             top = cx.fetch_edges(store, "big", top=10)  # ORDER BY ... LIMIT: the server keeps the top 10 only
             assert top["score"].tolist() == everything["score"].head(10).tolist()
         capsys.readouterr()
-        assert main(["paths", "--run", "big", "--top", "3", "--json", "--home", str(home)]) == 0
+        assert main(["paths", "--run", "big", "--paths", "3", "--json", "--home", str(home)]) == 0
         assert len(json.loads(capsys.readouterr().out)) == 3
         for argv in (["hierarchy", "--run", "big", "--json"], ["export", "--run", "big", "--top", "40", "--graphml", str(tmp_path / "g.graphml")]):
             assert main([*argv, "--home", str(home)]) == 0, (argv, capsys.readouterr().err)

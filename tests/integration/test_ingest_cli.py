@@ -357,7 +357,7 @@ def test_ingest_keeps_the_default_pathways_on_the_run(store: Store, embedded: St
     cached = kept["paths"]
     recomputed = top_paths_frame(cx.fetch_edge_columns(store, "cached-paths"), k=CACHED_K)
     assert [(r["path"], round(r["strength"], 12)) for r in cached] == [(p, round(s, 12)) for p, s in zip(recomputed["path"], recomputed["strength"])]
-    code, out, _ = cli(capsys, embedded.home, "paths", "--run", "cached-paths", "--top", "5", "--json")
+    code, out, _ = cli(capsys, embedded.home, "paths", "--run", "cached-paths", "--paths", "5", "--json")
     assert code == 0 and [r["path"] for r in json.loads(out)] == [r["path"] for r in cached[:5]]
 
 

@@ -46,7 +46,7 @@ def test_per_position_runs_store_resolve_and_aggregate(store: Store, embedded: S
 
     # resolved: the strongest position paths run from the previous-token head at i to an induction head's key, read at
     # j = i + 11 (12-token repeats: the token after the earlier occurrence), and on to the logits at j
-    code, out, err = cli(capsys, embedded.home, "paths", "--run", RUN, "--positions", "--top", "5", "--json")
+    code, out, err = cli(capsys, embedded.home, "paths", "--run", RUN, "--positions", "--paths", "5", "--json")
     assert code == 0, err
     paths = json.loads(out)
     assert len(paths) == 5
@@ -55,11 +55,11 @@ def test_per_position_runs_store_resolve_and_aggregate(store: Store, embedded: S
     prev, ind = next(i for i, n in enumerate(nodes) if n.startswith("L0.H0:")), next(i for i, n in enumerate(nodes) if n.startswith("L1.H"))
     i_pos, j_pos = int(nodes[prev].split(":")[1]), int(nodes[ind].split(":")[1])
     assert j_pos - i_pos == 11 and "k" in hop["channels"][ind - 1].split("+") and nodes[-1] == f"LOGITS:{j_pos}"
-    code, out, _ = cli(capsys, embedded.home, "paths", "--run", RUN, "--positions", "--source", "EMBED:3", "--top", "2")
+    code, out, _ = cli(capsys, embedded.home, "paths", "--run", RUN, "--positions", "--source", "EMBED:3", "--paths", "2")
     assert code == 0 and "components at token positions" in out and all(" -> " in line for line in out.splitlines()[3:5])
     assert "EMBED:3 ->" in out
     # aggregated, and said so
-    code, out, _ = cli(capsys, embedded.home, "paths", "--run", RUN, "--top", "3")
+    code, out, _ = cli(capsys, embedded.home, "paths", "--run", RUN, "--paths", "3")
     assert code == 0 and "positions aggregated" in out and ":1" not in out
     code, out, _ = cli(capsys, embedded.home, "hierarchy", "--run", RUN, "--json", "--no-store")
     assert code == 0 and json.loads(out)["positions"] == "aggregated"

@@ -102,7 +102,7 @@ def test_binding_on_the_induction_model(hand: Store, embedded: StoreSettings, ca
 
 def test_query_commands_print_tables(hand: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
     home = ["--home", str(embedded.home)]
-    assert main(["paths", "--run", "hand", "--top", "2", *home]) == 0
+    assert main(["paths", "--run", "hand", "--paths", "2", *home]) == 0
     assert "h/EMBED -> h/L0.H" in capsys.readouterr().out
     assert main(["paths", "--run", "hand", "--mode", "shortest", "--source", "h/EMBED", "--target", "h/LOGITS", *home]) == 0
     assert "h/EMBED -> h/LOGITS" in capsys.readouterr().out

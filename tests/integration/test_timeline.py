@@ -50,7 +50,7 @@ def test_checkpoint_timeline(trained_home: Path, tmp_path: Path, capsys: pytest.
 def test_development_over_checkpoints(trained_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = ["--home", str(trained_home)]
     png = tmp_path / "development.png"
-    assert main(["development", "induction-2l", "--method", "eap", "--prompts", "4", "--top", "5", "--png", str(png), "--quiet", "--json",
+    assert main(["development", "--model", "induction-2l", "--method", "eap", "--prompts", "4", "--top", "5", "--png", str(png), "--quiet", "--json",
                  *home]) == 0
     out = json.loads(capsys.readouterr().out)
     checkpoints = out["checkpoints"]
@@ -66,5 +66,5 @@ def test_development_over_checkpoints(trained_home: Path, tmp_path: Path, capsys
                  "--json", *home]) == 0
     stored = json.loads(capsys.readouterr().out)
     assert json.loads(stored[0]["d"])["summary"] == summary  # kept on the final checkpoint's run
-    assert main(["development", "induction-2l", "induction-2l@10", *home]) == 2
+    assert main(["development", "--model", "induction-2l", "induction-2l@10", *home]) == 2
     assert "need --task" in capsys.readouterr().err

@@ -70,7 +70,7 @@ def test_catalog_names_mirror_the_registries() -> None:
         (["ingest", "--model", "induction-2l", "--steps", "1000000000"], "between 1 and 1,000"),
         (["ingest", "--model", "induction-2l", "--prompts", "100000000"], "between 1 and 65,536"),
         (["lesion", "--model", "modadd-1I"], "did you mean"),
-        (["paths", "--run", "r", "--top", "-1"], "between 1 and"),
+        (["paths", "--run", "r", "--paths", "-1"], "between 1 and"),
         (["export", "--run", "r", "--top", "1000000000000", "--html", "x.html"], "between 1 and 10,000,000"),
         (["ingest", "--model", "induction-2l", "--seed", "x"], "is not an integer"),
         (["query", "RETURN 1", "--uri", "http://127.0.0.1:7474", "--password", "x"], "invalid database uri"),
@@ -89,3 +89,30 @@ def test_bad_arguments_stop_before_the_database_and_torch(argv: list[str], needl
         assert lines[-1] == "2 False False", proc.stderr
         assert len(lines) == 2 and needle.lower() in lines[0].lower(), proc.stderr
     assert not (home / "server.json").exists() and not (home / "password").exists()
+
+
+def test_every_option_has_help_and_flags_keep_one_meaning() -> None:
+    """One vocabulary of flags: every option explains itself, a model is always ``--model``, and the
+    help never prints a default that says nothing ("(default: None)") or says it twice."""
+    import argparse
+
+    parser = __import__("atlas_cli").build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, (name, action.option_strings or action.dest)
+            assert action.dest not in ("model", "models") or action.option_strings == ["--model"], name
+            shown = command._get_formatter()._get_help_string(action)
+            assert shown.count("(default:") <= 1 and "(default: None)" not in shown, (name, shown)
+        assert "(default: None)" not in command.format_help(), name
+
+
+def test_old_spellings_still_parse() -> None:
+    """``paths --top`` and ``binding --top`` (before they were named for what they count) still work."""
+    parser = __import__("atlas_cli").build_parser()
+    assert parser.parse_args(["paths", "--run", "r", "--top", "3"]).paths == 3
+    assert parser.parse_args(["paths", "--run", "r"]).paths == 10
+    assert parser.parse_args(["binding", "--run", "r", "--top", "4"]).show == 4
+    assert parser.parse_args(["development", "--model", "a", "b"]).models == ["a", "b"]

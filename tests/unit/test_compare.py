@@ -100,7 +100,7 @@ def test_integer_keyed_comparison_equals_string_keyed_reference() -> None:
             few_figures, few = compare_edges(frame_a, b, top=20, rename_a=rename, changes=k)
             pd.testing.assert_frame_equal(few, changes.head(k))
             assert few_figures == figures
-    from queries.stats import spearman as _spearman
+    from atlas.stats import spearman as _spearman
 
     tied_x = rng.integers(0, 5, 60).astype(float)
     tied_y = tied_x + rng.integers(0, 3, 60)

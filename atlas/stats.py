@@ -1,4 +1,4 @@
-"""Small statistics for the query commands, without importing ``scipy.stats`` (0.6-0.8 s, more
+"""Small statistics shared by ingest and the queries, without importing ``scipy.stats`` (0.6-0.8 s, more
 than a whole command takes on a 1M-edge run otherwise)."""
 
 from __future__ import annotations
