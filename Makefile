@@ -34,6 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check atlas ingest queries atlas_cli bench tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $$(mktemp -d)
 
 bench: $(STAMP)
 	$(PY) -m bench

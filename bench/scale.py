@@ -162,7 +162,7 @@ def bench_scale(smoke: bool, home: Path) -> list[dict[str, Any]]:
         model_id = result_model(store, run)
         strong = float(cx.fetch_edge_columns(store, run)["score"].abs().quantile(0.999))
         for title, cypher, params in readme_cookbook():
-            # the README's examples name the demo runs and model: point them at this run (and at its
+            # the cookbook's examples name the demo runs and model: point them at this run (and at its
             # 99.9th percentile |score| where a query takes a threshold)
             params = {k: (v.replace("demo-induction-2l", run).replace("demo-eap", "scale-b").replace("induction-2l", model_id)
                           if isinstance(v, str) else v) for k, v in params.items()}
@@ -181,10 +181,10 @@ def _wall(command: list[str]) -> float:
 
 
 def readme_cookbook() -> list[tuple[str, str, dict[str, Any]]]:
-    """The README's Cypher cookbook: (title, statement, example parameters)."""
+    """The docs' Cypher cookbook (docs/cookbook.md): (title, statement, example parameters)."""
     import re
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cookbook.md").read_text()
     section = text.split("<!-- cookbook:start -->", 1)[1].split("<!-- cookbook:end -->", 1)[0]
     out = []
     for block in re.findall(r"```cypher\n(.*?)```", section, re.DOTALL):

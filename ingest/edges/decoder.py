@@ -175,9 +175,10 @@ def _layer_norm_vjp(ln: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tenso
     if type(ln) in (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre):
         centre = type(ln) in (LayerNorm, LayerNormPre)
         xc = x - x.mean(-1, keepdim=True) if centre else x
-        scale = (xc.pow(2).mean(-1, keepdim=True) + float(ln.eps)).sqrt()
+        norm: Any = ln  # a TransformerLens norm: eps, and w but for the Pre variants
+        scale = (xc.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
         xhat = (xc / scale)[:, :, None, :]
-        g = cotangent * ln.w if hasattr(ln, "w") else cotangent
+        g = cotangent * norm.w if hasattr(norm, "w") else cotangent
         out = g - xhat * (g * xhat).mean(-1, keepdim=True)
         if centre:
             out = out - g.mean(-1, keepdim=True)

@@ -1,4 +1,4 @@
-"""Every query of the README's Cypher cookbook runs on the embedded database and returns rows."""
+"""Every query of the Cypher cookbook (docs/cookbook.md) runs on the embedded database and returns rows."""
 
 from __future__ import annotations
 
