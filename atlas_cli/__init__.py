@@ -53,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub when a handler first imports it
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
+        if getattr(args, "device", None) or getattr(args, "dtype", None):
+            from ingest.model.device import placement  # (torch: only where a model is placed)
+
+            with placement(getattr(args, "device", None), getattr(args, "dtype", None)):
+                return handler(args)
         return handler(args)
     except AtlasError as exc:
         message = " ".join(str(exc).split())

@@ -11,7 +11,20 @@ from typing import Any
 
 from atlas.errors import ValidationError
 from atlas.schema import MAX_PROMPTS
-from atlas_cli.common import command, connect, count, fmt, jsonable, method_option, print_frame, require_run, settings, table_output, unit_interval
+from atlas_cli.common import (
+    command,
+    connect,
+    count,
+    device_options,
+    fmt,
+    jsonable,
+    method_option,
+    print_frame,
+    require_run,
+    settings,
+    table_output,
+    unit_interval,
+)
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
@@ -193,7 +206,7 @@ def cmd_development(args: argparse.Namespace) -> int:
         else:
             steps = list(range(len(items)))
     with connect(args) as store:
-        runs = [run_ingest(store, IngestConfig(model=m, task=args.task, method=args.method, n_prompts=args.prompts), conf.home,
+        runs = [run_ingest(store, IngestConfig(model=m, task=args.task, method=args.method, n_prompts=args.prompts, dtype=args.dtype or "float32"), conf.home,
                            progress=not args.quiet, log=lambda msg: None).run_id for m in items]
         frames = []
         for run_id in runs:
@@ -254,7 +267,7 @@ def _timeline(args: argparse.Namespace, items: list[str]) -> int:
         raise ValidationError("a timeline needs at least two checkpoints")
     rows = []
     with connect(args) as store:
-        runs = [run_ingest(store, IngestConfig(model=m, task=args.task, method=args.method, n_prompts=args.prompts), conf.home,
+        runs = [run_ingest(store, IngestConfig(model=m, task=args.task, method=args.method, n_prompts=args.prompts, dtype=args.dtype or "float32"), conf.home,
                            progress=not args.quiet, log=lambda msg: None).run_id for m in items]
         final = require_run(store, runs[-1])
         for spec, run_id in zip(items, runs):
@@ -478,6 +491,7 @@ def _development_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--png", help="also draw the trajectories, the loss and sparsity over training")
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_development)
 
 
@@ -504,6 +518,7 @@ def _compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="functional: random models of B's architecture in the null")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_compare)
 
 

@@ -172,3 +172,12 @@ def method_option(parser: argparse.ArgumentParser, what: str = "the edge method"
 
     lines = "; ".join(f"{spec.method.value}: {spec.summary}" for spec in METHODS.values())
     parser.add_argument("--method", default="eap-ig", choices=[m.value for m in METHODS], help=f"{what} ({lines})")
+
+
+def device_options(parser: argparse.ArgumentParser, dtype: bool = True) -> None:
+    """``--device`` (where the model computes) and, unless the command reloads a run's own precision, ``--dtype``."""
+    parser.add_argument("--device", help="where the model computes: auto (CUDA when available, else the CPU), cpu, cuda, cuda:N or mps "
+                                         "(default: auto)")
+    if dtype:
+        parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                            help="the weights' precision; metrics and attribution sums are accumulated in float32 (default: float32)")

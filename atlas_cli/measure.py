@@ -11,7 +11,7 @@ from typing import Any
 
 from atlas.errors import ValidationError
 from atlas.schema import MAX_PROMPTS, MAX_STEPS, Ablation, Granularity, Metric, choices
-from atlas_cli.common import command, count, fmt, jsonable, method_option, open_store, print_frame, require_run, settings
+from atlas_cli.common import command, count, device_options, fmt, jsonable, method_option, open_store, print_frame, require_run, settings
 
 
 def precheck(args: argparse.Namespace) -> None:
@@ -24,14 +24,23 @@ def precheck(args: argparse.Namespace) -> None:
         check_task_name(args.task)
 
 
+def prompt_count(args: argparse.Namespace) -> int:
+    """``--prompts``, or every prompt of a prompts file (``--task FILE.json``), or 16."""
+    if args.prompts is not None:
+        return int(args.prompts)
+    from ingest.model.tasks import default_prompt_count
+
+    return default_prompt_count(args.task or "")
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     precheck(args)
     from ingest.jobs.run import IngestConfig, run_ingest
 
-    config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=args.prompts,
+    config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=prompt_count(args),
                           steps=args.steps, seed=args.seed, granularity=args.granularity, top_neurons=args.top_neurons,
                           saes=tuple(args.sae or ()), top_features=args.top_features, model_id=args.model_id,
-                          per_prompt=args.per_prompt, per_position=args.per_position)
+                          per_prompt=args.per_prompt, per_position=args.per_position, dtype=args.dtype or "float32")
     config.validate()
     conf = settings(args)
 
@@ -48,7 +57,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise ValidationError("--ray runs shards on a cluster: give --shards N (N >= 2) with it")
     with open_store(conf) as store:
         result = run_ingest(store, config, conf.home, run_id=args.run_id, progress=not args.quiet, after_write=cache_paths,
-                            shards=args.shards, ray_address=args.ray)
+                            shards=args.shards, ray_address=args.ray, device=args.device)
     if args.json:
         print(json.dumps({"runId": result.run_id, "status": result.status, "nNodes": result.n_nodes, "nEdges": result.n_edges, "seconds": result.seconds}))
     elif result.status == "unchanged":
@@ -65,7 +74,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     conf = settings(args)
     with open_store(conf) as store:
-        out = evaluate_model(store, args.model, args.method, conf.home, n_prompts=args.prompts, steps=args.steps,
+        out = evaluate_model(store, args.model, args.method, conf.home, n_prompts=prompt_count(args), steps=args.steps,
                              progress=not args.quiet, task=args.task, truth_file=Path(args.truth) if args.truth else None,
                              metric=args.metric)
     if args.json:
@@ -131,7 +140,7 @@ def cmd_lesion(args: argparse.Namespace) -> int:
     from ingest.jobs.studies import LesionConfig, run_lesion
 
     config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node", metric=args.metric,
-                          n_prompts=args.prompts, n_reference=args.reference, seed=args.seed, model_id=args.model_id).validate()
+                          n_prompts=prompt_count(args), n_reference=args.reference, seed=args.seed, model_id=args.model_id).validate()
     conf = settings(args)
     with open_store(conf) as store:
         out = run_lesion(store, config, conf.home, run_id=args.run_id, progress=not args.quiet)
@@ -421,7 +430,8 @@ def _ingest_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "the squared change of the target logit from its clean value (regression readouts); cosine: encoders, the sentence "
                         "embedding's cosine similarity to the prompt's target sentence")
     s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
-    s.add_argument("--prompts", type=count(1, MAX_PROMPTS, "activations of every prompt are held in memory together"), default=16, help="number of prompts")
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS, "activations of every prompt are held in memory together"),
+                   help="number of prompts (default: all of a prompts file's, else 16); of a file, the first K")
     s.add_argument("--steps", type=count(1, MAX_STEPS, "each step is a forward and a backward pass"), default=5, help="EAP-IG integration steps")
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0, help="seed of the task's prompts")
     s.add_argument("--granularity", default="head", choices=choices(Granularity),
@@ -443,6 +453,7 @@ def _ingest_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--ray", metavar="ADDRESS", help="Ray cluster to run the shards on (default: a local Ray started for the run)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    device_options(s)
     s.set_defaults(func=cmd_ingest)
 
 
@@ -457,10 +468,11 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--truth", metavar="EDGES.json",
                    help='ground-truth edges [{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...] in local ids')
     s.add_argument("--metric", default="logit", choices=choices(Metric))
-    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), help="number of prompts (default: all of a prompts file's, else 16)")
     s.add_argument("--steps", type=count(1, MAX_STEPS), default=5, help="EAP-IG integration steps")
     s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")
     s.add_argument("--quiet", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_evaluate)
 
 
@@ -481,6 +493,7 @@ def _sae_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--no-store", action="store_true", help="do not record the dictionary in the database")
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_sae)
 
 
@@ -493,6 +506,7 @@ def _population_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--debiased", action="store_true", help="debiased HSIC form of CKA (use when features >> stimuli)")
     s.add_argument("--store", action="store_true", help="store component pairs as SIMILAR_TO edges")
     s.add_argument("--json", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_population)
 
 
@@ -506,12 +520,13 @@ def _lesion_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
     s.add_argument("--metric", default="logit", choices=choices(Metric))
     s.add_argument("--run-id", help="run id (default: derived from the configuration)")
-    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
+    s.add_argument("--prompts", type=count(1, MAX_PROMPTS), help="number of prompts (default: all of a prompts file's, else 16)")
     s.add_argument("--reference", type=count(1, MAX_PROMPTS), default=32, help="reference prompts for mean/resample statistics")
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     s.add_argument("--show", type=count(1, 1_000_000), default=10, help="rows to print")
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_lesion)
 
 
@@ -522,6 +537,7 @@ def _verify_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--top", type=count(2, 100_000, "each edge is patched exactly"), default=20)
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    device_options(s, dtype=False)
     s.set_defaults(func=cmd_verify)
 
 
@@ -533,6 +549,7 @@ def _circuit_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--min-weight", type=float, default=0.0, help="keep edges with |score| >= W")
     s.add_argument("--ablation", default="corrupt", choices=choices(Ablation), help="what replaces the outputs of the edges left out")
     s.add_argument("--json", action="store_true")
+    device_options(s, dtype=False)
     s.set_defaults(func=cmd_circuit)
 
 
@@ -543,6 +560,7 @@ def _anatomy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     model_id_option(s)
     s.add_argument("--show", type=count(1, 1_000_000), default=10)
     s.add_argument("--json", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_anatomy)
 
 
@@ -557,6 +575,7 @@ def _lens_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     s.add_argument("--png", metavar="PATH", help="also draw KL and agreement per layer")
     s.add_argument("--json", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_lens)
 
 
@@ -574,6 +593,7 @@ def _decode_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--decoder", default="ridge", choices=["ridge", "logistic"], help="ridge: closed form, fast; logistic: reads more, ~40x slower")
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     s.add_argument("--json", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_decode)
 
 
@@ -590,6 +610,7 @@ def _views_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     s.add_argument("--png", metavar="PATH", help="draw one scatter per component and stream")
     s.add_argument("--json", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_views)
 
 
@@ -604,6 +625,7 @@ def _gain_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--context-length", type=count(1, 100_000), default=8, help="tokens in each context prefix")
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     s.add_argument("--json", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_gain)
 
 
@@ -621,6 +643,7 @@ def _noise_encode_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         s.add_argument("--sigma", type=float, default=0.05, help="embedding noise, relative to each embedding's norm")
         s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
         s.add_argument("--json", action="store_true")
+        device_options(s)
         s.set_defaults(func=func)
 
 
@@ -636,6 +659,7 @@ def _scaling_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--png", metavar="PATH", help="draw every statistic against size, one line per seed")
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    device_options(s)
     s.set_defaults(func=cmd_scaling)
 
 
@@ -648,6 +672,7 @@ def _probe_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--task", help="probe on this task's prompts (default: the generic probe; a zoo model whose context is too "
                                   "short for it uses its own task)")
     s.add_argument("--per-prompt", action="store_true", help="print every component's activation on every prompt")
+    device_options(s)
     s.set_defaults(func=cmd_probe)
 
 

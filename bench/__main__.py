@@ -11,6 +11,11 @@
   end: compute, write, paths, hierarchy, compare, export and cookbook queries, each stage's time
   and peak memory of the atlas process and the database server (:mod:`bench.scale`).
 - ``demo``: ``atlas demo`` end to end in a fresh atlas home (target < 60 s).
+- ``precision``: bfloat16 and float16 scores against float32 on every zoo model (EAP, EAP-IG(5),
+  exact patching) and on a GPT-2-small-shaped model (EAP, EAP-IG(5)): Spearman and the largest
+  difference relative to the largest float32 score, on the device given by ``--device`` (default auto).
+- ``gpu``: EAP and EAP-IG(5) on a GPT-2-small-shaped model at 8/64/512 prompts as ratios to the bare
+  passes on the GPU, peak GPU memory, and the same on the CPU beside it (:mod:`bench.gpu`; needs CUDA).
 - ``peer``: the same EAP in auto-circuit, side by side on the same model and prompts (installed in
   its own virtualenv under ``.bench-venvs/`` on first use: torch 2.13.0 first, then auto-circuit and
   ``transformer_lens<3``, the line it was written for): speed ratio and rank agreement of the scores.
@@ -356,13 +361,64 @@ def bench_demo(smoke: bool) -> None:
     _table("atlas demo end to end, fresh atlas home (target < 60 s)", [{"wall s": wall}])
 
 
+def bench_precision(smoke: bool, device: str | None) -> None:
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from atlas.stats import spearman
+    from ingest.edges.methods import MethodConfig, compute_eap, compute_eap_ig, compute_patching
+    from ingest.model.device import place_model, resolve_device
+    from ingest.model.graph import build_graph
+    from ingest.model.loading import load_model
+    from ingest.model.tasks import InductionTask, get_task
+    from ingest.model.zoo import ZOO
+
+    torch.set_num_threads(2)
+    target = resolve_device(device)
+    cases: list[tuple[str, Callable[[], Any], Any, bool]] = []
+    if smoke:
+        cfg = dict(n_layers=2, d_model=32, n_ctx=32, d_head=8, n_heads=4, d_vocab=50, d_mlp=64, act_fn="gelu", normalization_type="LN", seed=0)
+        cases.append(("tiny (2L x 4H, d32)", lambda: HookedTransformer(HookedTransformerConfig(**cfg)), InductionTask(half=8), True))
+    else:
+        home = Path(tempfile.mkdtemp())
+        for name, entry in ZOO.items():
+            task = InductionTask(half=8) if entry.task == "induction" else get_task(entry.task)
+            cases.append((name, lambda name=name: load_model(name, home, device="cpu").model, task, True))
+        gpt2 = dict(n_layers=12, d_model=768, n_ctx=1024, d_head=64, n_heads=12, d_vocab=50257, d_mlp=3072, act_fn="gelu_new",
+                    normalization_type="LN", seed=0)
+        cases.append(("GPT-2-small shape (random)", lambda: HookedTransformer(HookedTransformerConfig(**gpt2)), InductionTask(half=8), False))
+    methods: list[tuple[str, Any]] = [("EAP", compute_eap), ("EAP-IG(5)", lambda *a: compute_eap_ig(*a, MethodConfig(steps=5)))]
+    rows = []
+    key = ["componentId_pre", "componentId_post", "channel"]
+    for name, build, task, with_patching in cases:
+        scores: dict[tuple[str, str], pd.Series] = {}
+        for dtype in ("float32", "bfloat16", "float16"):
+            model = place_model(build(), target, dtype)
+            batch = task.make_batch(model, 8, 0).to(target)
+            graph = build_graph(model, "bench")
+            for label, fn in methods + ([("patching", compute_patching)] if with_patching else []):
+                scores[(dtype, label)] = fn(model, graph, task, batch).set_index(key)["score"]
+            del model
+        for label in [m for m, _ in methods] + (["patching"] if with_patching else []):
+            ref = scores[("float32", label)]
+            row: dict[str, Any] = {"model": name, "method": label, "edges": len(ref)}
+            for dtype in ("bfloat16", "float16"):
+                got = scores[(dtype, label)].loc[ref.index]
+                row[f"{dtype} Spearman"] = spearman(ref, got)
+                row[f"{dtype} max |diff| / max |score|"] = float((ref - got).abs().max() / ref.abs().max())
+            rows.append(row)
+    _table(f"precision: bfloat16 and float16 scores against float32 (8 prompts of each model's task; on {target})", rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite runs this)")
-    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "scale", "demo"])
+    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "scale", "demo", "precision", "gpu"])
     p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
+    p.add_argument("--device", help="precision: where to compute (default: auto)")
     a = p.parse_args(argv)
-    only = set(a.only or ["attribution", "peer", "loading", "paths", "scale", "demo"])
+    # gpu runs only when asked for (it needs CUDA); everything else by default
+    only = set(a.only or ["attribution", "peer", "loading", "paths", "scale", "demo", "precision"])
     tmp = None
     home = Path(a.home) if a.home else Path(tmp := tempfile.mkdtemp(prefix="atlas-bench-"))
     try:
@@ -381,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
                    bench_scale(a.smoke, home))
         if "demo" in only:
             bench_demo(a.smoke)
+        if "precision" in only:
+            bench_precision(a.smoke, a.device)
+        if "gpu" in only:
+            from bench.gpu import bench_gpu
+
+            bench_gpu(a.smoke)
     finally:
         if tmp is not None:
             import shutil

@@ -26,6 +26,7 @@ from atlas.errors import ModelError
 from atlas.frames import validate_edges
 from atlas.schema import Channel, ComponentKind, ModelFamily
 from ingest.edges.interface import GradientScores, ModelInterface, Progress
+from ingest.model.device import accumulate
 from ingest.model.graph import ModelGraph, Receiver
 from ingest.model.hooks import hook_name
 from ingest.model.outputs import head_outputs
@@ -431,32 +432,37 @@ def _gradient_scores(
             grads, senders = _receiver_grads(model, graph, task, batch, embed, groups, extra, capture_senders=capture)
             if senders is not None:
                 clean_out = senders
-            grad_sum = [g.detach() for g in grads] if not grad_sum else [s + g.detach() for s, g in zip(grad_sum, grads, strict=True)]
+            # summed in float32 at least (bfloat16 weights give bfloat16 gradients)
+            grad_sum = [accumulate(g.detach()) for g in grads] if not grad_sum else [s + accumulate(g.detach()) for s, g in zip(grad_sum, grads, strict=True)]
             if progress:
                 progress(1)
     if clean_out is None:
         clean_out = sender_outputs(model, graph, batch.clean)
     if progress:
         progress(1)
-    delta = corr_out - clean_out  # [b, p, s, d]
-    # score = delta . mean gradient: one matrix product per receiver group on [sender, batch*pos*d]
+    delta = accumulate(corr_out) - accumulate(clean_out)  # [b, p, s, d], in float32 at least
+    # score = delta . mean gradient: one matrix product per receiver group on [sender, batch*pos*d],
+    # on the model's device; the scores come back to the host once
     delta_flat = delta.permute(2, 0, 1, 3).reshape(delta.shape[2], -1)
-    score = np.zeros((len(graph.senders), len(graph.receivers)))
-    scored = np.zeros(score.shape, dtype=bool)
+    device = delta.device
+    score_t = torch.zeros((len(graph.senders), len(graph.receivers)), dtype=torch.float64, device=device)
+    scored = np.zeros(score_t.shape, dtype=bool)
     n_b = delta.shape[0]
-    prompts = np.zeros((len(graph.senders), n_b, len(graph.receivers))) if per_prompt else None
+    prompts_t = torch.zeros((len(graph.senders), n_b, len(graph.receivers)), dtype=torch.float64, device=device) if per_prompt else None
     for group, total in zip(groups, grad_sum, strict=True):
         recv = group.receivers
         k = graph.n_visible(recv[0].read_stage)
         g = total / len(alphas)
         g_flat = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1)
         cols = [r.index for r in recv]
-        score[:k, cols] = (delta_flat[:k] @ g_flat.T).double().numpy()
+        score_t[:k, cols] = (delta_flat[:k] @ g_flat.T).double()
         scored[:k, cols] = True
-        if prompts is not None:
+        if prompts_t is not None:
             d_b = delta[:, :, :k].permute(2, 0, 1, 3).reshape(k, n_b, -1)
             g_b = g.permute(2, 0, 1, 3).reshape(len(cols), n_b, -1)
-            prompts[:k, :, cols] = (n_b * torch.einsum("sbx,rbx->sbr", d_b, g_b)).double().numpy()
+            prompts_t[:k, :, cols] = (n_b * torch.einsum("sbx,rbx->sbr", d_b, g_b)).double()
+    score = score_t.cpu().numpy()
+    prompts = prompts_t.cpu().numpy() if prompts_t is not None else None
     _error_columns(graph, score, scored)
     if prompts is not None:
         for b in range(n_b):  # the error columns, prompt by prompt (views: filled in place)
@@ -486,10 +492,10 @@ def _positional_scores(
         emb_corr = model.embed(batch.corrupted)
     if progress:
         progress(2)
-    delta = corr_out - clean_out  # [b, p, s, d]
+    delta = accumulate(corr_out) - accumulate(clean_out)  # [b, p, s, d], in float32 at least
     n_pos = delta.shape[1]
     groups = _receiver_groups(graph)
-    score = torch.zeros((len(graph.senders), len(graph.receivers), n_pos, n_pos), dtype=torch.float64)
+    score = torch.zeros((len(graph.senders), len(graph.receivers), n_pos, n_pos), dtype=torch.float64, device=delta.device)
     scored = np.zeros((len(graph.senders), len(graph.receivers)), dtype=bool)
 
     def visible(group: ReceiverGroup) -> tuple[int, list[int]]:
@@ -497,7 +503,7 @@ def _positional_scores(
 
     def per_query(group: ReceiverGroup, j: int, grads: torch.Tensor) -> None:
         k, cols = visible(group)
-        score[:k, cols, :, j] += torch.einsum("bisd,bird->sri", delta[:, :, :k], grads).double()
+        score[:k, cols, :, j] += torch.einsum("bisd,bird->sri", delta[:, :, :k], accumulate(grads)).double()
 
     raw = _raw_sender_acts(model, graph, batch) if interpolate == "activations" else None
     with mlp_in_hook(model):
@@ -510,13 +516,13 @@ def _positional_scores(
                 scored[:k, cols] = True
                 if group.kind is ComponentKind.HEAD:
                     continue  # per_query gave its every (i, j)
-                same = torch.einsum("bisd,bird->sri", delta[:, :, :k], grad.detach()).double()
+                same = torch.einsum("bisd,bird->sri", delta[:, :, :k], accumulate(grad.detach())).double()
                 for i in range(n_pos):
                     score[:k, cols, i, i] += same[:, :, i]
             if progress:
                 progress(1)
     score /= len(alphas)
-    values = score.numpy()
+    values = score.cpu().numpy()
     for i in range(n_pos):
         for j in range(n_pos):
             _error_columns(graph, values[:, :, i, j], scored)  # (marks the error columns scored, the same each time)
@@ -530,7 +536,7 @@ def _positional_frame(graph: ModelGraph, score: np.ndarray, scored: np.ndarray, 
     i, j = np.meshgrid(np.arange(n_pos), np.arange(n_pos), indexing="ij")
     diagonal = i == j
     across = (i <= j) if causal else np.ones_like(diagonal)
-    read = batch.mask.any(dim=0).numpy()
+    read = batch.mask.any(dim=0).cpu().numpy()
     pairs = np.zeros((len(graph.receivers), n_pos, n_pos), dtype=bool)
     for r in graph.receivers:
         if r.channel in (Channel.K, Channel.V):
@@ -623,6 +629,7 @@ def _patch_chunk(
     e = len(part)
     b, p, _, d = delta.shape
     h = graph.n_heads
+    dev = delta.device
     tiled = batch.repeat(e)
     head_d: dict[tuple[int, str], torch.Tensor] = {}
     head_mask: dict[tuple[int, str], torch.Tensor] = {}
@@ -639,27 +646,27 @@ def _patch_chunk(
         rows = slice(copy * b, (copy + 1) * b)
         if r.kind in (ComponentKind.FEATURE, ComponentKind.ERROR):
             if r.layer not in feat_d:
-                feat_d[r.layer] = torch.zeros(e * b, p, d, dtype=delta.dtype)
-                feat_col[r.layer] = torch.full((e * b,), -1, dtype=torch.long)
+                feat_d[r.layer] = torch.zeros(e * b, p, d, dtype=delta.dtype, device=dev)
+                feat_col[r.layer] = torch.full((e * b,), -1, dtype=torch.long, device=dev)
             feat_d[r.layer][rows] = delta[:, :, si]
             feat_col[r.layer][rows] = -2 if r.feature is None else int(r.feature)
         elif r.kind is ComponentKind.NEURON:
             if r.layer not in neur_d:
-                neur_d[r.layer] = torch.zeros(e * b, p, d, dtype=delta.dtype)
-                neur_col[r.layer] = torch.full((e * b,), -1, dtype=torch.long)
+                neur_d[r.layer] = torch.zeros(e * b, p, d, dtype=delta.dtype, device=dev)
+                neur_col[r.layer] = torch.full((e * b,), -1, dtype=torch.long, device=dev)
             neur_d[r.layer][rows] = delta[:, :, si]
             neur_col[r.layer][rows] = int(r.neuron)  # type: ignore[arg-type]
         elif r.kind is ComponentKind.HEAD:
             key = (r.layer, r.channel.value)
             if key not in head_d:
-                head_d[key] = torch.zeros(e * b, p, h, d, dtype=delta.dtype)
-                head_mask[key] = torch.zeros(e * b, h, dtype=torch.bool)
+                head_d[key] = torch.zeros(e * b, p, h, d, dtype=delta.dtype, device=dev)
+                head_mask[key] = torch.zeros(e * b, h, dtype=torch.bool, device=dev)
             head_d[key][rows, :, r.head] = delta[:, :, si]
             head_mask[key][rows, r.head] = True
         else:
             name = hook_name("mlp_in", r.layer) if r.kind is ComponentKind.MLP else hook_name("resid_post", graph.n_layers - 1)
             if name not in add_d:
-                add_d[name] = torch.zeros(e * b, p, d, dtype=delta.dtype)
+                add_d[name] = torch.zeros(e * b, p, d, dtype=delta.dtype, device=dev)
             add_d[name][rows] += delta[:, :, si]
 
     resid: dict[int, torch.Tensor] = {}  # layer -> resid_pre in this pass
@@ -698,7 +705,7 @@ def _patch_chunk(
             change = block.ln2(x + neur_d[layer][rows_]) - block.ln2(x)  # exactly 0 for a zero delta
             w = block.mlp.W_in[:, cols[rows_]].T  # [r, d]
             act = act.clone()
-            act[rows_[:, None], torch.arange(act.shape[1])[None, :], cols[rows_][:, None]] += (change * w[:, None, :]).sum(-1)
+            act[rows_[:, None], torch.arange(act.shape[1], device=act.device)[None, :], cols[rows_][:, None]] += (change * w[:, None, :]).sum(-1)
             return act
 
         return fn
@@ -721,7 +728,7 @@ def _patch_chunk(
                 x = mlp_in[layer][rows_]
                 (_, f0), (_, f1) = parts(x), parts(x + feat_d[layer][rows_])
                 c = cols[rows_]
-                change = f1[torch.arange(len(c)), :, c] - f0[torch.arange(len(c)), :, c]  # [r, p]
+                change = f1[torch.arange(len(c), device=c.device), :, c] - f0[torch.arange(len(c), device=c.device), :, c]  # [r, p]
                 act[rows_] += change[..., None] * sae.W_dec[c][:, None, :]
             if len(errs):
                 x = mlp_in[layer][errs]
@@ -746,6 +753,6 @@ def _patch_chunk(
     for layer in feat_d:
         hooks.append((hook_name("mlp_out", layer), patch_features(layer)))
     logits = model.run_with_hooks(tiled.clean, fwd_hooks=hooks)
-    return task.metric(logits, tiled).view(e, b).double().numpy()
+    return task.metric(logits, tiled).view(e, b).double().cpu().numpy()
 
 

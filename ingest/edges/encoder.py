@@ -80,7 +80,7 @@ class EncoderInterface(ModelInterface):
             d = _moved(model, r, prepared.changes[s.index][_point(r, graph.n_layers)])
             if name not in adds:
                 shape = (copies * n_b, *(d.shape[1:] if r.kind is not ComponentKind.HEAD else (d.shape[1], graph.n_heads, d.shape[2])))
-                adds[name] = torch.zeros(shape, dtype=d.dtype)
+                adds[name] = torch.zeros(shape, dtype=d.dtype, device=d.device)
             rows = slice(k * n_b, (k + 1) * n_b)
             if r.kind is ComponentKind.HEAD:
                 adds[name][rows, :, r.head] += d
@@ -99,7 +99,7 @@ class EncoderInterface(ModelInterface):
 
         with torch.no_grad():
             model.run_with_hooks(tiled.clean, return_type=None, fwd_hooks=[(n, add) for n in adds] + [(_last(graph), grab)])
-            return task.metric(captured["out"], tiled).reshape(copies, n_b).double().numpy()
+            return task.metric(captured["out"], tiled).reshape(copies, n_b).double().cpu().numpy()
 
     def gradient_scores(self, model: Any, graph: ModelGraph, task: Any, batch: PromptBatch, alphas: list[float],
                         progress: Progress | None, interpolate: str, per_prompt: bool) -> GradientScores:

@@ -63,8 +63,8 @@ def ablated_outputs(
         if ablation == "mean":
             return ref.mean(dim=0, keepdim=True).expand_as(clean).clone()
         gen = torch.Generator().manual_seed(seed)
-        pick = torch.randint(0, ref.shape[0], (clean.shape[0],), generator=gen)
-        return ref[pick]
+        pick = torch.randint(0, ref.shape[0], (clean.shape[0],), generator=gen)  # drawn on the host: the same draw on every device
+        return ref[pick.to(ref.device)]
 
 
 def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned: list[int], b: int) -> list[tuple[str, Any]]:
@@ -73,13 +73,14 @@ def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned
     senders = graph.senders
     z_store: dict[int, torch.Tensor] = {}
     hooks: list[tuple[str, Any]] = []
-    rows = torch.arange(e * b)
+    dev = ablated.device
+    rows = torch.arange(e * b, device=dev)
     copy_of_row = rows // b
     prompt_of_row = rows % b
     kinds = {senders[i].kind for i in lesioned}
 
     def mask_for(pred: Callable[[Any], bool]) -> torch.Tensor:
-        return torch.tensor([pred(senders[lesioned[c]]) for c in copy_of_row.tolist()])
+        return torch.tensor([pred(senders[lesioned[c]]) for c in copy_of_row.tolist()], device=dev)
 
     if ComponentKind.EMBED in kinds:
         embed_idx = next(s.index for s in senders if s.kind is ComponentKind.EMBED)
@@ -94,7 +95,7 @@ def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned
         head_copies = [(c, senders[i]) for c, i in enumerate(lesioned) if senders[i].kind is ComponentKind.HEAD and senders[i].layer == layer]
         if head_copies:
             first = next(s.index for s in senders if s.kind is ComponentKind.HEAD and s.layer == layer)
-            hmask = torch.zeros(e * b, graph.n_heads, dtype=ablated.dtype)
+            hmask = torch.zeros(e * b, graph.n_heads, dtype=ablated.dtype, device=dev)
             for c, s in head_copies:
                 hmask[c * b : (c + 1) * b, s.head] = 1
 
@@ -112,7 +113,7 @@ def _lesion_hooks(model: Any, graph: ModelGraph, ablated: torch.Tensor, lesioned
         mlp_copies = [c for c, i in enumerate(lesioned) if senders[i].kind is ComponentKind.MLP and senders[i].layer == layer]
         if mlp_copies:
             idx = next(s.index for s in senders if s.kind is ComponentKind.MLP and s.layer == layer)
-            mm = torch.zeros(e * b, dtype=torch.bool)
+            mm = torch.zeros(e * b, dtype=torch.bool, device=dev)
             for c in mlp_copies:
                 mm[c * b : (c + 1) * b] = True
 

@@ -32,38 +32,23 @@ import pandas as pd
 from atlas.errors import AtlasError, ValidationError
 
 __all__ = ["ShardPlan", "plan_ranges", "merge_prompt_shards", "order_like_graph", "compute_sharded", "compute_edges",
-           "prompt_chunk", "activation_budget"]
+           "prompt_chunk"]
 
 FAULT_ENV = "ATLAS_FAULT_KILL_SHARD"
 MAX_RETRIES = 3
-BUDGET_ENV = "ATLAS_ACTIVATION_BUDGET"
-DEFAULT_ACTIVATION_BUDGET = 2 * 2**30
-"""Bytes of sender activations one pass may hold (default 2 GiB; ``ATLAS_ACTIVATION_BUDGET=8g``)."""
 _ACTIVATION_COPIES = 4  # clean and corrupted outputs, their difference, and the stack being built
-
-
-def activation_budget() -> int:
-    """The activation budget: ``$ATLAS_ACTIVATION_BUDGET`` (``512m``, ``8g`` or bytes) or 2 GiB.
-
-    Raises:
-        ValidationError: the variable is not a size.
-    """
-    raw = os.environ.get(BUDGET_ENV, "").strip().lower()
-    if not raw:
-        return DEFAULT_ACTIVATION_BUDGET
-    scale = {"k": 2**10, "m": 2**20, "g": 2**30}.get(raw[-1], 1)
-    digits = raw[:-1] if raw[-1] in "kmg" else raw
-    if not digits.isdigit() or int(digits) < 1:
-        raise ValidationError(f"{BUDGET_ENV} must be a size such as 512m or 8g, got {raw!r}")
-    return int(digits) * scale
 
 
 def prompt_chunk(model: Any, graph: Any, batch: Any, budget: int | None = None) -> int:
     """How many prompts one pass may take so that its sender activations (``prompts x positions x
-    senders x d_model``, a few copies) stay within ``budget`` bytes; at least one."""
-    element = next(iter(model.parameters())).element_size()
+    senders x d_model``, a few copies) stay within ``budget`` bytes (default: the device's
+    :func:`ingest.model.device.activation_budget`); at least one."""
+    from ingest.model.device import activation_budget
+
+    first = next(iter(model.parameters()))
+    element = first.element_size()
     per_prompt = batch.clean.shape[1] * max(1, len(graph.senders)) * model.cfg.d_model * element * _ACTIVATION_COPIES
-    return max(1, min(batch.n_prompts, (budget or activation_budget()) // per_prompt))
+    return max(1, min(batch.n_prompts, (budget or activation_budget(first.device)) // per_prompt))
 
 
 def compute_edges(model: Any, graph: Any, task: Any, batch: Any, method: str, config: Any, *,

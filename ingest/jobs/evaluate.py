@@ -95,7 +95,8 @@ def load_truth(path: Path) -> list[list[str]]:
 
 
 def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_prompts: int = 16, steps: int = 5,
-                   progress: bool = True, task: str | None = None, truth_file: Path | None = None, metric: str = "logit") -> dict[str, Any]:
+                   progress: bool = True, task: str | None = None, truth_file: Path | None = None, metric: str = "logit",
+                   dtype: str | None = None) -> dict[str, Any]:
     """Ingest ``model`` with ``method`` on its evaluation task and score it (see module docstring).
 
     With ``truth_file`` (:func:`load_truth`) any model and task are evaluated against that edge list
@@ -127,10 +128,13 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
         structural = set(entry.evaluation.structural_edges)
         silent = frozenset(entry.evaluation.silent_heads)
         truth_source = f"zoo:{model}"
-    config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps, metric=metric)
+    from ingest.model.device import default_dtype
+
+    config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps, metric=metric,
+                          dtype=dtype or default_dtype())
     result = run_ingest(store, config, home, progress=progress)
     edges = cx.fetch_edge_columns(store, result.run_id)
-    loaded = load_model(config.model, home, allow_encoder=True)
+    loaded = load_model(config.model, home, allow_encoder=True, dtype=config.dtype)
     if truth_file is None:
         truth = loaded.info.get(ZOO[model].evaluation.controls.get(task_name, "groundTruth"), {})
         if not truth.get("edges"):
@@ -146,7 +150,7 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     else:
         if is_encoder(loaded.model):
             sim = SimilarityTask(Path(task_name))
-            graph, batch, task_obj = encoder_graph(loaded.model, loaded.model_id), sim.make_batch(loaded.model, n_prompts, config.seed), sim
+            graph, batch, task_obj = encoder_graph(loaded.model, loaded.model_id), sim.make_batch(loaded.model, n_prompts, config.seed).to(loaded.device), sim
         else:
             ctx = load_context(model, task_name, n_prompts, config.seed, home, metric=config.metric, loaded=loaded)
             graph, batch, task_obj = ctx.graph, ctx.batch, ctx.task

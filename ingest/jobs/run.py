@@ -54,6 +54,9 @@ class IngestConfig:
     """Keep each edge's score per prompt (``promptScores``) and the prompts on the run (``promptsJson``)."""
     per_position: bool = False
     """Also keep every edge resolved by position (``ATTRIBUTION_AT`` edges with ``srcPos``/``dstPos``)."""
+    dtype: str = "float32"
+    """The weights' precision (``float32``, ``bfloat16``, ``float16``): part of the run's identity, as
+    its scores depend on it. Where it computes (``device``) is not: the run records it in ``details``."""
 
     def validate(self) -> IngestConfig:
         from ingest.edges.registry import method_spec
@@ -67,9 +70,13 @@ class IngestConfig:
             raise ValidationError(f"unknown metric {self.metric!r}: choose one of {choices(Metric)}")
         if self.per_position and self.per_prompt:
             raise ValidationError("--per-position and --per-prompt together would keep edges x positions^2 x prompts: choose one")
-        if self.granularity in choices(Granularity):  # the family is known once the model loads (compute_run checks it then)
-            family = ModelFamily.ENCODER.value if self.metric == Metric.COSINE.value else ModelFamily.DECODER.value
-            spec.check(metric=self.metric, granularity=self.granularity, family=family, per_position=self.per_position, per_prompt=self.per_prompt)
+        from ingest.model.device import resolve_dtype
+
+        resolve_dtype(self.dtype)
+        # cosine is an encoder's metric: whether the model is one is known once it loads (compute_run checks then)
+        if self.granularity in choices(Granularity) and self.metric != Metric.COSINE.value:
+            spec.check(metric=self.metric, granularity=self.granularity, family=ModelFamily.DECODER.value, per_position=self.per_position,
+                       per_prompt=self.per_prompt)
         if self.granularity not in choices(Granularity):
             raise ValidationError(f"unknown granularity {self.granularity!r}: choose one of {choices(Granularity)}")
         if self.granularity == "neuron" and self.top_neurons < 1:
@@ -91,6 +98,8 @@ class IngestConfig:
             data.pop("per_prompt")
         if not self.per_position:  # ... and --per-position
             data.pop("per_position")
+        if self.dtype == "float32":  # ... and --dtype
+            data.pop("dtype")
         if not _uses_steps(self.method):
             data.pop("steps")
         if self.granularity == "head":  # head-level runs keep the ids they had before neurons existed
@@ -224,9 +233,12 @@ def run_graph(config: IngestConfig, loaded: Any, task: Any, batch: Any) -> tuple
 
 def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str], Any] | None = None,
                 on_load: Callable[[Any], None] | None = None, *, shards: int = 1, ray_address: str | None = None,
-                log: Callable[[str], None] | None = None) -> ComputedRun:
+                log: Callable[[str], None] | None = None, device: str | None = None) -> ComputedRun:
     """Load, build the task and compute the edges; no I/O to the store (``on_load(loaded)`` runs
     once the model is loaded, before any compute: a chance to refuse early).
+
+    The model computes on ``device`` (default: the placement in force, ``auto``) in ``config.dtype``;
+    the edges come back to the host.
 
     ``shards`` > 1 computes the edges as that many Ray tasks (local Ray, or the cluster at
     ``ray_address``), merged exactly (:mod:`ingest.edges.shards`); neuron and feature choices, unit
@@ -242,7 +254,7 @@ def compute_run(config: IngestConfig, home: Path, progress: Callable[[int, str],
     spec = method_spec(config.method)
     if config.metric != Metric.COSINE.value:
         get_task(resolve_task(config.task, config.model), config.metric)  # an unknown task, too
-    loaded = load_model(config.model, home, progress, model_id=config.model_id, allow_encoder=True)
+    loaded = load_model(config.model, home, progress, model_id=config.model_id, allow_encoder=True, device=device, dtype=config.dtype)
     if is_encoder(loaded.model) or config.metric == Metric.COSINE.value:
         if shards > 1:
             raise ValidationError("--shards is for decoder runs; encoder runs (BERT-style) are computed in one process")
@@ -324,7 +336,7 @@ def _compute_encoder_run(config: IngestConfig, loaded: Any, progress: Callable[[
     if on_load is not None:
         on_load(loaded)
     task = SimilarityTask(Path(config.task))
-    batch = task.make_batch(loaded.model, config.n_prompts, config.seed)
+    batch = task.make_batch(loaded.model, config.n_prompts, config.seed).to(loaded.device)
     graph = encoder_graph(loaded.model, loaded.model_id)
     n_edges = sum(len(graph.visible(r)) for r in graph.receivers)
     bar = progress(spec.passes(config.steps, n_edges), f"{config.method} on {loaded.model_id}") if progress else None
@@ -421,8 +433,12 @@ def run_ingest(
     after_write: Callable[[str, pd.DataFrame], None] | None = None,
     shards: int = 1,
     ray_address: str | None = None,
+    device: str | None = None,
 ) -> IngestResult:
     """Compute a run and write it into ``store`` (idempotent per run id; see module docstring).
+
+    ``device`` is where it computes (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; default the
+    placement in force): recorded on the run (``details.device``), not part of its identity.
 
     ``shards`` > 1 spreads the compute over Ray tasks (:mod:`ingest.edges.shards`); the result is the
     same run (its configuration, and so its id, do not depend on the split), and the shard plan is
@@ -453,13 +469,14 @@ def run_ingest(
 
         plan_ranges(config.n_prompts, shards, "prompts")  # refuse a bad split before loading anything
     computed = compute_run(config, home, bars, on_load=lambda loaded: cx.check_model_weights(store, loaded.model_id, loaded.weights_hash),
-                           shards=shards, ray_address=ray_address, log=log)
+                           shards=shards, ray_address=ray_address, log=log, device=device)
     t1 = time.perf_counter()
     run_id = run_id or config.default_run_id(computed.loaded.model_id)
     existing = check_existing(store, run_id, config.to_json())
     if existing is not None and existing.complete:
         return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)
-    details: dict[str, Any] = {"steps": config.steps if _uses_steps(config.method) else None}
+    details: dict[str, Any] = {"steps": config.steps if _uses_steps(config.method) else None, "device": str(computed.loaded.device),
+                               "dtype": config.dtype}
     if len(computed.edges) and bool((computed.edges["score"] == 0).all()):
         # written, but never silently: the metric did not move at all between clean and corrupted
         details["allZero"] = True

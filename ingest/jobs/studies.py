@@ -161,7 +161,8 @@ def _run_context(store: Store, run_id: str, home: Path) -> tuple[RunRecord, Stud
     from ingest.jobs.run import run_graph
 
     cfg = IngestConfig.from_json(run.config_json or "{}")
-    ctx = load_context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, metric=cfg.metric, model_id=cfg.model_id, progress=make_progress(True))
+    ctx = load_context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, metric=cfg.metric, model_id=cfg.model_id, progress=make_progress(True),
+                       dtype=cfg.dtype)  # the precision the run was computed in
     _check_run_model(store, run, ctx.loaded, cfg.model)
     if cfg.granularity != "head":  # the same neurons or features the run chose
         graph, _ = run_graph(cfg, ctx.loaded, ctx.task, ctx.batch)
@@ -196,7 +197,7 @@ def align_runs(store: Store, run_a: str, run_b: str, home: Path, *, threshold: f
         except (TypeError, KeyError, ValueError) as exc:
             raise ValidationError(f"run {run_id!r} is a {run.method} run: functional alignment needs attribution runs "
                                   "(or --align structure, which needs no model)") from exc
-        model = load_model(cfg.model, home, make_progress(progress), model_id=cfg.model_id)
+        model = load_model(cfg.model, home, make_progress(progress), model_id=cfg.model_id, dtype=cfg.dtype)
         _check_run_model(store, run, model, cfg.model)
         batch = load_context(cfg.model, cfg.task, cfg.n_prompts, cfg.seed, home, metric=cfg.metric, loaded=model, graph=False).batch
         loaded.append(model)

@@ -51,10 +51,12 @@ def check_batch_fits(loaded: Any, batch: Any) -> None:
 
 
 def load_context(model: str, task: str, n_prompts: int, seed: int, home: Path, *, metric: str = "logit", model_id: str | None = None,
-                 progress: Callable[[int, str], Any] | None = None, graph: bool = True, loaded: Any = None) -> StudyContext:
+                 progress: Callable[[int, str], Any] | None = None, graph: bool = True, loaded: Any = None,
+                 device: str | None = None, dtype: str | None = None) -> StudyContext:
     """Load ``model`` (or take ``loaded``), build ``task`` (``default``: a zoo model's own) with ``metric``
-    and ``n_prompts`` prompts drawn with ``seed``, attach what the metric needs from the clean model,
-    check the prompts fit the model, and build the head-level component graph (unless ``graph=False``).
+    and ``n_prompts`` prompts drawn with ``seed`` onto the model's device (``device``/``dtype``: see
+    :func:`ingest.model.loading.load_model`), attach what the metric needs from the clean model, check
+    the prompts fit the model, and build the head-level component graph (unless ``graph=False``).
 
     Raises:
         ModelError, TaskError, ValidationError: an unknown model or task, prompts the model cannot read.
@@ -66,7 +68,8 @@ def load_context(model: str, task: str, n_prompts: int, seed: int, home: Path, *
     task_name = resolve_task(task, model)
     task_obj = get_task(task_name, metric)
     if loaded is None:
-        loaded = load_model(model, home, progress, model_id=model_id)
-    batch = prepare_batch(loaded.model, task_obj.make_batch(loaded.model, n_prompts, seed), metric)
-    check_batch_fits(loaded, batch)
+        loaded = load_model(model, home, progress, model_id=model_id, device=device, dtype=dtype)
+    batch = task_obj.make_batch(loaded.model, n_prompts, seed)
+    check_batch_fits(loaded, batch)  # on the host: the values are checked before they move
+    batch = prepare_batch(loaded.model, batch.to(loaded.device), metric)
     return StudyContext(loaded, build_graph(loaded.model, loaded.model_id) if graph else None, task_obj, batch, task_name)

@@ -126,6 +126,10 @@ class SimilarityTask:
 
     def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch:
         items = read_prompt_file(self.path)
+        if n_prompts < len(items):
+            import sys
+
+            print(f"atlas: note: using the first {n_prompts} of the {len(items)} prompts in {self.path} (--prompts)", file=sys.stderr)
         clean, corrupt, targets = [], [], []
         for i, item in enumerate(items[:n_prompts]):
             c, x = prompt_pair(item, i, self.path, lambda value, what: self._tokens(model, value, what))
@@ -145,7 +149,8 @@ class SimilarityTask:
 
     def metric(self, output: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         """Cosine similarity of each prompt's sentence embedding to its target's: ``[batch]``."""
-        return torch.nn.functional.cosine_similarity(sentence_embedding(output), batch.meta["target"].to(output.dtype), dim=-1)
+        out = output.float() if output.dtype in (torch.float16, torch.bfloat16) else output  # accumulated in float32 at least
+        return torch.nn.functional.cosine_similarity(sentence_embedding(out), batch.meta["target"].to(out.dtype), dim=-1)
 
 
 def encoder_graph(model: Any, model_id: str) -> ModelGraph:

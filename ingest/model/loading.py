@@ -56,6 +56,11 @@ class LoadedModel:
     source: str
     info: dict[str, Any]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return next(iter(self.model.parameters())).device
+
     @functools.cached_property
     def weights_hash(self) -> str:
         """:func:`weights_hash` of the model (computed once)."""
@@ -382,23 +387,32 @@ def _load_pretrained(name: str) -> LoadedModel | None:
 
 
 def load_model(spec: str, home: Path, progress_factory: Any = None, model_id: str | None = None,
-               allow_encoder: bool = False) -> LoadedModel:
+               allow_encoder: bool = False, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> LoadedModel:
     """Load a model by zoo name, path, or TransformerLens pretrained name; ``model_id``
     replaces the id it would get (see module docstring). BERT-style encoders load only where
     ``allow_encoder`` says the caller maps them (``atlas ingest``/``evaluate`` with ``--metric cosine``).
 
+    The model is placed on ``device`` in ``dtype`` (:mod:`ingest.model.device`; default: the placement in
+    force, ``auto`` and ``float32``). Its identity (:func:`weights_hash`) is that of the weights as stored:
+    a model cast to bfloat16 is the same model, computed in another precision (the run records it).
+
     Raises:
         ModelError: unknown name, missing or corrupt file, weights not cached.
-        ValidationError: ``model_id`` is not a valid id.
+        ValidationError: ``model_id`` is not a valid id, or an unknown device or dtype.
     """
+    from ingest.model.device import place_model, resolve_device, resolve_dtype
     from ingest.model.family import is_encoder
 
+    target, precision = resolve_device(device), resolve_dtype(dtype)  # a bad flag fails before anything loads
     loaded = _load_model(spec, home, progress_factory)
     if is_encoder(loaded.model) and not allow_encoder:
         raise ModelError(f"{spec} is a BERT-style encoder: so far only 'atlas ingest' and 'atlas evaluate' map encoders "
                          "(--metric cosine, --method eap or patching)")
     if model_id is not None:
         loaded.model_id = validate_model_id(model_id)
+    if next(iter(loaded.model.parameters())).dtype != precision:
+        _ = loaded.weights_hash  # the identity of the weights as stored, before the cast
+    place_model(loaded.model, target, precision)
     return loaded
 
 

@@ -86,6 +86,16 @@ class Dictionary:
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         return f @ self.W_dec + self.b_dec
 
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Dictionary:
+        """The dictionary with its tensors on ``device`` (and in ``dtype``, if given): where the model it reads computes."""
+        import dataclasses
+
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device=device, dtype=dtype if dtype is not None and x.is_floating_point() else x.dtype)
+
+        return dataclasses.replace(self, W_enc=move(self.W_enc), b_enc=move(self.b_enc), W_dec=move(self.W_dec), b_dec=move(self.b_dec),
+                                   threshold=None if self.threshold is None else move(self.threshold))
+
 
 def hook_layer(hook: str | None) -> int | None:
     """The block index a ``blocks.L.*`` hook name belongs to; None for other hooks."""
@@ -282,7 +292,8 @@ def load_dictionary(path: str | Path) -> Dictionary:
 
 
 def load_for_model(model: Any, model_id: str, paths: tuple[str, ...] | list[str]) -> dict[int, Dictionary]:
-    """Load dictionaries for feature-level ingestion: one per MLP layer, shapes checked against ``model``."""
+    """Load dictionaries for feature-level ingestion: one per MLP layer, shapes checked against ``model``,
+    placed on its device in its precision."""
     import sys
 
     out: dict[int, Dictionary] = {}
@@ -299,5 +310,6 @@ def load_for_model(model: Any, model_id: str, paths: tuple[str, ...] | list[str]
             raise ValidationError(f"two dictionaries for layer {layer}'s MLP: {out[layer].dictionary_id} and {d.dictionary_id}")
         if d.model_name and d.model_name != model_id:
             print(f"atlas: note: dictionary {d.dictionary_id} was trained on {d.model_name}, not {model_id}", file=sys.stderr)
-        out[layer] = d
+        first = next(iter(model.parameters()))
+        out[layer] = d.to(first.device, first.dtype)  # on the model's device, in its precision
     return out

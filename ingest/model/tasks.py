@@ -21,7 +21,7 @@ from atlas.schema import Metric
 
 __all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric",
            "prob_metric", "logit_diff_metric", "kl_metric", "l2_metric", "prepare_batch",
-           "CustomMetricTask", "with_metric", "read_prompt_file", "prompt_tokens", "prompt_pair"]
+           "CustomMetricTask", "with_metric", "read_prompt_file", "prompt_tokens", "prompt_pair", "default_prompt_count", "DEFAULT_PROMPTS"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class PromptBatch:
             raise TaskError(f"prompt batches must be [batch, pos] and non-empty, got {tuple(self.clean.shape)}")
         if self.targets.shape != self.clean.shape or self.mask.shape != self.clean.shape:
             raise TaskError("targets and mask must have the prompts' shape")
-        if not bool(self.mask.any(dim=1).all()):
+        if self.mask.device.type != "meta" and not bool(self.mask.any(dim=1).all()):  # (a meta batch has no values to check)
             raise TaskError("every prompt needs at least one scored position")
         if self.incorrect is not None and self.incorrect.shape != self.clean.shape:
             raise TaskError("incorrect tokens must have the prompts' shape")
@@ -62,6 +62,22 @@ class PromptBatch:
     @property
     def n_prompts(self) -> int:
         return int(self.clean.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.clean.device
+
+    def to(self, device: torch.device | str) -> PromptBatch:
+        """The batch with every tensor (``meta``'s included) on ``device``; itself when already there."""
+        device = torch.device(device)
+        if self.clean.device == device:
+            return self
+
+        def move(value: Any) -> Any:
+            return value.to(device) if isinstance(value, torch.Tensor) else value
+
+        return PromptBatch(move(self.clean), move(self.corrupted), move(self.targets), move(self.mask),
+                           {k: move(v) for k, v in self.meta.items()}, move(self.incorrect), move(self.reference))
 
     def select(self, start: int, stop: int) -> PromptBatch:
         """Prompts ``start:stop`` of the batch (a shard): every per-prompt tensor sliced alike."""
@@ -198,7 +214,7 @@ def prepare_batch(model: Any, batch: PromptBatch, metric: str) -> PromptBatch:
         return batch
     with torch.no_grad():
         logits = model(batch.clean)
-        reference = torch.log_softmax(_upcast(logits), dim=-1) if metric == Metric.KL.value else logits.detach().clone()
+        reference = torch.log_softmax(_upcast(logits), dim=-1) if metric == Metric.KL.value else _upcast(logits).detach().clone()
     return PromptBatch(batch.clean, batch.corrupted, batch.targets, batch.mask, batch.meta, batch.incorrect, reference)
 
 
@@ -210,9 +226,11 @@ METRICS: dict[str, Callable[[torch.Tensor, PromptBatch], torch.Tensor]] = {
 
 
 def _metric(name: str) -> Callable[[torch.Tensor, PromptBatch], torch.Tensor]:
+    """The metric ``name``, computed in float32 at least whatever the model's precision."""
     if name not in METRICS:
         raise TaskError(f"unknown metric {name!r}: choose one of {sorted(METRICS)}")
-    return METRICS[name]
+    fn = METRICS[name]
+    return lambda logits, batch: fn(_upcast(logits), batch)
 
 
 class Task(Protocol):
@@ -346,7 +364,9 @@ class PromptFileTask:
         return prompt_tokens(model, value, what, lambda text: model.to_tokens(text, prepend_bos=False)[0].tolist())
 
     def make_batch(self, model: Any, n_prompts: int, seed: int) -> PromptBatch:
-        items = read_prompt_file(self.path)[:n_prompts]
+        every = read_prompt_file(self.path)
+        _say_first(self.path, n_prompts, len(every))
+        items = every[:n_prompts]
         clean, corrupt, scored, target, wrong = [], [], [], [], []
         for i, item in enumerate(items):
             c, x = prompt_pair(item, i, self.path, lambda value, what: self._tokens(model, value, what))
@@ -505,6 +525,28 @@ TASKS: dict[str, Callable[..., Task]] = {
     "binding-reverse": lambda **kw: BindingTask(direction="reverse", name="binding-reverse",
                                                 description="reverse binding queries (Q A_k -> E_k), solved by induction: the negative control", **kw),
 }
+
+
+DEFAULT_PROMPTS = 16
+"""Prompts a generated task draws unless told otherwise; a prompts file is used whole."""
+
+
+def default_prompt_count(task: str) -> int:
+    """How many prompts a run of ``task`` takes by default: all of a prompts file's (up to the atlas's
+    limit), else :data:`DEFAULT_PROMPTS`."""
+    from atlas.schema import MAX_PROMPTS
+
+    if task.endswith(".json") and Path(task).is_file():
+        return max(1, min(len(read_prompt_file(Path(task))), MAX_PROMPTS))
+    return DEFAULT_PROMPTS
+
+
+def _say_first(path: Path, n_prompts: int, available: int) -> None:
+    """A line on stderr when a run takes only part of a prompts file (never silently)."""
+    if n_prompts < available:
+        import sys
+
+        print(f"atlas: note: using the first {n_prompts} of the {available} prompts in {path} (--prompts)", file=sys.stderr)
 
 
 def get_task(name: str, metric: str = "logit") -> Task:

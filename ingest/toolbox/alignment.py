@@ -93,7 +93,7 @@ def component_outputs(model: Any, model_id: str, batches: list[torch.Tensor], ro
             if not cfg.attn_only:
                 parts.setdefault(component_id(model_id, ComponentKind.MLP, layer=l), []).append(cache[hook_name("mlp_out", l)].reshape(-1, cfg.d_model))
     index = None if rows is None else torch.as_tensor(rows, dtype=torch.long)
-    return {cid: (torch.cat(xs) if index is None else torch.cat(xs)[index]).double().numpy() for cid, xs in parts.items()}
+    return {cid: (torch.cat(xs) if index is None else torch.cat(xs)[index]).double().cpu().numpy() for cid, xs in parts.items()}
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def noisy_responses(model: Any, graph: ModelGraph, batch: PromptBatch, *, repeat
                 o = head_output(model, s.layer, s.head, cache[hook_name("z", s.layer)])
             else:
                 o = cache[hook_name("mlp_out", s.layer)]
-            out[i, :, k] = o.norm(dim=-1)[mask].detach().double().numpy()
+            out[i, :, k] = o.norm(dim=-1)[mask].detach().double().cpu().numpy()
     return [s.component_id for s in senders], out
 
 
@@ -104,10 +104,10 @@ def encoding_models(ids: list[str], responses: np.ndarray, batch: PromptBatch, *
 
     if batch.n_prompts < folds:
         raise ValidationError(f"encoding models with {folds}-fold cross-validation need at least {folds} prompts, got {batch.n_prompts}")
-    mask = batch.mask.numpy()
+    mask = batch.mask.cpu().numpy()
     b, p = mask.shape
-    prev = np.concatenate([np.full((b, 1), -1), batch.clean[:, :-1].numpy()], axis=1)
-    variables = {"token": batch.clean.numpy()[mask], "prev-token": prev[mask], "position": np.broadcast_to(np.arange(p), (b, p))[mask]}
+    prev = np.concatenate([np.full((b, 1), -1), batch.clean[:, :-1].cpu().numpy()], axis=1)
+    variables = {"token": batch.clean.cpu().numpy()[mask], "prev-token": prev[mask], "position": np.broadcast_to(np.arange(p), (b, p))[mask]}
     groups = np.broadcast_to(np.arange(b)[:, None], (b, p))[mask]
     designs = {name: np.hstack([_one_hot(variables[v]) for v in parts]) for name, parts in ENCODING_SETS.items()}
     rows = []

@@ -45,17 +45,17 @@ def variable_labels(batch: PromptBatch, variable: str) -> tuple[np.ndarray, np.n
     b, p = batch.clean.shape
     if variable == "token":
         mask = np.ones((b, p), dtype=bool)
-        labels = batch.clean.numpy()
+        labels = batch.clean.cpu().numpy()
     elif variable == "prev-token":
         mask = np.ones((b, p), dtype=bool)
         mask[:, 0] = False
-        labels = np.concatenate([np.zeros((b, 1), dtype=np.int64), batch.clean[:, :-1].numpy()], axis=1)
+        labels = np.concatenate([np.zeros((b, 1), dtype=np.int64), batch.clean[:, :-1].cpu().numpy()], axis=1)
     elif variable == "position":
         mask = np.ones((b, p), dtype=bool)
         labels = np.broadcast_to(np.arange(p), (b, p))
     elif variable == "answer":
-        mask = batch.mask.numpy()
-        labels = batch.targets.numpy()
+        mask = batch.mask.cpu().numpy()
+        labels = batch.targets.cpu().numpy()
     else:
         raise ValidationError(f"unknown variable {variable!r}: choose one of {list(VARIABLES)}")
     return mask, labels[mask]
@@ -133,7 +133,7 @@ def decode_layer(model: Any, graph: ModelGraph, batch: PromptBatch, layer: int, 
     majority = float(counts.max() / len(y))
     rows = []
     for name, cid, acts in sources:
-        x = acts.detach().double().numpy()[mask]
+        x = acts.detach().double().cpu().numpy()[mask]
         accuracy = _cv_accuracy(x, y, groups, folds, seed, decoder)
         null = float(np.mean([_cv_accuracy(x, rng.permutation(y), groups, folds, seed, decoder) for _ in range(shuffles)]))
         rows.append({"source": name, "componentId": cid, "variable": variable, "decoder": decoder, "accuracy": accuracy, "null": null,

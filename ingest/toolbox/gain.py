@@ -81,7 +81,7 @@ def gain_study(model: Any, graph: ModelGraph, layer: int, *, n_stimuli: int = 16
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
 
     def grid(values: torch.Tensor) -> np.ndarray:
-        return values.detach().double().numpy().reshape(n_stimuli, n_contexts)
+        return values.detach().double().cpu().numpy().reshape(n_stimuli, n_contexts)
 
     def scale_of(hook: str) -> np.ndarray | None:
         try:

@@ -166,7 +166,7 @@ def compute_lens(model: Any, graph: ModelGraph, batch: PromptBatch, seed: int = 
     agreeing = layers.loc[layers["agreeLogitLens"] >= 0.5, "layer"]
     summary = {
         "nPrompts": batch.n_prompts, "nPositions": int(mask.sum()), "heldOutPrompts": batch.n_prompts - half, "agreeChance": chance,
-        "firstAgreeingLayer": int(agreeing.iloc[0]) if len(agreeing) else None,
+        "firstAgreeingLayer": agreeing.iloc[0] if len(agreeing) else None,
         "errorCorrecting": sorted(components.loc[components["lensErrorCorrecting"], "componentId"].tolist()),
     }
     return LensResult(layers, components, summary)

@@ -147,11 +147,11 @@ def representations(model: Any, model_id: str, layer: int | None = None, n: int 
     for l in layers:
         heads = head_outputs(model, l, cache[hook_name("z", l)])
         for h in range(cfg.n_heads):
-            out[component_id(model_id, ComponentKind.HEAD, layer=l, head=h)] = heads[:, :, h].reshape(-1, cfg.d_model).double().numpy()
+            out[component_id(model_id, ComponentKind.HEAD, layer=l, head=h)] = heads[:, :, h].reshape(-1, cfg.d_model).double().cpu().numpy()
         if not cfg.attn_only:
-            out[component_id(model_id, ComponentKind.MLP, layer=l)] = cache[hook_name("mlp_out", l)].reshape(-1, cfg.d_model).double().numpy()
+            out[component_id(model_id, ComponentKind.MLP, layer=l)] = cache[hook_name("mlp_out", l)].reshape(-1, cfg.d_model).double().cpu().numpy()
     for l in range(cfg.n_layers):
-        out[f"resid L{l}"] = cache[hook_name("resid_post", l)].reshape(-1, cfg.d_model).double().numpy()
+        out[f"resid L{l}"] = cache[hook_name("resid_post", l)].reshape(-1, cfg.d_model).double().cpu().numpy()
     return out
 
 

@@ -63,7 +63,7 @@ def population_views(model: Any, graph: ModelGraph, batch: PromptBatch, layer: i
     sources = layer_sources(model, graph, batch, layer)
     points, summary = [], []
     for name, cid, acts in sources:
-        x = acts.detach().double().numpy()[mask][keep]
+        x = acts.detach().double().cpu().numpy()[mask][keep]
         coords, top2 = _pca(x)
         if method == "umap":
             coords = _umap(x, seed)

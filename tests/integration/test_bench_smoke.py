@@ -21,6 +21,6 @@ def test_bench_smoke(embedded: StoreSettings) -> None:
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for title in ("attribution cost", "peer: auto-circuit EAP vs atlas EAP", "loading into the embedded store", "pathways",
-                  "atlas demo end to end"):
+                  "atlas demo end to end", "precision: bfloat16 and float16 scores against float32"):
         assert f"## {title}" in proc.stdout
     assert "EAP-IG / (2f + 5fb)" in proc.stdout and "atlas / GraphBatch" in proc.stdout and "atlas / engine alone" in proc.stdout and "GraphBatch, no properties" in proc.stdout

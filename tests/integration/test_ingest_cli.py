@@ -369,3 +369,22 @@ def test_whole_run_overviews(store: Store, embedded: StoreSettings, cli_run: str
     total = len(cx.fetch_edge_columns(store, "cli-run"))
     assert written["flow"]["edges"] == written["heatmap"]["edges"] == total  # every edge of the run counts
     assert (tmp_path / "flow.png").stat().st_size > 10_000 and (tmp_path / "heat.png").stat().st_size > 10_000
+
+
+def test_a_prompts_file_is_used_whole(store: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file of 20 prompts runs 20 (the default of 16 is for generated tasks); ``--prompts K`` takes
+    the first K and says so on stderr; a bfloat16 run records its precision and where it ran."""
+    rows = [{"clean": [1 + i % 5, 2, 3, 4, 5, 6], "corrupted": [7, 8, 9, 10, 11, 12], "target": 3} for i in range(20)]
+    prompts = tmp_path / "twenty.json"
+    prompts.write_text(json.dumps(rows))
+    code, out, err = cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--task", str(prompts), "--method", "eap",
+                         "--run-id", "whole", "--json", "--quiet")
+    assert code == 0, err
+    assert cx.fetch_run(store, "whole").n_prompts == 20 and "using the first" not in err
+    code, out, err = cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--task", str(prompts), "--method", "eap",
+                         "--prompts", "5", "--run-id", "first-five", "--dtype", "bfloat16", "--device", "cpu", "--json", "--quiet")
+    assert code == 0, err
+    assert "using the first 5 of the 20 prompts" in err
+    run = cx.fetch_run(store, "first-five")
+    assert run.n_prompts == 5 and run.details["dtype"] == "bfloat16" and run.details["device"] == "cpu"
+    assert json.loads(run.config_json or "{}")["dtype"] == "bfloat16"

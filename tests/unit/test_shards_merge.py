@@ -52,8 +52,8 @@ def test_bad_shard_counts_are_refused(n: int, shards: int) -> None:
 @pytest.mark.parametrize("method,extra", [("eap-ig", {"per_prompt": True}), ("patching", {}), ("eap", {"per_position": True})])
 def test_passes_within_the_activation_budget_equal_one_pass(tmp_path: object, monkeypatch: pytest.MonkeyPatch, method: str,
                                                            extra: dict) -> None:
-    from ingest.edges.shards import BUDGET_ENV
     from ingest.jobs.run import IngestConfig, compute_run
+    from ingest.model.device import BUDGET_ENV
 
     config = IngestConfig(model="induction-2l", method=method, n_prompts=7, **extra)
     whole = compute_run(config, tmp_path)  # type: ignore[arg-type]
@@ -74,7 +74,7 @@ def test_passes_within_the_activation_budget_equal_one_pass(tmp_path: object, mo
 
 
 def test_a_bad_activation_budget_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ingest.edges.shards import BUDGET_ENV, activation_budget
+    from ingest.model.device import BUDGET_ENV, activation_budget
 
     monkeypatch.setenv(BUDGET_ENV, "lots")
     with pytest.raises(ValidationError, match=BUDGET_ENV):
