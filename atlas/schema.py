@@ -106,6 +106,9 @@ class Metric(StrEnum):
     COSINE = "cosine"
     """Encoders: the cosine similarity of the prompt's sentence embedding (the mean of the encoder's
     output) to its target sentence's."""
+    PROB_DIFF = "prob-diff"
+    """The probability of a per-prompt set of good tokens minus that of a set of bad ones at each scored
+    position (greater-than: the years above the start year minus those at or below it)."""
     L2 = "l2"
     """Minus the mean squared change, over scored positions, of the chosen output logit (each position's
     target) from its clean value: regression-style readouts (a compiled program's numeric output)."""

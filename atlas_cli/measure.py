@@ -24,6 +24,15 @@ def precheck(args: argparse.Namespace) -> None:
         check_task_name(args.task)
 
 
+def metric_for(args: argparse.Namespace) -> str:
+    """``--metric``, or the task's paper's metric (the standard tasks), or ``logit``."""
+    if args.metric is not None:
+        return str(args.metric)
+    from ingest.model.tasks import preferred_metric
+
+    return preferred_metric(args.task or "")
+
+
 def prompt_count(args: argparse.Namespace) -> int:
     """``--prompts``, or every prompt of a prompts file (``--task FILE.json``), or 16."""
     if args.prompts is not None:
@@ -37,7 +46,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     precheck(args)
     from ingest.jobs.run import IngestConfig, run_ingest
 
-    config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=args.metric, n_prompts=prompt_count(args),
+    config = IngestConfig(model=args.model, task=args.task, method=args.method, metric=metric_for(args), n_prompts=prompt_count(args),
                           steps=args.steps, seed=args.seed, granularity=args.granularity, top_neurons=args.top_neurons,
                           saes=tuple(args.sae or ()), top_features=args.top_features, model_id=args.model_id,
                           per_prompt=args.per_prompt, per_position=args.per_position, dtype=args.dtype or "float32")
@@ -76,7 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with open_store(conf) as store:
         out = evaluate_model(store, args.model, args.method, conf.home, n_prompts=prompt_count(args), steps=args.steps,
                              progress=not args.quiet, task=args.task, truth_file=Path(args.truth) if args.truth else None,
-                             metric=args.metric)
+                             metric=metric_for(args))
     if args.json:
         print(json.dumps(out))
         return 0
@@ -139,7 +148,7 @@ def cmd_lesion(args: argparse.Namespace) -> int:
     precheck(args)
     from ingest.jobs.studies import LesionConfig, run_lesion
 
-    config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node", metric=args.metric,
+    config = LesionConfig(model=args.model, task=args.task, ablation=args.ablation, scope="edge" if args.edges else "node", metric=metric_for(args),
                           n_prompts=prompt_count(args), n_reference=args.reference, seed=args.seed, model_id=args.model_id).validate()
     conf = settings(args)
     with open_store(conf) as store:
@@ -423,10 +432,12 @@ def _ingest_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     model_id_option(s)
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     method_option(s)
-    s.add_argument("--metric", default="logit", choices=choices(Metric),
-                   help="logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target); prob: "
+    s.add_argument("--metric", choices=choices(Metric),
+                   help="default: the task's paper's (ioi, docstring, sva, gender: logit-diff; greater-than: prob-diff), else logit. "
+                        "logit: target logit minus mean logit (linear, does not saturate); logprob: log p(target); prob: "
                         "p(target); target-logit: the raw target logit (as auto-circuit scores); logit-diff: target minus the "
-                        "prompt's 'incorrect' token (prompts files); kl: minus KL(clean || patched) of the next-token distribution; l2: minus "
+                        "prompt's 'incorrect' token (prompts files, the standard tasks); prob-diff: p(good tokens) - p(bad tokens) "
+                        "(greater-than); kl: minus KL(clean || patched) of the next-token distribution; l2: minus "
                         "the squared change of the target logit from its clean value (regression readouts); cosine: encoders, the sentence "
                         "embedding's cosine similarity to the prompt's target sentence")
     s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
@@ -467,7 +478,7 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                                   "the task the listed circuit performs")
     s.add_argument("--truth", metavar="EDGES.json",
                    help='ground-truth edges [{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...] in local ids')
-    s.add_argument("--metric", default="logit", choices=choices(Metric))
+    s.add_argument("--metric", choices=choices(Metric), help="default: the task's paper's metric, else logit (see 'atlas ingest --help')")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), help="number of prompts (default: all of a prompts file's, else 16)")
     s.add_argument("--steps", type=count(1, MAX_STEPS), default=5, help="EAP-IG integration steps")
     s.add_argument("--json", action="store_true", help="print an object with auc, spearman, truthRanks, ...")
@@ -518,7 +529,7 @@ def _lesion_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--task", default="induction", help="task name, or a prompts .json file")
     s.add_argument("--ablation", default="zero", choices=choices(Ablation), help="what replaces a lesioned output: zero, its mean or a resampled output over reference prompts, or its output on the corrupted prompt")
     s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
-    s.add_argument("--metric", default="logit", choices=choices(Metric))
+    s.add_argument("--metric", choices=choices(Metric), help="default: the task's paper's metric, else logit (see 'atlas ingest --help')")
     s.add_argument("--run-id", help="run id (default: derived from the configuration)")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), help="number of prompts (default: all of a prompts file's, else 16)")
     s.add_argument("--reference", type=count(1, MAX_PROMPTS), default=32, help="reference prompts for mean/resample statistics")

@@ -15,7 +15,8 @@ from atlas.errors import ModelError, TaskError
 __all__ = ["ZOO_NAMES", "TASK_NAMES", "check_model_spec", "check_task_name"]
 
 ZOO_NAMES = ("induction-2l", "binding", "modadd-1l")
-TASK_NAMES = ("modadd", "induction", "induction-query", "induction-mixed", "binding", "binding-reverse")
+TASK_NAMES = ("modadd", "induction", "induction-query", "induction-mixed", "binding", "binding-reverse",
+              "ioi", "greater-than", "docstring", "sva", "gender")
 
 
 def check_model_spec(spec: str) -> None:

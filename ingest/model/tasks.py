@@ -21,7 +21,7 @@ from atlas.schema import Metric
 
 __all__ = ["PromptBatch", "Task", "InductionTask", "BindingTask", "ModAddTask", "PromptFileTask", "get_task", "TASKS", "METRICS", "logprob_metric", "logit_metric", "target_logit_metric",
            "prob_metric", "logit_diff_metric", "kl_metric", "l2_metric", "prepare_batch",
-           "CustomMetricTask", "with_metric", "read_prompt_file", "prompt_tokens", "prompt_pair", "default_prompt_count", "DEFAULT_PROMPTS"]
+           "CustomMetricTask", "with_metric", "prob_diff_metric", "preferred_metric", "PREFERRED_METRICS", "read_prompt_file", "prompt_tokens", "prompt_pair", "default_prompt_count", "DEFAULT_PROMPTS"]
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,20 @@ class PromptBatch:
                            {k: cut(v) for k, v in self.meta.items()}, cut(self.incorrect), cut(self.reference))
 
     def repeat(self, copies: int) -> PromptBatch:
-        """The batch tiled ``copies`` times along the batch axis (copy-major)."""
+        """The batch tiled ``copies`` times along the batch axis (copy-major), per-prompt ``meta`` tensors too."""
+        n = self.n_prompts
+
+        def tile(value: Any) -> Any:
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == n:
+                return value.repeat(copies, *([1] * (value.ndim - 1)))
+            return value
+
         return PromptBatch(
             self.clean.repeat(copies, 1),
             self.corrupted.repeat(copies, 1),
             self.targets.repeat(copies, 1),
             self.mask.repeat(copies, 1),
-            self.meta,
+            {k: tile(v) for k, v in self.meta.items()},
             None if self.incorrect is None else self.incorrect.repeat(copies, 1),
             None if self.reference is None else self.reference.repeat(copies, 1, 1),
         )
@@ -157,6 +164,18 @@ def logit_diff_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: Pro
     target = logits.gather(-1, batch.targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     other = logits.gather(-1, batch.incorrect.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return _masked_mean(target - other, batch)
+
+
+def prob_diff_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
+    """Probability of the prompt's good tokens minus its bad ones (``meta["good"]``, ``meta["bad"]``:
+    ``[batch, vocab]`` masks) at each scored position, averaged over them."""
+    if "good" not in batch.meta or "bad" not in batch.meta:
+        raise TaskError("the prob-diff metric needs a task that names good and bad tokens per prompt (e.g. greater-than)")
+    p = torch.softmax(_upcast(logits), dim=-1)
+    good, bad = batch.meta["good"].to(p.dtype)[:, None, :], batch.meta["bad"].to(p.dtype)[:, None, :]
+    diff = (p * good).sum(-1) - (p * bad).sum(-1)
+    mask = batch.mask.to(diff.dtype)
+    return (diff * mask).sum(-1) / mask.sum(-1)
 
 
 def kl_metric(logits: Float[torch.Tensor, "batch pos vocab"], batch: PromptBatch) -> Float[torch.Tensor, "batch"]:  # noqa: F821 (a jaxtyping shape)
@@ -221,7 +240,7 @@ def prepare_batch(model: Any, batch: PromptBatch, metric: str) -> PromptBatch:
 METRICS: dict[str, Callable[[torch.Tensor, PromptBatch], torch.Tensor]] = {
     Metric.LOGIT.value: logit_metric, Metric.LOGPROB.value: logprob_metric, Metric.TARGET_LOGIT.value: target_logit_metric,
     Metric.PROB.value: prob_metric, Metric.LOGIT_DIFF.value: logit_diff_metric, Metric.KL.value: kl_metric,
-    Metric.L2.value: l2_metric,
+    Metric.L2.value: l2_metric, Metric.PROB_DIFF.value: prob_diff_metric,
 }
 
 
@@ -525,6 +544,27 @@ TASKS: dict[str, Callable[..., Task]] = {
     "binding-reverse": lambda **kw: BindingTask(direction="reverse", name="binding-reverse",
                                                 description="reverse binding queries (Q A_k -> E_k), solved by induction: the negative control", **kw),
 }
+
+
+def _standard(name: str) -> Callable[..., Task]:
+    """A standard task's constructor, imported on first use (:mod:`ingest.model.standard_tasks`)."""
+
+    def make(**kw: Any) -> Task:
+        from ingest.model.standard_tasks import STANDARD_TASKS
+
+        return STANDARD_TASKS[name](**kw)
+
+    return make
+
+
+TASKS.update({name: _standard(name) for name in ("ioi", "greater-than", "docstring", "sva", "gender")})
+PREFERRED_METRICS = {"ioi": "logit-diff", "greater-than": "prob-diff", "docstring": "logit-diff", "sva": "logit-diff", "gender": "logit-diff"}
+"""The metric each standard task's paper uses: ``atlas`` commands use it unless ``--metric`` says otherwise."""
+
+
+def preferred_metric(task: str) -> str:
+    """The metric a run of ``task`` uses by default: its paper's for a standard task, else ``logit``."""
+    return PREFERRED_METRICS.get(task, Metric.LOGIT.value)
 
 
 DEFAULT_PROMPTS = 16

@@ -388,3 +388,19 @@ def test_a_prompts_file_is_used_whole(store: Store, embedded: StoreSettings, tmp
     run = cx.fetch_run(store, "first-five")
     assert run.n_prompts == 5 and run.details["dtype"] == "bfloat16" and run.details["device"] == "cpu"
     assert json.loads(run.config_json or "{}")["dtype"] == "bfloat16"
+
+
+def test_a_standard_task_from_the_models_tokenizer(store: Store, embedded: StoreSettings, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``atlas ingest --task ioi`` on a Hugging Face folder with its own tokenizer: prompts from that
+    tokenizer, the paper's metric by default; a zoo model (no tokenizer) is refused in one line."""
+    from tests.unit.test_standard_tasks import hf_folder
+
+    folder = hf_folder(tmp_path / "tiny-gpt2")
+    code, out, err = cli(capsys, embedded.home, "ingest", "--model", str(folder), "--task", "ioi", "--method", "eap", "--prompts", "6",
+                         "--run-id", "ioi-tiny", "--json", "--quiet")
+    assert code == 0, err
+    run = cx.fetch_run(store, "ioi-tiny")
+    assert run.task == "ioi" and run.metric == "logit-diff" and run.n_prompts == 6 and (run.n_edges or 0) > 0
+    code, _, err = cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--task", "greater-than", "--run-id", "never")
+    assert code == 2 and "builds its prompts with the model's tokenizer" in err and err.count("\n") == 1
