@@ -1,6 +1,9 @@
 """A local Hugging Face hub for tests: serves repositories from a folder over the hub's ``resolve``
 API (HEAD for metadata, GET for bytes), so the download path of ``huggingface_hub`` runs for real
-against ``HF_ENDPOINT`` with no internet. Other API routes answer 404, as for an unknown repo."""
+against ``HF_ENDPOINT`` with no internet. Other API routes answer 404, as for an unknown repo.
+
+A repository's other revisions (branches such as Pythia's ``step1000``) live in
+``root/OWNER/REPO/@revisions/BRANCH/``, each with a commit hash of its own."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ class LocalHub:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.requests: list[str] = []
+        self.commits: dict[str, str] = {}  # commit hash -> the branch it was served as
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -29,9 +33,16 @@ class LocalHub:
                 path = unquote(urlparse(self.path).path)
                 hub.requests.append(f"{self.command} {path}")
                 found = None
+                commit = COMMIT
                 if "/resolve/" in path:
                     repo, rest = path.lstrip("/").split("/resolve/", 1)
-                    file = hub.root / repo / rest.split("/", 1)[-1]
+                    revision, _, name = rest.partition("/")
+                    branch = hub.commits.get(revision, revision)
+                    if branch in ("main", COMMIT):
+                        file = hub.root / repo / name
+                    else:  # another branch: its own folder and commit hash (an unknown one: 404)
+                        file, commit = hub.root / repo / "@revisions" / branch / name, hashlib.sha1(branch.encode()).hexdigest()
+                        hub.commits[commit] = branch
                     found = file if file.is_file() else None
                 if found is None:
                     self.send_response(404)
@@ -41,7 +52,7 @@ class LocalHub:
                     return None
                 data = found.read_bytes()
                 self.send_response(200)
-                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("X-Repo-Commit", commit)
                 self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

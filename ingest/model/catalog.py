@@ -24,10 +24,15 @@ def check_model_spec(spec: str) -> None:
     model file that does not exist. Anything else may be a hub name, which only loading can tell."""
     name, at, step = spec.partition("@")
     if at:
-        if name not in ZOO_NAMES:
-            raise ModelError(f"checkpoint spec {spec!r}: NAME@STEP takes a zoo model ({', '.join(ZOO_NAMES)})")
-        if not step.isdigit():
-            raise ModelError(f"checkpoint spec {spec!r}: expected NAME@STEP, e.g. {name}@300")
+        if name in ZOO_NAMES:
+            if not step.isdigit():
+                raise ModelError(f"checkpoint spec {spec!r}: expected NAME@STEP, e.g. {name}@300")
+            return
+        if Path(spec).expanduser().exists():
+            return
+        if not step.removeprefix("step").isdigit():
+            raise ModelError(f"checkpoint spec {spec!r}: expected NAME@stepN (a hub model's training checkpoint, e.g. "
+                             f"pythia-70m@step1000) or a zoo model's NAME@STEP ({', '.join(ZOO_NAMES)})")
         return
     if spec in ZOO_NAMES or Path(spec).expanduser().exists():
         return

@@ -350,12 +350,15 @@ def _offline_hub() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _load_pretrained(name: str) -> LoadedModel | None:
+def _load_pretrained(name: str, checkpoint: int | None = None) -> LoadedModel | None:
     """A TransformerLens pretrained name: downloaded through the Hugging Face cache when online
     (the hub's own progress bars), read from the cache alone when :func:`hub_offline`; None when
     ``name`` is not a TransformerLens name. TransformerLens's default weight processing applies (the
     model ``HookedTransformer.from_pretrained(name)`` gives): edge scores are invariant to it but
-    for the raw ``target-logit`` metric (tested)."""
+    for the raw ``target-logit`` metric (tested).
+
+    ``checkpoint`` loads that training step's revision (Pythia's ``stepN`` branches, Stanford CRFM's
+    checkpoints), a model of its own id: ``NAME/step-N`` beside the final ``NAME``, as zoo checkpoints."""
     from transformer_lens import HookedTransformer
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
@@ -363,8 +366,26 @@ def _load_pretrained(name: str) -> LoadedModel | None:
         official = get_official_model_name(name)
     except ValueError:
         return None
+    if checkpoint is not None:
+        import logging
+
+        from transformer_lens.loading_from_pretrained import get_checkpoint_labels
+
+        root_logger = logging.getLogger()
+        level = root_logger.level
+        root_logger.setLevel(logging.ERROR)  # TransformerLens warns on the root logger that Pythia's repos were renamed in 2023
+        try:
+            labels, _ = get_checkpoint_labels(name)
+        except ValueError as exc:
+            raise ModelError(f"{official} has no training checkpoints that TransformerLens knows (Pythia and Stanford CRFM models do)") from exc
+        finally:
+            root_logger.setLevel(level)
+        if checkpoint not in labels:
+            near = sorted(labels, key=lambda v: abs(v - checkpoint))[:3]
+            raise ModelError(f"{official} has no checkpoint at step {checkpoint}: the nearest are {', '.join(map(str, sorted(near)))}")
+    revision = None if checkpoint is None else _checkpoint_revision(official, checkpoint)
     offline = hub_offline()
-    if offline and not _hub_cached(official):
+    if offline and not _hub_cached(official, revision):
         raise ModelError(
             f"the weights of {official} are not in the local Hugging Face cache and downloads are off "
             "(--offline or HF_HUB_OFFLINE); run once without them where there is network access"
@@ -372,7 +393,16 @@ def _load_pretrained(name: str) -> LoadedModel | None:
     try:
         # TransformerLens prints "Loaded pretrained model ..." on stdout, where --json output goes
         with _offline_hub() if offline else contextlib.nullcontext(), contextlib.redirect_stdout(sys.stderr):
-            model = HookedTransformer.from_pretrained(name, device="cpu")
+            if revision is None:
+                model = HookedTransformer.from_pretrained(name, device="cpu")
+            else:
+                # the checkpoint's weights read by transformers at that revision and handed over: TransformerLens
+                # 3.9's own checkpoint path sends an empty token ("Bearer ") that the hub client refuses
+                from transformers import AutoModelForCausalLM
+
+                with quiet_transformers():
+                    hf = AutoModelForCausalLM.from_pretrained(official, revision=revision, token=os.environ.get("HF_TOKEN") or None)
+                model = HookedTransformer.from_pretrained(name, device="cpu", hf_model=hf)
     except Exception as exc:
         why = " ".join(str(exc).split())[:300] or type(exc).__name__
         if offline:
@@ -383,7 +413,14 @@ def _load_pretrained(name: str) -> LoadedModel | None:
             "download it once elsewhere into the cache and use --offline"
         ) from exc
     model.eval()
+    if checkpoint is not None:
+        return LoadedModel(model, checkpoint_model_id(name, checkpoint), f"pretrained:{official}@{revision}", {"checkpoint": checkpoint})
     return LoadedModel(model, validate_model_id(name), f"pretrained:{official}", {})
+
+
+def _checkpoint_revision(official: str, step: int) -> str:
+    """The hub branch TransformerLens reads a training checkpoint from."""
+    return f"checkpoint-{step}" if official.startswith("stanford-crfm/") else f"step{step}"
 
 
 def load_model(spec: str, home: Path, progress_factory: Any = None, model_id: str | None = None,
@@ -435,6 +472,16 @@ def _load_model(spec: str, home: Path, progress_factory: Any = None) -> LoadedMo
         return _load_path(path)
     if spec.endswith((".pt", ".pth", ".bin")) or os.sep in spec and not _looks_like_hub(spec):
         raise ModelError(f"model file {spec} does not exist")
+    name, at, revision = spec.partition("@")
+    if at:  # a hub model's training checkpoint: NAME@stepN
+        step = revision.removeprefix("step")
+        if not step.isdigit():
+            raise ModelError(f"checkpoint spec {spec!r}: expected NAME@stepN, e.g. pythia-70m@step1000")
+        pretrained = _load_pretrained(name, checkpoint=int(step))
+        if pretrained is None:
+            raise ModelError(f"unknown model {name!r} in {spec!r}: not a zoo model ({', '.join(sorted(ZOO))}) and not a TransformerLens "
+                             "pretrained name")
+        return pretrained
     pretrained = _load_pretrained(spec)
     if pretrained is None:
         raise ModelError(
@@ -474,13 +521,13 @@ def _zoo_family(name: str, home: Path) -> str:
     return zoo_model_id(name, weights_hash(load_weights_folder(folder)))
 
 
-def _hub_cached(repo_id: str) -> bool:
-    """Whether the hub repository has at least its config in the local cache (no network)."""
+def _hub_cached(repo_id: str, revision: str | None = None) -> bool:
+    """Whether the hub repository (at ``revision``) has at least its config in the local cache (no network)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers depends on it
         return False
-    hit = try_to_load_from_cache(repo_id, "config.json")
+    hit = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     return isinstance(hit, str)
 
 

@@ -88,3 +88,43 @@ def test_hub_names_download_through_the_cache_and_then_load_offline(embedded: St
     assert "EleutherAI/pythia-70m are not in the local Hugging Face cache" in empty.stderr and "--offline" in empty.stderr
     with Store.connect(embedded, quiet=True) as s:
         assert cx.count_graph(s) == before
+
+
+def test_a_hub_models_training_checkpoint_is_a_model_of_its_own(embedded: StoreSettings, hub: LocalHub, tmp_path: Path) -> None:
+    """``pythia-70m@step1000`` loads the hub's ``step1000`` branch (another model there), under the id
+    ``pythia-70m/step-1000`` beside the final ``pythia-70m``; offline it loads from the cache; a step
+    Pythia never saved is one line naming the nearest."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    hub = LocalHub(hub.root)  # the module's server was closed by the offline test: the same repositories, served again
+    repo = hub.root / "EleutherAI" / "pythia-70m"
+    branch = repo / "@revisions" / "step1000"
+    torch.manual_seed(1000)
+    GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32,
+                                     vocab_size=40, max_position_embeddings=32)).save_pretrained(branch)
+    for f in repo.iterdir():
+        if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")):
+            (branch / f.name).write_bytes(f.read_bytes())
+    hf_home = tmp_path / "hf"
+    ingest = ("ingest", "--model", "pythia-70m@step1000", "--method", "eap", "--prompts", "2", "--run-id", "hub-step", "--json", "--quiet")
+    first = _atlas(embedded.home, hf_home, *ingest, HF_ENDPOINT=hub.url)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert any("/resolve/step1000/" in r for r in hub.requests)
+    with Store.connect(embedded, quiet=True) as s:
+        run = cx.fetch_run(s, "hub-step")
+        model = cx.fetch_model(s, "pythia-70m/step-1000")
+    assert run.model_id == "pythia-70m/step-1000" and model is not None and model.source == "pretrained:EleutherAI/pythia-70m@step1000"
+    probe = ("import sys, torch; from pathlib import Path; from ingest.model.loading import load_model; "
+             "m = load_model('pythia-70m@step1000', Path(sys.argv[1])).model; "
+             "print(torch.log_softmax(m(torch.tensor([[1, 5, 9, 13, 2, 7]])), -1).flatten().tolist())")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = GPTNeoXForCausalLM.from_pretrained(branch)
+    with torch.no_grad():
+        expected = torch.log_softmax(served(torch.tensor([[1, 5, 9, 13, 2, 7]])).logits, -1).flatten()
+    assert (torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1])) - expected).abs().max() < 1e-4  # the branch's weights, not main's
+    bad = _atlas(embedded.home, hf_home, "ingest", "--model", "pythia-70m@step1001", "--run-id", "never", "--offline")
+    assert bad.returncode == 2 and "no checkpoint at step 1001" in bad.stderr and bad.stderr.count("\n") == 1
+    hub.close()
