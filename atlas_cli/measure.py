@@ -79,18 +79,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     precheck(args)
-    from ingest.jobs.evaluate import evaluate_model
+    from ingest.jobs.evaluate import evaluate_model, load_truth_spec
+    from ingest.model.tasks import preferred_metric
 
+    truth = load_truth_spec(args.truth) if args.truth else None  # a bad truth is refused before the database starts
+    task = args.task or (truth.task if truth is not None else None)
+    metric = args.metric or preferred_metric(task or "")
     conf = settings(args)
     with open_store(conf) as store:
         out = evaluate_model(store, args.model, args.method, conf.home, n_prompts=prompt_count(args), steps=args.steps,
-                             progress=not args.quiet, task=args.task, truth_file=Path(args.truth) if args.truth else None,
-                             metric=metric_for(args))
+                             progress=not args.quiet, task=task, truth_file=args.truth, metric=metric)
     if args.json:
         print(json.dumps(out))
         return 0
     print(f"{out['model']} / {out['method']} on {out['task']} (run {out['runId']}):")
-    print(f"  ROC AUC vs ground truth ({out['truth']}) {out['auc']:.3f} ({out['nTruth']} true of {out['nEdges']} scored edges)")
+    what = f"{out['nComponents']} scored components" if out.get("level") == "components" else f"{out['nEdges']} scored edges"
+    print(f"  ROC AUC vs ground truth ({out['truth']}) {out['auc']:.3f} ({out['nTruth']} true of {what})")
+    if out.get("citation"):
+        print(f"  truth: {out['citation']}")
     print(f"  Spearman vs exact patching {out['spearman']:.3f}")
     if out["structuralExcluded"]:
         print(f"  excluded (structural, no token corruption moves them): {', '.join(out['structuralExcluded'])}")
@@ -476,8 +482,10 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     method_option(s, "the method the model is ingested with and scored")
     s.add_argument("--task", help="zoo: the model's evaluation task (default) or a control task, e.g. binding-reverse; with --truth: "
                                   "the task the listed circuit performs")
-    s.add_argument("--truth", metavar="EDGES.json",
-                   help='ground-truth edges [{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...] in local ids')
+    s.add_argument("--truth", metavar="FILE|NAME",
+                   help='a shipped published circuit (ioi-gpt2-small, greater-than-gpt2-small), or a file: ground-truth edges '
+                        '[{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...] or components ["L9.H6", "L8.MLP", ...] in local ids '
+                        '(components are scored by |sum of their outgoing edge scores| against exact node patching)')
     s.add_argument("--metric", choices=choices(Metric), help="default: the task's paper's metric, else logit (see 'atlas ingest --help')")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), help="number of prompts (default: all of a prompts file's, else 16)")
     s.add_argument("--steps", type=count(1, MAX_STEPS), default=5, help="EAP-IG integration steps")

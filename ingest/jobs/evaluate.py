@@ -12,11 +12,17 @@ edges are structural and excluded from the AUC (listed as such in the report); s
 heads held silent by construction (``binding``'s other layer-0 heads), which are exactly zero.
 A zoo entry may declare control tasks with their own ground truth (``binding-reverse``: the
 reverse query, solved by induction); ``task=`` evaluates against that. Any other model is evaluated
-against an edge list the user gives (``truth_file``, :func:`load_truth`): circuits they know.
+against a truth the user gives or the atlas ships (:func:`load_truth_spec`):
+  - an edge list, scored edge by edge as above;
+  - a component list (a published circuit's heads and MLPs, e.g. ``ioi-gpt2-small``), scored node by
+    node: a component's importance is ``|sum of its outgoing edge scores|`` (its first-order effect:
+    the change of the metric when its output alone is corrupted), the AUC is over every head and MLP,
+    and the reference is exact node patching (one forward per component, its output corrupted).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,10 @@ from atlas.ids import local_id
 from atlas.stats import spearman
 from atlas.store import Store
 
-__all__ = ["roc_auc", "ground_truth_labels", "evaluate_model", "load_truth"]
+__all__ = ["roc_auc", "ground_truth_labels", "evaluate_model", "load_truth", "load_truth_spec", "Truth", "SHIPPED_TRUTH", "shipped_truths"]
+
+SHIPPED_TRUTH = Path(__file__).resolve().parent.parent / "model" / "truth"
+"""Published circuits the atlas ships as truth files (``--truth NAME``), each with its citation."""
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -95,12 +104,13 @@ def load_truth(path: Path) -> list[list[str]]:
 
 
 def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_prompts: int = 16, steps: int = 5,
-                   progress: bool = True, task: str | None = None, truth_file: Path | None = None, metric: str = "logit",
+                   progress: bool = True, task: str | None = None, truth_file: str | Path | None = None, metric: str = "logit",
                    dtype: str | None = None) -> dict[str, Any]:
     """Ingest ``model`` with ``method`` on its evaluation task and score it (see module docstring).
 
-    With ``truth_file`` (:func:`load_truth`) any model and task are evaluated against that edge list
-    (no structural exclusions: a listed edge is a claim the user makes)."""
+    With ``truth_file`` (:func:`load_truth_spec`: a file or a shipped name) any model and task are evaluated
+    against that truth (no structural exclusions: a listed edge or component is a claim the user makes);
+    a component truth that names its task needs no ``task``."""
     from ingest.edges.methods import MethodConfig, compute_patching
     from ingest.jobs.run import IngestConfig, run_ingest
     from ingest.model.context import load_context
@@ -109,8 +119,10 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     from ingest.model.loading import load_model
     from ingest.model.zoo import ZOO
 
-    if truth_file is not None:
-        truth_edges = load_truth(truth_file)
+    given = load_truth_spec(truth_file) if truth_file is not None else None
+    if given is not None:
+        truth_edges = given.edges or []
+        task = task or given.task
         if task is None:
             raise ValidationError("--truth needs --task: the task the listed circuit performs")
         task_name, structural, silent = task, set(), frozenset[str]()
@@ -135,6 +147,8 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
     result = run_ingest(store, config, home, progress=progress)
     edges = cx.fetch_edge_columns(store, result.run_id)
     loaded = load_model(config.model, home, allow_encoder=True, dtype=config.dtype)
+    if given is not None and given.components is not None:
+        return _evaluate_components(store, result.run_id, loaded, edges, given, method, task_name, n_prompts, config, home)
     if truth_file is None:
         truth = loaded.info.get(ZOO[model].evaluation.controls.get(task_name, "groundTruth"), {})
         if not truth.get("edges"):
@@ -165,4 +179,99 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
         "structuralExcluded": sorted("|".join(k) for k in structural) + [f"every edge of {h} (silent)" for h in sorted(silent)],
         "truthRanks": [{"edge": f"{a} -> {b} [{c}]", "rank": int(r), "score": float(s)}
                        for (a, b, c), r, s in zip(gt_ranks["key"], gt_ranks["rank"], gt_ranks["score"])],
+    }
+
+
+@dataclass(frozen=True)
+class Truth:
+    """A ground truth: ``edges`` (``[source, target, channel]`` local ids) or ``components`` (local ids)."""
+
+    source: str
+    edges: list[list[str]] | None = None
+    components: list[str] | None = None
+    citation: str | None = None
+    task: str | None = None
+
+
+def shipped_truths() -> dict[str, Path]:
+    """The truth files the atlas ships, by name."""
+    return {f.stem: f for f in sorted(SHIPPED_TRUTH.glob("*.json"))}
+
+
+def load_truth_spec(spec: str | Path) -> Truth:
+    """A truth by shipped name (``ioi-gpt2-small``, ``greater-than-gpt2-small``) or file: an edge list
+    (see :func:`load_truth`), a list of component ids, or an object with ``components`` or ``roles``
+    (role -> component ids) and optionally ``citation`` and ``task``.
+
+    Raises:
+        ValidationError: an unknown name, an unreadable file or a malformed entry (one line naming it).
+    """
+    import json
+
+    from atlas.ids import parse_component_id
+
+    shipped = shipped_truths()
+    path = Path(spec)
+    if not path.exists() and str(spec) in shipped:
+        path = shipped[str(spec)]
+    elif not path.exists():
+        raise ValidationError(f"ground truth {spec} is neither a file nor a shipped circuit ({', '.join(shipped)})")
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValidationError(f"cannot read the ground truth {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"the ground truth {path} is not valid JSON: {exc}") from exc
+    if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
+        return Truth(str(spec), edges=load_truth(path))
+    citation, task = None, None
+    if isinstance(data, dict):
+        citation, task = data.get("citation"), data.get("task")
+        if "components" in data:
+            data = data["components"]
+        elif isinstance(data.get("roles"), dict):
+            data = [c for members in data["roles"].values() for c in members]
+    if not isinstance(data, list) or not data or not all(isinstance(c, str) for c in data):
+        raise ValidationError(f"the ground truth {path} must list edges ({{source, target, channel}}) or component ids (L9.H6, L8.MLP, ...)")
+    for c in data:
+        try:
+            parse_component_id(f"m/{c}")
+        except ValidationError:
+            raise ValidationError(f"ground-truth component {c!r} in {path} is not a local component id (L0.H1, L1.MLP, ...)") from None
+    return Truth(str(spec), components=sorted(set(data)), citation=citation, task=task)
+
+
+def node_importance(edges: pd.DataFrame) -> pd.Series:
+    """Each sender's ``|sum of outgoing edge scores|``, indexed by local id (heads, MLPs and the embedding)."""
+    sums = edges.groupby("componentId_pre")["score"].sum()
+    return sums.abs().rename(index=local_id)
+
+
+def _evaluate_components(store: Store, run_id: str, loaded: Any, edges: pd.DataFrame, truth: Truth, method: str, task_name: str,
+                         n_prompts: int, config: Any, home: Path) -> dict[str, Any]:
+    """Node-level evaluation against a component truth (see module docstring)."""
+    from ingest.edges.interventions import ablated_outputs, compute_node_lesions
+    from ingest.model.context import load_context
+
+    importance = node_importance(edges)
+    importance = importance[importance.index != "EMBED"]  # a circuit's heads and MLPs: the embedding is in every circuit
+    missing = sorted(set(truth.components or []) - set(importance.index))
+    if missing:
+        raise ValidationError(f"ground-truth components missing from the run of {loaded.model_id}: {missing[:5]}")
+    labels = importance.index.isin(truth.components or [])
+    auc = roc_auc(importance.to_numpy(), labels)
+    ranks = pd.Series(rankdata(-importance.to_numpy(), method="min").astype(int), index=importance.index)
+    ctx = load_context(config.model, task_name, n_prompts, config.seed, home, metric=config.metric, loaded=loaded)
+    lesions = compute_node_lesions(loaded.model, ctx.graph, ctx.task, ctx.batch, ablated_outputs(loaded.model, ctx.graph, ctx.batch, "corrupt"))
+    exact = lesions.assign(local=lesions["componentId"].map(local_id)).set_index("local")["effect"].abs()
+    both = pd.concat([importance.rename("fast"), exact.rename("exact")], axis=1, join="inner")
+    rho = spearman(both["fast"], both["exact"])
+    cx.write_run_figures(store, run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
+    truth_ranks = sorted(((c, int(ranks[c]), float(importance[c])) for c in truth.components or []), key=lambda r: r[1])
+    return {
+        "model": config.model, "modelId": loaded.model_id, "method": method, "task": task_name, "runId": run_id, "truth": truth.source,
+        "citation": truth.citation, "level": "components",
+        "nodeImportance": "|sum of the component's outgoing edge scores|; reference: exact patching of the component's output",
+        "auc": auc, "spearman": rho, "nComponents": int(len(importance)), "nTruth": int(labels.sum()), "structuralExcluded": [],
+        "truthRanks": [{"component": c, "rank": r, "score": s} for c, r, s in truth_ranks],
     }

@@ -404,3 +404,19 @@ def test_a_standard_task_from_the_models_tokenizer(store: Store, embedded: Store
     assert run.task == "ioi" and run.metric == "logit-diff" and run.n_prompts == 6 and (run.n_edges or 0) > 0
     code, _, err = cli(capsys, embedded.home, "ingest", "--model", "induction-2l", "--task", "greater-than", "--run-id", "never")
     assert code == 2 and "builds its prompts with the model's tokenizer" in err and err.count("\n") == 1
+
+
+def test_evaluate_against_a_component_truth(store: Store, embedded: StoreSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A circuit given as components (the induction model's previous-token and induction heads) is scored
+    node by node: every one of them outranks the other heads, and the node importances follow exact node
+    patching; a shipped truth naming components the model lacks is one line."""
+    (tmp_path / "heads.json").write_text(json.dumps(["L0.H0", "L1.H0", "L1.H1", "L1.H2", "L1.H3"]))
+    code, out, err = cli(capsys, embedded.home, "evaluate", "--model", "induction-2l", "--task", "induction-mixed", "--truth",
+                         str(tmp_path / "heads.json"), "--prompts", "8", "--quiet", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["level"] == "components" and result["nComponents"] == 8 and result["nTruth"] == 5
+    assert result["auc"] == 1.0 and result["spearman"] > 0.8
+    assert [r["rank"] for r in result["truthRanks"]] == [1, 2, 3, 4, 5]
+    code, _, err = cli(capsys, embedded.home, "evaluate", "--model", "induction-2l", "--truth", "ioi-gpt2-small", "--prompts", "2")
+    assert code == 2 and err.count("\n") == 1 and "builds its prompts with the model's tokenizer" in err
