@@ -45,6 +45,7 @@ from atlas.schema import (
 from atlas.store import DEFAULT_BATCH, EDGE_BATCH, Store
 
 __all__ = [
+    "fetch_ablation_edges",
     "EDGE_FRAME_COLUMNS",
     "ensure_schema", "fetch_schema", "count_graph",
     "write_model", "check_model_weights", "write_components", "fetch_alignment", "ALIGNMENT_PROPERTIES", "fetch_prompt_scores",
@@ -668,6 +669,15 @@ def fetch_edges(
     if top is None:
         df = df.reindex(df["score"].abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)
     return df
+
+
+def fetch_ablation_edges(store: Store, run_id: str) -> pd.DataFrame:
+    """A lesion run's ``ABLATION`` edges as the four frame columns (``score`` holds each edge's ``effect``)."""
+    require_run(store, run_id)
+    rows = store.read("MATCH (a:Component)-[e:ABLATION {runId: $run}]->(b:Component) "
+                      "RETURN a.componentId AS pre, b.componentId AS post, e.channel AS channel, e.effect AS score", {"run": run_id})
+    return pd.DataFrame({"componentId_pre": rows["pre"] if len(rows) else [], "componentId_post": rows["post"] if len(rows) else [],
+                         "channel": rows["channel"] if len(rows) else [], "score": rows["score"].astype(float) if len(rows) else []})
 
 
 def fetch_edge_columns(store: Store, run_id: str, min_weight: float = 0.0, *, categorical: bool = False) -> pd.DataFrame:

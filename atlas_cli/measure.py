@@ -88,7 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     conf = settings(args)
     with open_store(conf) as store:
         out = evaluate_model(store, args.model, args.method, conf.home, n_prompts=prompt_count(args), steps=args.steps,
-                             progress=not args.quiet, task=task, truth_file=args.truth, metric=metric)
+                             progress=not args.quiet, task=task, truth_file=args.truth, metric=metric, ablation=args.ablation)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -482,6 +482,9 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     method_option(s, "the method the model is ingested with and scored")
     s.add_argument("--task", help="zoo: the model's evaluation task (default) or a control task, e.g. binding-reverse; with --truth: "
                                   "the task the listed circuit performs")
+    s.add_argument("--ablation", choices=choices(Ablation),
+                   help="score by lesions instead of --method, as ACDC does: path patching of every edge (or every component, "
+                        "for a component truth) with this replacement (zero, mean, resample over reference prompts, or corrupt)")
     s.add_argument("--truth", metavar="FILE|NAME",
                    help='a shipped published circuit (ioi-gpt2-small, greater-than-gpt2-small), or a file: ground-truth edges '
                         '[{"source": "L0.H0", "target": "L1.H1", "channel": "k"}, ...] or components ["L9.H6", "L8.MLP", ...] in local ids '

@@ -105,12 +105,16 @@ def load_truth(path: Path) -> list[list[str]]:
 
 def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_prompts: int = 16, steps: int = 5,
                    progress: bool = True, task: str | None = None, truth_file: str | Path | None = None, metric: str = "logit",
-                   dtype: str | None = None) -> dict[str, Any]:
+                   dtype: str | None = None, ablation: str | None = None) -> dict[str, Any]:
     """Ingest ``model`` with ``method`` on its evaluation task and score it (see module docstring).
 
     With ``truth_file`` (:func:`load_truth_spec`: a file or a shipped name) any model and task are evaluated
     against that truth (no structural exclusions: a listed edge or component is a claim the user makes);
-    a component truth that names its task needs no ``task``."""
+    a component truth that names its task needs no ``task``.
+
+    ``ablation`` (``zero``, ``mean``, ``resample``, ``corrupt``) scores by lesions instead of an attribution
+    method, as ACDC does: path patching of every edge (edge truth) or of every component (component truth)
+    with that replacement, a lesion run written beside the attribution runs (its figures kept on it)."""
     from ingest.edges.methods import MethodConfig, compute_patching
     from ingest.jobs.run import IngestConfig, run_ingest
     from ingest.model.context import load_context
@@ -142,6 +146,8 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
         truth_source = f"zoo:{model}"
     from ingest.model.device import default_dtype
 
+    if ablation is not None:
+        return _evaluate_lesions(store, model, task_name, ablation, given, structural, silent, truth_source, n_prompts, metric, home, progress)
     config = IngestConfig(model=model, task=task_name, method=method, n_prompts=n_prompts, steps=steps, metric=metric,
                           dtype=dtype or default_dtype())
     result = run_ingest(store, config, home, progress=progress)
@@ -275,3 +281,65 @@ def _evaluate_components(store: Store, run_id: str, loaded: Any, edges: pd.DataF
         "auc": auc, "spearman": rho, "nComponents": int(len(importance)), "nTruth": int(labels.sum()), "structuralExcluded": [],
         "truthRanks": [{"component": c, "rank": r, "score": s} for c, r, s in truth_ranks],
     }
+
+
+def _evaluate_lesions(store: Store, model: str, task_name: str, ablation: str, given: Truth | None, structural: set[Any],
+                      silent: frozenset[str], truth_source: str, n_prompts: int, metric: str, home: Path, progress: bool) -> dict[str, Any]:
+    """``evaluate --ablation``: the lesion run's |effect| as the score, against the truth and against exact
+    patching (corrupted outputs; equal to it for ``--ablation corrupt``)."""
+    from ingest.edges.interventions import ablated_outputs, compute_node_lesions
+    from ingest.edges.methods import compute_patching
+    from ingest.jobs.studies import LesionConfig, run_lesion
+    from ingest.model.context import load_context
+    from ingest.model.zoo import ZOO
+
+    components = given is not None and given.components is not None
+    config = LesionConfig(model=model, task=task_name, ablation=ablation, scope="node" if components else "edge", metric=metric,
+                          n_prompts=n_prompts).validate()
+    result = run_lesion(store, config, home, progress=progress)
+    frame = cx.fetch_ablation_edges(store, result.run_id)
+    ctx = load_context(model, task_name, n_prompts, config.seed, home, metric=metric)
+    if components:
+        assert given is not None and given.components is not None
+        effect = frame.assign(local=frame["componentId_pre"].map(local_id)).set_index("local")["score"].abs()
+        effect = effect[effect.index != "EMBED"]
+        missing = sorted(set(given.components) - set(effect.index))
+        if missing:
+            raise ValidationError(f"ground-truth components missing from the lesion run of {ctx.loaded.model_id}: {missing[:5]}")
+        labels = effect.index.isin(given.components)
+        auc = roc_auc(effect.to_numpy(), labels)
+        lesions = compute_node_lesions(ctx.loaded.model, ctx.graph, ctx.task, ctx.batch, ablated_outputs(ctx.loaded.model, ctx.graph, ctx.batch, "corrupt"))
+        exact = lesions.assign(local=lesions["componentId"].map(local_id)).set_index("local")["effect"].abs()
+        both = pd.concat([effect.rename("fast"), exact.rename("exact")], axis=1, join="inner")
+        rho = spearman(both["fast"], both["exact"])
+        ranks = pd.Series(rankdata(-effect.to_numpy(), method="min").astype(int), index=effect.index)
+        truth_ranks = [{"component": c, "rank": int(ranks[c]), "score": float(effect[c])} for c in sorted(given.components, key=lambda c: ranks[c])]
+        n_scored, n_truth = int(len(effect)), int(labels.sum())
+    else:
+        if given is not None:
+            truth_edges = given.edges or []
+        else:
+            info = ctx.loaded.info.get(ZOO[model].evaluation.controls.get(task_name, "groundTruth"), {})
+            if not info.get("edges"):
+                raise ModelError(f"zoo model {model} declares no ground-truth edges for task {task_name}")
+            truth_edges = info["edges"]
+        labelled = ground_truth_labels(frame, truth_edges, structural, silent)
+        scored = labelled[~labelled["structural"]]
+        auc = roc_auc(scored["score"].abs().to_numpy(), scored["truth"].to_numpy())
+        exact = compute_patching(ctx.loaded.model, ctx.graph, ctx.task, ctx.batch)
+        key = ["componentId_pre", "componentId_post", "channel"]
+        both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))
+        rho = spearman(both["score"], both["score_exact"])
+        scored = scored.assign(rank=rankdata(-scored["score"].abs().to_numpy(), method="min").astype(int))
+        gt = scored[scored["truth"]].sort_values("rank")
+        truth_ranks = [{"edge": f"{a} -> {b} [{c}]", "rank": int(r), "score": float(s)} for (a, b, c), r, s in zip(gt["key"], gt["rank"], gt["score"])]
+        n_scored, n_truth = int(len(scored)), int(scored["truth"].sum())
+    cx.write_run_figures(store, result.run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
+    out: dict[str, Any] = {
+        "model": model, "modelId": ctx.loaded.model_id, "method": f"lesion ({ablation})", "task": task_name, "runId": result.run_id,
+        "truth": truth_source, "citation": given.citation if given is not None else None, "auc": auc, "spearman": rho, "nTruth": n_truth,
+        "structuralExcluded": [] if components else sorted("|".join(k) for k in structural) + [f"every edge of {h} (silent)" for h in sorted(silent)],
+        "truthRanks": truth_ranks, "ablation": ablation,
+    }
+    out.update({"level": "components", "nComponents": n_scored} if components else {"nEdges": n_scored})
+    return out

@@ -420,3 +420,19 @@ def test_evaluate_against_a_component_truth(store: Store, embedded: StoreSetting
     assert [r["rank"] for r in result["truthRanks"]] == [1, 2, 3, 4, 5]
     code, _, err = cli(capsys, embedded.home, "evaluate", "--model", "induction-2l", "--truth", "ioi-gpt2-small", "--prompts", "2")
     assert code == 2 and err.count("\n") == 1 and "builds its prompts with the model's tokenizer" in err
+
+
+def test_evaluate_by_lesions_the_acdc_way(store: Store, embedded: StoreSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    """``evaluate --ablation``: path patching of every edge with that replacement scores the edges; with
+    the corrupted outputs it is exact patching itself (Spearman 1 against it), with zeros it still finds
+    the induction circuit; the lesion run keeps the figures."""
+    code, out, err = cli(capsys, embedded.home, "evaluate", "--model", "induction-2l", "--ablation", "corrupt", "--prompts", "8", "--quiet", "--json")
+    assert code == 0, err
+    corrupt = json.loads(out)
+    assert corrupt["method"] == "lesion (corrupt)" and corrupt["nEdges"] == 79 and corrupt["spearman"] == pytest.approx(1.0, abs=1e-9)
+    code, out, err = cli(capsys, embedded.home, "evaluate", "--model", "induction-2l", "--ablation", "zero", "--prompts", "8", "--quiet", "--json")
+    assert code == 0, err
+    zero = json.loads(out)
+    assert zero["auc"] > 0.9 and zero["ablation"] == "zero"
+    run = cx.fetch_run(store, zero["runId"])
+    assert run.method == "lesion" and run.details["scope"] == "edge" and run.details["groundTruthAuc"] == pytest.approx(zero["auc"])
