@@ -60,6 +60,23 @@ def _table(title: str, rows: list[dict[str, Any]]) -> None:
 
 
 # -- attribution -------------------------------------------------------------------------------
+def bare_passes(model: Any, task: Any, batch: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The passes an attribution method is budgeted against: a forward, and a forward+backward of the
+    metric to the activations (gradients from the embedding on; the weights frozen)."""
+    import torch
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(batch.clean)
+
+    def forward_backward() -> None:
+        emb = model.embed(batch.clean).detach().requires_grad_(True)
+        logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb)])
+        task.metric(logits, batch).mean().backward()
+
+    return forward, forward_backward
+
+
 def bench_attribution(smoke: bool) -> None:
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -95,15 +112,7 @@ def bench_attribution(smoke: bool) -> None:
         batch = task.make_batch(model, 8, 0)
         graph = build_graph(model, "bench")
 
-        def forward() -> None:
-            with torch.no_grad():
-                model(batch.clean)
-
-        def forward_backward() -> None:
-            emb = model.embed(batch.clean).detach().requires_grad_(True)
-            logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb)])
-            task.metric(logits, batch).mean().backward()
-
+        forward, forward_backward = bare_passes(model, task, batch)
         t_f = _time(forward, repeats)
         t_fb = _time(forward_backward, repeats)
         t_eap = _time(lambda: compute_eap(model, graph, task, batch), repeats)

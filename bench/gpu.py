@@ -38,7 +38,7 @@ def bench_gpu(smoke: bool) -> list[dict[str, Any]]:
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from bench.__main__ import _table
+    from bench.__main__ import _table, bare_passes
     from ingest.edges.methods import MethodConfig
     from ingest.edges.shards import compute_edges, prompt_chunk
     from ingest.model.device import place_model
@@ -72,14 +72,7 @@ def bench_gpu(smoke: bool) -> list[dict[str, Any]]:
             batch = task.make_batch(model, n, 0).to(model.cfg.device)
             chunk = prompt_chunk(model, graph, batch)
 
-            def forward() -> None:
-                with torch.no_grad():
-                    model(batch.clean)
-
-            def forward_backward() -> None:
-                emb = model.embed(batch.clean).detach().requires_grad_(True)
-                logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: emb)])
-                task.metric(logits, batch).mean().backward()
+            forward, forward_backward = bare_passes(model, task, batch)
 
             row: dict[str, Any] = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "prompts": n,
                                    "passes": -(-n // chunk)}

@@ -160,32 +160,20 @@ def evaluate_model(store: Store, model: str, method: str, home: Path, *, n_promp
         if not truth.get("edges"):
             raise ModelError(f"zoo model {model} declares no ground-truth edges for task {task_name}")
         truth_edges = truth["edges"]
-    labelled = ground_truth_labels(edges, truth_edges, structural, silent)
-    scored = labelled[~labelled["structural"]]
-    auc = roc_auc(scored["score"].abs().to_numpy(), scored["truth"].to_numpy())
-    scored = scored.assign(rank=rankdata(-scored["score"].abs().to_numpy(), method="min").astype(int))
-    gt_ranks = scored[scored["truth"]].sort_values("rank")
-    if method == "patching":
-        rho = 1.0
-    else:
+
+    def exact() -> pd.DataFrame:
         if is_encoder(loaded.model):
             sim = SimilarityTask(Path(task_name))
             graph, batch, task_obj = encoder_graph(loaded.model, loaded.model_id), sim.make_batch(loaded.model, n_prompts, config.seed).to(loaded.device), sim
         else:
             ctx = load_context(model, task_name, n_prompts, config.seed, home, metric=config.metric, loaded=loaded)
             graph, batch, task_obj = ctx.graph, ctx.batch, ctx.task
-        exact = compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
-        key = ["componentId_pre", "componentId_post", "channel"]
-        both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))  # structural edges are 0 in both
-        rho = spearman(both["score"], both["score_exact"])
-    cx.write_run_figures(store, result.run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
-    return {
-        "model": model, "modelId": loaded.model_id, "method": method, "task": task_name, "runId": result.run_id, "truth": truth_source,
-        "auc": auc, "spearman": rho, "nEdges": int(len(scored)), "nTruth": int(scored["truth"].sum()),
-        "structuralExcluded": sorted("|".join(k) for k in structural) + [f"every edge of {h} (silent)" for h in sorted(silent)],
-        "truthRanks": [{"edge": f"{a} -> {b} [{c}]", "rank": int(r), "score": float(s)}
-                       for (a, b, c), r, s in zip(gt_ranks["key"], gt_ranks["rank"], gt_ranks["score"])],
-    }
+        return compute_patching(loaded.model, graph, task_obj, batch, MethodConfig())
+
+    figures = _edge_figures(edges, truth_edges, structural, silent, None if method == "patching" else exact)
+    cx.write_run_figures(store, result.run_id, {"groundTruthAuc": figures["auc"], "spearmanVsPatching": figures["spearman"]})
+    return {"model": model, "modelId": loaded.model_id, "method": method, "task": task_name, "runId": result.run_id, "truth": truth_source,
+            **figures}
 
 
 @dataclass(frozen=True)
@@ -256,38 +244,63 @@ def node_importance(edges: pd.DataFrame) -> pd.Series:
 def _evaluate_components(store: Store, run_id: str, loaded: Any, edges: pd.DataFrame, truth: Truth, method: str, task_name: str,
                          n_prompts: int, config: Any, home: Path) -> dict[str, Any]:
     """Node-level evaluation against a component truth (see module docstring)."""
-    from ingest.edges.interventions import ablated_outputs, compute_node_lesions
     from ingest.model.context import load_context
 
-    importance = node_importance(edges)
-    importance = importance[importance.index != "EMBED"]  # a circuit's heads and MLPs: the embedding is in every circuit
-    missing = sorted(set(truth.components or []) - set(importance.index))
-    if missing:
-        raise ValidationError(f"ground-truth components missing from the run of {loaded.model_id}: {missing[:5]}")
-    labels = importance.index.isin(truth.components or [])
-    auc = roc_auc(importance.to_numpy(), labels)
-    ranks = pd.Series(rankdata(-importance.to_numpy(), method="min").astype(int), index=importance.index)
     ctx = load_context(config.model, task_name, n_prompts, config.seed, home, metric=config.metric, loaded=loaded)
-    lesions = compute_node_lesions(loaded.model, ctx.graph, ctx.task, ctx.batch, ablated_outputs(loaded.model, ctx.graph, ctx.batch, "corrupt"))
-    exact = lesions.assign(local=lesions["componentId"].map(local_id)).set_index("local")["effect"].abs()
+    figures = _component_figures(node_importance(edges), truth.components or [], loaded.model_id, _exact_node_effects(ctx))
+    cx.write_run_figures(store, run_id, {"groundTruthAuc": figures["auc"], "spearmanVsPatching": figures["spearman"]})
+    return {"model": config.model, "modelId": loaded.model_id, "method": method, "task": task_name, "runId": run_id, "truth": truth.source,
+            "citation": truth.citation, "nodeImportance": "|sum of the component's outgoing edge scores|; reference: exact patching of the component's output",
+            **figures}
+
+
+def _edge_figures(frame: pd.DataFrame, truth_edges: list[list[str]], structural: set[Any], silent: frozenset[str],
+                  exact: Any = None) -> dict[str, Any]:
+    """AUC of ``|score|`` against the truth edges, each true edge's rank, and Spearman against exact
+    patching (``exact()``: the patched edge frame; None: the scores are exact patching's own)."""
+    labelled = ground_truth_labels(frame, truth_edges, structural, silent)
+    scored = labelled[~labelled["structural"]]
+    auc = roc_auc(scored["score"].abs().to_numpy(), scored["truth"].to_numpy())
+    scored = scored.assign(rank=rankdata(-scored["score"].abs().to_numpy(), method="min").astype(int))
+    true = scored[scored["truth"]].sort_values("rank")
+    rho = 1.0
+    if exact is not None:
+        key = ["componentId_pre", "componentId_post", "channel"]
+        both = scored[key + ["score"]].merge(exact(), on=key, suffixes=("", "_exact"))  # structural edges are 0 in both
+        rho = spearman(both["score"], both["score_exact"])
+    return {"auc": auc, "spearman": rho, "nEdges": int(len(scored)), "nTruth": int(scored["truth"].sum()),
+            "structuralExcluded": sorted("|".join(k) for k in structural) + [f"every edge of {h} (silent)" for h in sorted(silent)],
+            "truthRanks": [{"edge": f"{a} -> {b} [{c}]", "rank": int(r), "score": float(s)}
+                           for (a, b, c), r, s in zip(true["key"], true["rank"], true["score"])]}
+
+
+def _component_figures(importance: pd.Series, components: list[str], model_id: str, exact: pd.Series) -> dict[str, Any]:
+    """AUC of each head's and MLP's importance (local id -> magnitude) against the truth components,
+    their ranks, and Spearman against ``exact`` (exact node patching's magnitudes)."""
+    importance = importance[importance.index != "EMBED"]  # a circuit's heads and MLPs: the embedding is in every circuit
+    missing = sorted(set(components) - set(importance.index))
+    if missing:
+        raise ValidationError(f"ground-truth components missing from the run of {model_id}: {missing[:5]}")
+    labels = importance.index.isin(components)
     both = pd.concat([importance.rename("fast"), exact.rename("exact")], axis=1, join="inner")
-    rho = spearman(both["fast"], both["exact"])
-    cx.write_run_figures(store, run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
-    truth_ranks = sorted(((c, int(ranks[c]), float(importance[c])) for c in truth.components or []), key=lambda r: r[1])
-    return {
-        "model": config.model, "modelId": loaded.model_id, "method": method, "task": task_name, "runId": run_id, "truth": truth.source,
-        "citation": truth.citation, "level": "components",
-        "nodeImportance": "|sum of the component's outgoing edge scores|; reference: exact patching of the component's output",
-        "auc": auc, "spearman": rho, "nComponents": int(len(importance)), "nTruth": int(labels.sum()), "structuralExcluded": [],
-        "truthRanks": [{"component": c, "rank": r, "score": s} for c, r, s in truth_ranks],
-    }
+    ranks = pd.Series(rankdata(-importance.to_numpy(), method="min").astype(int), index=importance.index)
+    return {"level": "components", "auc": roc_auc(importance.to_numpy(), labels), "spearman": spearman(both["fast"], both["exact"]),
+            "nComponents": int(len(importance)), "nTruth": int(labels.sum()), "structuralExcluded": [],
+            "truthRanks": [{"component": c, "rank": int(ranks[c]), "score": float(importance[c])} for c in sorted(components, key=lambda c: ranks[c])]}
+
+
+def _exact_node_effects(ctx: Any) -> pd.Series:
+    """``|effect|`` of exactly patching each component's output with its corrupted one, by local id."""
+    from ingest.edges.interventions import ablated_outputs, compute_node_lesions
+
+    lesions = compute_node_lesions(ctx.loaded.model, ctx.graph, ctx.task, ctx.batch, ablated_outputs(ctx.loaded.model, ctx.graph, ctx.batch, "corrupt"))
+    return lesions.assign(local=lesions["componentId"].map(local_id)).set_index("local")["effect"].abs()
 
 
 def _evaluate_lesions(store: Store, model: str, task_name: str, ablation: str, given: Truth | None, structural: set[Any],
                       silent: frozenset[str], truth_source: str, n_prompts: int, metric: str, home: Path, progress: bool) -> dict[str, Any]:
     """``evaluate --ablation``: the lesion run's |effect| as the score, against the truth and against exact
     patching (corrupted outputs; equal to it for ``--ablation corrupt``)."""
-    from ingest.edges.interventions import ablated_outputs, compute_node_lesions
     from ingest.edges.methods import compute_patching
     from ingest.jobs.studies import LesionConfig, run_lesion
     from ingest.model.context import load_context
@@ -300,21 +313,9 @@ def _evaluate_lesions(store: Store, model: str, task_name: str, ablation: str, g
     frame = cx.fetch_ablation_edges(store, result.run_id)
     ctx = load_context(model, task_name, n_prompts, config.seed, home, metric=metric)
     if components:
-        assert given is not None and given.components is not None
+        assert given is not None
         effect = frame.assign(local=frame["componentId_pre"].map(local_id)).set_index("local")["score"].abs()
-        effect = effect[effect.index != "EMBED"]
-        missing = sorted(set(given.components) - set(effect.index))
-        if missing:
-            raise ValidationError(f"ground-truth components missing from the lesion run of {ctx.loaded.model_id}: {missing[:5]}")
-        labels = effect.index.isin(given.components)
-        auc = roc_auc(effect.to_numpy(), labels)
-        lesions = compute_node_lesions(ctx.loaded.model, ctx.graph, ctx.task, ctx.batch, ablated_outputs(ctx.loaded.model, ctx.graph, ctx.batch, "corrupt"))
-        exact = lesions.assign(local=lesions["componentId"].map(local_id)).set_index("local")["effect"].abs()
-        both = pd.concat([effect.rename("fast"), exact.rename("exact")], axis=1, join="inner")
-        rho = spearman(both["fast"], both["exact"])
-        ranks = pd.Series(rankdata(-effect.to_numpy(), method="min").astype(int), index=effect.index)
-        truth_ranks = [{"component": c, "rank": int(ranks[c]), "score": float(effect[c])} for c in sorted(given.components, key=lambda c: ranks[c])]
-        n_scored, n_truth = int(len(effect)), int(labels.sum())
+        figures = _component_figures(effect, given.components or [], ctx.loaded.model_id, _exact_node_effects(ctx))
     else:
         if given is not None:
             truth_edges = given.edges or []
@@ -323,23 +324,7 @@ def _evaluate_lesions(store: Store, model: str, task_name: str, ablation: str, g
             if not info.get("edges"):
                 raise ModelError(f"zoo model {model} declares no ground-truth edges for task {task_name}")
             truth_edges = info["edges"]
-        labelled = ground_truth_labels(frame, truth_edges, structural, silent)
-        scored = labelled[~labelled["structural"]]
-        auc = roc_auc(scored["score"].abs().to_numpy(), scored["truth"].to_numpy())
-        exact = compute_patching(ctx.loaded.model, ctx.graph, ctx.task, ctx.batch)
-        key = ["componentId_pre", "componentId_post", "channel"]
-        both = scored[key + ["score"]].merge(exact, on=key, suffixes=("", "_exact"))
-        rho = spearman(both["score"], both["score_exact"])
-        scored = scored.assign(rank=rankdata(-scored["score"].abs().to_numpy(), method="min").astype(int))
-        gt = scored[scored["truth"]].sort_values("rank")
-        truth_ranks = [{"edge": f"{a} -> {b} [{c}]", "rank": int(r), "score": float(s)} for (a, b, c), r, s in zip(gt["key"], gt["rank"], gt["score"])]
-        n_scored, n_truth = int(len(scored)), int(scored["truth"].sum())
-    cx.write_run_figures(store, result.run_id, {"groundTruthAuc": auc, "spearmanVsPatching": rho})
-    out: dict[str, Any] = {
-        "model": model, "modelId": ctx.loaded.model_id, "method": f"lesion ({ablation})", "task": task_name, "runId": result.run_id,
-        "truth": truth_source, "citation": given.citation if given is not None else None, "auc": auc, "spearman": rho, "nTruth": n_truth,
-        "structuralExcluded": [] if components else sorted("|".join(k) for k in structural) + [f"every edge of {h} (silent)" for h in sorted(silent)],
-        "truthRanks": truth_ranks, "ablation": ablation,
-    }
-    out.update({"level": "components", "nComponents": n_scored} if components else {"nEdges": n_scored})
-    return out
+        figures = _edge_figures(frame, truth_edges, structural, silent, lambda: compute_patching(ctx.loaded.model, ctx.graph, ctx.task, ctx.batch))
+    cx.write_run_figures(store, result.run_id, {"groundTruthAuc": figures["auc"], "spearmanVsPatching": figures["spearman"]})
+    return {"model": model, "modelId": ctx.loaded.model_id, "method": f"lesion ({ablation})", "task": task_name, "runId": result.run_id,
+            "truth": truth_source, "citation": given.citation if given is not None else None, "ablation": ablation, **figures}
