@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atlas.errors import ModelError
+from atlas.errors import ModelError, ValidationError
 from atlas.frames import validate_edges
 from atlas.schema import ModelFamily
 from ingest.model.graph import ModelGraph
@@ -69,6 +69,11 @@ class ModelInterface(ABC):
                         progress: Progress | None, interpolate: str, per_prompt: bool) -> GradientScores:
         """Attribution scores ``delta_u . mean_alpha grad_v`` of every edge (EAP: ``alphas = [1]``;
         EAP-IG: the integration points, over ``inputs`` or ``activations``)."""
+
+    def positional_frame(self, model: Any, graph: ModelGraph, task: Any, batch: PromptBatch, alphas: list[float],
+                         progress: Progress | None, interpolate: str) -> pd.DataFrame:
+        """The edges resolved by position pair (``srcPos``, ``dstPos``); a family that has none says so."""
+        raise ValidationError(f"per-position edges are offered for decoders, not for {self.family.value}s")
 
 
 def copy_elements(model: Any, graph: ModelGraph, batch: PromptBatch) -> int:

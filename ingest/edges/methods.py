@@ -33,7 +33,6 @@ import torch
 
 from atlas.errors import ValidationError
 from atlas.frames import validate_edges
-from atlas.schema import ModelFamily
 from ingest.edges.interface import Progress, analysis_mode, copy_elements, edge_frame, interface_for, restores_model
 from ingest.model.graph import ModelGraph
 from ingest.model.hooks import hook_name
@@ -113,15 +112,13 @@ def _gradient_method(model: Any, graph: ModelGraph, task: Task, batch: PromptBat
         if config.per_position:
             if config.per_prompt:
                 raise ValidationError("per-position and per-prompt scores together would hold edges x positions^2 x prompts: choose one")
-            if interface.family is not ModelFamily.DECODER:
-                raise ValidationError(f"per-position edges are offered for decoders, not for {interface.family.value}s")
             n_pos = batch.clean.shape[1]
             need = len(graph.senders) * len(graph.receivers) * n_pos * n_pos
             if need > config.position_budget:
                 raise ValidationError(
                     f"per-position scores would hold {len(graph.senders)} senders x {len(graph.receivers)} receivers x {n_pos}^2 position pairs "
                     f"= {need:,} values (budget {config.position_budget:,}): use shorter prompts or a coarser granularity")
-            return interface.positional_frame(model, graph, task, batch, alphas, progress, interpolate)  # type: ignore[attr-defined]
+            return interface.positional_frame(model, graph, task, batch, alphas, progress, interpolate)
         score, scored, prompts = interface.gradient_scores(model, graph, task, batch, alphas, progress, interpolate, config.per_prompt)
     return edge_frame(graph, score, scored, prompts)
 
