@@ -193,8 +193,22 @@ def _batch(clean: list[list[int]], corrupted: list[list[int]], target: list[int]
     return PromptBatch(c, x, targets, mask, meta or {}, wrong)
 
 
+class _PaperTask:
+    """What every standard task shares: its paper's metric, computed by name (in float32 at least)."""
+
+    metric_name: str
+
+    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return _metric(self.metric_name)(logits, batch)
+
+
+def _one(gen: torch.Generator, seq: Sequence[Any]) -> Any:
+    """One item of ``seq`` drawn from ``gen``."""
+    return seq[int(torch.randint(len(seq), (1,), generator=gen))]
+
+
 @dataclass(frozen=True)
-class IOITask:
+class IOITask(_PaperTask):
     """Indirect object identification (see module docstring)."""
 
     metric_name: str = "logit-diff"
@@ -214,7 +228,7 @@ class IOITask:
 
         clean, corrupted, target, wrong = [], [], [], []
         for i in range(n_prompts):
-            t = templates[int(torch.randint(len(templates), (1,), generator=gen))]
+            t = _one(gen, templates)
             (io, s), (place,), (obj,) = pick(names, 2), pick(places), pick(objects)
             first, second = (s, io) if i % 2 == 0 else (io, s)  # BABA, then ABBA
             slots = t.positions("B") + t.positions("A")
@@ -232,9 +246,6 @@ class IOITask:
             wrong.append(s[1])
         return _batch(clean, corrupted, target, wrong)
 
-    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
-        return _metric(self.metric_name)(logits, batch)
-
 
 def _ioi_subject(t: _Template, ids: list[int], subject: int) -> list[int]:
     """The template's second ``[B]`` (the sentence's subject) holds the subject in both orders."""
@@ -245,7 +256,7 @@ def _ioi_subject(t: _Template, ids: list[int], subject: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class GreaterThanTask:
+class GreaterThanTask(_PaperTask):
     """Greater-than (see module docstring)."""
 
     metric_name: str = "prob-diff"
@@ -269,8 +280,8 @@ class GreaterThanTask:
         bad = torch.zeros(n_prompts, vocab, dtype=torch.bool)
         clean, corrupted, target = [], [], []
         for i in range(n_prompts):
-            noun = nouns[int(torch.randint(len(nouns), (1,), generator=gen))][1]
-            yy = usable[int(torch.randint(len(usable), (1,), generator=gen))]
+            noun = _one(gen, nouns)[1]
+            yy = _one(gen, usable)
             ids = template.fill({"NOUN": noun, "XX": century, "YY": years[f"{yy:02d}"]})
             clean.append(_bos(tok) + ids)
             corrupted.append(_bos(tok) + template.fill({"NOUN": noun, "XX": century, "YY": years["01"]}))  # the paper's 1701
@@ -280,12 +291,9 @@ class GreaterThanTask:
             target.append(int(ids_by_year[usable[-1]]))  # a year above (the metric reads the whole set)
         return _batch(clean, corrupted, target, None, {"good": good, "bad": bad})
 
-    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
-        return _metric(self.metric_name)(logits, batch)
-
 
 @dataclass(frozen=True)
-class DocstringTask:
+class DocstringTask(_PaperTask):
     """Docstring parameter completion (see module docstring)."""
 
     metric_name: str = "logit-diff"
@@ -299,7 +307,7 @@ class DocstringTask:
         gen = torch.Generator().manual_seed(seed)
         clean, corrupted, target, wrong = [], [], [], []
         for _ in range(n_prompts):
-            t = templates[int(torch.randint(len(templates), (1,), generator=gen))]
+            t = _one(gen, templates)
             order = torch.randperm(len(params), generator=gen).tolist()
             a, b, c, ra, rb, rc = (params[j][1] for j in order[:6])
             ids = t.fill({"A": a, "B": b, "C": c})
@@ -313,12 +321,9 @@ class DocstringTask:
             wrong.append(b)
         return _batch(clean, corrupted, target, wrong)
 
-    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
-        return _metric(self.metric_name)(logits, batch)
-
 
 @dataclass(frozen=True)
-class SVATask:
+class SVATask(_PaperTask):
     """Subject-verb agreement (see module docstring)."""
 
     metric_name: str = "logit-diff"
@@ -337,7 +342,7 @@ class SVATask:
         gen = torch.Generator().manual_seed(seed)
         clean, corrupted, target, wrong = [], [], [], []
         for i in range(n_prompts):
-            t = templates[int(torch.randint(len(templates), (1,), generator=gen))]
+            t = _one(gen, templates)
             order = torch.randperm(len(pairs), generator=gen).tolist()
             subj, attractor = pairs[order[0]], pairs[order[1]]
             plural_subject = i % 2 == 1
@@ -350,12 +355,9 @@ class SVATask:
             wrong.append(other)
         return _batch(clean, corrupted, target, wrong)
 
-    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
-        return _metric(self.metric_name)(logits, batch)
-
 
 @dataclass(frozen=True)
-class GenderTask:
+class GenderTask(_PaperTask):
     """Gendered pronoun (see module docstring)."""
 
     metric_name: str = "logit-diff"
@@ -372,20 +374,17 @@ class GenderTask:
         gen = torch.Generator().manual_seed(seed)
         clean, corrupted, target, wrong = [], [], [], []
         for i in range(n_prompts):
-            t = templates[int(torch.randint(len(templates), (1,), generator=gen))]
+            t = _one(gen, templates)
             is_male = i % 2 == 0
             own, other = (male, female) if is_male else (female, male)
-            name = own[int(torch.randint(len(own), (1,), generator=gen))][1]
-            swap = other[int(torch.randint(len(other), (1,), generator=gen))][1]
+            name = _one(gen, own)[1]
+            swap = _one(gen, other)[1]
             clean.append(_bos(tok) + t.fill({"NAME": name}))
             corrupted.append(_bos(tok) + t.fill({"NAME": swap}))
             right, wrong_one = (pronouns["he"], pronouns["she"]) if is_male else (pronouns["she"], pronouns["he"])
             target.append(right)
             wrong.append(wrong_one)
         return _batch(clean, corrupted, target, wrong)
-
-    def metric(self, logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
-        return _metric(self.metric_name)(logits, batch)
 
 
 STANDARD_TASKS = {"ioi": IOITask, "greater-than": GreaterThanTask, "docstring": DocstringTask, "sva": SVATask, "gender": GenderTask}
