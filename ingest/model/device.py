@@ -37,7 +37,8 @@ _dtype: contextvars.ContextVar[str] = contextvars.ContextVar("atlas_dtype", defa
 
 
 def resolve_device(spec: str | torch.device | None = None) -> torch.device:
-    """The device ``spec`` names (default: the :func:`placement` in force, ``auto`` unless set).
+    """The device ``spec`` names (default: the :func:`placement` in force, ``auto`` unless set). A
+    ``torch.device`` is taken as it is (the tests place models on ``meta``, which no command offers).
 
     Raises:
         ValidationError: an unknown device, or one this machine does not have.
@@ -59,7 +60,9 @@ def resolve_device(spec: str | torch.device | None = None) -> torch.device:
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise ValidationError("--device mps: Apple's Metal backend is not available here; use cpu or auto")
-    elif device.type not in ("cpu", "meta"):
+    elif device.type == "meta":
+        raise ValidationError("--device meta holds shapes and no values, so there would be no scores: choose auto, cpu, cuda, cuda:N or mps")
+    elif device.type != "cpu":
         raise ValidationError(f"unknown device {text!r}: choose auto, cpu, cuda, cuda:N or mps")
     return device
 

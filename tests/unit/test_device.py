@@ -57,7 +57,7 @@ def _meta_run(fn: Any, config: MethodConfig = MethodConfig(steps=2)) -> tuple[An
     model = make_tiny(3)
     graph = build_graph(model, "tiny")
     batch = InductionTask().make_batch(model, 3, 0)
-    place_model(model, "meta")
+    place_model(model, torch.device("meta"))
     assert model.cfg.device == "meta" and next(model.parameters()).device.type == "meta"
     recorder = DeviceRecorder()
     with recorder:
@@ -121,6 +121,8 @@ def test_device_and_dtype_are_checked_in_one_line() -> None:
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValidationError, match="unknown device 'tpu'"):
         resolve_device("tpu")
+    with pytest.raises(ValidationError, match="--device meta holds shapes and no values"):
+        resolve_device("meta")  # a user's --device meta is one line, not a traceback at the end of the run
     if not torch.cuda.is_available():
         with pytest.raises(ValidationError, match="no CUDA device"):
             resolve_device("cuda:0")
