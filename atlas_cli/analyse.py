@@ -154,10 +154,41 @@ ALIGN_WORDS = {"same model": "identity (one model)", "names": "names (checkpoint
 
 
 def _is_model_spec(item: str) -> bool:
+    """A zoo model or its checkpoint ``NAME@STEP``, or a hub model's checkpoint ``NAME@stepN``."""
     from ingest.model.catalog import ZOO_NAMES
 
     name, at, step = item.partition("@")
-    return name in ZOO_NAMES and (not at or step.isdigit())
+    if name in ZOO_NAMES:
+        return not at or step.isdigit()
+    return bool(at) and step.startswith("step") and step[4:].isdigit()
+
+
+def _spec_step(item: str) -> int | None:
+    """The training step a checkpoint spec names (``NAME@300``, ``NAME@step1000``), None for a final model."""
+    tail = item.partition("@")[2].removeprefix("step")
+    return int(tail) if tail.isdigit() else None
+
+
+def _parse_steps(text: str) -> list[int]:
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValidationError(f"--steps must be comma-separated integers, got {text!r}") from None
+    if any(s < 0 for s in steps) or steps != sorted(set(steps)):
+        raise ValidationError(f"--steps must be distinct non-negative steps in training order, got {text!r}")
+    return steps
+
+
+def _hub_checkpoints(name: str, steps_text: str | None, flag: str) -> tuple[list[str], list[int]]:
+    """A hub model's training checkpoints at ``--steps`` (its revisions, e.g. Pythia's ``stepN`` branches)."""
+    if "@" in name:
+        raise ValidationError(f"{flag} takes a model name without a step, got {name!r}: the steps go in --steps")
+    if not steps_text:
+        raise ValidationError(f"{name} is not a zoo model: name its hub checkpoints with --steps (e.g. --steps 0,1000,8000,143000 for Pythia)")
+    steps = _parse_steps(steps_text)
+    if len(steps) < 2:
+        raise ValidationError("--steps needs at least two checkpoints")
+    return [f"{name}@step{s}" for s in steps], steps
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -186,23 +217,31 @@ def cmd_development(args: argparse.Namespace) -> int:
         from ingest.model.zoo import checkpoint_steps
 
         name = items[0]
-        if name not in ZOO_NAMES:
-            raise ValidationError("give a zoo model (its saved checkpoints) or at least three checkpoint files in training order")
-        steps = [s for s in checkpoint_steps(name, conf.home) if s > 0]
-        if len(steps) < 2:
-            raise ValidationError(f"development of {name} needs at least two saved checkpoints after initialisation in {conf.home}: "
-                                  f"make them with 'atlas zoo train {name} --checkpoint-every N'")
-        items, steps = [f"{name}@0", *(f"{name}@{s}" for s in steps)], [0, *steps]
+        if name in ZOO_NAMES:
+            if args.steps:
+                raise ValidationError(f"--steps is for hub models and checkpoint files: every saved checkpoint of zoo model {name} is used")
+            steps = [s for s in checkpoint_steps(name, conf.home) if s > 0]
+            if len(steps) < 2:
+                raise ValidationError(f"development of {name} needs at least two saved checkpoints after initialisation in {conf.home}: "
+                                      f"make them with 'atlas zoo train {name} --checkpoint-every N'")
+            items, steps = [f"{name}@0", *(f"{name}@{s}" for s in steps)], [0, *steps]
+        elif Path(name).expanduser().exists():
+            raise ValidationError("give at least three checkpoint files in training order, or a zoo or hub model (with --steps)")
+        else:
+            items, steps = _hub_checkpoints(name, args.steps, "--model")
+            if len(items) < 3:
+                raise ValidationError("development needs at least three checkpoints: the first (ideally step 0) is the null")
     else:
         if args.task == "default" and any("@" not in m for m in items):
             raise ValidationError("checkpoint files need --task (the prompts every checkpoint is measured on)")
         if args.steps:
-            try:
-                steps = [int(v) for v in args.steps.split(",")]
-            except ValueError:
-                raise ValidationError(f"--steps must be comma-separated integers, got {args.steps!r}") from None
+            steps = _parse_steps(args.steps)
             if len(steps) != len(items):
                 raise ValidationError(f"--steps gives {len(steps)} steps for {len(items)} checkpoints")
+        elif all(_spec_step(m) is not None for m in items):
+            steps = [int(_spec_step(m) or 0) for m in items]
+            if steps != sorted(set(steps)):
+                raise ValidationError("give the checkpoints in training order, each step once")
         else:
             steps = list(range(len(items)))
     with connect(args) as store:
@@ -256,13 +295,18 @@ def _timeline(args: argparse.Namespace, items: list[str]) -> int:
         from ingest.model.catalog import ZOO_NAMES
         from ingest.model.zoo import checkpoint_steps
 
-        if args.checkpoints not in ZOO_NAMES:
-            raise ValidationError(f"--checkpoints takes a zoo model ({', '.join(ZOO_NAMES)}), got {args.checkpoints!r}")
-        steps = checkpoint_steps(args.checkpoints, conf.home)
-        if not steps:
-            raise ValidationError(f"no saved checkpoints of {args.checkpoints} in {conf.home}: make them with "
-                                  f"'atlas zoo train {args.checkpoints} --checkpoint-every N'")
-        items = [f"{args.checkpoints}@0", *(f"{args.checkpoints}@{s}" for s in steps if s > 0), args.checkpoints]
+        if args.checkpoints in ZOO_NAMES:
+            if args.steps:
+                raise ValidationError(f"--steps is for hub models: every saved checkpoint of zoo model {args.checkpoints} is used")
+            steps = checkpoint_steps(args.checkpoints, conf.home)
+            if not steps:
+                raise ValidationError(f"no saved checkpoints of {args.checkpoints} in {conf.home}: make them with "
+                                      f"'atlas zoo train {args.checkpoints} --checkpoint-every N'")
+            items = [f"{args.checkpoints}@0", *(f"{args.checkpoints}@{s}" for s in steps if s > 0), args.checkpoints]
+        else:
+            items, _ = _hub_checkpoints(args.checkpoints, args.steps, "--checkpoints")
+    elif args.steps:
+        raise ValidationError("--steps goes with --checkpoints NAME (a hub model's checkpoints)")
     if len(items) < 2:
         raise ValidationError("a timeline needs at least two checkpoints")
     rows = []
@@ -275,7 +319,7 @@ def _timeline(args: argparse.Namespace, items: list[str]) -> int:
             if not same_training_run(run.model_id, final.model_id):
                 raise ValidationError(f"{spec} is not a checkpoint of {items[-1]}'s training run: a timeline follows one model")
             fig = compare_runs(store, run_id, runs[-1], top=args.top, changes=1).figures
-            step = int(spec.partition("@")[2]) if "@" in spec else None
+            step = _spec_step(spec)
             rows.append({"model": spec, "step": step, "runId": run_id, "weightedJaccard": fig["weightedJaccard"], "spearman": fig["spearman"],
                          "gained": len(fig["gained"]), "lost": len(fig["lost"])})
     import pandas as pd
@@ -482,8 +526,10 @@ def _development_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """``atlas development``."""
     s = command(sub, "development", common, "critical periods: when each final-circuit edge forms vs the loss drop")
     s.add_argument("--model", dest="models", nargs="+", required=True, metavar="MODEL",
-                   help="a zoo model (its saved checkpoints, step 0 the null) or checkpoint files in training order")
-    s.add_argument("--steps", help="checkpoint files: their training steps, comma-separated (default 0, 1, 2, ...)")
+                   help="a zoo model (its saved checkpoints, step 0 the null), a hub model with --steps, or checkpoints in training order "
+                        "(files, or NAME@stepN)")
+    s.add_argument("--steps", help="a hub model: the checkpoints to load (e.g. 0,1000,8000,143000 for Pythia); checkpoint files: their "
+                                   "training steps, comma-separated (default 0, 1, 2, ...)")
     s.add_argument("--task", default="default", help="the task every checkpoint is ingested and scored on")
     method_option(s, "the method every checkpoint is ingested with")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16)
@@ -499,8 +545,11 @@ def _compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """``atlas compare``."""
     s = command(sub, "compare", common, "compare two connectomes (checkpoints, tasks, methods, models)")
     s.add_argument("items", nargs="*", metavar="RUN",
-                   help="two runs; or zoo checkpoints NAME@STEP ... NAME for a timeline (each ingested, compared with the last)")
-    s.add_argument("--checkpoints", metavar="NAME", help="timeline over every saved checkpoint of zoo model NAME (step 0 included)")
+                   help="two runs; or checkpoints for a timeline, each ingested and compared with the last: zoo NAME@STEP ... NAME, "
+                        "hub NAME@stepN ...")
+    s.add_argument("--checkpoints", metavar="NAME", help="timeline over every saved checkpoint of zoo model NAME (step 0 included), or "
+                                                         "hub model NAME's checkpoints at --steps")
+    s.add_argument("--steps", help="--checkpoints of a hub model: the training steps to load, comma-separated in order (e.g. 0,1000,143000)")
     s.add_argument("--task", default="default", help="timeline: the task each checkpoint is ingested on")
     method_option(s, "timeline: the method")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), default=16, help="timeline: prompts per checkpoint")

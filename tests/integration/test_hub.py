@@ -41,6 +41,22 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
     server.close()
 
 
+def _branch(hub: LocalHub, step: int) -> Path:
+    """Serve a checkpoint branch ``step{step}`` of the hub's pythia-70m: a model of its own (seeded by
+    the step), with main's tokenizer."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    repo = hub.root / "EleutherAI" / "pythia-70m"
+    branch = repo / "@revisions" / f"step{step}"
+    torch.manual_seed(step)
+    GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32,
+                                     vocab_size=40, max_position_embeddings=32)).save_pretrained(branch)
+    for f in repo.iterdir():
+        if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")):
+            (branch / f.name).write_bytes(f.read_bytes())
+    return branch
+
+
 def _atlas(home: Path, hf_home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
     environ.update(HF_HOME=str(hf_home), **env)
@@ -94,17 +110,10 @@ def test_a_hub_models_training_checkpoint_is_a_model_of_its_own(embedded: StoreS
     """``pythia-70m@step1000`` loads the hub's ``step1000`` branch (another model there), under the id
     ``pythia-70m/step-1000`` beside the final ``pythia-70m``; offline it loads from the cache; a step
     Pythia never saved is one line naming the nearest."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import GPTNeoXForCausalLM
 
     hub = LocalHub(hub.root)  # the module's server was closed by the offline test: the same repositories, served again
-    repo = hub.root / "EleutherAI" / "pythia-70m"
-    branch = repo / "@revisions" / "step1000"
-    torch.manual_seed(1000)
-    GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32,
-                                     vocab_size=40, max_position_embeddings=32)).save_pretrained(branch)
-    for f in repo.iterdir():
-        if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")):
-            (branch / f.name).write_bytes(f.read_bytes())
+    branch = _branch(hub, 1000)
     hf_home = tmp_path / "hf"
     ingest = ("ingest", "--model", "pythia-70m@step1000", "--method", "eap", "--prompts", "2", "--run-id", "hub-step", "--json", "--quiet")
     first = _atlas(embedded.home, hf_home, *ingest, HF_ENDPOINT=hub.url)
@@ -127,4 +136,39 @@ def test_a_hub_models_training_checkpoint_is_a_model_of_its_own(embedded: StoreS
     assert (torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1])) - expected).abs().max() < 1e-4  # the branch's weights, not main's
     bad = _atlas(embedded.home, hf_home, "ingest", "--model", "pythia-70m@step1001", "--run-id", "never", "--offline")
     assert bad.returncode == 2 and "no checkpoint at step 1001" in bad.stderr and bad.stderr.count("\n") == 1
+    hub.close()
+
+
+def test_timelines_and_development_follow_a_hub_models_checkpoints(embedded: StoreSettings, hub: LocalHub, tmp_path: Path) -> None:
+    """``compare --checkpoints NAME --steps ...`` and ``development --model NAME --steps ...`` load each
+    step's revision from the hub (one run and one model id per step), compare each with the last, and
+    place the steps where the command reports them; a list of ``NAME@stepN`` does the same."""
+    hub = LocalHub(hub.root)
+    for step in (0, 1000, 2000):
+        _branch(hub, step)
+    hf_home = tmp_path / "hf"
+    timeline = _atlas(embedded.home, hf_home, "compare", "--checkpoints", "pythia-70m", "--steps", "0,1000,2000", "--task", "induction", "--method", "eap",
+                      "--prompts", "2", "--top", "5", "--json", "--quiet", HF_ENDPOINT=hub.url)
+    assert timeline.returncode == 0, timeline.stderr[-2000:]
+    rows = json.loads(timeline.stdout)
+    assert [r["step"] for r in rows] == [0, 1000, 2000] and [r["model"] for r in rows] == [f"pythia-70m@step{s}" for s in (0, 1000, 2000)]
+    assert rows[-1]["weightedJaccard"] == pytest.approx(1.0) and rows[0]["weightedJaccard"] < 1.0  # another model's weights at step 0
+    for step in (0, 1000, 2000):
+        assert any(f"/resolve/step{step}/" in r for r in hub.requests)
+    with Store.connect(embedded, quiet=True) as s:
+        assert [cx.fetch_run(s, r["runId"]).model_id for r in rows] == [f"pythia-70m/step-{s}" for s in (0, 1000, 2000)]
+    listed = _atlas(embedded.home, hf_home, "compare", "pythia-70m@step1000", "pythia-70m@step2000", "--task", "induction", "--method", "eap", "--prompts", "2",
+                    "--top", "5", "--json", "--quiet", HF_ENDPOINT=hub.url)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert [(r["step"], r["runId"]) for r in json.loads(listed.stdout)] == [(r["step"], r["runId"]) for r in rows[1:]]  # the same runs, reused
+
+    dev = _atlas(embedded.home, hf_home, "development", "--model", "pythia-70m", "--steps", "0,1000,2000", "--task", "induction", "--method", "eap",
+                 "--prompts", "2", "--top", "3", "--json", "--quiet", HF_ENDPOINT=hub.url)
+    assert dev.returncode == 0, dev.stderr[-2000:]
+    out = json.loads(dev.stdout)
+    assert [c["step"] for c in out["checkpoints"]] == [0, 1000, 2000] and len(out["edges"]) == 3
+    no_steps = _atlas(embedded.home, hf_home, "development", "--model", "pythia-70m", HF_ENDPOINT=hub.url)
+    assert no_steps.returncode == 2 and "--steps" in no_steps.stderr and no_steps.stderr.count("\n") == 1
+    bad = _atlas(embedded.home, hf_home, "compare", "--checkpoints", "pythia-70m", "--steps", "2000,1000", HF_ENDPOINT=hub.url)
+    assert bad.returncode == 2 and "training order" in bad.stderr and bad.stderr.count("\n") == 1
     hub.close()
