@@ -310,11 +310,11 @@ def fetch_run_for(store: Store, run_id: str, config_json: str | None, *, hint: s
 
 
 def fetch_runs(store: Store, model_id: str | None = None) -> pd.DataFrame:
-    """One row per run: ``runId, modelId, task, method, granularity, status, nPrompts, nEdges, allZero, createdAt``
+    """One row per run: ``runId, modelId, task, method, metric, granularity, status, nPrompts, nEdges, allZero, createdAt``
     (``allZero``: every edge scored exactly 0, i.e. the metric never moved; such runs are flagged, not hidden)."""
     return store.read(
         "MATCH (r:Run) WHERE $model IS NULL OR r.modelId = $model "
-        "RETURN r.runId AS runId, r.modelId AS modelId, r.task AS task, r.method AS method, "
+        "RETURN r.runId AS runId, r.modelId AS modelId, r.task AS task, r.method AS method, r.metric AS metric, "
         "coalesce(r.granularity, 'head') AS granularity, "
         "r.status AS status, r.nPrompts AS nPrompts, r.nEdges AS nEdges, coalesce(r.allZero, false) AS allZero, "
         "r.createdAt AS createdAt "

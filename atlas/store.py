@@ -214,8 +214,9 @@ class Store:
         """
         return self.run(cypher, params, write=False)
 
-    def run(self, cypher: str, params: dict[str, Any] | None = None, *, write: bool = False) -> pd.DataFrame:
-        """Run one statement; writes persist only when ``write`` is true (and the store is not read-only)."""
+    def run(self, cypher: str, params: dict[str, Any] | None = None, *, write: bool = False, timeout: float | None = None) -> pd.DataFrame:
+        """Run one statement; writes persist only when ``write`` is true (and the store is not read-only).
+        ``timeout``: seconds the server may spend on it (its transaction timeout; QueryError past it)."""
         if not isinstance(cypher, str) or not cypher.strip():
             raise QueryError("empty Cypher statement")
         if write:
@@ -227,7 +228,7 @@ class Store:
         deadline, pause = time.monotonic() + TRANSIENT_RETRY_S, 0.05
         while True:
             try:
-                keys, rows, wrote = self._run_once(cypher, params, write)
+                keys, rows, wrote = self._run_once(cypher, params, write, timeout)
                 break
             except neo4j.exceptions.Neo4jError as exc:
                 # a deadlock or a write conflict with another session (a transient error the
@@ -246,10 +247,10 @@ class Store:
             )
         return pd.DataFrame(rows, columns=keys)
 
-    def _run_once(self, cypher: str, params: dict[str, Any], write: bool) -> tuple[list[str], list[list[Any]], bool]:
+    def _run_once(self, cypher: str, params: dict[str, Any], write: bool, timeout: float | None = None) -> tuple[list[str], list[list[Any]], bool]:
         """One try of :meth:`run`: (column names, rows, whether the statement wrote)."""
         with self._session(read=not write) as session:
-            tx = session.begin_transaction()
+            tx = session.begin_transaction(timeout=timeout)
             try:
                 result = tx.run(cypher, params)
                 keys = list(result.keys())

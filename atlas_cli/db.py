@@ -1,4 +1,4 @@
-"""``atlas db``, ``query``, ``runs``, ``import``: the database itself and what is in it."""
+"""``atlas db``, ``query``, ``runs``, ``import``, ``serve``: the database itself and what is in it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from atlas_cli.common import command, connect, fmt, open_store, print_frame, settings, table_output
+from atlas_cli.common import command, connect, count, fmt, open_store, print_frame, settings, table_output
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -102,6 +102,63 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The explorer (:mod:`explorer`): a local web app over the store, as its read-only user."""
+    import ipaddress
+    import secrets
+
+    from explorer.api import Explorer
+    from explorer.app import create_app
+
+    host = args.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ValidationError(f"--host takes an IP address of this machine (127.0.0.1, 0.0.0.0, ...), got {host!r}") from None
+    token = None if loopback else secrets.token_urlsafe(24)
+    hosts = ("127.0.0.1", "localhost", "[::1]", "::1") if loopback else ("*",)
+    store = open_store(settings(args), read_only=True)
+    explorer = Explorer(store)
+    if args.run:
+        from atlas.connectome import require_run
+
+        require_run(store, args.run)
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # a taken port is one line, not a traceback
+        try:
+            probe.bind((host, args.port))
+        except OSError as exc:
+            store.close()
+            raise ValidationError(f"cannot listen on {host}:{args.port}: {exc.strerror or exc}; choose another --port") from None
+    shown = "127.0.0.1" if loopback else (socket.gethostname() if host in ("0.0.0.0", "::") else host)
+    from urllib.parse import quote
+
+    url = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "") + (f"#/run/{quote(args.run, safe='')}" if args.run else "")
+    app = create_app(explorer, token=token, hosts=hosts)
+    import uvicorn
+
+    print(f"the atlas explorer: {url}", flush=True)
+    if token:
+        print("listening beyond this machine: the token in the URL is required on every request (anyone with it can read the store)",
+              file=sys.stderr, flush=True)
+    print("read-only over the store; Ctrl-C stops it", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        store.close()
+    return 0
+
+
+def _serve_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``atlas serve``."""
+    s = command(sub, "serve", common, "browse the store in a web browser (the explorer; read-only)")
+    s.add_argument("--port", type=count(1, 65535), default=8765, help="the port to listen on")
+    s.add_argument("--host", default="127.0.0.1", help="the address to listen on; anything but loopback requires the printed token")
+    s.add_argument("--run", help="open at this run's overview")
+    s.set_defaults(func=cmd_serve)
+
+
 def _db_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """``atlas db``."""
     s = command(sub, "db", common, "start, stop or inspect the embedded database server")
@@ -143,5 +200,5 @@ def _import_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the ``atlas`` parser (one function per command)."""
-    for add in (_db_parser, _query_parser, _runs_parser, _import_parser):
+    for add in (_db_parser, _query_parser, _runs_parser, _import_parser, _serve_parser):
         add(sub, common)

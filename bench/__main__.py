@@ -252,6 +252,50 @@ def bench_paths(smoke: bool, home: Path) -> None:
         {"edges": len(small), "atlas top-10 s": t_dp, "Yen's top-10 s (graph built beforehand)": t_yen, "atlas speed-up x": t_yen / t_dp}])
 
 
+def bench_explorer(smoke: bool, home: Path) -> None:
+    """The explorer's answers on a 1.1M-edge run, as a browser asks them (HTTP through the app, the
+    store as its read-only user): the first overview (the run's edges read once), then each page's
+    request again and again (target: < 300 ms after the first request)."""
+    import statistics
+
+    from starlette.testclient import TestClient
+
+    from atlas.config import resolve_store_settings
+    from atlas.store import Store
+    from bench.synthetic import write_synthetic_run
+    from explorer.api import Explorer
+    from explorer.app import create_app
+
+    n = 5_000 if smoke else 1_100_000
+    run_id = f"bench-explorer-{n}"
+    settings = resolve_store_settings(home=home)
+    with Store.connect(settings) as writer:
+        edges, nodes = write_synthetic_run(writer, n, run_id, columns=True)  # as atlas ingest keeps a run
+    strongest = edges.loc[edges["score"].abs().idxmax(), "componentId_post"]
+    layer = int(nodes["layer"].max()) // 2
+    with Store.connect(settings, read_only=True) as reader:
+        client = TestClient(create_app(Explorer(reader), hosts=("testserver",)))
+
+        def get(path: str, **params: Any) -> float:
+            t0 = time.perf_counter()
+            r = client.get(path, params=params)
+            assert r.status_code == 200, r.text
+            return time.perf_counter() - t0
+
+        first = get("/api/overview", run=run_id)
+        asks = {"run overview (flow, blocks, top-300 graph)": ("/api/overview", {"run": run_id}),
+                "component page (strongest head)": ("/api/component", {"run": run_id, "id": strongest}),
+                "top-10 paths, embedding to logits": ("/api/paths", {"run": run_id, "k": 10}),
+                f"top-10 paths through layer {layer}": ("/api/paths", {"run": run_id, "k": 10, "through": f"layer={layer}"}),
+                "search L1.H1*": ("/api/search", {"run": run_id, "q": "L1.H1*"}),
+                "edge table, one layer's v channel": ("/api/edges", {"run": run_id, "layer": str(layer), "channel": "v"})}
+        rows = [{"request": "first overview (reads the run's edges)", "min ms": 1000 * first, "median ms": 1000 * first, "max ms": 1000 * first}]
+        for name, (path, params) in asks.items():
+            times = [get(path, **params) for _ in range(2 if smoke else 7)]
+            rows.append({"request": name, "min ms": 1000 * min(times), "median ms": 1000 * statistics.median(times), "max ms": 1000 * max(times)})
+    _table(f"the explorer on a {len(edges):,}-edge run (target: < 300 ms after the first request)", rows)
+
+
 # -- peer: auto-circuit --------------------------------------------------------------------------
 PEER_VENV = Path(__file__).resolve().parent.parent / ".bench-venvs" / "auto-circuit"
 
@@ -422,12 +466,12 @@ def bench_precision(smoke: bool, device: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite runs this)")
-    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "scale", "demo", "precision", "gpu"])
+    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision", "gpu"])
     p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
     p.add_argument("--device", help="precision: where to compute (default: auto)")
     a = p.parse_args(argv)
     # gpu runs only when asked for (it needs CUDA); everything else by default
-    only = set(a.only or ["attribution", "peer", "loading", "paths", "scale", "demo", "precision"])
+    only = set(a.only or ["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision"])
     tmp = None
     home = Path(a.home) if a.home else Path(tmp := tempfile.mkdtemp(prefix="atlas-bench-"))
     try:
@@ -439,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_loading(a.smoke, home)
         if "paths" in only:
             bench_paths(a.smoke, home)
+        if "explorer" in only:
+            bench_explorer(a.smoke, home)
         if "scale" in only:
             from bench.scale import bench_scale
 

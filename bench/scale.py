@@ -181,17 +181,10 @@ def _wall(command: list[str]) -> float:
 
 
 def readme_cookbook() -> list[tuple[str, str, dict[str, Any]]]:
-    """The docs' Cypher cookbook (docs/cookbook.md): (title, statement, example parameters)."""
-    import re
+    """The docs' Cypher cookbook (queries/cookbook.md, the docs' cookbook page): (title, statement, example parameters)."""
+    from queries.cookbook import cookbook
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "cookbook.md").read_text()
-    section = text.split("<!-- cookbook:start -->", 1)[1].split("<!-- cookbook:end -->", 1)[0]
-    out = []
-    for block in re.findall(r"```cypher\n(.*?)```", section, re.DOTALL):
-        first, _, body = block.partition("\n")
-        title, _, params = first.removeprefix("// ").partition(" | ")
-        out.append((title.strip(), body.strip(), json.loads(params)))
-    return out
+    return cookbook()
 
 
 def result_model(store: Any, run_id: str) -> str:

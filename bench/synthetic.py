@@ -43,9 +43,11 @@ def synthetic_edges(n: int, model: str = "synthetic", seed: int = 0) -> tuple[pd
     return edges, pd.DataFrame(nodes)
 
 
-def write_synthetic_run(store: Store, n: int, run_id: str, model: str | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_synthetic_run(store: Store, n: int, run_id: str, model: str | None = None, seed: int = 0, *,
+                        columns: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write a complete synthetic run of about ``n`` edges (model, components, edges, status last)
-    straight through :mod:`atlas.connectome`; returns its (edges, nodes)."""
+    straight through :mod:`atlas.connectome`; returns its (edges, nodes). ``columns``: keep the edges
+    as packed columns too, as ``atlas ingest`` does (whole-run reads then take one fetch)."""
     from atlas import connectome as cx
     from atlas.records import ModelRecord, RunRecord
     from atlas.schema import RunStatus
@@ -59,5 +61,9 @@ def write_synthetic_run(store: Store, n: int, run_id: str, model: str | None = N
     cx.delete_run(store, run_id)
     cx.begin_run(store, RunRecord(run_id=run_id, model_id=model))
     cx.write_edges(store, edges, run_id)
+    if columns:
+        from atlas.schema import RelType
+
+        cx.write_edge_columns(store, run_id, RelType.ATTRIBUTION, edges, nodes)
     cx.set_run_status(store, run_id, RunStatus.COMPLETE, n_edges=len(edges), n_nodes=len(nodes))
     return edges, nodes

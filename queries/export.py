@@ -27,7 +27,7 @@ from queries.fetch import fetch_edges, require_run
 from queries.graph import edge_components, edges_to_graph
 
 __all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_png",
-           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS", "max_abs_score", "comparison_marks", "timeline_png", "prompts_png"]
+           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS", "layered_positions", "column_positions", "adjacency_matrix", "component_group", "flow_matrix", "max_abs_score", "comparison_marks", "timeline_png", "prompts_png"]
 
 KIND_COLOURS = {
     "Embed": "#4c78a8",
@@ -120,7 +120,7 @@ _COLUMN = 14  # nodes per sub-column within a layer's band
 _ROW_PX, _SUB_PX, _GAP_PX = 60, 70, 150
 
 
-def _positions(graph: nx.MultiDiGraph) -> dict[str, tuple[float, float]]:
+def layered_positions(graph: nx.MultiDiGraph) -> dict[str, tuple[float, float]]:
     """x by layer, in bands wide enough for the layer's nodes: a layer of more than ``_COLUMN``
     nodes is wrapped into sub-columns (kinds kept together), so no column runs off the page."""
     by_layer: dict[int, list[str]] = {}
@@ -211,7 +211,7 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome", *, sc
         raise ValidationError("nothing to export: the selection has no edges")
     net = Network(height="860px", width="100%", directed=True, cdn_resources="in_line", heading="")
     labels = graph.number_of_nodes() <= LABELS_UP_TO
-    for node, (x, y) in _positions(graph).items():
+    for node, (x, y) in layered_positions(graph).items():
         attrs = graph.nodes[node]
         kind = attrs.get("kind") or ""
         net.add_node(node, label=local_id(node) if labels else " ", title=_tooltip(node, attrs), x=x, y=y,
@@ -323,7 +323,7 @@ def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "", *, scale: float | Non
     """Draw a layered connectome on a matplotlib axis (x = layer, width by |score| relative to
     ``scale`` (default: this graph's largest), colour by sign, grey for exact zeros); ``marks``
     ((u, v) -> ``gained``/``lost``) draws a coloured halo under those edges."""
-    pos = {n: (x / _SUB_PX, -y / _ROW_PX) for n, (x, y) in _positions(graph).items()}
+    pos = {n: (x / _SUB_PX, -y / _ROW_PX) for n, (x, y) in layered_positions(graph).items()}
     simple = nx.DiGraph()
     simple.add_nodes_from(graph.nodes(data=True))
     for u, v, d in graph.edges(data=True):
@@ -378,7 +378,7 @@ def _figure(n_panels: int, graphs: list[nx.MultiDiGraph]) -> tuple[Any, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spans = [list(_positions(g).values()) or [(0.0, 0.0)] for g in graphs]
+    spans = [list(layered_positions(g).values()) or [(0.0, 0.0)] for g in graphs]
     width = max((max(x for x, _ in p) - min(x for x, _ in p)) / _SUB_PX for p in spans)
     height = max((max(y for _, y in p) - min(y for _, y in p)) / _ROW_PX for p in spans)
     fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * min(40, max(6, 0.8 * width + 2)), min(20, max(4, 0.6 * height + 2))), squeeze=False)
@@ -620,6 +620,54 @@ def flow_png(matrix: pd.DataFrame, path: Path, title: str) -> Path:
     return Path(path)
 
 
+def adjacency_matrix(edges: pd.DataFrame, max_nodes: int = 200) -> tuple[list[str], Any]:
+    """The adjacency block matrix of a run of any size: the ``max_nodes`` components with the most
+    |score| (in plus out), in forward order (layer, then kind: the groups of :func:`flow_matrix`), and
+    the signed score from each (row) to each (column) summed over channels."""
+    import numpy as np
+
+    w = edges["score"].abs()
+    strength = pd.concat([w.groupby(edges["componentId_pre"], observed=True).sum(),
+                          w.groupby(edges["componentId_post"], observed=True).sum()]).groupby(level=0).sum()
+    keep = {str(c) for c in strength.nlargest(max_nodes).index}
+    pre, post = edges["componentId_pre"].astype(str), edges["componentId_post"].astype(str)
+    inside = (pre.isin(keep) & post.isin(keep)).to_numpy()
+    nodes = sorted(keep, key=lambda c: (_group(c), c))
+    index = {c: i for i, c in enumerate(nodes)}
+    grid = np.zeros((len(nodes), len(nodes)))
+    np.add.at(grid, (pre[inside].map(index).to_numpy(), post[inside].map(index).to_numpy()), edges["score"].to_numpy()[inside])
+    return nodes, grid
+
+
+def column_positions(ids: list[str], aspect: float = 2.2) -> dict[str, tuple[float, float]]:
+    """A layout for an interactive drawing of any size: one column per (layer, kind) group in forward
+    order (x from 0 to ``aspect``), each column's members spread evenly over the full height (y from 0
+    to 1; one member sits in the middle), in id order within the group (heads by index, neurons by
+    index). Unlike :func:`layered_positions` (fixed spacing for a static page), columns never run off
+    the view and a 500-node run fills the box."""
+    import re as _re
+
+    def natural(cid: str) -> list[Any]:
+        return [int(t) if t.isdigit() else t for t in _re.split(r"(\d+)", local_id(cid))]
+
+    columns: dict[tuple[int, str], list[str]] = {}
+    for cid in ids:
+        columns.setdefault(_group(cid), []).append(cid)
+    order = sorted(columns)
+    out: dict[str, tuple[float, float]] = {}
+    for i, key in enumerate(order):
+        x = aspect * (i / (len(order) - 1) if len(order) > 1 else 0.5)
+        members = sorted(columns[key], key=natural)
+        for j, cid in enumerate(members):
+            out[cid] = (x, j / (len(members) - 1) if len(members) > 1 else 0.5)
+    return out
+
+
+def component_group(cid: str) -> str:
+    """The (layer, kind) group a component belongs to in :func:`flow_matrix`: ``L1 heads``, ``EMBED``, ..."""
+    return _group(cid)[1]
+
+
 def heatmap_png(edges: pd.DataFrame, path: Path, title: str, max_nodes: int = 200) -> Path:
     """The adjacency of the ``max_nodes`` components with the most |score| (in plus out), ordered by
     forward stage (layer, then kind) with the groups of :func:`flow_matrix` marked; colour is the
@@ -630,14 +678,7 @@ def heatmap_png(edges: pd.DataFrame, path: Path, title: str, max_nodes: int = 20
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    w = edges["score"].abs()
-    strength = pd.concat([w.groupby(edges["componentId_pre"]).sum(), w.groupby(edges["componentId_post"]).sum()]).groupby(level=0).sum()
-    keep = set(strength.nlargest(max_nodes).index)
-    sub = edges[edges["componentId_pre"].isin(keep) & edges["componentId_post"].isin(keep)]
-    nodes = sorted(keep, key=lambda c: (_group(c), c))
-    index = {c: i for i, c in enumerate(nodes)}
-    grid = np.zeros((len(nodes), len(nodes)))
-    np.add.at(grid, (sub["componentId_pre"].map(index).to_numpy(), sub["componentId_post"].map(index).to_numpy()), sub["score"].to_numpy())
+    nodes, grid = adjacency_matrix(edges, max_nodes)
     scale = float(np.abs(grid).max()) or 1.0
     size = min(12.0, 3.0 + 0.04 * len(nodes))
     fig, ax = plt.subplots(figsize=(size + 1.5, size))

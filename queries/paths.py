@@ -545,8 +545,10 @@ def fetch_paths(
     max_length: int | None = None,
     split_channels: bool = False,
     positions: bool = False,
+    edges: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The strongest paths of a stored run (edges with ``|score| >= min_weight``), via :func:`top_paths_frame`.
+    ``edges``: the run's edge columns when the caller holds them (the explorer keeps them), else fetched.
 
     Read-only. The default question is served from the run's path cache when
     :func:`write_path_cache` has kept one (on a 1M-edge run: milliseconds instead of ~8 s).
@@ -565,7 +567,10 @@ def fetch_paths(
         cached = cached_paths(run, split_channels)
         if cached is not None and cached[0] >= top:
             return pd.DataFrame(cached[1], columns=PATH_COLUMNS).head(top)
-    edges = cx.fetch_edge_columns(store, run_id, min_weight=min_weight, categorical=True)
+    if edges is None:
+        edges = cx.fetch_edge_columns(store, run_id, min_weight=min_weight, categorical=True)
+    elif min_weight > 0:
+        edges = edges[edges["score"].abs() >= min_weight]
     return top_paths_frame(edges, sources=sources, targets=targets, k=top, through=through,
                            max_length=max_length, split_channels=split_channels)
 
