@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m unit
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check atlas ingest queries atlas_cli bench tests
+	$(VENV)/bin/ruff check atlas ingest queries atlas_cli explorer bench tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $$(mktemp -d)

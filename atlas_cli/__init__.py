@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from atlas.errors import AtlasError
 from atlas_cli import analyse, db, measure, zoo
-from atlas_cli.common import Parser, store_options
+from atlas_cli.common import Parser, count, store_options
 
 __all__ = ["main", "build_parser"]
 
@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = store_options()
     for group in (db, measure, analyse, zoo):
         group.register(sub, common)
+    for parser in sub.choices.values():  # every command that draws takes --dpi
+        flags = {o for a in parser._actions for o in a.option_strings}
+        if flags & {"--png", "--flow", "--heatmap"} and "--dpi" not in flags:
+            parser.add_argument("--dpi", type=count(30, 1200), help="resolution of raster figures (default: each figure's own, 110-120); "
+                                "a path ending in .svg or .pdf is written as vector graphics")
     return p
 
 
@@ -52,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub when a handler first imports it
     handler: Callable[[argparse.Namespace], int] = args.func
+    if getattr(args, "dpi", None):
+        from queries.export import FIGURE_DPI
+
+        FIGURE_DPI.set(args.dpi)
     try:
         if getattr(args, "device", None) or getattr(args, "dtype", None):
             from ingest.model.device import placement  # (torch: only where a model is placed)

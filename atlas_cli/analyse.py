@@ -393,7 +393,7 @@ def _compare_pair(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from queries.export import select_graph, to_gexf, to_graphml, to_html, to_json, to_png
+    from queries.export import figure_title, select_graph, to_gexf, to_graphml, to_html, to_json, to_png
 
     if args.csv_path:
         print("atlas: 'export --csv FOLDER' is deprecated; use --csv-dir FOLDER", file=sys.stderr)
@@ -409,7 +409,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                               "--top/--min-weight/--circuit/--paths select for the pictures and graph files only")
     written: list[dict[str, Any]] = []
     with connect(args) as store:
-        per_position = bool(require_run(store, args.run).details.get("perPosition"))
+        run = require_run(store, args.run)
+        per_position = bool(run.details.get("perPosition"))
+        named = f"{run.model_id}: {run.method} on {run.task} [run {run.run_id}]"  # titles a person can read
         if csv_dir:
             from queries.transfer import export_run_csv
 
@@ -425,13 +427,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise ValidationError(f"run {args.run} has no edges with |score| >= {args.min_weight} to summarise")
             if "flow" in overviews:
                 Path(overviews["flow"]).parent.mkdir(parents=True, exist_ok=True)
-                written.append({"format": "flow", "path": str(flow_png(flow_matrix(edges), Path(overviews["flow"]), f"flow between layer x kind groups: {args.run}")),
+                written.append({"format": "flow", "path": str(flow_png(flow_matrix(edges), Path(overviews["flow"]), f"flow between layer x kind groups, {named}")),
                                 "edges": int(len(edges))})
             if "heatmap" in overviews:
                 Path(overviews["heatmap"]).parent.mkdir(parents=True, exist_ok=True)
-                written.append({"format": "heatmap", "path": str(heatmap_png(edges, Path(overviews["heatmap"]), f"adjacency: {args.run}",
+                written.append({"format": "heatmap", "path": str(heatmap_png(edges, Path(overviews["heatmap"]), f"adjacency of the strongest components, {named}",
                                                                             max_nodes=args.heatmap_nodes)), "edges": int(len(edges))})
-    writers = {"html": lambda p: to_html(graph, p, title=f"connectome {args.run}"), "graphml": lambda p: to_graphml(graph, p),
+    writers = {"html": lambda p: to_html(graph, p, title=figure_title(graph)), "graphml": lambda p: to_graphml(graph, p),
                "gexf": lambda p: to_gexf(graph, p), "node-link": lambda p: to_json(graph, p), "png": lambda p: to_png(graph, p)}
     for kind, target in chosen.items():
         assert graph is not None

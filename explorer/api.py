@@ -24,6 +24,7 @@ from atlas import connectome as cx
 from atlas.errors import ComponentNotFound, QueryError, ReadOnlyViolation, ValidationError
 from atlas.ids import local_id
 from atlas.records import RunRecord
+from atlas.schema import Method
 from atlas.store import Store
 from queries.criteria import ComponentCriteria
 from queries.export import KIND_COLOURS, adjacency_matrix, column_positions, component_group, flow_matrix
@@ -181,6 +182,9 @@ class Explorer:
                 return kept
             run = cx.require_run(self.store, run_id)
             edges = cx.fetch_edge_columns(self.store, run_id, categorical=True)
+            if edges.empty:
+                raise ValidationError(f"run {run_id} holds no edges" + (f" (a {run.method} study: its figures are on its model's components)"
+                                                                         if run.method not in EDGE_METHODS else ""))
             view = RunView.build(run, edges)
             if run.complete:  # a complete run never changes; others are read afresh each time
                 self._views[run_id] = view
@@ -287,11 +291,23 @@ class Explorer:
         cid = str(view.ids[code])
         with self._lock:
             props = cx.fetch_components(self.store, view.run.model_id, [cid])
+            studies = cx.fetch_runs(self.store, view.run.model_id)
+            prompts = None
+            if view.run.details.get("perPrompt") and np.any(view.pre == code):
+                from queries.prompts import fetch_prompt_view
+
+                shown = fetch_prompt_view(self.store, view.run.run_id, component=cid).prompts
+                prompts = _frame_rows(shown[[c for c in ("text", "gap", "contribution", "share", "collapsed") if c in shown.columns]])
         stored = {}
         if not props.empty:
             stored = {k: _parsed(v) for k, v in props.iloc[0].items() if k not in ("componentId",) and _present(v)}
-        return {"run": self._run_header(view), "component": view.node(code), "properties": clean(stored),
-                "inputs": strongest("in"), "outputs": strongest("out")}
+        studies = studies[~studies["method"].isin(EDGE_METHODS)] if not studies.empty else studies
+        by_method = {str(r["method"]): r for r in _frame_rows(studies)}  # the latest run of each study (runs come oldest first)
+        figures = [{"property": k, "value": v, "study": _study_of(k),
+                    "run": (by_method.get(_study_of(k) or "") or {}).get("runId")} for k, v in sorted(clean(stored).items())
+                   if k not in ("kind", "layer", "head", "neuron", "feature", "modelId", "dictionaryId")]
+        return {"run": self._run_header(view), "component": view.node(code), "properties": clean(stored), "figures": figures,
+                "inputs": strongest("in"), "outputs": strongest("out"), "prompts": prompts}
 
     # -- paths, comparisons, Cypher ------------------------------------------------------------
     def paths(self, run_id: str, *, source: str | None = None, target: str | None = None, through: list[str] | None = None,
@@ -352,6 +368,18 @@ class Explorer:
             raise ReadOnlyViolation("the explorer only reads: the database refused the statement because it writes") from None
         return {"columns": list(df.columns), "rows": [clean(list(r)) for r in df.head(QUERY_ROWS).itertuples(index=False)],
                 "truncated": len(df) > QUERY_ROWS, "nRows": len(df)}
+
+
+EDGE_METHODS = (*(m.value for m in Method), "lesion")
+"""Runs of these methods measure edges or lesions; any other run of a model is a study that stores figures."""
+_STUDY_PREFIXES = (("lens", "lens"), ("decode", "decode"), ("view", "views"), ("pca", "views"), ("noise", "noise"), ("encode", "encode"),
+                   ("gain", "gain"), ("induction", "probe"), ("prevToken", "probe"), ("duplicateToken", "probe"), ("role", "probe"),
+                   ("receptive", "probe"), ("top", "sae"), ("meanAct", "sae"), ("maxAct", "sae"), ("frequency", "sae"))
+
+
+def _study_of(prop: str) -> str | None:
+    """The toolbox study that writes a component property (by its name's prefix), None if unknown."""
+    return next((study for prefix, study in _STUDY_PREFIXES if prop.startswith(prefix)), None)
 
 
 def cookbook() -> list[dict[str, Any]]:

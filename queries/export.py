@@ -10,6 +10,7 @@ format, lossless, importable) is :mod:`queries.transfer`'s job.
 
 from __future__ import annotations
 
+import contextvars
 import html
 import json
 import re
@@ -27,7 +28,7 @@ from queries.fetch import fetch_edges, require_run
 from queries.graph import edge_components, edges_to_graph
 
 __all__ = ["KIND_COLOURS", "select_graph", "to_html", "to_graphml", "to_gexf", "to_json", "to_png",
-           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS", "layered_positions", "column_positions", "adjacency_matrix", "component_group", "flow_matrix", "max_abs_score", "comparison_marks", "timeline_png", "prompts_png"]
+           "draw", "to_png_side_by_side", "to_html_side_by_side", "export_run_html", "FORMATS", "layered_positions", "column_positions", "score_norm", "short_label", "figure_title", "FIGURE_DPI", "adjacency_matrix", "component_group", "flow_matrix", "max_abs_score", "comparison_marks", "timeline_png", "prompts_png"]
 
 KIND_COLOURS = {
     "Embed": "#4c78a8",
@@ -318,12 +319,64 @@ def max_abs_score(*graphs: nx.MultiDiGraph) -> float:
     return best or 1.0
 
 
+def short_label(cid: str) -> str:
+    """A component's label on a figure: its local id without the dictionary (``L0.F93``; the key
+    names the dictionaries), so labels stay short at any size."""
+    return local_id(cid).split("@", 1)[0]
+
+
+def dictionaries_of(graph: nx.MultiDiGraph) -> list[str]:
+    """The sparse dictionaries a graph's feature and error nodes belong to (the labels' key)."""
+    return sorted({local_id(n).split("@", 1)[1] for n in graph.nodes if "@" in local_id(n)})
+
+
+def figure_title(graph: nx.MultiDiGraph, what: str = "") -> str:
+    """A title a person can read: model, method, task and selection (the run id last, in brackets)."""
+    g = graph.graph
+    parts = [str(g["modelId"]) if g.get("modelId") else "", f"{g['method']} on {g['task']}" if g.get("method") and g.get("task") else ""]
+    head = ": ".join(p for p in parts if p) or "connectome"
+    tail = ", ".join(p for p in (what, str(g.get("selection") or "")) if p)
+    return f"{head}" + (f" ({tail})" if tail else "") + (f" [run {g['runId']}]" if g.get("runId") else "")
+
+
+DRAW_ROWS = 40
+"""The most members a column of a static drawing holds: a larger group (a layer's 200 features) is
+wrapped into side-by-side sub-columns, so a figure stays within a page's height."""
+
+
+def _draw_positions(graph: nx.MultiDiGraph) -> tuple[dict[str, tuple[float, float]], float, int]:
+    """(positions, width in column units, rows): one column per (layer, kind) group in forward order
+    (wrapped into sub-columns past ``DRAW_ROWS``), each (sub-)column spread over the same height in id
+    order."""
+    import math
+
+    pos = column_positions(list(graph.nodes), aspect=1.0)
+    groups: dict[float, list[str]] = {}
+    for n, (x, _y) in sorted(pos.items(), key=lambda item: (item[1][0], item[1][1])):
+        groups.setdefault(x, []).append(n)
+    rows = min(DRAW_ROWS, max((len(m) for m in groups.values()), default=1))
+    out: dict[str, tuple[float, float]] = {}
+    x0 = 0.0
+    for x in sorted(groups):
+        members = groups[x]
+        k = math.ceil(len(members) / DRAW_ROWS)
+        per = math.ceil(len(members) / k)
+        for c in range(k):
+            chunk = members[c * per:(c + 1) * per]
+            for j, n in enumerate(chunk):
+                out[n] = (x0 + 0.55 * c, -(j / (len(chunk) - 1) if len(chunk) > 1 else 0.5) * max(rows - 1, 1))
+        x0 += 0.55 * (k - 1) + 1.0
+    return out, x0 - 1.0, rows
+
+
 def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "", *, scale: float | None = None,
          marks: dict[tuple[str, str], str] | None = None) -> None:
-    """Draw a layered connectome on a matplotlib axis (x = layer, width by |score| relative to
-    ``scale`` (default: this graph's largest), colour by sign, grey for exact zeros); ``marks``
-    ((u, v) -> ``gained``/``lost``) draws a coloured halo under those edges."""
-    pos = {n: (x / _SUB_PX, -y / _ROW_PX) for n, (x, y) in layered_positions(graph).items()}
+    """Draw a connectome on a matplotlib axis: one column per layer and kind in forward order, each
+    column spread over the full height; edge width by |score| relative to ``scale`` (default: this
+    graph's largest), colour by sign, grey for exact zeros; ``marks`` ((u, v) -> ``gained``/``lost``)
+    draws a coloured halo under those edges. Up to ``LABELS_UP_TO`` nodes every node is labelled
+    (short labels, to the right of the dot); above that only the strongest half of that number."""
+    pos, width, rows = _draw_positions(graph)
     simple = nx.DiGraph()
     simple.add_nodes_from(graph.nodes(data=True))
     for u, v, d in graph.edges(data=True):
@@ -337,28 +390,36 @@ def draw(graph: nx.MultiDiGraph, ax: Any, title: str = "", *, scale: float | Non
         if halo:
             nx.draw_networkx_edges(simple, pos, edgelist=halo, ax=ax, width=7, edge_color=colour, alpha=0.35, arrows=True, arrowstyle="-",
                                    connectionstyle="arc3,rad=0.08")
-    edges = list(simple.edges(data=True))
+    edges = sorted(simple.edges(data=True), key=lambda e: abs(e[2]["score"]))  # the strongest drawn last, on top
+    few = simple.number_of_nodes() <= LABELS_UP_TO
     nx.draw_networkx_edges(simple, pos, ax=ax, edgelist=[(u, v) for u, v, _ in edges],
                            width=[0.3 + 4 * min(abs(d["score"]) / max_abs, 1.0) for *_, d in edges],
                            edge_color=[_edge_colour(d["score"]) for *_, d in edges],
-                           arrows=True, alpha=0.7, connectionstyle="arc3,rad=0.08")
-    few = simple.number_of_nodes() <= LABELS_UP_TO
-    nx.draw_networkx_nodes(simple, pos, ax=ax, node_size=380 if few else 90,
+                           alpha=[0.25 + 0.6 * min(abs(d["score"]) / max_abs, 1.0) ** 0.5 for *_, d in edges],
+                           arrows=True, arrowsize=8 if few else 5, connectionstyle="arc3,rad=0.08",
+                           node_size=160 if few else 40)
+    nx.draw_networkx_nodes(simple, pos, ax=ax, node_size=160 if few else 40, linewidths=0,
                            node_color=[KIND_COLOURS.get(a.get("kind") or "", "#999999") for _, a in simple.nodes(data=True)])
     if few:
         named = list(simple)
-    else:  # a crowded drawing names only its strongest components (by |score| in and out), above their dots
+    else:  # a crowded drawing names only its strongest components (by |score| in and out)
         strength = {n: sum(abs(d["score"]) for *_, d in simple.in_edges(n, data=True)) + sum(abs(d["score"]) for *_, d in simple.out_edges(n, data=True))
                     for n in simple}
         named = sorted(simple, key=lambda n: -strength[n])[:LABELS_UP_TO // 2]
-    nx.draw_networkx_labels(simple, {n: (x, y + (0 if few else 0.35)) for n, (x, y) in pos.items() if n in named}, ax=ax,
-                            labels={n: local_id(n) for n in named}, font_size=7 if few else 6)
-    ax.set_title(title or str(graph.graph.get("runId", "")))
+    for n in named:
+        x, y = pos[n]
+        ax.annotate(short_label(n), (x, y), xytext=(6, 0), textcoords="offset points", fontsize=7 if few else 6, va="center", ha="left",
+                    bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.7})
+    ax.set_title(title or figure_title(graph), fontsize=9)
+    # the nodes fix the view (curved edges would otherwise widen it and squeeze the columns together)
+    ax.set_xlim(-0.3, width + 0.45)
+    ax.set_ylim(-max(rows - 1, 1) - 0.8, 0.8)
     ax.axis("off")
 
 
-def _legend(fig: Any, kinds: set[str], marks: bool, scale: float | None) -> None:
-    """One legend for the figure: node kinds, edge colours, halos, and the shared width scale."""
+def _legend(fig: Any, kinds: set[str], marks: bool, scale: float | None, dictionaries: list[str] | None = None) -> None:
+    """One legend for the figure: node kinds, edge colours, halos, the shared width scale, and the
+    key of the short labels (``L0.F93`` is feature 93 of the dictionary named there)."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", linestyle="", color=KIND_COLOURS[k], label=k) for k in sorted(kinds) if k in KIND_COLOURS]
@@ -369,68 +430,88 @@ def _legend(fig: Any, kinds: set[str], marks: bool, scale: float | None) -> None
         handles += [Line2D([], [], color=c, linewidth=7, alpha=0.35, label=f"{k} (top-N)") for k, c in MARK_COLOURS.items()]
     if scale is not None:
         handles.append(Line2D([], [], color="black", linewidth=4.3, label=f"width 4.3 pt = |score| {scale:.3g} (both panels)"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.025), ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    if dictionaries:  # the key of the short labels
+        fig.text(0.5, 0.005, "L<l>.F<f> = feature f, L<l>.ERR = error term of dictionary " + "; ".join(dictionaries),
+                 ha="center", va="bottom", fontsize=7, wrap=True)
 
 
 def _figure(n_panels: int, graphs: list[nx.MultiDiGraph]) -> tuple[Any, Any]:
+    """Panels sized to the drawing: ~1.6 in per column, ~0.24 in per row of the tallest column (so
+    labels never touch), within 40 x 30 in."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spans = [list(layered_positions(g).values()) or [(0.0, 0.0)] for g in graphs]
-    width = max((max(x for x, _ in p) - min(x for x, _ in p)) / _SUB_PX for p in spans)
-    height = max((max(y for _, y in p) - min(y for _, y in p)) / _ROW_PX for p in spans)
-    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * min(40, max(6, 0.8 * width + 2)), min(20, max(4, 0.6 * height + 2))), squeeze=False)
+    shapes = [_draw_positions(g)[1:] for g in graphs]
+    cols = max(c for c, _ in shapes) + 1
+    rows = max(r for _, r in shapes)
+    width = min(40.0, max(6.0, 1.6 * cols + 1.5))
+    height = min(30.0, max(4.5, 0.24 * rows + 2.2))
+    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * width, height), squeeze=False)
     return fig, axes[0]
+
+
+FIGURE_DPI: contextvars.ContextVar[int | None] = contextvars.ContextVar("FIGURE_DPI", default=None)
+"""The resolution of raster figures (``--dpi``; None: each figure's own default). A path ending in
+``.svg`` or ``.pdf`` is written as vector graphics at any setting."""
+
+
+def _save(fig: Any, path: Path, dpi: int) -> Path:
+    """Write a figure (format from the suffix: .png, .svg, .pdf, .jpg) at ``--dpi`` when given."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=FIGURE_DPI.get() or dpi)
+    plt.close(fig)
+    return Path(path)
 
 
 def to_png(graph: nx.MultiDiGraph, path: Path, title: str = "") -> Path:
     """A static layered drawing (x = layer), edge width by |score|, colour by sign, with a legend."""
-    import matplotlib.pyplot as plt
 
     fig, (ax,) = _figure(1, [graph])
     draw(graph, ax, title)
-    _legend(fig, {str(d.get("kind")) for _, d in graph.nodes(data=True)}, False, None)
+    _legend(fig, {str(d.get("kind")) for _, d in graph.nodes(data=True)}, False, None, dictionaries_of(graph))
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 120)
 
 
 def to_png_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, titles: tuple[str, str],
                         marks: tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]] | None = None) -> Path:
     """Two connectomes next to each other on one image (for ``atlas compare``): one width scale for
     both panels, ``marks`` (per panel, (u, v) -> ``gained``/``lost``) as halos, one legend."""
-    import matplotlib.pyplot as plt
 
     scale = max_abs_score(a, b)
     fig, axes = _figure(2, [a, b])
     draw(a, axes[0], titles[0], scale=scale, marks=marks[0] if marks else None)
     draw(b, axes[1], titles[1], scale=scale, marks=marks[1] if marks else None)
     kinds = {str(d.get("kind")) for g in (a, b) for _, d in g.nodes(data=True)}
-    _legend(fig, kinds, bool(marks and (marks[0] or marks[1])), scale)
+    _legend(fig, kinds, bool(marks and (marks[0] or marks[1])), scale, sorted(set(dictionaries_of(a)) | set(dictionaries_of(b))))
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 110)
 
 
 def to_html_side_by_side(a: nx.MultiDiGraph, b: nx.MultiDiGraph, path: Path, titles: tuple[str, str],
                          marks: tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]] | None = None) -> Path:
-    """An offline page showing two connectome pages side by side (the two pages sit next to it), on
-    one width scale, with gained/lost ``marks`` per panel."""
+    """One self-contained offline page showing two connectome pages side by side (each embedded whole
+    in its panel), on one width scale, with gained/lost ``marks`` per panel."""
+    import tempfile
+
     path = Path(path)
-    left, right = path.with_name(path.stem + "-a.html"), path.with_name(path.stem + "-b.html")
     scale = max_abs_score(a, b)
-    to_html(a, left, titles[0], scale=scale, marks=marks[0] if marks else None)
-    to_html(b, right, titles[1], scale=scale, marks=marks[1] if marks else None)
+    panels = []
+    with tempfile.TemporaryDirectory(prefix="atlas-compare-") as tmp:
+        for i, (graph, title) in enumerate(zip((a, b), titles)):
+            page = to_html(graph, Path(tmp) / f"{i}.html", title, scale=scale, marks=marks[i] if marks else None)
+            panels.append((title, page.read_text(encoding="utf-8")))
     frames = "".join(
-        f'<div style="flex:1"><h3>{html.escape(t)}</h3><iframe src="{html.escape(p.name)}" style="width:100%;height:880px;border:0"></iframe></div>'
-        for t, p in zip(titles, (left, right))
+        f'<div style="flex:1;min-width:0"><h3 style="margin:4px 8px">{html.escape(t)}</h3>'
+        f'<iframe title="{html.escape(t)}" srcdoc="{html.escape(body, quote=True)}" style="width:100%;height:880px;border:0"></iframe></div>'
+        for t, body in panels
     )
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(' vs '.join(titles))}</title></head>"
-                    f"<body style='font-family:sans-serif'><div style='display:flex;gap:8px'>{frames}</div></body></html>", encoding="utf-8")
+                    f"<body style='font-family:sans-serif;margin:0'><div style='display:flex;gap:8px'>{frames}</div></body></html>", encoding="utf-8")
     return path
 
 
@@ -474,9 +555,7 @@ def timeline_png(frame: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 120)
 
 
 def development_png(trajectories: pd.DataFrame, checkpoints: pd.DataFrame, summary: dict[str, Any], path: Path, title: str) -> Path:
@@ -507,14 +586,13 @@ def development_png(trajectories: pd.DataFrame, checkpoints: pd.DataFrame, summa
     sparse.legend(fontsize=7)
     fig.suptitle(f"{title} ({summary['verdict']})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 120)
 
 
 def views_png(points: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -> Path:
     """One 2-D scatter per source (``atlas views``), points coloured by the variable's value, each
-    panel titled with its separation against the permuted-label null."""
+    panel titled with its separation against the permuted-label null. A variable of up to 20 values
+    is categorical (one colour each, a legend of them); more values get a continuous colour bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -523,23 +601,38 @@ def views_png(points: pd.DataFrame, summary: pd.DataFrame, path: Path, title: st
     sources = summary["source"].tolist()
     cols = min(4, len(sources))
     rows = (len(sources) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows + 0.8), squeeze=False)
     labels = points["label"].astype(int)
-    lo, hi = int(labels.min()), int(labels.max())
+    values = sorted(labels.unique())
+    variable = str(summary["variable"].iloc[0]) if "variable" in summary.columns else "value"
+    categorical = len(values) <= 20
+    palette = plt.get_cmap("tab10" if len(values) <= 10 else "tab20")
+    sc = None
     for ax, (_, row) in zip(axes.flat, summary.iterrows()):
         sub = points[points["source"] == row["source"]]
-        sc = ax.scatter(sub["x"], sub["y"], c=sub["label"], cmap="viridis" if hi - lo > 19 else "tab20", vmin=lo, vmax=hi, s=6)
-        name = str(row["source"]).rsplit("/", 1)[-1]
-        ax.set_title(f"{name}: 1-NN {row['separation']:.2f} (null {row['separationNull']:.2f})", fontsize=8)
+        if categorical:
+            for i, v in enumerate(values):
+                hit = sub[sub["label"].astype(int) == v]
+                ax.scatter(hit["x"], hit["y"], color=palette(i), s=6, label=str(v))
+        else:
+            sc = ax.scatter(sub["x"], sub["y"], c=sub["label"], cmap="viridis", vmin=min(values), vmax=max(values), s=6)
+        ax.set_title(f"{short_label(str(row['source']))}: 1-NN {row['separation']:.2f} (null {row['separationNull']:.2f})", fontsize=8)
+        ax.set_xlabel("dimension 1", fontsize=7)
+        ax.set_ylabel("dimension 2", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in list(axes.flat)[len(sources):]:
         ax.axis("off")
-    fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.8, label=str(summary["variable"].iloc[0]))
+    if categorical:
+        handles, names = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, names, title=variable, loc="lower center", ncol=min(len(values), 10), fontsize=7, title_fontsize=8,
+                   markerscale=2, frameon=False)
+        fig.tight_layout(rect=(0, 0.1 if len(values) <= 10 else 0.16, 1, 0.95))
+    else:
+        assert sc is not None
+        fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.8, label=variable)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 110)
 
 
 def scaling_png(table: pd.DataFrame, verdicts: pd.DataFrame, path: Path, title: str) -> Path:
@@ -563,9 +656,7 @@ def scaling_png(table: pd.DataFrame, verdicts: pd.DataFrame, path: Path, title: 
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 110)
 
 
 def _group(cid: str) -> tuple[int, str]:
@@ -596,28 +687,32 @@ def flow_matrix(edges: pd.DataFrame) -> pd.DataFrame:
 def flow_png(matrix: pd.DataFrame, path: Path, title: str) -> Path:
     """The block matrix of :func:`flow_matrix` as an annotated heatmap (share of the total |score|)."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     share = matrix / float(matrix.to_numpy().sum() or 1.0)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * share.shape[1], 1.0 + 0.5 * share.shape[0]))
-    im = ax.imshow(share.to_numpy(), cmap="Blues", vmin=0)
+    fig, ax = plt.subplots(figsize=(max(5.5, 2.2 + 0.7 * share.shape[1]), max(3.8, 1.4 + 0.5 * share.shape[0])))
+    from matplotlib.colors import LogNorm
+
+    values = share.to_numpy()
+    top = float(values.max()) or 1.0
+    # a log scale over three decades below the largest block: a linear one shows one block and blanks the rest
+    im = ax.imshow(np.where(values > 0, values, np.nan), cmap="Blues", norm=LogNorm(vmin=top / 1000, vmax=top, clip=True))
     ax.set_xticks(range(share.shape[1]), share.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(share.shape[0]), share.index, fontsize=8)
     for i in range(share.shape[0]):
         for j in range(share.shape[1]):
             if share.iat[i, j] >= 0.005:
                 ax.text(j, i, f"{share.iat[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                        color="white" if share.iat[i, j] > 0.5 * float(share.to_numpy().max()) else "black")
+                        color="white" if share.iat[i, j] > 0.1 * top else "black")
     ax.set_xlabel("receiving group")
     ax.set_ylabel("sending group")
-    fig.colorbar(im, ax=ax, label="share of the run's |score|")
+    fig.colorbar(im, ax=ax, label="share of |score| (log; blank: none)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 110)
 
 
 def adjacency_matrix(edges: pd.DataFrame, max_nodes: int = 200) -> tuple[list[str], Any]:
@@ -668,6 +763,14 @@ def component_group(cid: str) -> str:
     return _group(cid)[1]
 
 
+def score_norm(scale: float) -> Any:
+    """The colour scale of signed scores: symmetric log, linear within 1e-3 of ``scale`` (a linear
+    scale shows the strongest cell of a run and leaves every other one white)."""
+    from matplotlib.colors import SymLogNorm
+
+    return SymLogNorm(linthresh=scale * 1e-3, linscale=0.5, vmin=-scale, vmax=scale, base=10)
+
+
 def heatmap_png(edges: pd.DataFrame, path: Path, title: str, max_nodes: int = 200) -> Path:
     """The adjacency of the ``max_nodes`` components with the most |score| (in plus out), ordered by
     forward stage (layer, then kind) with the groups of :func:`flow_matrix` marked; colour is the
@@ -682,22 +785,24 @@ def heatmap_png(edges: pd.DataFrame, path: Path, title: str, max_nodes: int = 20
     scale = float(np.abs(grid).max()) or 1.0
     size = min(12.0, 3.0 + 0.04 * len(nodes))
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    im = ax.imshow(grid, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+    im = ax.imshow(grid, cmap="RdBu_r", norm=score_norm(scale), interpolation="nearest")
     labels = [_group(c)[1] for c in nodes]
     starts = [i for i in range(len(nodes)) if i == 0 or labels[i] != labels[i - 1]]
     for i in starts[1:]:
         ax.axhline(i - 0.5, color="#888888", linewidth=0.5)
         ax.axvline(i - 0.5, color="#888888", linewidth=0.5)
-    ax.set_yticks(starts, [labels[i] for i in starts], fontsize=7)
-    ax.set_xticks(starts, [labels[i] for i in starts], fontsize=7, rotation=90)
+    # one tick per group at its middle, named with its size (a group of one or two rows is named by its tick alone)
+    ends = [*starts[1:], len(nodes)]
+    middles = [(a + b - 1) / 2 for a, b in zip(starts, ends)]
+    names = [f"{labels[a]} ({b - a})" if b - a > 1 else labels[a] for a, b in zip(starts, ends)]
+    ax.set_yticks(middles, names, fontsize=7)
+    ax.set_xticks(middles, names, fontsize=7, rotation=90)
     ax.set_xlabel("receiver")
     ax.set_ylabel("sender")
-    fig.colorbar(im, ax=ax, label="score (summed over channels)")
+    fig.colorbar(im, ax=ax, label="score summed over channels (symmetric log scale; linear within 1e-3 of the largest)")
     ax.set_title(f"{title} ({len(nodes)} components)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 110)
 
 
 def lens_png(layers: pd.DataFrame, path: Path, title: str) -> Path:
@@ -725,9 +830,7 @@ def lens_png(layers: pd.DataFrame, path: Path, title: str) -> Path:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 120)
 
 
 def prompts_png(prompts: pd.DataFrame, path: Path, title: str) -> Path:
@@ -754,9 +857,7 @@ def prompts_png(prompts: pd.DataFrame, path: Path, title: str) -> Path:
     axes[-1, 0].set_xlabel("prompt")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, 110)
 
 
 FORMATS = {"html": to_html, "graphml": to_graphml, "gexf": to_gexf, "json": to_json, "png": to_png}

@@ -350,11 +350,18 @@
       });
       root.appendChild(grid);
       root.appendChild(h('h2', {text: 'What the toolbox stored on it'}));
-      var keys = Object.keys(data.properties).filter(function (k) { return ['kind', 'layer', 'modelId'].indexOf(k) < 0; }).sort();
-      if (!keys.length) { root.appendChild(h('p', {'class': 'muted', text: 'nothing yet: run atlas probe, lens, decode, views, noise or sae on this model'})); }
-      var kv = h('table', {'class': 'kv', id: 'properties'});
-      keys.forEach(function (k) { kv.appendChild(h('tr', null, h('td', {text: k}), h('td', null, renderValue(data.properties[k])))); });
+      if (!data.figures.length) { root.appendChild(h('p', {'class': 'muted', text: 'nothing yet: run atlas probe, lens, decode, views, noise or sae on this model'})); }
+      var kv = h('table', {'class': 'kv', id: 'properties'}, h('tr', null, h('th', {text: 'figure'}), h('th', {text: 'value'}), h('th', {text: 'from'})));
+      data.figures.forEach(function (f) {
+        var from = h('span', {'class': 'muted', text: f.study ? 'atlas ' + f.study + (f.run ? ', run ' + f.run : '') : ''});
+        kv.appendChild(h('tr', null, h('td', {text: f.property}), h('td', null, renderValue(f.value)), h('td', null, from)));
+      });
       root.appendChild(kv);
+      if (data.prompts) {
+        root.appendChild(h('h2', {text: 'Per prompt: its outgoing contribution and share of its mean (kept with --per-prompt)'}));
+        var pc = data.prompts.length ? Object.keys(data.prompts[0]) : [];
+        root.appendChild(table(pc, data.prompts.map(function (r) { return pc.map(function (c) { return r[c]; }); })));
+      }
     });
   }
 

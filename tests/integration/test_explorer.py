@@ -37,6 +37,11 @@ def runs(store: Store, embedded: StoreSettings) -> dict[str, Any]:
 
     for run_id, method in (("exp-eap", "eap"), ("exp-ig", "eap-ig")):
         run_ingest(store, IngestConfig(model="induction-2l", method=method, n_prompts=4), embedded.home, run_id=run_id, progress=False)
+    run_ingest(store, IngestConfig(model="induction-2l", method="eap", n_prompts=4, seed=1, per_prompt=True), embedded.home,
+               run_id="exp-prompts", progress=False)
+    from ingest.jobs.studies import run_lens
+
+    run_lens(store, "induction-2l", embedded.home, n_prompts=8)
     run_ingest(store, IngestConfig(model="modadd-1l", task="default", method="eap", n_prompts=4, granularity="neuron", top_neurons=6), embedded.home,
                run_id="exp-neuron", progress=False)
     edges, nodes = write_synthetic_run(store, 400_000, "exp-large", columns=True)
@@ -112,6 +117,17 @@ def test_search_and_a_component_page(client: Any, store: Store) -> None:
     into = edges[(edges["componentId_post"] == "induction-2l/L1.H0") & (edges["channel"] == "k")]
     assert [e["source"] for e in page["inputs"]["k"]] == list(into.loc[into["score"].abs().sort_values(ascending=False).index, "componentId_pre"])
     assert page["properties"]["inductionScore"] > 0.5  # the zoo's induction head carries its probed role
+    figures = {f["property"]: f for f in page["figures"]}
+    lens_runs = store.read("MATCH (r:Run {modelId: 'induction-2l', method: 'lens'}) RETURN r.runId AS id")["id"].tolist()
+    lensed = [f for f in figures.values() if f["study"] == "lens"]
+    assert lensed and all(f["run"] in lens_runs for f in lensed)  # each stored figure with the run it came from
+    assert figures["inductionScore"]["study"] == "probe" and page["prompts"] is None
+    per_prompt = client.get("/api/component", params={"run": "exp-prompts", "id": "L1.H0"}).json()
+    from queries.prompts import fetch_prompt_view
+
+    shares = fetch_prompt_view(store, "exp-prompts", component="induction-2l/L1.H0").prompts["share"].tolist()
+    assert [p["share"] for p in per_prompt["prompts"]] == pytest.approx(shares) and len(shares) == 4
+    assert "holds no edges (a lens study" in _one_line(client.get("/api/overview", params={"run": lens_runs[0]}), 400)
     assert "no edge at component" in _one_line(client.get("/api/component", params={"run": "exp-eap", "id": "L7.H7"}), 404)
 
 

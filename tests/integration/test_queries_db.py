@@ -183,7 +183,8 @@ def test_compare_across_checkpoints_and_models(hand: Store, embedded: StoreSetti
     assert again.figures["alignment"] == "structure" and again.figures["nShared"] == cross.figures["nShared"]
     assert main(["compare", "ck10", "ck20", "--png", str(tmp_path / "c.png"), "--html", str(tmp_path / "c.html"), "--home", str(embedded.home)]) == 0
     assert "weighted Jaccard" in capsys.readouterr().out
-    assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "c-a.html").exists()
+    assert (tmp_path / "c.png").stat().st_size > 1000 and "srcdoc=" in (tmp_path / "c.html").read_text()
+    assert not (tmp_path / "c-a.html").exists()  # one self-contained page
     assert main(["ingest", "--model", "induction-2l@999", "--home", str(embedded.home)]) == 2
     assert "no checkpoint step 999" in capsys.readouterr().err
 
