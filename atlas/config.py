@@ -31,7 +31,10 @@ def atlas_home(explicit: str | os.PathLike[str] | None = None) -> Path:
     :func:`ensure_home`'s job.
     """
     raw = explicit if explicit is not None else os.environ.get("ATLAS_HOME") or ".atlas"
-    home = Path(raw).expanduser().resolve()
+    given = Path(raw).expanduser()
+    if given.is_symlink():  # resolving it would trust wherever it points
+        raise ConfigError(f"atlas home {given} is a symbolic link; refusing to trust it (give the directory it points to)")
+    home = given.resolve()
     if home.exists():
         if not home.is_dir():
             raise ConfigError(f"atlas home {home} exists and is not a directory")
@@ -81,6 +84,10 @@ def check_private_file(path: Path, what: str, *, secret: bool = False) -> bool:
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{what} {path} is not a regular file; refusing to trust it")
     if secret and st.st_mode & 0o077:
+        import sys
+
+        print(f"atlas: warning: {what} {path} was readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); made it private (0600). "
+              "Anyone who read it could reach the database: consider 'atlas db stop' and a new home", file=sys.stderr)
         os.chmod(path, 0o600)
     return True
 

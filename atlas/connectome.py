@@ -56,7 +56,7 @@ __all__ = [
     "write_circuit", "fetch_circuit",
     "write_similarity", "write_noise_correlations", "write_hierarchy", "write_alignment", "write_path_cache", "delete_path_caches",
     "match_paths", "fetch_model", "fetch_run_relationships", "fetch_part_of", "EdgeBatch", "write_run",
-    "fetch_component_properties", "fetch_dictionaries", "write_edge_columns", "fetch_edge_snapshot", "delete_edge_columns",
+    "fetch_component_properties", "fetch_dictionaries", "delete_run_safely", "write_edge_columns", "fetch_edge_snapshot", "delete_edge_columns",
     "COLUMNS_TYPES",
 ]
 
@@ -268,7 +268,10 @@ def begin_run(store: Store, run: RunRecord) -> str:
         store.run("CREATE (:RunClaim {claimKey: $key, runId: $id, token: $token})",
                   {"key": f"{run.run_id}|{observed}", "id": run.run_id, "token": token}, write=True)
     except QueryError as exc:  # the unique claimKey constraint: another process claimed first
-        raise RunConflict(f"run {run.run_id!r} was claimed by another process at the same moment") from exc
+        winner = store.read("MATCH (r:Run {runId: $id}) RETURN r.writerPid AS pid, r.writerHost AS host", {"id": run.run_id})
+        who = (f" (pid {winner['pid'].iloc[0]}, {winner['host'].iloc[0]})" if len(winner) and winner["pid"].notna().iloc[0] else "")
+        raise RunConflict(f"another process is writing run {run.run_id!r}{who}: it claimed the run at the same moment; "
+                          "wait for it to finish, or choose another --run-id") from exc
     claim = {"writerToken": token, "writerPid": os.getpid(), "writerHost": socket.gethostname(), "writerSince": time.time()}
     props = _clean_props({**run.to_props(), "status": RunStatus.WRITING.value, **claim})
     store.run(
@@ -310,17 +313,34 @@ def fetch_run_for(store: Store, run_id: str, config_json: str | None, *, hint: s
 
 
 def fetch_runs(store: Store, model_id: str | None = None) -> pd.DataFrame:
-    """One row per run: ``runId, modelId, task, method, metric, granularity, status, nPrompts, nEdges, allZero, createdAt``
+    """One row per run: ``runId, modelId, task, method, metric, granularity, status, nPrompts, nEdges, allZero, createdAt``;
+    ``status`` is the run's own, but ``interrupted`` for a run left ``writing`` by a process that is gone
     (``allZero``: every edge scored exactly 0, i.e. the metric never moved; such runs are flagged, not hidden)."""
-    return store.read(
+    df = store.read(
         "MATCH (r:Run) WHERE $model IS NULL OR r.modelId = $model "
         "RETURN r.runId AS runId, r.modelId AS modelId, r.task AS task, r.method AS method, r.metric AS metric, "
         "coalesce(r.granularity, 'head') AS granularity, "
         "r.status AS status, r.nPrompts AS nPrompts, r.nEdges AS nEdges, coalesce(r.allZero, false) AS allZero, "
-        "r.createdAt AS createdAt "
+        "r.createdAt AS createdAt, r.writerToken AS writerToken, r.writerPid AS writerPid, r.writerHost AS writerHost, "
+        "r.writerSince AS writerSince "
         "ORDER BY r.createdAt, r.runId",
         {"model": model_id},
     )
+    if df.empty:
+        return df.drop(columns=[c for c in _WRITER_KEYS if c in df.columns])
+    # a run left 'writing' by a process that is gone is not being written: say so
+    dead = [s == RunStatus.WRITING.value and not _writer_alive({k: _none_if_nan(r[k]) for k in _WRITER_KEYS})
+            for s, (_, r) in zip(df["status"], df.iterrows())]
+    df.loc[dead, "status"] = "interrupted"
+    return df.drop(columns=list(_WRITER_KEYS))
+
+
+def _none_if_nan(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def require_run(store: Store, run_id: str) -> RunRecord:
@@ -463,6 +483,33 @@ def delete_run(store: Store, run_id: str) -> int:
     (components, shared by every run of the model, stay). Returns the edges deleted."""
     n = sum(delete_run_edges(store, run_id, rel_type=t) for t in (*RUN_EDGE_TYPES, RelType.NOISE_CORRELATED))
     delete_edge_columns(store, run_id)
+    store.run("MATCH (r:Run {runId: $id}) DETACH DELETE r", {"id": run_id}, write=True)
+    store.run("MATCH (c:RunClaim {runId: $id}) DELETE c", {"id": run_id}, write=True)
+    return n
+
+
+def delete_run_safely(store: Store, run_id: str) -> int | None:
+    """Delete a run through its life cycle (``atlas runs --delete``): refused while a live writer holds
+    it; else its status becomes ``deleting`` first (it is no longer whole, and every reader says so),
+    then its edges go in batches, its circuits, and its ``:Run`` node last. Interrupted, the run stays
+    ``deleting`` and deleting it again finishes. Returns the edges deleted, None when there was no run
+    (deleting twice changes nothing).
+
+    Raises:
+        RunConflict: a live process is writing the run.
+    """
+    current = store.read("MATCH (r:Run {runId: $id}) RETURN properties(r) AS p", {"id": run_id})
+    if current.empty:
+        return None
+    props = dict(current["p"].iloc[0])
+    if props.get("status") == RunStatus.WRITING.value and _writer_alive(props):
+        raise RunConflict(f"run {run_id!r} is being written by process {props.get('writerPid')} on {props.get('writerHost')}; "
+                          "delete it once that process has finished or been stopped")
+    store.run("MATCH (r:Run {runId: $id}) SET r.status = $status, r.deletingSince = $since",
+              {"id": run_id, "status": RunStatus.DELETING.value, "since": time.time()}, write=True)
+    n = sum(delete_run_edges(store, run_id, rel_type=t) for t in (*RUN_EDGE_TYPES, RelType.NOISE_CORRELATED))
+    delete_edge_columns(store, run_id)
+    store.run("MATCH (c:Circuit {runId: $id}) DETACH DELETE c", {"id": run_id}, write=True)
     store.run("MATCH (r:Run {runId: $id}) DETACH DELETE r", {"id": run_id}, write=True)
     store.run("MATCH (c:RunClaim {runId: $id}) DELETE c", {"id": run_id}, write=True)
     return n

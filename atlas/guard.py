@@ -23,7 +23,7 @@ import re
 
 from atlas.errors import ReadOnlyViolation
 
-__all__ = ["check_statement", "strip_literals"]
+__all__ = ["check_statement", "check_user_statement", "strip_literals"]
 
 _LEXEME = re.compile(
     r"""'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|`(?:[^`]|``)*`?|//[^\n]*|/\*.*?(?:\*/|\Z)""",
@@ -71,3 +71,43 @@ def check_statement(cypher: str, *, write: bool) -> None:
     for pattern, what in _READ_ONLY:
         if pattern.search(text):
             raise ReadOnlyViolation(f"refused before sending: {what} is not allowed in a read-only query; pass --write (write=True) to allow writes")
+
+
+_SCHEMA = re.compile(r"\b(CREATE|DROP|ALTER)\s+(OR\s+REPLACE\s+)?((RANGE|TEXT|POINT|LOOKUP|FULLTEXT|VECTOR|BTREE)\s+)?(INDEX|CONSTRAINT)\b")
+_AUTOCOMMIT = (re.compile(r"\bIN\b(\s+\S+)?(\s+CONCURRENT)?\s+TRANSACTIONS\b"), re.compile(r"\bPERIODIC\s+COMMIT\b"))
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
+
+
+def check_user_statement(cypher: str, *, write: bool, allow_schema: bool = False) -> None:
+    """The walls of :func:`check_statement`, and for a user's ``--write`` two more:
+
+    - the atlas's own schema (its unique constraints and relationship indexes, by name, or any index
+      or constraint command on a property they key) is never changed through the atlas: dropping
+      one would break its guarantees (one writer per run, one component per id, query speed);
+    - any other schema command and ``CALL {...} IN TRANSACTIONS`` / ``PERIODIC COMMIT`` (which commit
+      outside the statement's transaction) need ``allow_schema`` (``atlas query --write --allow-schema``).
+
+    Raises:
+        ReadOnlyViolation: one line naming what was refused and, where a flag allows it, which.
+    """
+    from atlas.schema import CONSTRAINTS, INDEXES
+
+    check_statement(cypher, write=write)
+    if not write:
+        return
+    text = strip_literals(cypher)
+    if _SCHEMA.search(text):
+        # names may be quoted: read them from the statement with only its comments removed
+        raw = _COMMENTS.sub(" ", cypher).upper().replace("`", " ")
+        words = set(re.findall(r"[A-Z0-9_]+", raw))
+        own = {name.upper() for name, *_ in (*CONSTRAINTS, *INDEXES)}
+        keyed = {prop.upper() for *_, prop in (*CONSTRAINTS, *INDEXES)}
+        if words & own or (not text.lstrip().startswith("DROP") and words & keyed and "FOR" in words):
+            raise ReadOnlyViolation("refused: the atlas's own constraints and indexes are not changed through the atlas "
+                                    f"({', '.join(sorted(n for n, *_ in (*CONSTRAINTS, *INDEXES)))}: its guarantees rest on them)")
+        if not allow_schema:
+            raise ReadOnlyViolation("refused: a schema command changes the database outside the statement's transaction; "
+                                    "pass --allow-schema with --write to run it")
+    if not allow_schema and any(p.search(text) for p in _AUTOCOMMIT):
+        raise ReadOnlyViolation("refused: CALL {...} IN TRANSACTIONS commits on its own, outside the statement's transaction; "
+                                "pass --allow-schema with --write to run it")

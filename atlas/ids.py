@@ -65,6 +65,18 @@ class ComponentRef:
         )
 
 
+def chosen_run_id(run_id: str | None, default: str) -> str:
+    """A run id the user chose (``--run-id``), else ``default``; an empty or blank choice is refused
+    (it used to fall back to the default id silently)."""
+    if run_id is None:
+        return default
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise ValidationError("--run-id must not be empty: leave it out for the default id, or name the run")
+    if run_id != run_id.strip() or any(ord(c) < 32 for c in run_id):
+        raise ValidationError(f"--run-id {run_id!r} has surrounding spaces or control characters")
+    return run_id
+
+
 def validate_model_id(model_id: str) -> str:
     """Return ``model_id`` if it may appear in a component id, else raise ValidationError."""
     if not isinstance(model_id, str) or not _MODEL_RE.match(model_id) or model_id.endswith("/"):

@@ -158,6 +158,8 @@ class RunStatus(StrEnum):
     WRITING = "writing"
     COMPLETE = "complete"
     FAILED = "failed"
+    DELETING = "deleting"
+    """``atlas runs --delete`` has begun: the run is no longer whole; deleting it again finishes the job."""
 
 
 class RelType(StrEnum):

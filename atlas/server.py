@@ -166,22 +166,98 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _server_args(pid: int) -> dict[str, str] | None:
+    """The ``--home``, ``--bolt-port``, ``--http-port`` and ``--heap`` of process ``pid`` when it is an
+    atlas database daemon (``python -m atlas.server ...``), else None; read from /proc (Linux) or ``ps``."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        try:
+            out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        argv = out.split()
+    if "atlas.server" not in argv:
+        return None
+    found: dict[str, str] = {}
+    for flag in ("--home", "--bolt-port", "--http-port", "--heap"):
+        if flag in argv[:-1]:
+            found[flag] = argv[argv.index(flag) + 1]
+    return found
+
+
+def _is_home_server(pid: int, home: Path, bolt_port: int | None = None) -> bool:
+    """Whether ``pid`` is this home's database daemon (its command line names the home, and the port
+    when given): a state file that points anywhere else is not followed with the home's passwords."""
+    found = _server_args(pid)
+    if found is None or Path(found.get("--home", "")).resolve() != home.resolve():
+        return False
+    return bolt_port is None or found.get("--bolt-port") == str(bolt_port)
+
+
+def find_home_servers(home: Path) -> list[ServerInfo]:
+    """Every running database daemon of ``home`` found by its command line (Linux /proc): the server a
+    lost or planted state file orphaned is found this way and stopped."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*") if Path("/proc").is_dir() else []:
+        pid = int(entry.name)
+        found = _server_args(pid)
+        if found and Path(found.get("--home", "")).resolve() == home.resolve() and pid_alive(pid):
+            try:
+                out.append(ServerInfo(pid, int(found["--bolt-port"]), int(found["--http-port"]), home, found.get("--heap")))
+            except (KeyError, ValueError):
+                continue
+    return out
+
+
 def server_status(home: Path) -> ServerInfo | None:
-    """The running server of this home, or None (a stale state file is removed)."""
+    """The running server of this home, or None (a stale state file is removed). A state file whose
+    process is not this home's daemon (another program, another home's server) is not trusted: the
+    home's own daemon, if one runs, is found by its command line instead."""
     state = _paths(home)["state"]
     if not check_private_file(state, "server state file"):
-        return None
+        return _adopt_orphan(home) if home.is_dir() else None
     try:
         data = json.loads(state.read_text())
         info = ServerInfo(int(data["pid"]), int(data["boltPort"]), int(data["httpPort"]), home, data.get("heap"))
     except (ValueError, KeyError, TypeError):
         state.unlink(missing_ok=True)
         return None
-    if pid_alive(info.pid) and _port_open(info.bolt_port):
-        return info
-    if not pid_alive(info.pid):
-        state.unlink(missing_ok=True)
+    if pid_alive(info.pid) and _is_home_server(info.pid, home, info.bolt_port):
+        return info if _port_open(info.bolt_port) else None
+    if pid_alive(info.pid):  # a planted or stale state file: some other process has that pid
+        print(f"atlas: warning: {state} names process {info.pid}, which is not this home's database server; ignoring it",
+              file=sys.stderr)
+    state.unlink(missing_ok=True)
+    return _adopt_orphan(home)
+
+
+def _adopt_orphan(home: Path) -> ServerInfo | None:
+    """The home's running daemon when its state file was lost or replaced (found by its command
+    line, recorded again), else None. Not while the home's lock is held: a server being started
+    writes its state file only once it is ready, and must not be adopted before."""
+    lock = _paths(home)["lock"]
+    if lock.is_file() and not lock.is_symlink():
+        with open(lock, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None  # a start or stop is under way (this process's own included)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    for orphan in find_home_servers(home):
+        if _port_open(orphan.bolt_port):
+            _write_state(home, orphan)
+            return orphan
     return None
+
+
+def _write_state(home: Path, info: ServerInfo) -> None:
+    """Record a found server in the state file again (user-only, as the daemon writes it)."""
+    state = _paths(home)["state"]
+    tmp = state.with_name(state.name + ".tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as fh:
+        json.dump({"pid": info.pid, "boltPort": info.bolt_port, "httpPort": info.http_port, "heap": info.heap}, fh)
+    os.replace(tmp, state)
 
 
 @contextlib.contextmanager
@@ -249,11 +325,17 @@ def ensure_server(home: Path, quiet: bool = False) -> ServerInfo:
 
 
 def stop_server(home: Path, timeout: float = 30.0) -> bool:
-    """Stop the server of ``home``; returns False when none was running."""
+    """Stop the server of ``home``; returns False when none was running (a home that does not exist
+    runs none, and is not created). Returns once the process has exited."""
+    if not home.is_dir():
+        return False
     with _locked(home):
         info = server_status(home)
-        if info is None:
-            return False
+        if info is None:  # no state file to go by: a daemon of this home that lost it is stopped all the same
+            found = find_home_servers(home)
+            if not found:
+                return False
+            info = found[0]
         os.kill(info.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and pid_alive(info.pid):

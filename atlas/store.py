@@ -70,6 +70,13 @@ def _translate(exc: Exception, cypher: str | None = None, *, read_only: bool = F
     return StoreError(msg)
 
 
+def _lost_merge_race(exc: Exception, cypher: str) -> bool:
+    """A MERGE that lost a race to create the same node (two ingests of one model at once): the
+    unique constraint refused the second CREATE. Running the statement again is safe and then
+    matches the winner's node."""
+    return str(getattr(exc, "code", "") or "").endswith("ConstraintValidationFailed") and "MERGE" in cypher.upper()
+
+
 def _plain(value: Any) -> Any:
     """Graph values as plain Python: nodes and relationships become property dicts."""
     from neo4j.graph import Node, Path, Relationship
@@ -232,8 +239,9 @@ class Store:
                 break
             except neo4j.exceptions.Neo4jError as exc:
                 # a deadlock or a write conflict with another session (a transient error the
-                # server rolled back): running the statement again is safe, as execute_write does
-                if not exc.is_retryable() or time.monotonic() + pause > deadline:
+                # server rolled back), or a MERGE that lost a race: running the statement again is
+                # safe, as execute_write does
+                if not (exc.is_retryable() or _lost_merge_race(exc, cypher)) or time.monotonic() + pause > deadline:
                     raise _translate(exc, cypher, read_only=not write) from exc
                 time.sleep(pause * (0.5 + random.random()))
                 pause = min(2 * pause, 1.0)
@@ -290,7 +298,14 @@ class Store:
         try:
             with self._session() as session:
                 for batch in _chunks(rows, batch_size):
-                    session.execute_write(work, batch)
+                    for attempt in range(6):
+                        try:
+                            session.execute_write(work, batch)
+                            break
+                        except Exception as exc:  # a MERGE that lost a race to another writer: again, it now matches
+                            if attempt == 5 or not _lost_merge_race(exc, cypher):
+                                raise
+                            time.sleep(0.05 * (attempt + 1) * (0.5 + random.random()))
                     sent += len(batch)
                     if progress is not None:
                         progress(len(batch))

@@ -20,6 +20,7 @@ from atlas_cli.common import (
     jsonable,
     method_option,
     print_frame,
+    print_json,
     require_run,
     settings,
     table_output,
@@ -77,9 +78,9 @@ def cmd_hierarchy(args: argparse.Namespace) -> int:
         if not args.no_store:
             write_hierarchy(store, args.run, result, args.min_weight)
     if args.json:
-        print(json.dumps({"summary": result.summary, "positions": "aggregated" if run.details.get("perPosition") else None,
+        print_json({"summary": result.summary, "positions": "aggregated" if run.details.get("perPosition") else None,
                           "levels": result.levels.to_dict("records"),
-                          "skips": result.edges[result.edges["skip"] > 0].to_dict("records")}, default=jsonable))
+                          "skips": result.edges[result.edges["skip"] > 0].to_dict("records")})
         return 0
     aggregated = "positions aggregated, " if run.details.get("perPosition") else ""
     print(f"levels of run {args.run} ({aggregated}edges with |score| >= {args.min_weight}):")
@@ -121,7 +122,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         what = f"{view.figures.get('component', '')} {view.figures.get('circuit', '')}".strip()
         print(f"wrote {prompts_png(frame, Path(args.png), f'run {args.run}, per prompt' + (f': {what}' if what else ''))}", file=sys.stderr)
     if fmt(args) == "json":
-        print(json.dumps({**view.figures, "prompts": frame.to_dict("records")}, default=jsonable))
+        print_json({**view.figures, "prompts": frame.to_dict("records")})
         return 0
     fig = view.figures
     print(f"run {args.run}: {fig['nPrompts']} prompts ({fig['method']}, metric {fig['metric']})")
@@ -264,8 +265,8 @@ def cmd_development(args: argparse.Namespace) -> int:
 
         written = str(development_png(dev.trajectories, dev.checkpoints, dev.summary, Path(args.png), f"critical periods: {items[-1]}"))
     if args.json:
-        print(json.dumps({"summary": dev.summary, "checkpoints": checkpoints.to_dict("records"), "edges": dev.edges.to_dict("records"),
-                          "png": written}, default=jsonable))
+        print_json({"summary": dev.summary, "checkpoints": checkpoints.to_dict("records"), "edges": dev.edges.to_dict("records"),
+                          "png": written})
         return 0
     sm = dev.summary
     print(f"{len(items)} checkpoints of {items[-1]}; the final circuit's top {sm['top']} edges against the null "
@@ -329,7 +330,7 @@ def _timeline(args: argparse.Namespace, items: list[str]) -> int:
         print(f"wrote {timeline_png(frame, Path(args.png), f'{items[-1]}: similarity of each checkpoint to the last (top {args.top})')}",
               file=sys.stderr)
     if args.json:
-        print(json.dumps(rows, default=jsonable))
+        print_json(rows)
         return 0
     print(f"{len(items)} checkpoints of {items[-1]} ({args.method} on task {args.task}), each compared with {items[-1]} "
           f"(weighted Jaccard of the top {args.top} edges; Spearman of all shared edges):")
@@ -370,8 +371,8 @@ def _compare_pair(args: argparse.Namespace) -> int:
         print(f"wrote {to_html_side_by_side(ga, gb, Path(args.html), (args.run_a, args.run_b), marks)}", file=sys.stderr)
     matches = [] if frame is None else frame.to_dict("records")  # every candidate, with its p-value and whether it matched
     if args.json:
-        print(json.dumps({**fig, "alignmentFigures": alignment_figures, "matches": matches,
-                          "changes": out.changes.head(args.top).to_dict("records")}, default=jsonable))
+        print_json({**fig, "alignmentFigures": alignment_figures, "matches": matches,
+                          "changes": out.changes.head(args.top).to_dict("records")})
         return 0
     print(f"{args.run_a} ({fig['modelA']}) vs {args.run_b} ({fig['modelB']}); components aligned by {ALIGN_WORDS.get(fig['alignment'], fig['alignment'])}")
     if alignment_figures:
@@ -441,7 +442,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         written.append({"format": kind, "path": str(writers[kind](path)), "nodes": graph.number_of_nodes(), "edges": graph.number_of_edges()})
     if args.json:
-        print(json.dumps(written))
+        print_json(written)
         return 0
     for w in written:
         size = (f" ({w['nodes']} nodes, {w['edges']} edges)" if "nodes" in w else f" (all {w['edges']} edges)" if "edges" in w

@@ -9,7 +9,7 @@ import math
 import sys
 from typing import Any, NoReturn
 
-__all__ = ["count", "unit_interval", "table_output", "Parser", "HelpFormatter", "FLAG_HELP", "command", "method_option", "store_options", "settings", "open_store", "connect", "print_frame", "jsonable", "fmt", "require_run"]
+__all__ = ["count", "unit_interval", "table_output", "Parser", "HelpFormatter", "FLAG_HELP", "command", "method_option", "store_options", "settings", "open_store", "connect", "print_frame", "print_json", "strict_json", "jsonable", "fmt", "require_run"]
 
 
 def count(low: int, high: int, why: str = "") -> Any:
@@ -42,6 +42,21 @@ def unit_interval(text: str) -> float:
 
 
 unit_interval.__name__ = "number"
+
+
+def run_id_text(text: str) -> str:
+    """An argparse ``type`` for ``--run-id``: refused while parsing when empty or padded (an empty id
+    used to become the default id silently)."""
+    from atlas.errors import ValidationError
+    from atlas.ids import chosen_run_id
+
+    try:
+        return chosen_run_id(text, "")
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--run-id ")) from None
+
+
+run_id_text.__name__ = "run id"
 
 
 FLAG_HELP: dict[str, str] = {
@@ -131,10 +146,15 @@ def connect(args: argparse.Namespace, *, read_only: bool = False) -> Any:
 
 
 def require_run(store: Any, run_id: str) -> Any:
-    """The run's record (:class:`atlas.records.RunRecord`); a missing run is one clear line."""
+    """The run's record (:class:`atlas.records.RunRecord`); a missing run is one clear line, and a run
+    that is not complete (being written, interrupted, failed, being deleted) is answered with a
+    warning on stderr: what it holds may be partial."""
     from atlas.connectome import require_run as require
 
-    return require(store, run_id)
+    run = require(store, run_id)
+    if not run.complete:
+        print(f"atlas: warning: run {run_id} is {run.status.value}, not complete: the answer covers what it holds so far", file=sys.stderr)
+    return run
 
 
 def jsonable(v: Any) -> Any:
@@ -145,11 +165,39 @@ def jsonable(v: Any) -> Any:
     return v
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` as strict JSON data: NaN and infinities become null (a bare ``NaN`` is not JSON and
+    strict parsers reject it), numpy scalars and arrays Python values, anything else unknown a string."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return strict_json(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def print_json(value: Any, indent: int | None = None) -> None:
+    """Print ``value`` as strict JSON (see :func:`strict_json`): every ``--json`` goes through here."""
+    print(json.dumps(strict_json(value), indent=indent, allow_nan=False))
+
+
 def print_frame(df: Any, how: str) -> None:
     """Print a DataFrame as a table, CSV or a JSON array (one object per row)."""
     if how == "json":
         records = df.to_dict("records")
-        print(json.dumps([{k: jsonable(v) for k, v in r.items()} for r in records], indent=1, default=str))
+        print_json(records, indent=1)
     elif how == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif df.empty:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from atlas_cli.common import command, connect, count, fmt, open_store, print_frame, settings, table_output
+from atlas_cli.common import command, connect, count, fmt, open_store, print_frame, print_json, settings, table_output
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -44,7 +44,10 @@ def cmd_db(args: argparse.Namespace) -> int:
             state.update({"status": "running", "uri": status.uri, "pid": status.pid, "heap": status.heap, **counts})
             text = (f"running: {status.uri} (pid {status.pid}, heap {status.heap}, home {home}); "
                     f"{counts['nodes']} nodes, {counts['relationships']} relationships")
-    print(json.dumps(state) if args.json else text)
+    if args.json:
+        print_json(state)
+    else:
+        print(text)
     return 1 if state["status"] == "not running" and args.action == "status" else 0
 
 
@@ -68,6 +71,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     if cypher == "-":
         cypher = sys.stdin.read()
 
+    from atlas.guard import check_user_statement
+
+    if args.allow_schema and not args.write:
+        raise ValidationError("--allow-schema goes with --write")
+    check_user_statement(cypher, write=args.write, allow_schema=args.allow_schema)
     with open_store(settings(args), read_only=not args.write) as store:
         df = store.run(cypher, _parse_params(args.param), write=args.write)
     print_frame(df, fmt(args))
@@ -77,9 +85,38 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from queries.fetch import fetch_runs
 
+    if args.delete:
+        return _delete_run(args)
     with connect(args) as store:
         df = fetch_runs(store, args.model)
     print_frame(df, fmt(args))
+    return 0
+
+
+def _delete_run(args: argparse.Namespace) -> int:
+    """``atlas runs --delete RUN``: asks first (unless ``--yes``), deletes through the run's life
+    cycle (:func:`atlas.connectome.delete_run_safely`), and deleting twice changes nothing."""
+    from atlas.connectome import delete_run_safely, fetch_run
+
+    run_id = args.delete
+    with connect(args) as store:
+        run = fetch_run(store, run_id)
+        if run is None:
+            message = f"no run {run_id!r}: nothing to delete"
+            print_json({"runId": run_id, "status": "absent", "nEdges": 0}) if args.json else print(message)
+            return 0
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise ValidationError(f"deleting run {run_id} needs confirmation: pass --yes (stdin is not a terminal to ask on)")
+            answer = input(f"delete run {run_id} ({run.model_id}, {run.method}, {run.n_edges or 0} edges, {run.status.value})? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return 1
+        n = delete_run_safely(store, run_id)
+    if args.json:
+        print_json({"runId": run_id, "status": "deleted", "nEdges": n or 0})
+    else:
+        print(f"deleted run {run_id}: {n or 0} edges (its components stay with their model)")
     return 0
 
 
@@ -92,7 +129,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     with connect(args) as store:
         out = import_run_csv(store, Path(folder), edges_loaded=args.edges_loaded, log=lambda m: print(m, file=sys.stderr))
     if args.json:
-        print(json.dumps({"runId": out.run_id, "status": out.status, "nNodes": out.n_nodes, "nEdges": out.n_edges}))
+        print_json({"runId": out.run_id, "status": out.status, "nNodes": out.n_nodes, "nEdges": out.n_edges})
     elif out.status == "unchanged":
         print(f"run {out.run_id} is already complete ({out.n_edges} edges); nothing changed")
     elif out.status == "records written":
@@ -175,14 +212,19 @@ def _query_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("cypher", help="the statement ('-' reads it from stdin); values as $params")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (VALUE parsed as JSON when it is JSON)")
     s.add_argument("--write", action="store_true", help="allow the statement to write")
+    s.add_argument("--allow-schema", action="store_true",
+                   help="with --write: also allow schema commands (indexes, constraints; never the atlas's own) and "
+                        "CALL {...} IN TRANSACTIONS, which commit outside the statement's transaction")
     table_output(s)
     s.set_defaults(func=cmd_query)
 
 
 def _runs_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """``atlas runs``."""
-    s = command(sub, "runs", common, "list runs")
+    s = command(sub, "runs", common, "list runs (or delete one)")
     s.add_argument("--model", help="only runs of this model id")
+    s.add_argument("--delete", metavar="RUN", help="delete this run: its edges, circuits and record (asks first; the components stay)")
+    s.add_argument("--yes", action="store_true", help="--delete without asking")
     table_output(s)
     s.set_defaults(func=cmd_runs)
 

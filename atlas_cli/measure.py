@@ -4,14 +4,26 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
 from atlas.schema import MAX_PROMPTS, MAX_STEPS, Ablation, Granularity, Metric, choices
-from atlas_cli.common import command, count, device_options, fmt, jsonable, method_option, open_store, print_frame, require_run, settings
+from atlas_cli.common import (
+    command,
+    count,
+    device_options,
+    fmt,
+    jsonable,
+    method_option,
+    open_store,
+    print_frame,
+    print_json,
+    require_run,
+    run_id_text,
+    settings,
+)
 
 
 def precheck(args: argparse.Namespace) -> None:
@@ -68,7 +80,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         result = run_ingest(store, config, conf.home, run_id=args.run_id, progress=not args.quiet, after_write=cache_paths,
                             shards=args.shards, ray_address=args.ray, device=args.device)
     if args.json:
-        print(json.dumps({"runId": result.run_id, "status": result.status, "nNodes": result.n_nodes, "nEdges": result.n_edges, "seconds": result.seconds}))
+        print_json({"runId": result.run_id, "status": result.status, "nNodes": result.n_nodes, "nEdges": result.n_edges, "seconds": result.seconds})
     elif result.status == "unchanged":
         print(f"run {result.run_id} is already complete ({result.n_edges} edges); nothing changed")
     else:
@@ -90,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = evaluate_model(store, args.model, args.method, conf.home, n_prompts=prompt_count(args), steps=args.steps,
                              progress=not args.quiet, task=task, truth_file=args.truth, metric=metric, ablation=args.ablation)
     if args.json:
-        print(json.dumps(out))
+        print_json(out)
         return 0
     print(f"{out['model']} / {out['method']} on {out['task']} (run {out['runId']}):")
     what = f"{out['nComponents']} scored components" if out.get("level") == "components" else f"{out['nEdges']} scored edges"
@@ -119,7 +131,7 @@ def cmd_sae(args: argparse.Namespace) -> int:
         with open_store(conf) as store:
             out = train_sae(store, args.model, args.hook, args.features, conf.home, **kwargs)
     if args.json:
-        print(json.dumps(out))
+        print_json(out)
         return 0
     print(f"{out['dictionaryId']} -> {out['path']}")
     print(f"  held-out FVU {out['fvu']:.4f}, mean L0 {out['l0']:.1f} of {out['dSae']}, dead features {out['dead']} "
@@ -140,7 +152,7 @@ def cmd_population(args: argparse.Namespace) -> int:
     else:
         tables = run_population(None, args.model, conf.home, args.layer, args.debiased, model_id=args.model_id)
     if args.json:
-        print(json.dumps({k: v.to_dict("records") for k, v in tables.items()}, default=jsonable))
+        print_json({k: v.to_dict("records") for k, v in tables.items()})
         return 0
     where = f"layer {args.layer}" if args.layer is not None else "all layers"
     print(f"components of {where} (linear CKA{' debiased' if args.debiased else ''}, SVCCA, RSA on the probe set):")
@@ -162,7 +174,7 @@ def cmd_lesion(args: argparse.Namespace) -> int:
     frame = out.frame.sort_values("effect") if out.frame is not None else None
     if args.json:
         rows = [] if frame is None else [{k: jsonable(v) for k, v in r.items()} for r in frame.head(args.show).to_dict("records")]
-        print(json.dumps({"runId": out.run_id, "status": out.status, "effects": rows}, default=str))
+        print_json({"runId": out.run_id, "status": out.status, "effects": rows})
         return 0
     if out.status == "unchanged" or frame is None:
         print(f"run {out.run_id} is already complete; nothing changed")
@@ -180,7 +192,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         require_run(store, args.run)
         out = verify_run(store, args.run, args.top, conf.home, progress=not args.quiet)
     if args.json:
-        print(json.dumps(out.figures()))
+        print_json(out.figures())
         return 0
     print(f"run {args.run}: top {out.top} edges patched exactly")
     print(f"  Spearman(fast score, exact effect) = {out.spearman:.3f}")
@@ -202,7 +214,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         circuit = save_circuit(store, args.run, conf.home, top=args.top, min_weight=args.min_weight, ablation=args.ablation)
     out = {k: v for k, v in circuit.to_props().items() if k != "edgeKeys"}
     if args.json:
-        print(json.dumps({**out, "members": dict(circuit.members)}, default=str))
+        print_json({**out, "members": dict(circuit.members)})
         return 0
     print(f"circuit {out['circuitId']}: {out['nEdges']} edges, {out['nNodes']} components, {args.ablation} ablation")
     print(f"  faithfulness {out['faithfulness']:.3f} (metric: circuit {out['metricCircuit']:.4g}, full {out['metricFull']:.4g}, all ablated {out['metricEmpty']:.4g})")
@@ -239,8 +251,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
             + (("topPrompts",) if fmt(args) == "json" else ()) if c in frame.columns]
     if args.per_prompt and result.prompts is not None:  # which prompts drive which component
         if fmt(args) == "json":
-            print(json.dumps({"stimuli": result.stimuli, "components": frame[cols].to_dict("records"),
-                              "prompts": result.prompts.to_dict("records")}, default=jsonable))
+            print_json({"stimuli": result.stimuli, "components": frame[cols].to_dict("records"),
+                              "prompts": result.prompts.to_dict("records")})
             return 0
         print(f"stimuli: {result.stimuli}")
         print_frame(result.prompts.sort_values(["componentId", "maxAct"], ascending=[True, False]), fmt(args))
@@ -266,8 +278,8 @@ def cmd_lens(args: argparse.Namespace) -> int:
         written = str(lens_png(result.layers, Path(args.png), f"predictive coding: {out.run_id}"))
     cols = ["componentId", "lensDla", "lensAgainstStream", "lensAgainstNull", "lensAgainstZ", "lensErrorCorrecting"]
     if args.json:
-        print(json.dumps({"runId": out.run_id, "status": out.status, "summary": result.summary, "layers": result.layers.to_dict("records"),
-                          "components": result.components[cols].to_dict("records"), "png": written}, default=jsonable))
+        print_json({"runId": out.run_id, "status": out.status, "summary": result.summary, "layers": result.layers.to_dict("records"),
+                          "components": result.components[cols].to_dict("records"), "png": written})
         return 0
     sm = result.summary
     print(f"run {out.run_id} ({out.status}): {sm['nPrompts']} prompts, {sm['nPositions']} scored positions; tuned lens evaluated on "
@@ -290,7 +302,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         frame = run_decode(store, args.model, conf.home, layer=args.layer, variable=args.variable, task=args.task, n_prompts=args.prompts,
                            seed=args.seed, decoder=args.decoder, model_id=args.model_id)
     if args.json:
-        print(json.dumps(frame.to_dict("records"), default=jsonable))
+        print_json(frame.to_dict("records"))
         return 0
     first = frame.iloc[0]
     print(f"decoding {args.variable} at layer {args.layer} ({first['decoder']}, 5-fold cross-validation grouped by prompt, {first['n']} "
@@ -313,7 +325,7 @@ def cmd_views(args: argparse.Namespace) -> int:
 
         written = str(views_png(points, summary, Path(args.png), f"{args.model} layer {args.layer}: {args.method} coloured by {args.color}"))
     if args.json:
-        print(json.dumps({"summary": summary.to_dict("records"), "png": written}, default=jsonable))
+        print_json({"summary": summary.to_dict("records"), "png": written})
         return 0
     print(f"{args.method} views of layer {args.layer} coloured by {args.color} ({int(summary['n'].iloc[0])} points); separation = "
           "leave-one-out 1-NN accuracy in 2-D, null = the same with permuted labels")
@@ -332,7 +344,7 @@ def cmd_gain(args: argparse.Namespace) -> int:
         frame = run_gain(store, args.model, conf.home, layer=args.layer, n_stimuli=args.stimuli, n_contexts=args.contexts,
                          context_length=args.context_length, seed=args.seed, model_id=args.model_id)
     if args.json:
-        print(json.dumps(frame.to_dict("records"), default=jsonable))
+        print_json(frame.to_dict("records"))
         return 0
     print(f"gain control at layer {args.layer}: {args.stimuli} stimuli x {args.contexts} contexts of {args.context_length} tokens; "
           "gainIndex 1 = context scales the response, -1 = it shifts it; stored on the components")
@@ -349,7 +361,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
         pairs = run_noise(store, args.model, conf.home, task=args.task, n_prompts=args.prompts, repeats=args.repeats, sigma=args.sigma,
                           seed=args.seed, model_id=args.model_id)
     if args.json:
-        print(json.dumps(pairs.to_dict("records"), default=jsonable))
+        print_json(pairs.to_dict("records"))
         return 0
     print(f"{len(pairs)} component pairs, {args.prompts} prompts x {args.repeats} noisy repeats (sigma {args.sigma}); strongest noise "
           "correlations (z against repeats permuted within each stimulus); stored as NOISE_CORRELATED:")
@@ -366,7 +378,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         frame = run_encode(store, args.model, conf.home, task=args.task, n_prompts=args.prompts, repeats=args.repeats, sigma=args.sigma,
                            seed=args.seed, model_id=args.model_id)
     if args.json:
-        print(json.dumps(frame.to_dict("records"), default=jsonable))
+        print_json(frame.to_dict("records"))
         return 0
     print(f"held-out R2 of ridge encoding models (5 folds grouped by prompt) of each component's single-trial response, next to "
           f"its noise ceiling (sigma {args.sigma}, {args.repeats} repeats); stored on the components:")
@@ -404,7 +416,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
         written = str(scaling_png(table, verdicts, Path(args.png), f"induction recipe: {args.steps} steps, sizes = heads per layer"))
     if args.json:
-        print(json.dumps({"members": table.to_dict("records"), "trends": verdicts.to_dict("records"), "png": written}, default=jsonable))
+        print_json({"members": table.to_dict("records"), "trends": verdicts.to_dict("records"), "png": written})
         return 0
     print(f"the induction recipe at {len(sizes)} sizes (heads per layer) x {len(seeds)} seeds, {args.steps} steps each "
           f"(kept under {conf.home / 'scaling'}):")
@@ -446,7 +458,7 @@ def _ingest_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "(greater-than); kl: minus KL(clean || patched) of the next-token distribution; l2: minus "
                         "the squared change of the target logit from its clean value (regression readouts); cosine: encoders, the sentence "
                         "embedding's cosine similarity to the prompt's target sentence")
-    s.add_argument("--run-id", help="run id (default: derived from the configuration, so re-running is idempotent)")
+    s.add_argument("--run-id", type=run_id_text, help="run id (default: derived from the configuration, so re-running is idempotent)")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS, "activations of every prompt are held in memory together"),
                    help="number of prompts (default: all of a prompts file's, else 16); of a file, the first K")
     s.add_argument("--steps", type=count(1, MAX_STEPS, "each step is a forward and a backward pass"), default=5, help="EAP-IG integration steps")
@@ -541,7 +553,7 @@ def _lesion_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--ablation", default="zero", choices=choices(Ablation), help="what replaces a lesioned output: zero, its mean or a resampled output over reference prompts, or its output on the corrupted prompt")
     s.add_argument("--edges", action="store_true", help="lesion every edge (path patching) instead of every node")
     s.add_argument("--metric", choices=choices(Metric), help="default: the task's paper's metric, else logit (see 'atlas ingest --help')")
-    s.add_argument("--run-id", help="run id (default: derived from the configuration)")
+    s.add_argument("--run-id", type=run_id_text, help="run id (default: derived from the configuration)")
     s.add_argument("--prompts", type=count(1, MAX_PROMPTS), help="number of prompts (default: all of a prompts file's, else 16)")
     s.add_argument("--reference", type=count(1, MAX_PROMPTS), default=32, help="reference prompts for mean/resample statistics")
     s.add_argument("--seed", type=count(0, 2**32 - 1), default=0)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import ValidationError
-from atlas_cli.common import command, count, open_store, print_frame, settings
+from atlas_cli.common import command, count, open_store, print_frame, print_json, settings
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             for e in ZOO.values()
         ]
         if args.json:
-            print(json.dumps(rows, indent=1))
+            print_json(rows, indent=1)
         else:
             import pandas as pd
 
@@ -41,7 +41,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         info = train_zoo_model(entry.name, folder, steps=steps, progress=bar.update, checkpoint_every=args.checkpoint_every)
         bar.close()
         if args.json:
-            print(json.dumps({"name": entry.name, "folder": str(folder), "seconds": time.perf_counter() - t0, **info}, default=str))
+            print_json({"name": entry.name, "folder": str(folder), "seconds": time.perf_counter() - t0, **info})
             return 0
         print(f"trained {entry.name} in {time.perf_counter() - t0:.1f} s (final loss {info['finalLoss']:.3f}) -> {folder}")
         for head, role in info["roles"].items():
@@ -53,8 +53,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             break
     else:
         info = {"trained": False}
-    print(json.dumps({"name": entry.name, "description": entry.description, "task": entry.task, "hasMlp": entry.has_mlp,
-                      "groundTruth": entry.ground_truth, **info}, indent=1))
+    print_json({"name": entry.name, "description": entry.description, "task": entry.task, "hasMlp": entry.has_mlp,
+                      "groundTruth": entry.ground_truth, **info}, indent=1)
     return 0
 
 
@@ -78,10 +78,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         path, graph = export_run_html(store, run_id, out)
     t_end = time.perf_counter()
     if args.json:
-        print(json.dumps({"runId": run_id, "status": result.status, "html": str(path), "nNodes": graph.number_of_nodes(),
+        print_json({"runId": run_id, "status": result.status, "html": str(path), "nNodes": graph.number_of_nodes(),
                           "nEdges": graph.number_of_edges(), "intoLogits": into_logits.to_dict("records"),
                           "headToHead": head_to_head.to_dict("records"),
-                          "seconds": {"database": t_conn - t0, "ingest": t_ing - t_conn, "queriesAndExport": t_end - t_ing}}))
+                          "seconds": {"database": t_conn - t0, "ingest": t_ing - t_conn, "queriesAndExport": t_end - t_ing}})
         return 0
     print(f"\nRun {run_id} ({result.status}): EAP-IG (5 steps) on the zoo model induction-2l, task induction, {args.prompts} prompts")
     print("\nFive strongest edges into the logits (score = change in the correct token's logit, minus the mean logit, when the edge is corrupted):")

@@ -291,8 +291,16 @@ def to_gexf(graph: nx.MultiDiGraph, path: Path) -> Path:
 
 def to_json(graph: nx.MultiDiGraph, path: Path) -> Path:
     """Node-link JSON as networkx writes it (directed multigraph; the run's record in ``graph``):
-    ``networkx.node_link_graph(json.load(f))`` gives the graph back."""
-    data = nx.node_link_data(graph, edges="edges")
+    ``networkx.node_link_graph(json.load(f))`` gives the graph back on every networkx the atlas
+    allows. networkx 3.6 names the edge list ``edges``, 3.2-3.5 ``links`` (and 3.4-3.5 warn about
+    the change): the file carries both, so either reader finds its key."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        data = nx.node_link_data(graph)
+    edges = data.pop("edges", None) or data.pop("links", [])
+    data["edges"] = data["links"] = edges
     data["nodes"] = [{k: v for k, v in n.items() if _present(v)} for n in data["nodes"]]
     Path(path).write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return Path(path)

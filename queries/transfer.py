@@ -35,7 +35,7 @@ from atlas import connectome as cx
 from atlas.errors import ValidationError
 from atlas.ids import parse_component_id
 from atlas.records import DictionaryRecord, ModelRecord, RunRecord
-from atlas.schema import KIND_LABEL, RUN_EDGE_TYPES, RelType
+from atlas.schema import KIND_LABEL, RUN_EDGE_TYPES, Channel, RelType
 from atlas.store import Store
 
 __all__ = ["export_run_csv", "import_run_csv", "ImportResult", "FORMAT"]
@@ -43,6 +43,7 @@ __all__ = ["export_run_csv", "import_run_csv", "ImportResult", "FORMAT"]
 FORMAT = "connectome-atlas-run"
 VERSION = 1
 _RUN_TYPES = {t.value for t in RUN_EDGE_TYPES}
+_CHANNELS = {c.value for c in Channel}
 _LABEL_KIND = {label: kind for kind, label in KIND_LABEL.items()}
 
 
@@ -125,9 +126,21 @@ def export_run_csv(store: Store, run_id: str, folder: Path) -> tuple[Path, Path,
     dictionaries = cx.fetch_dictionaries(store, list(run.details.get("dictionaries") or []))
     meta = {"format": FORMAT, "version": VERSION, "run": run.to_props(), "model": model.to_props(),
             "dictionaries": [d.to_props() for d in dictionaries],
-            "jsonProperties": {"nodes": node_json, "relationships": rel_json}}
+            "jsonProperties": {"nodes": node_json, "relationships": rel_json},
+            # what the files hold, checked by the import: a run.json that disagrees with them is refused
+            "files": {p.name: {"sha256": _sha256(p), "rows": rows} for p, rows in ((nodes_path, len(node_rows)), (rels_path, len(rel_rows)))}}
     meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str), encoding="utf-8")
     return nodes_path, rels_path, meta_path
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # -- import --------------------------------------------------------------------------------------
@@ -163,13 +176,13 @@ def _read_table(path: Path, fixed: list[str], json_columns: Iterable[str]) -> li
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None or header[: len(fixed)] != fixed:
-                raise ValidationError(f"{path.name}: the header must start with {','.join(fixed)}, got {','.join((header or [])[:len(fixed)])!r}")
+                raise ValidationError(f"{path.name} is not an atlas export: its header must start with {','.join(fixed)}")  # its own text is not repeated
             columns = []
-            for col in header[len(fixed):]:
+            for i, col in enumerate(header[len(fixed):]):
                 name, _, kind = col.partition(":")
                 kind = kind or ("json" if name in json_cols else "string")
                 if kind not in ("long", "int", "double", "float", "boolean", "string", "json"):
-                    raise ValidationError(f"{path.name}: column {col!r} has an unsupported type {kind!r}")
+                    raise ValidationError(f"{path.name}: column {len(fixed) + i + 1} of the header has an unsupported type (not an atlas export)")
                 columns.append((name, {"int": "long", "float": "double"}.get(kind, kind)))
             rows = []
             for line, values in enumerate(reader, start=2):
@@ -191,7 +204,7 @@ def _read_table(path: Path, fixed: list[str], json_columns: Iterable[str]) -> li
 def _read_meta(folder: Path) -> dict[str, Any]:
     path = folder / "run.json"
     if not path.is_file():
-        raise ValidationError(f"missing run.json in {folder} (write the folder with 'atlas export --run RUN --csv FOLDER')")
+        raise ValidationError(f"missing run.json in {folder} (write the folder with 'atlas export --run RUN --csv-dir FOLDER')")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -229,6 +242,12 @@ def import_run_csv(store: Store, folder: Path, *, edges_loaded: bool = False, lo
     if edges_loaded and json_cols.get("relationships"):
         raise ValidationError(f"run {run.run_id!r} has list-valued edge properties ({', '.join(json_cols['relationships'])}), which "
                               "neo4j-admin loads as text: import it over Bolt (atlas import without --edges-loaded)")
+    for name, recorded in (meta.get("files") or {}).items():  # folders written since the files were recorded
+        if name not in ("nodes.csv", "relationships.csv") or not isinstance(recorded, dict):
+            raise ValidationError(f"run.json in {folder} records an unknown file {name!r}")
+        if (folder / name).is_file() and recorded.get("sha256") != _sha256(folder / name):
+            raise ValidationError(f"{name} in {folder} is not the file run.json records (its sha256 differs): the folder was changed "
+                                  "after export; export the run again")
     node_rows = _read_table(folder / "nodes.csv", ["componentId:ID", ":LABEL"], json_cols.get("nodes", []))
     rel_rows = _read_table(folder / "relationships.csv", [":START_ID", ":END_ID", ":TYPE"], json_cols.get("relationships", []))
     nodes = []
@@ -245,6 +264,7 @@ def import_run_csv(store: Store, folder: Path, *, edges_loaded: bool = False, lo
     known = {n["componentId"] for n in nodes}
     batches: dict[tuple[str, tuple[tuple[str, Any], ...]], list[dict[str, Any]]] = {}
     n_edges = 0
+    seen: dict[tuple[Any, ...], int] = {}
     for line, (a, b, rel), props in rel_rows:
         if a not in known or b not in known:
             raise ValidationError(f"relationships.csv line {line}: {a if a not in known else b} is not in nodes.csv")
@@ -257,11 +277,22 @@ def import_run_csv(store: Store, folder: Path, *, edges_loaded: bool = False, lo
         value = "effect" if rel == RelType.ABLATION.value else "score"
         if value not in props or "channel" not in props:
             raise ValidationError(f"relationships.csv line {line}: a {rel} edge needs channel and {value}")
+        if props["channel"] not in _CHANNELS:
+            raise ValidationError(f"relationships.csv line {line}: unknown channel {str(props['channel'])[:20]!r} (one of {', '.join(sorted(_CHANNELS))})")
+        key = (a, b, rel, props["channel"], props.get("ablation"), props.get("scope"))
+        if key in seen:
+            raise ValidationError(f"relationships.csv line {line}: a second {rel} edge {a} -> {b} on channel {props['channel']} (line {seen[key]})")
+        seen[key] = line
         row = {"componentId_pre": a, "componentId_post": b, "channel": props.pop("channel"), "score": props.pop(value)}
         shared = tuple(sorted((k, v) for k, v in props.items() if k in ("ablation", "scope", "kind", "modelId")))
         row.update({k: v for k, v in props.items() if k not in dict(shared)})
         batches.setdefault((rel, shared), []).append(row)
         n_edges += 1
+    # a run counts its attribution edges (per-position and ablation edges ride along), else all of them
+    counted = sum(len(rows) for (rel, _), rows in batches.items() if rel == RelType.ATTRIBUTION.value) or n_edges
+    if run.n_edges is not None and run.n_edges != counted:
+        raise ValidationError(f"run.json says run {run.run_id!r} has {run.n_edges:,} edges but relationships.csv holds {counted:,}: "
+                              "the folder is not one export; export the run again")
     existing = cx.fetch_run_for(store, run.run_id, run.config_json, hint="it cannot be imported over")
     if existing is not None and existing.complete:
         return ImportResult(run.run_id, "unchanged", 0, existing.n_edges or 0)

@@ -36,8 +36,8 @@ if TEST_URI is not None:
         else:
             os.environ.pop(f"ATLAS_{_name}", None)
 
-_BROWSER = {"test_browser.py"}
-_NETWORK = {"test_bench_smoke.py"}
+_BROWSER = {"test_browser.py", "test_explorer.py"}
+_NETWORK = {"test_bench_smoke.py", "test_node_link_versions.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

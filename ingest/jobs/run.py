@@ -24,7 +24,7 @@ import pandas as pd
 from atlas import __version__
 from atlas import connectome as cx
 from atlas.errors import ValidationError
-from atlas.ids import local_id
+from atlas.ids import chosen_run_id, local_id
 from atlas.records import DictionaryRecord, RunRecord
 from atlas.schema import MAX_PROMPTS, MAX_STEPS, Granularity, Method, Metric, ModelFamily, RelType, choices
 from atlas.store import Store
@@ -471,7 +471,7 @@ def run_ingest(
     computed = compute_run(config, home, bars, on_load=lambda loaded: cx.check_model_weights(store, loaded.model_id, loaded.weights_hash),
                            shards=shards, ray_address=ray_address, log=log, device=device)
     t1 = time.perf_counter()
-    run_id = run_id or config.default_run_id(computed.loaded.model_id)
+    run_id = chosen_run_id(run_id, config.default_run_id(computed.loaded.model_id))
     existing = check_existing(store, run_id, config.to_json())
     if existing is not None and existing.complete:
         return IngestResult(run_id, "unchanged", 0, existing.n_edges or 0)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from atlas import connectome as cx
 from atlas.errors import ValidationError
-from atlas.ids import local_id
+from atlas.ids import chosen_run_id, local_id
 from atlas.records import CircuitRecord, DictionaryRecord, RunRecord
 from atlas.schema import MAX_PROMPTS, Method, RelType
 from atlas.stats import spearman
@@ -135,7 +135,7 @@ def run_lesion(store: Store, config: LesionConfig, home: Path, run_id: str | Non
         edges = compute_patching(loaded.model, graph, task, batch, delta=delta, progress=bar.update)
         bar.close()
         frame = edges.rename(columns={"score": "effect"})
-    run_id = run_id or config.default_run_id(loaded.model_id)
+    run_id = chosen_run_id(run_id, config.default_run_id(loaded.model_id))
     existing = check_existing(store, run_id, config.to_json())
     if existing is not None and existing.complete:
         return LesionResult(run_id, "unchanged", frame)

@@ -22,6 +22,10 @@ def run_id(store: Store, embedded: StoreSettings) -> str:
     return RUN
 
 
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (strict parsers reject it): write null")
+
+
 def commands(tmp: Path) -> list[list[str]]:
     return [
         ["db", "status"],
@@ -76,6 +80,6 @@ def test_every_command_prints_json(run_id: str, embedded: StoreSettings, tmp_pat
             continue
         assert code == 0, (argv, err)
         try:
-            json.loads(out)
-        except json.JSONDecodeError as exc:
+            json.loads(out, parse_constant=_not_json)  # strict: a bare NaN or Infinity is not JSON
+        except (json.JSONDecodeError, ValueError) as exc:
             pytest.fail(f"atlas {' '.join(argv)} --json printed no single JSON document ({exc}): {out[:200]!r}")

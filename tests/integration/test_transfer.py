@@ -155,6 +155,7 @@ def test_malformed_csv_is_one_line_and_writes_nothing(store: Store, rich_run: st
     _corrupt(bad, file, edit)
     meta = json.loads((bad / "run.json").read_text())
     meta["run"]["runId"] = "never-written"
+    meta.pop("files")  # a folder made by hand (or by an atlas before checksums): the files' own checks answer
     (bad / "run.json").write_text(json.dumps(meta))
     _corrupt(bad, "relationships.csv", lambda rows: [rows[0]] + [[*r[:3], *(("never-written" if h == "runId" else v) for h, v in zip(rows[0][3:], r[3:]))] for r in rows[1:]])
     with pytest.raises(ValidationError, match=needle):
@@ -239,3 +240,57 @@ def test_offline_bulk_load_of_list_valued_edges_is_refused(store: Store, rich_ru
     with pytest.raises(ValidationError, match="promptScores"):
         import_run_csv(offline, tmp_path / "run", edges_loaded=True)
     assert cx.fetch_run(offline, rich_run) is None
+
+
+def _channel(rows: list[list[str]], value: str) -> list[list[str]]:
+    i = rows[0].index("channel")
+    rows[1][i] = value
+    return rows
+
+
+@pytest.mark.parametrize("case", ["changed after export", "edge count", "unknown channel", "duplicate edge"])
+def test_an_import_that_disagrees_with_its_files_leaves_nothing(store: Store, rich_run: str, tmp_path: Path, case: str,
+                                                                 capsys: pytest.CaptureFixture[str], embedded: StoreSettings) -> None:
+    """run.json records each file's sha256 and the run's edge count: a folder edited after export, a
+    count that disagrees, an unknown channel or a repeated edge is refused before anything is written
+    (no :Run, not even a failed one), in one line that quotes no file content."""
+    folder = tmp_path / "f"
+    export_run_csv(store, rich_run, folder)
+    meta = json.loads((folder / "run.json").read_text())
+    meta["run"]["runId"] = "never-written"
+    _corrupt(folder, "relationships.csv", lambda rows: [rows[0]] + [[*r[:3], *(("never-written" if h == "runId" else v) for h, v in zip(rows[0][3:], r[3:]))] for r in rows[1:]])
+    if case == "changed after export":
+        needle = "is not the file run.json records"
+    else:
+        meta.pop("files")
+        if case == "edge count":
+            meta["run"]["nEdges"] = int(meta["run"]["nEdges"]) - 1
+            needle = "edges but relationships.csv holds"
+        elif case == "unknown channel":
+            _corrupt(folder, "relationships.csv", lambda rows: _channel(rows, "z"))
+            needle = "unknown channel 'z'"
+        else:
+            _corrupt(folder, "relationships.csv", lambda rows: [*rows, rows[1]])
+            needle = "a second"
+    (folder / "run.json").write_text(json.dumps(meta))
+    before = cx.count_graph(store)
+    code = main(["import", str(folder), "--home", str(embedded.home)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert cx.fetch_run(store, "never-written") is None and cx.count_graph(store) == before
+
+
+def test_an_error_never_quotes_the_file_it_was_pointed_at(store: Store, rich_run: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str], embedded: StoreSettings) -> None:
+    folder = tmp_path / "f"
+    export_run_csv(store, rich_run, folder)
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:the-secret-line:/root:/bin/bash\n")
+    (folder / "nodes.csv").unlink()
+    (folder / "nodes.csv").symlink_to(secret)
+    meta = json.loads((folder / "run.json").read_text())
+    meta.pop("files")
+    (folder / "run.json").write_text(json.dumps(meta))
+    code = main(["import", str(folder), "--home", str(embedded.home)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not an atlas export" in err and "secret" not in err and "root" not in err
