@@ -252,7 +252,7 @@ def bench_paths(smoke: bool, home: Path) -> None:
         {"edges": len(small), "atlas top-10 s": t_dp, "Yen's top-10 s (graph built beforehand)": t_yen, "atlas speed-up x": t_yen / t_dp}])
 
 
-def bench_explorer(smoke: bool, home: Path) -> None:
+def bench_explorer(smoke: bool, home: Path, run: str | None = None) -> None:
     """The explorer's answers on a 1.1M-edge run, as a browser asks them (HTTP through the app, the
     store as its read-only user): the first overview (the run's edges read once), then each page's
     request again and again (target: < 300 ms after the first request)."""
@@ -267,12 +267,23 @@ def bench_explorer(smoke: bool, home: Path) -> None:
     from explorer.app import create_app
 
     n = 5_000 if smoke else 1_100_000
-    run_id = f"bench-explorer-{n}"
     settings = resolve_store_settings(home=home)
-    with Store.connect(settings) as writer:
-        edges, nodes = write_synthetic_run(writer, n, run_id, columns=True)  # as atlas ingest keeps a run
+    if run is None:
+        run_id = f"bench-explorer-{n}"
+        with Store.connect(settings) as writer:
+            edges, nodes = write_synthetic_run(writer, n, run_id, columns=True)  # as atlas ingest keeps a run
+        layer = int(nodes["layer"].max()) // 2
+    else:  # a run already in the home, e.g. the neuron-level GPT-2-shape run of --only scale
+        from queries.fetch import fetch_edge_columns
+
+        run_id = run
+        with Store.connect(settings, read_only=True) as reader:
+            edges = fetch_edge_columns(reader, run_id)
+        from atlas.ids import parse_component_id
+
+        layers = [parse_component_id(str(c)).layer for c in edges["componentId_post"].unique()]
+        layer = max(v for v in layers if v is not None) // 2
     strongest = edges.loc[edges["score"].abs().idxmax(), "componentId_post"]
-    layer = int(nodes["layer"].max()) // 2
     with Store.connect(settings, read_only=True) as reader:
         client = TestClient(create_app(Explorer(reader), hosts=("testserver",)))
 
@@ -284,11 +295,14 @@ def bench_explorer(smoke: bool, home: Path) -> None:
 
         first = get("/api/overview", run=run_id)
         asks = {"run overview (flow, blocks, top-300 graph)": ("/api/overview", {"run": run_id}),
-                "component page (strongest head)": ("/api/component", {"run": run_id, "id": strongest}),
+                "component page (the strongest edge's receiver)": ("/api/component", {"run": run_id, "id": strongest}),
                 "top-10 paths, embedding to logits": ("/api/paths", {"run": run_id, "k": 10}),
                 f"top-10 paths through layer {layer}": ("/api/paths", {"run": run_id, "k": 10, "through": f"layer={layer}"}),
-                "search L1.H1*": ("/api/search", {"run": run_id, "q": "L1.H1*"}),
+                "search L1.*": ("/api/search", {"run": run_id, "q": "L1.*"}),
                 "edge table, one layer's v channel": ("/api/edges", {"run": run_id, "layer": str(layer), "channel": "v"})}
+        neurons = [str(c) for c in edges["componentId_pre"].unique() if ".N" in str(c)]
+        if neurons:
+            asks["component page (a neuron)"] = ("/api/component", {"run": run_id, "id": neurons[len(neurons) // 2]})
         rows = [{"request": "first overview (reads the run's edges)", "min ms": 1000 * first, "median ms": 1000 * first, "max ms": 1000 * first}]
         for name, (path, params) in asks.items():
             times = [get(path, **params) for _ in range(2 if smoke else 7)]
@@ -469,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision", "gpu"])
     p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
     p.add_argument("--device", help="precision: where to compute (default: auto)")
+    p.add_argument("--explorer-run", help="explorer: time this run of --home instead of a synthetic 1.1M-edge one")
     a = p.parse_args(argv)
     # gpu runs only when asked for (it needs CUDA); everything else by default
     only = set(a.only or ["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision"])
@@ -484,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         if "paths" in only:
             bench_paths(a.smoke, home)
         if "explorer" in only:
-            bench_explorer(a.smoke, home)
+            bench_explorer(a.smoke, home, a.explorer_run)
         if "scale" in only:
             from bench.scale import bench_scale
 

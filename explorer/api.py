@@ -323,7 +323,7 @@ class Explorer:
                                 through=[ComponentCriteria.parse(t) for t in (through or []) if t], top=k,
                                 min_weight=float(min_weight), max_length=max_length, edges=view.edges)
         paths = [{"rank": int(r["rank"]), "strength": clean(float(r["strength"])), "nodes": list(r["nodes"]),
-                  "channels": list(r["channels"])} for r in found.to_dict("records")]
+                  "channels": list(r["channels"]), "shares": clean([float(x) for x in r.get("shares", [])])} for r in found.to_dict("records")]
         rows: set[int] = set()
         for p in paths:  # each hop's edges: its sender's rows into its receiver, on the hop's channels ("k+v": either)
             for a, b, chans in zip(p["nodes"], p["nodes"][1:], p["channels"]):

@@ -384,9 +384,12 @@
           h('label', {text: 'through (; between stages)'}), form.through, h('label', {text: 'k'}), form.k,
           h('button', {type: 'button', text: 'search', id: 'p-go', on: {click: search}})));
         root.appendChild(out);
-        out.appendChild(table(['rank', 'strength', 'path', 'channels'], data.paths.map(function (p) {
+        out.appendChild(table(['rank', 'strength', 'path (each hop\'s share of its receiver\'s input)', 'channels'], data.paths.map(function (p) {
           var hops = h('span');
-          p.nodes.forEach(function (n, i) { if (i) { hops.appendChild(document.createTextNode(' → ')); } hops.appendChild(link(local(n), componentHash(run, n))); });
+          p.nodes.forEach(function (n, i) {
+            if (i) { hops.appendChild(h('span', {'class': 'muted', text: ' →' + (p.shares && p.shares[i - 1] !== undefined ? ' ' + (100 * p.shares[i - 1]).toFixed(1) + '% ' : ' ')})); }
+            hops.appendChild(link(local(n), componentHash(run, n)));
+          });
           return withRaw([p.rank, p.strength, hops, p.channels.join(' ')], [p.rank, p.strength, p.nodes.join(' '), p.channels.join(' ')]);
         }), {numeric: [false, true, false, false]}));
         root.appendChild(h('p', {'class': 'muted', text: 'strength: the product of each hop\'s share of its receiver\'s input (atlas paths)'}));

@@ -71,6 +71,11 @@ class MethodConfig:
     position_budget: int = 100_000_000
     """Most ``sender x receiver x position x position`` scores a per-position run may hold (float64:
     800 MB at the default); a larger one is refused before any compute, naming the numbers."""
+    activation_budget: int | None = None
+    """Bytes one pass of a gradient method may hold: more prompts than fit are split into passes whose
+    scores are merged exactly (the metric is a mean over prompts). None: the device's default
+    (:func:`ingest.model.device.activation_budget`: ``$ATLAS_ACTIVATION_BUDGET``, else a share of
+    free memory)."""
 
 
 def compute_eap(
@@ -106,7 +111,16 @@ def compute_eap_ig_activations(
 
 def _gradient_method(model: Any, graph: ModelGraph, task: Task, batch: PromptBatch, alphas: list[float], progress: Progress | None,
                      config: MethodConfig, interpolate: str = "inputs") -> pd.DataFrame:
-    """The body every gradient method shares: the interface's scores under :func:`analysis_mode`, as an edge frame."""
+    """The body every gradient method shares: the interface's scores under :func:`analysis_mode`, as an
+    edge frame; a batch larger than one pass's budget (``config.activation_budget``) is computed in
+    passes and merged exactly (:func:`ingest.edges.shards.merge_prompt_shards`), whatever the caller asks."""
+    from ingest.edges.shards import merge_prompt_shards, plan_ranges, prompt_chunk
+
+    chunk = prompt_chunk(model, graph, batch, config.activation_budget)
+    if chunk < batch.n_prompts:
+        ranges = plan_ranges(batch.n_prompts, -(-batch.n_prompts // chunk), "prompts")
+        frames = [_gradient_method(model, graph, task, batch.select(a, b), alphas, progress, config, interpolate) for a, b in ranges]
+        return merge_prompt_shards(frames, [b - a for a, b in ranges])
     interface = interface_for(model)
     with analysis_mode(model):
         if config.per_position:

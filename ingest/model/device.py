@@ -125,10 +125,10 @@ def place_model(model: Any, device: str | torch.device | None = None, dtype: str
 
 
 def activation_budget(device: str | torch.device | None = None) -> int:
-    """Bytes of sender activations one pass may hold: ``$ATLAS_ACTIVATION_BUDGET`` (``512m``, ``8g``
-    or bytes), else a quarter of the CUDA device's free memory, else an eighth of the memory this
-    machine has available (the estimate counts a few copies; the rest is the model, gradients and
-    the backward pass's own buffers).
+    """Bytes one pass of a gradient method may hold in activations, gradients and the backward's
+    buffers (:func:`ingest.edges.shards.pass_bytes_per_prompt` per prompt): ``$ATLAS_ACTIVATION_BUDGET``
+    (``512m``, ``8g`` or bytes), else half of the CUDA device's free memory, else a third of the
+    memory this machine has available (the rest is for the model, the process and everything else).
 
     Raises:
         ValidationError: the variable is not a size.
@@ -143,8 +143,8 @@ def activation_budget(device: str | torch.device | None = None) -> int:
     target = resolve_device(device)
     if target.type == "cuda":
         free, _ = torch.cuda.mem_get_info(target)
-        return max(2**26, free // 4)
-    return max(2**26, _available_memory() // 8)
+        return max(2**26, free // 2)
+    return max(2**26, _available_memory() // 3)
 
 
 def _available_memory() -> int:

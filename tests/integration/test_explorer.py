@@ -138,6 +138,10 @@ def test_paths_compare_and_the_query_console(client: Any, store: Store) -> None:
     expect = fetch_paths(store, "exp-eap", top=5)
     assert [p["nodes"] for p in got["paths"]] == [list(n) for n in expect["nodes"]]
     assert [p["strength"] for p in got["paths"]] == pytest.approx(list(expect["strength"]))
+    import math
+
+    for p in got["paths"]:  # each hop's share, whose product is the path's strength
+        assert len(p["shares"]) == len(p["nodes"]) - 1 and math.prod(p["shares"]) == pytest.approx(p["strength"])
     through = client.get("/api/paths", params={"run": "exp-eap", "k": 3, "through": "L0.H2"}).json()
     assert through["paths"] and all("induction-2l/L0.H2" in p["nodes"] for p in through["paths"])
     assert {n["id"] for n in through["graph"]["nodes"]} == {n for p in through["paths"] for n in p["nodes"]}

@@ -81,3 +81,41 @@ def test_a_bad_activation_budget_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
         activation_budget()
     monkeypatch.setenv(BUDGET_ENV, "3g")
     assert activation_budget() == 3 * 2**30
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig"])
+def test_the_api_splits_into_passes_by_its_budget_whatever_the_caller_asks(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compute_eap``/``compute_eap_ig`` called directly with more prompts than one pass's budget
+    (``MethodConfig.activation_budget``, else ``$ATLAS_ACTIVATION_BUDGET``) compute in passes, merged
+    to the same scores and per-prompt scores as one pass."""
+    import dataclasses
+
+    from ingest.edges.methods import MethodConfig
+    from ingest.edges.registry import get_method
+    from ingest.edges.shards import pass_bytes_per_prompt
+    from ingest.model.device import BUDGET_ENV
+    from ingest.model.graph import build_graph
+    from ingest.model.tasks import InductionTask
+    from tests.conftest import make_tiny
+
+    model = make_tiny()
+    task = InductionTask(half=6)
+    batch = task.make_batch(model, 8, 0)
+    graph = build_graph(model, "tiny")
+    config = MethodConfig(steps=2, per_prompt=True, activation_budget=10**12)
+    calls: list[int] = []
+    whole = get_method(method)(model, graph, task, batch, config, progress=calls.append)
+    one_pass = len(calls)
+    calls.clear()
+    per_prompt = pass_bytes_per_prompt(model, graph, batch)
+    split = get_method(method)(model, graph, task, batch, dataclasses.replace(config, activation_budget=3 * per_prompt), progress=calls.append)
+    assert len(calls) == 3 * one_pass  # passes of 3, 3 and 2 prompts
+    key = ["componentId_pre", "componentId_post", "channel"]
+    assert whole[key].equals(split[key])
+    scale = float(np.abs(whole["score"]).max())
+    np.testing.assert_allclose(split["score"], whole["score"], rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(np.array(split["promptScores"].tolist()), np.array(whole["promptScores"].tolist()), rtol=0, atol=1e-5 * scale)
+    calls.clear()
+    monkeypatch.setenv(BUDGET_ENV, str(4 * per_prompt))  # the environment's budget when the call names none
+    get_method(method)(model, graph, task, batch, dataclasses.replace(config, activation_budget=None), progress=calls.append)
+    assert len(calls) == 2 * one_pass
