@@ -312,6 +312,10 @@ def fetch_run_for(store: Store, run_id: str, config_json: str | None, *, hint: s
     return existing
 
 
+RUNS_COLUMNS = ("runId", "modelId", "task", "method", "metric", "granularity", "status", "nPrompts", "nEdges", "allZero", "createdAt")
+"""The columns of :func:`fetch_runs` (also when there is no run)."""
+
+
 def fetch_runs(store: Store, model_id: str | None = None) -> pd.DataFrame:
     """One row per run: ``runId, modelId, task, method, metric, granularity, status, nPrompts, nEdges, allZero, createdAt``;
     ``status`` is the run's own, but ``interrupted`` for a run left ``writing`` by a process that is gone
@@ -327,7 +331,7 @@ def fetch_runs(store: Store, model_id: str | None = None) -> pd.DataFrame:
         {"model": model_id},
     )
     if df.empty:
-        return df.drop(columns=[c for c in _WRITER_KEYS if c in df.columns])
+        return pd.DataFrame(columns=list(RUNS_COLUMNS))
     # a run left 'writing' by a process that is gone is not being written: say so
     dead = [s == RunStatus.WRITING.value and not _writer_alive({k: _none_if_nan(r[k]) for k in _WRITER_KEYS})
             for s, (_, r) in zip(df["status"], df.iterrows())]

@@ -120,6 +120,14 @@ def _paths(home: Path) -> dict[str, Path]:
     }
 
 
+def has_database(home: Path) -> bool:
+    """Whether the home's embedded server has ever made its database (a fresh home has none: a
+    read-only question about it can be answered without starting the server)."""
+    from atlas.config import EMBEDDED_DATABASE
+
+    return (_paths(home)["root"] / "databases" / EMBEDDED_DATABASE).is_dir()
+
+
 def read_password(home: Path, create: bool = False, user: str = ROOT_USER) -> str:
     """The password of ``user`` (root or reader) of the embedded server; generated (mode 0600)
     when ``create`` and missing. A password file another user owns or may write is refused."""

@@ -87,6 +87,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     if args.delete:
         return _delete_run(args)
+    conf = settings(args)
+    if conf.embedded:
+        from atlas.server import has_database
+
+        if not has_database(conf.home):  # a fresh home: said at once, no server started, nothing created
+            import pandas as pd
+
+            from atlas.connectome import RUNS_COLUMNS
+
+            print(f"atlas: no database in {conf.home} yet: nothing has been ingested there", file=sys.stderr)
+            print_frame(pd.DataFrame(columns=list(RUNS_COLUMNS)), fmt(args))
+            return 0
     with connect(args) as store:
         df = fetch_runs(store, args.model)
     print_frame(df, fmt(args))

@@ -138,6 +138,8 @@ def test_the_home_a_symlink_a_readable_password_and_a_missing_home(tmp_path: Pat
     for action in ("stop", "status"):
         code, out, _ = _atlas(capsys, missing, "db", action)
         assert "not running" in out and not missing.exists(), action
+    code, out, err = _atlas(capsys, missing, "runs", "--json")  # answered at once: no server started, no home made
+    assert code == 0 and json.loads(out) == [] and "no database" in err and not missing.exists()
     secret = real / "password"
     secret.write_text("hunter2")
     os.chmod(secret, 0o644)
