@@ -122,6 +122,30 @@ def bench_attribution(smoke: bool) -> None:
                      "EAP s": t_eap, "EAP / (2f + fb)": t_eap / (2 * t_f + t_fb),
                      f"EAP-IG({k}) s": t_ig, f"EAP-IG / (2f + {k}fb)": t_ig / (2 * t_f + k * t_fb)})
     _table("attribution cost (8 prompts of each model's task; induction: 16 tokens; 2 threads; target ratio <= 1.2)", rows)
+    if not smoke:
+        _table("EAP-IG(5) on the GPT-2-small shape by prompts (16 tokens; one call each, split into passes by the activation budget; "
+               "target ratio <= 1.2 at every size)", _attribution_by_prompts(models[-1][1], models[-1][2], k))
+
+
+def _attribution_by_prompts(model: Any, task: Any, k: int, sizes: tuple[int, ...] = (8, 32, 128)) -> list[dict[str, Any]]:
+    """EAP-IG's cost per prompt and its ratio to the bare passes as the batch grows (one run per size)."""
+    from ingest.edges.methods import MethodConfig, compute_eap_ig
+    from ingest.edges.shards import pass_bytes_per_prompt, prompt_chunk
+    from ingest.model.graph import build_graph
+
+    graph = build_graph(model, "bench")
+    rows = []
+    for n in sizes:
+        batch = task.make_batch(model, n, 0)
+        forward, forward_backward = bare_passes(model, task, batch)
+        forward()
+        t_f, t_fb = _time(forward, 1), _time(forward_backward, 1)
+        t_ig = _time(lambda: compute_eap_ig(model, graph, task, batch, MethodConfig(steps=k)), 1)
+        chunk = prompt_chunk(model, graph, batch)
+        rows.append({"prompts": n, "passes": -(-n // chunk), "estimated GB per pass": chunk * pass_bytes_per_prompt(model, graph, batch) / 1e9,
+                     "forward s": t_f, "fwd+bwd s": t_fb, f"EAP-IG({k}) s": t_ig, "s per prompt": t_ig / n,
+                     f"EAP-IG / (2f + {k}fb)": t_ig / (2 * t_f + k * t_fb)})
+    return rows
 
 
 # -- loading -----------------------------------------------------------------------------------
