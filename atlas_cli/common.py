@@ -9,7 +9,7 @@ import math
 import sys
 from typing import Any, NoReturn
 
-__all__ = ["count", "unit_interval", "table_output", "Parser", "HelpFormatter", "FLAG_HELP", "command", "method_option", "store_options", "settings", "open_store", "connect", "print_frame", "print_json", "strict_json", "jsonable", "fmt", "require_run"]
+__all__ = ["count", "unit_interval", "table_output", "Parser", "HelpFormatter", "FLAG_HELP", "command", "method_option", "store_options", "settings", "open_store", "connect", "print_frame", "print_json", "jsonable", "fmt", "require_run"]
 
 
 def count(low: int, high: int, why: str = "") -> Any:
@@ -165,31 +165,10 @@ def jsonable(v: Any) -> Any:
     return v
 
 
-def strict_json(value: Any) -> Any:
-    """``value`` as strict JSON data: NaN and infinities become null (a bare ``NaN`` is not JSON and
-    strict parsers reject it), numpy scalars and arrays Python values, anything else unknown a string."""
-    if isinstance(value, dict):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
-        return strict_json(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    try:
-        import pandas as pd
-
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
-
-
 def print_json(value: Any, indent: int | None = None) -> None:
-    """Print ``value`` as strict JSON (see :func:`strict_json`): every ``--json`` goes through here."""
+    """Print ``value`` as strict JSON (:func:`atlas.jsontext.strict_json`): every ``--json`` goes through here."""
+    from atlas.jsontext import strict_json
+
     print(json.dumps(strict_json(value), indent=indent, allow_nan=False))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import fnmatch
-import math
 import re
 import threading
 from collections import OrderedDict
@@ -23,6 +22,7 @@ import pandas as pd
 from atlas import connectome as cx
 from atlas.errors import ComponentNotFound, QueryError, ReadOnlyViolation, ValidationError
 from atlas.ids import local_id
+from atlas.jsontext import strict_json as clean
 from atlas.records import RunRecord
 from atlas.schema import Method
 from atlas.store import Store
@@ -38,23 +38,6 @@ QUERY_ROWS = 5000
 """Rows the query console returns (it says when it cut)."""
 QUERY_SECONDS = 20.0
 """The query console's time limit."""
-
-
-def clean(value: Any) -> Any:
-    """``value`` as strict JSON: NaN and infinities become null, numpy scalars Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [clean(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value
 
 
 def _frame_rows(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -118,7 +118,7 @@ LABELS_UP_TO = 40
 """Pages of more nodes than this draw no labels (ids show on hover and in the search box): at
 that size labels overlap whatever the layout."""
 _COLUMN = 14  # nodes per sub-column within a layer's band
-_ROW_PX, _SUB_PX, _GAP_PX = 60, 70, 150
+_ROW_PX, _SUB_PX, _GAP_PX = 60, 95, 150  # a sub-column wide enough for a short label (L0.F1014)
 
 
 def layered_positions(graph: nx.MultiDiGraph) -> dict[str, tuple[float, float]]:
@@ -215,7 +215,7 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome", *, sc
     for node, (x, y) in layered_positions(graph).items():
         attrs = graph.nodes[node]
         kind = attrs.get("kind") or ""
-        net.add_node(node, label=local_id(node) if labels else " ", title=_tooltip(node, attrs), x=x, y=y,
+        net.add_node(node, label=short_label(node) if labels else " ", title=_tooltip(node, attrs), x=x, y=y,
                      color=KIND_COLOURS.get(kind, "#999999"), shape="dot", size=14 if labels else 10, physics=False,
                      atlasLayer=_layer(attrs), atlasKind=kind)
     max_abs = scale or max((abs(d["score"]) for _, _, d in graph.edges(data=True)), default=1.0) or 1.0
@@ -238,6 +238,8 @@ def to_html(graph: nx.MultiDiGraph, path: Path, title: str = "connectome", *, sc
         " channel q solid, k dashed, v dotted; x = layer."
         + (' <span style="color:#2ca02c">green</span> / <span style="color:#ff7f0e">orange</span> shadow = gained / lost (top-N).'
            if marks else "")
+        + (f" L&lt;l&gt;.F&lt;f&gt; = feature f, L&lt;l&gt;.ERR = error term of dictionary {html.escape('; '.join(dictionaries_of(graph)))}."
+           if dictionaries_of(graph) else "")
         + " Hover for ids, scores and receptive fields.</div>"
     )
     layers = [_layer(a) for _, a in graph.nodes(data=True)]

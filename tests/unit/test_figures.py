@@ -104,3 +104,15 @@ def test_dpi_and_vector_formats(tmp_path: Path) -> None:
         FIGURE_DPI.reset(token)
     assert Image.open(large).size[0] == pytest.approx(2 * Image.open(small).size[0], rel=0.02)
     assert "<svg" in vector.read_text()[:2000]
+
+
+def test_the_html_page_labels_briefly_and_names_the_dictionary_once(tmp_path: Path) -> None:
+    import re
+
+    from queries.export import to_html
+
+    graph, _ = feature_graph(33)
+    page = to_html(graph, tmp_path / "p.html", "test").read_text()
+    labels = re.findall(r'"label": "([^"]*)"', page)
+    assert len(labels) == 40 and all("@" not in label for label in labels) and "L0.ERR" in labels
+    assert page.count(DICT) >= 1 and f"error term of dictionary {DICT}" in page
