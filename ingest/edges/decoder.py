@@ -8,6 +8,14 @@ Per-head receiver gradients come without TransformerLens's per-head input copies
 back through ``W_Q[h]`` to the layer-norm output and through the layer norm's vector-Jacobian
 product at the recorded residual, giving ``dm/d(resid copy read by head h's query)``. Sender outputs
 of heads are ``hook_z @ W_O[h]``; biases are equal in clean and corrupted runs and drop out.
+
+The gradient methods keep those gradients factored while they sum over integration steps
+(:class:`HeadGradSum`, :class:`NeuronGradSum`): the norm's Jacobian splits into a part linear in the
+step's gradient (multiplied by ``W`` once, after the last step) and a rank-one correction per step
+read off the forward's own activations, so a step costs the forward and backward and little more.
+Neuron senders meet neuron receivers in rank one (:class:`_NeuronSenders`), with no product over
+``d_model`` per edge. Everything is laid out sender- and receiver-major, so the final contraction
+is one matrix product per receiver group with no copy.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ingest.model.hooks import hook_name
 from ingest.model.outputs import head_outputs
 from ingest.model.tasks import PromptBatch, Task
 
-__all__ = ["DecoderInterface", "sender_outputs", "qkv_input_change", "mlp_in_hook"]
+__all__ = ["DecoderInterface", "HeadGradSum", "NeuronGradSum", "sender_outputs", "qkv_input_change", "mlp_in_hook"]
 
 
 class DecoderInterface(ModelInterface):
@@ -80,8 +88,10 @@ def _positional_in_residual(model: Any) -> bool:
     return model.cfg.positional_embedding_type == "standard"
 
 
-def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float[torch.Tensor, "batch pos sender d_model"]:
-    """Each sender's output into the residual stream, stacked in sender-index order (no grad)."""
+def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor,
+                   posts: dict[int, torch.Tensor] | None = None) -> Float[torch.Tensor, "batch pos sender d_model"]:
+    """Each sender's output into the residual stream, stacked in sender-index order (no grad).
+    ``posts``, if given, receives each neuron layer's selected post-activations ``[b, p, k]``."""
     names = {hook_name("embed")}
     if _positional_in_residual(model):
         names.add(hook_name("pos_embed"))
@@ -103,11 +113,13 @@ def sender_outputs(model: Any, graph: ModelGraph, tokens: torch.Tensor) -> Float
                 outs.append(cache[hook_name("mlp_out", layer)])
             if layer in neurons:
                 outs.extend(_neuron_outputs(model, layer, neurons[layer], cache[hook_name("post", layer)]).unbind(dim=2))
+                if posts is not None:
+                    posts[layer] = cache[hook_name("post", layer)][:, :, neurons[layer]]
             if layer in features:
                 mlp_in = cache[hook_name("resid_pre" if graph.parallel else "resid_mid", layer)]
                 acts = graph.saes[layer].encode(_dictionary_site(model, graph, layer, mlp_in, cache[hook_name("mlp_out", layer)]))
                 outs.extend(_feature_outputs(graph, layer, acts, cache[hook_name("mlp_out", layer)]).unbind(dim=2))
-    out = torch.stack(outs, dim=2)
+    out = torch.stack(outs).permute(1, 2, 0, 3)  # sender-major in memory: the scores contract over (b, p, d)
     assert out.shape[2] == len(graph.senders)
     return out
 
@@ -155,6 +167,179 @@ def _feature_cotangents(model: Any, graph: ModelGraph, layer: int, mlp_in: torch
             (cot,) = torch.autograd.grad(pre, site, grad_outputs=g)
         cot = cot.reshape(b, p, len(fs), d)
     return _layer_norm_vjp(block.ln2, mlp_in, cot)
+
+
+def _norm_stats(ln: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool, torch.Tensor | None] | None:
+    """``(scale [..., 1], xhat [..., d], centred, gain or None)`` of one of TransformerLens's norms at
+    ``x`` (``ln(x) = xhat * gain + bias``), in the precision sums are accumulated in; ``None`` for
+    any other norm (the callers then differentiate it by autograd)."""
+    from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
+
+    if type(ln) not in (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre):
+        return None
+    norm: Any = ln  # a TransformerLens norm: eps, and w but for the Pre variants
+    centre = type(ln) in (LayerNorm, LayerNormPre)
+    x = accumulate(x.detach())
+    xc = x - x.mean(-1, keepdim=True) if centre else x
+    scale = (xc.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+    return scale, xc / scale, centre, accumulate(norm.w.detach()) if hasattr(norm, "w") else None
+
+
+def _project_(g: torch.Tensor, xhat: torch.Tensor, centre: bool) -> torch.Tensor:
+    """In place, ``g - mean(g) - xhat * mean(g * xhat)`` (``centre``) or ``g - xhat * mean(g * xhat)``
+    over the last axis: the norm's Jacobian but for its gain and scale. ``g`` is ``[r, n, d]``
+    (receiver-major), ``xhat`` ``[n, d]``. With a centred ``xhat`` (mean 0) removing the mean first
+    leaves ``mean(g * xhat)`` unchanged."""
+    if centre:
+        g.sub_(g.mean(-1, keepdim=True))
+    along = torch.einsum("rnd,nd->rn", g, xhat) / g.shape[-1]
+    return g.addcmul_(along[..., None], xhat, value=-1.0)
+
+
+@dataclass
+class HeadGradSum:
+    """The q/k/v input gradients of one layer's heads, summed over integration steps and kept
+    factored: the dense ``[3 heads, n, d]`` tensor is built once, after the last step.
+
+    For a norm ``ln(x) = xhat * gain + bias`` with scale ``sigma``, the gradient reaching the copy of
+    the residual that head ``r`` reads is ``P(W_r' a_r)`` with ``a_r = dq_r / sigma`` (the gradient
+    at ``hook_q``/``k``/``v``), ``W_r' = gain * W_r`` and ``P(g) = g - mean(g) - xhat * mean(g * xhat)``
+    (no mean for RMS norms). Summed over steps ``t``, the first two terms are linear in ``a`` and
+    ``xhat``-free: one matrix product of ``sum_t a_t`` for all steps; the last needs, per step, the
+    scalar ``c_t = (xhat_t W_r') . a_t``, which is the head's own q (k, v) less its biases when the
+    projection reads the norm's output (:func:`_projected_input`), so no step multiplies by ``W``.
+    """
+
+    weight: torch.Tensor  # [3h, d, e], the gain on its rows
+    a: torch.Tensor  # [3h, n, e], summed over steps
+    along: list[tuple[torch.Tensor, torch.Tensor]]  # per step: (xhat [n, d], c [3h, n])
+    centre: bool
+    batch_shape: tuple[int, int]
+
+    @property
+    def width(self) -> int:
+        return int(self.a.shape[0])
+
+    def add_(self, other: HeadGradSum) -> HeadGradSum:
+        self.a.add_(other.a)
+        self.along.extend(other.along)
+        return self
+
+    def dense(self) -> torch.Tensor:
+        """``[b, p, 3 heads, d]``, a view of a receiver-major ``[3 heads, b, p, d]`` tensor."""
+        out = torch.bmm(self.a, self.weight.transpose(1, 2))  # [3h, n, d]
+        if self.centre:
+            out.sub_(out.mean(-1, keepdim=True))
+        d = out.shape[-1]
+        for xhat, c in self.along:
+            out.addcmul_(c[..., None] / d, xhat, value=-1.0)
+        return out.view(out.shape[0], *self.batch_shape, d).permute(1, 2, 0, 3)
+
+
+@dataclass
+class NeuronGradSum:
+    """The input gradients of one layer's selected neurons, summed over integration steps and kept
+    factored (as :class:`HeadGradSum`, with one column of ``W_in`` per neuron instead of a head's
+    ``W_Q``): neuron ``n``'s gradient at position ``i`` is ``abar[i, n] W''_n - sum_t xhat_t[i] c_t[i, n] / d``
+    with ``a_t = (dm/dpre) / sigma_t``, ``W' = gain * W_in``, ``W''`` its columns less their means
+    (none for RMS norms) and ``c_t = a_t * (xhat_t @ W')``. Rank one per position and step, so a
+    neuron sender (itself ``dpost * W_out[s]``) meets it without either being spread over ``d_model``
+    (:func:`_neuron_pair_scores`)."""
+
+    weight: torch.Tensor  # [d, k], the gain on its rows
+    a: torch.Tensor  # [n, k], summed over steps
+    along: list[tuple[torch.Tensor, torch.Tensor]]  # per step: (xhat [n, d], c [n, k])
+    centre: bool
+    batch_shape: tuple[int, int]
+
+    @property
+    def width(self) -> int:
+        return int(self.a.shape[1])
+
+    def add_(self, other: NeuronGradSum) -> NeuronGradSum:
+        self.a.add_(other.a)
+        self.along.extend(other.along)
+        return self
+
+    def centred_weight(self) -> torch.Tensor:
+        return self.weight - self.weight.mean(0, keepdim=True) if self.centre else self.weight
+
+    def dense(self) -> torch.Tensor:
+        """``[b, p, k, d]``, a view of a receiver-major ``[k, b, p, d]`` tensor."""
+        out = self.a.T[:, :, None] * self.centred_weight().T[:, None, :]  # [k, n, d]
+        d = out.shape[-1]
+        for xhat, c in self.along:
+            out.addcmul_(c.T[:, :, None] / d, xhat[None], value=-1.0)
+        return out.view(out.shape[0], *self.batch_shape, d).permute(1, 2, 0, 3)
+
+
+def _neuron_input_grads(model: Any, layer: int, ns: list[int], store: dict[str, torch.Tensor]) -> NeuronGradSum | None:
+    """One step's :class:`NeuronGradSum` for ``layer``'s neurons ``ns``; ``None`` for a norm other than
+    TransformerLens's (the caller then spreads the gradients densely)."""
+    block = model.blocks[layer]
+    stats = _norm_stats(block.ln2, store[f"mlp{layer}"])
+    if stats is None:
+        return None
+    scale, xhat, centre, gain = stats
+    pre_grad = _grad(store[f"pre{layer}"])[:, :, ns]  # [b, p, k]
+    b, p, k = pre_grad.shape
+    a = (accumulate(pre_grad) / scale).reshape(b * p, k)
+    weight = accumulate(block.mlp.W_in[:, ns].detach())
+    if gain is not None:
+        weight = weight * gain[:, None]
+    xhat = xhat.reshape(b * p, -1)
+    return NeuronGradSum(weight, a, [(xhat, a * (xhat @ weight))], centre, (b, p))
+
+
+def _projected_input(model: Any, layer: int, store: dict[str, torch.Tensor], xhat: torch.Tensor,
+                     weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``xhat @ W'`` for every head and channel, ``[n, 3h, e]``: what each head's projection makes of
+    the normalised residual before the norm's bias and the projection's own.
+
+    Read off the forward's own ``hook_q``/``hook_k``/``hook_v`` (minus ``b_Q`` and ``bias @ W_Q``)
+    where each projection reads exactly the norm's output: TransformerLens's standard and
+    grouped-query attention, no shortformer position embedding on q and k, float32 or wider.
+    Otherwise one matrix product."""
+    from transformer_lens.components import Attention, GroupedQueryAttention
+
+    attn = model.blocks[layer].attn
+    cfg = model.cfg
+    n = xhat.shape[0]
+    acts = [store[f"{c}{layer}"].detach() for c in "qkv"]
+    if (type(attn) in (Attention, GroupedQueryAttention) and cfg.positional_embedding_type != "shortformer"
+            and not cfg.use_split_qkv_input and not getattr(cfg, "use_attn_in", False)
+            and not getattr(cfg, "load_in_4bit", False) and all(t.dtype in (torch.float32, torch.float64) for t in acts)):
+        out = torch.cat(acts, dim=2).reshape(n, weight.shape[0], -1) - torch.cat([attn.b_Q, attn.b_K, attn.b_V])
+        if bias is not None:
+            out = out - torch.einsum("d,hde->he", bias, torch.cat([attn.W_Q, attn.W_K, attn.W_V]))
+        return out
+    return torch.einsum("nd,hde->nhe", xhat, weight)
+
+
+def _head_input_grads(model: Any, layer: int, store: dict[str, torch.Tensor]) -> torch.Tensor | HeadGradSum:
+    """``dm/d(resid copy read by head h's q, k or v)`` for every head of ``layer``, channel-major:
+    for TransformerLens's norms a :class:`HeadGradSum` (one step's; no per-head copy of the
+    residual, no product with ``W`` until the steps are summed), for any other norm the dense
+    ``[b, p, 3 heads, d]`` tensor through :func:`_layer_norm_vjp`."""
+    block = model.blocks[layer]
+    attn = block.attn
+    dqkv = torch.cat([_grad(store[f"{c}{layer}"]) for c in "qkv"], dim=2)  # [b, p, 3h, e]
+    w = torch.cat([attn.W_Q, attn.W_K, attn.W_V])  # [3h, d, e]
+    x = store[f"x{layer}"]
+    stats = _norm_stats(block.ln1, x)
+    if stats is None:
+        return _layer_norm_vjp(block.ln1, x, torch.einsum("bphe,hde->bphd", dqkv, w))
+    scale, xhat, centre, gain = stats
+    b, p, r, e = dqkv.shape
+    a = accumulate(dqkv) / scale[..., None]  # [b, p, 3h, e]
+    weight = accumulate(w.detach())
+    if gain is not None:
+        weight = weight * gain[None, :, None]
+    xhat = xhat.reshape(b * p, -1)
+    bias = getattr(block.ln1, "b", None)
+    projected = _projected_input(model, layer, store, xhat, weight, None if bias is None else accumulate(bias.detach()))
+    c = torch.einsum("nre,nre->rn", projected, a.reshape(b * p, r, e))
+    return HeadGradSum(weight, a.reshape(b * p, r, e).transpose(0, 1).contiguous(), [(xhat, c)], centre, (b, p))
 
 
 def _layer_norm_vjp(ln: torch.nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
@@ -205,7 +390,9 @@ def _receiver_grads(
     extra_hooks: list[tuple[str, Any]] | None = None,
     capture_senders: bool = False,
     per_query: Callable[[ReceiverGroup, int, torch.Tensor], None] | None = None,
-) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    factored: bool = False,
+    posts: dict[int, torch.Tensor] | None = None,
+) -> tuple[list[Any], torch.Tensor | None]:
     """One forward+backward from the token embedding ``embed``; gradients at every receiver input.
 
     Returns, for each of ``groups`` (from :func:`_receiver_groups`) in order, its gradients
@@ -215,6 +402,9 @@ def _receiver_grads(
     ``per_query(group, j, grads)`` is called, for every head group and query position ``j``, with
     the part of the group's input gradients ``[b, p, r, d_model]`` that flows through the heads'
     outputs at ``j`` (:func:`_query_resolved`); the parts sum over ``j`` to the group's gradients.
+    With ``factored``, a head group's gradients may come as a :class:`HeadGradSum` and a neuron
+    group's as a :class:`NeuronGradSum` (to be summed over steps before ``dense()``). ``posts``
+    receives the captured neurons' post-activations, as :func:`sender_outputs` gives them.
     """
     store: dict[str, torch.Tensor] = {}
     embed_leaf = embed.detach().clone().requires_grad_(True)
@@ -285,21 +475,24 @@ def _receiver_grads(
                     outs.append(store[f"out{layer}"].detach())
                 if layer in neurons:
                     outs.extend(_neuron_outputs(model, layer, neurons[layer], store[f"post{layer}"].detach()).unbind(dim=2))
+                    if posts is not None:
+                        posts[layer] = store[f"post{layer}"].detach()[:, :, neurons[layer]]
                 if layer in features:
                     outs.extend(_feature_outputs(graph, layer, store[f"f{layer}"], store[f"out{layer}"].detach()).unbind(dim=2))
-            senders = torch.stack(outs, dim=2)
+            senders = torch.stack(outs).permute(1, 2, 0, 3)  # as sender_outputs lays them out
 
-    def gradient(group: ReceiverGroup) -> torch.Tensor:
+    def gradient(group: ReceiverGroup) -> torch.Tensor | HeadGradSum | NeuronGradSum:
         layer = group.layer
         if group.kind is ComponentKind.HEAD:  # q, k, v of every head, channel-major (the group's order)
-            attn = model.blocks[layer].attn
-            cot = torch.cat([torch.einsum("bphe,hde->bphd", _grad(store[f"{c}{layer}"]), w)
-                             for c, w in (("q", attn.W_Q), ("k", attn.W_K), ("v", attn.W_V))], dim=2)
-            return _layer_norm_vjp(model.blocks[layer].ln1, store[f"x{layer}"], cot)
+            heads = _head_input_grads(model, layer, store)
+            return heads if factored or not isinstance(heads, HeadGradSum) else heads.dense()
         if group.kind is ComponentKind.MLP:
             return _grad(store[f"mlp{layer}"])[:, :, None, :]
         if group.kind is ComponentKind.NEURON:
             ns = neurons[layer]
+            factors = _neuron_input_grads(model, layer, ns, store) if factored else None
+            if factors is not None:
+                return factors
             cot = _grad(store[f"pre{layer}"])[:, :, ns, None] * model.blocks[layer].mlp.W_in[:, ns].T[None, None]  # [b, p, k, d]
             return _layer_norm_vjp(model.blocks[layer].ln2, store[f"mlp{layer}"], cot)
         if group.kind is ComponentKind.FEATURE:
@@ -308,7 +501,8 @@ def _receiver_grads(
 
     grads = [gradient(group) for group in groups]
     for group, grad in zip(groups, grads, strict=True):
-        assert grad.shape[2] == len(group.receivers), (group.kind, group.layer, grad.shape)
+        width = grad.width if isinstance(grad, HeadGradSum | NeuronGradSum) else grad.shape[2]
+        assert width == len(group.receivers), (group.kind, group.layer, width)
     if per_query is not None:
         for group in groups:
             if group.kind is ComponentKind.HEAD:
@@ -413,8 +607,10 @@ def _gradient_scores(
     Per prompt (``per_prompt``): prompt ``i``'s score is ``B * sum_{pos, d} delta_i . g_i`` (``g`` is the
     gradient of the *mean* metric, so ``B g_i`` is prompt ``i``'s own), whose mean over the ``B``
     prompts is the edge's score."""
+    corr_posts: dict[int, torch.Tensor] = {}
+    clean_posts: dict[int, torch.Tensor] = {}
     with torch.no_grad():
-        corr_out = sender_outputs(model, graph, batch.corrupted)
+        corr_out = sender_outputs(model, graph, batch.corrupted, corr_posts)
         emb_clean = model.embed(batch.clean)
         emb_corr = model.embed(batch.corrupted)
     if progress:
@@ -422,25 +618,32 @@ def _gradient_scores(
     groups = _receiver_groups(graph)
     raw = _raw_sender_acts(model, graph, batch) if interpolate == "activations" else None
     clean_out: torch.Tensor | None = None
-    grad_sum: list[torch.Tensor] = []
+    grad_sum: list[Any] = []
     with mlp_in_hook(model):
         for alpha in alphas:
             embed = emb_corr + alpha * (emb_clean - emb_corr)
             extra = _interpolation_hooks(graph, raw, alpha) if raw is not None else None
             # over inputs, alpha = 1 is the clean run itself: take the clean sender outputs from it
             capture = raw is None and alpha == 1.0
-            grads, senders = _receiver_grads(model, graph, task, batch, embed, groups, extra, capture_senders=capture)
+            grads, senders = _receiver_grads(model, graph, task, batch, embed, groups, extra, capture_senders=capture,
+                                             factored=True, posts=clean_posts)
             if senders is not None:
                 clean_out = senders
             # summed in float32 at least (bfloat16 weights give bfloat16 gradients)
-            grad_sum = [accumulate(g.detach()) for g in grads] if not grad_sum else [s + accumulate(g.detach()) for s, g in zip(grad_sum, grads, strict=True)]
+            grads = [g if isinstance(g, HeadGradSum | NeuronGradSum) else accumulate(g.detach()) for g in grads]
+            if not grad_sum:
+                grad_sum = grads
+            else:  # in place, keeping each sum's (receiver-major) layout; the first step's tensors are this pass's own
+                for s, g in zip(grad_sum, grads, strict=True):
+                    s.add_(g)
             if progress:
                 progress(1)
     if clean_out is None:
-        clean_out = sender_outputs(model, graph, batch.clean)
+        clean_out = sender_outputs(model, graph, batch.clean, clean_posts)
     if progress:
         progress(1)
     delta = accumulate(corr_out) - accumulate(clean_out)  # [b, p, s, d], in float32 at least
+    del corr_out, clean_out
     # score = delta . mean gradient: one matrix product per receiver group on [sender, batch*pos*d],
     # on the model's device; the scores come back to the host once
     delta_flat = delta.permute(2, 0, 1, 3).reshape(delta.shape[2], -1)
@@ -449,18 +652,22 @@ def _gradient_scores(
     scored = np.zeros(score_t.shape, dtype=bool)
     n_b = delta.shape[0]
     prompts_t = torch.zeros((len(graph.senders), n_b, len(graph.receivers)), dtype=torch.float64, device=device) if per_prompt else None
+    pairs = None if per_prompt else _NeuronSenders(model, graph, corr_posts, clean_posts, delta_flat)
     for group, total in zip(groups, grad_sum, strict=True):
         recv = group.receivers
         k = graph.n_visible(recv[0].read_stage)
-        g = total / len(alphas)
-        g_flat = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1)
         cols = [r.index for r in recv]
-        score_t[:k, cols] = (delta_flat[:k] @ g_flat.T).double()
         scored[:k, cols] = True
+        if pairs is not None and isinstance(total, NeuronGradSum) and pairs.visible(k):
+            pairs.score(total, k, cols, score_t, len(alphas))  # neuron senders in rank one, the rest dense
+            continue
+        g = total.dense() if isinstance(total, HeadGradSum | NeuronGradSum) else total  # the mean over the steps: divided by their number below
+        g_flat = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1)  # a view for receiver-major sums
+        score_t[:k, cols] = (delta_flat[:k] @ g_flat.T).double() / len(alphas)
         if prompts_t is not None:
             d_b = delta[:, :, :k].permute(2, 0, 1, 3).reshape(k, n_b, -1)
             g_b = g.permute(2, 0, 1, 3).reshape(len(cols), n_b, -1)
-            prompts_t[:k, :, cols] = (n_b * torch.einsum("sbx,rbx->sbr", d_b, g_b)).double()
+            prompts_t[:k, :, cols] = (n_b * torch.einsum("sbx,rbx->sbr", d_b, g_b)).double() / len(alphas)
     score = score_t.cpu().numpy()
     prompts = prompts_t.cpu().numpy() if prompts_t is not None else None
     _error_columns(graph, score, scored)
@@ -468,6 +675,56 @@ def _gradient_scores(
         for b in range(n_b):  # the error columns, prompt by prompt (views: filled in place)
             _error_columns(graph, prompts[:, b, :], scored.copy())
     return score, scored, prompts
+
+
+class _NeuronSenders:
+    """The neuron senders of a graph in rank one (``delta_s = dpost[:, s] W_out[s]``), to meet a
+    :class:`NeuronGradSum` without a product over ``d_model`` per edge: for visible neuron senders
+    ``S`` and the receivers' sum ``(abar, W'', steps (xhat_t, c_t))``,
+
+        score[S, n] = (W_out[S] . W''_n) * (dpost[:, S]^T abar)[S, n] - sum_t (u_t^T c_t)[S, n] / d,
+        u_t = dpost[:, S] * (xhat_t @ W_out[S]^T),
+
+    which is ``sum_{i, d} delta_s[i] g_n[i]`` rearranged (tested equal to the dense product). The
+    graph's other senders meet the dense gradients as every receiver does."""
+
+    def __init__(self, model: Any, graph: ModelGraph, corr: dict[int, torch.Tensor], clean: dict[int, torch.Tensor],
+                 delta_flat: torch.Tensor) -> None:
+        device = delta_flat.device
+        neuron = [sd.index for sd in graph.senders if sd.kind is ComponentKind.NEURON]
+        self.rows = torch.tensor(neuron, dtype=torch.long, device=device)
+        other = [sd.index for sd in graph.senders if sd.kind is not ComponentKind.NEURON]
+        self.other = torch.tensor(other, dtype=torch.long, device=device)
+        self._other_delta: torch.Tensor | None = None
+        self._delta_flat = delta_flat
+        if not neuron:
+            return
+        layers = sorted(corr)
+        # the graph's neuron senders are laid out layer by layer in the order of graph.neurons()
+        assert [sd.layer for sd in graph.senders if sd.kind is ComponentKind.NEURON] == [l for l in layers for _ in graph.neurons()[l]]
+        self.dpost = torch.cat([(accumulate(corr[l]) - accumulate(clean[l])).reshape(-1, corr[l].shape[-1]) for l in layers], dim=1)
+        self.w_out = torch.cat([accumulate(model.blocks[l].mlp.W_out[graph.neurons()[l]].detach()) for l in layers])
+
+    def visible(self, k: int) -> bool:
+        return bool(len(self.rows)) and bool((self.rows < k).any())
+
+    def score(self, total: NeuronGradSum, k: int, cols: list[int], score_t: torch.Tensor, steps: int) -> None:
+        """Fill ``score_t[:k, cols]`` for the neuron receivers ``cols``."""
+        m = int((self.rows < k).sum())
+        dpost, w_out, rows = self.dpost[:, :m], self.w_out[:m], self.rows[:m]
+        d = w_out.shape[1]
+        pair = (w_out @ total.centred_weight()) * (dpost.T @ total.a)  # [m, k_n]
+        for xhat, c in total.along:
+            pair -= (dpost * (xhat @ w_out.T)).T @ c / d
+        col = torch.tensor(cols, dtype=torch.long, device=score_t.device)
+        score_t[rows[:, None], col[None, :]] = pair.double() / steps
+        j = int((self.other < k).sum())
+        if j:
+            if self._other_delta is None:  # the graph's other senders, gathered once
+                self._other_delta = self._delta_flat[self.other]
+            g = total.dense()
+            g_flat = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1)
+            score_t[self.other[:j, None], col[None, :]] = (self._other_delta[:j] @ g_flat.T).double() / steps
 
 
 def _positional_scores(
@@ -510,13 +767,14 @@ def _positional_scores(
         for alpha in alphas:
             embed = emb_corr + alpha * (emb_clean - emb_corr)
             extra = _interpolation_hooks(graph, raw, alpha) if raw is not None else None
-            grads, _ = _receiver_grads(model, graph, task, batch, embed, groups, extra, per_query=per_query)
+            grads, _ = _receiver_grads(model, graph, task, batch, embed, groups, extra, per_query=per_query, factored=True)
             for group, grad in zip(groups, grads, strict=True):
                 k, cols = visible(group)
                 scored[:k, cols] = True
                 if group.kind is ComponentKind.HEAD:
                     continue  # per_query gave its every (i, j)
-                same = torch.einsum("bisd,bird->sri", delta[:, :, :k], accumulate(grad.detach())).double()
+                dense = grad.dense() if isinstance(grad, NeuronGradSum) else accumulate(grad.detach())
+                same = torch.einsum("bisd,bird->sri", delta[:, :, :k], dense).double()
                 for i in range(n_pos):
                     score[:k, cols, i, i] += same[:, :, i]
             if progress:

@@ -160,13 +160,11 @@ def edge_frame(graph: ModelGraph, score: np.ndarray, scored: np.ndarray, per_pro
             "the model's weights or activations hold NaN/Inf on these prompts; nothing was written"
         )
     src, dst = np.nonzero(scored)
-    senders = graph.senders
-    receivers = graph.receivers
     frame = pd.DataFrame(
         {
-            "componentId_pre": [senders[i].component_id for i in src],
-            "componentId_post": [receivers[j].component_id for j in dst],
-            "channel": [receivers[j].channel.value for j in dst],
+            "componentId_pre": np.array([x.component_id for x in graph.senders], dtype=object)[src],
+            "componentId_post": np.array([x.component_id for x in graph.receivers], dtype=object)[dst],
+            "channel": np.array([x.channel.value for x in graph.receivers], dtype=object)[dst],
             "score": score[src, dst].astype(float),
         }
     )

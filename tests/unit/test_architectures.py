@@ -564,3 +564,67 @@ def test_position_resolved_eap_splits_edges_by_where_they_act(option: str) -> No
     n = len(graph.senders) * len(graph.receivers) * n_pos * n_pos  # memory is bounded before anything is computed
     with pytest.raises(ValidationError, match=f"= {n:,} values"):
         compute_eap(model, graph, TASK, batch, MethodConfig(per_position=True, position_budget=n - 1))
+
+
+@pytest.mark.parametrize("option", list(ARCHITECTURES))
+def test_head_input_gradients_summed_over_steps_equal_autograd_on_per_head_copies(option: str) -> None:
+    """The head-input gradients EAP-IG sums over its steps (kept factored, multiplied by ``W`` once;
+    each step's correction read off the forward's own q/k/v where the projection reads the norm's
+    output) equal, summed over two embeddings, autograd's on TransformerLens's per-head input copies."""
+    from ingest.edges.decoder import HeadGradSum, _receiver_grads, _receiver_groups, mlp_in_hook
+    from ingest.edges.interface import analysis_mode
+
+    model = make_model(option)
+    graph = graph_for(model, option)
+    batch = random_batch(model)
+    task = TargetLogit()
+    groups = _receiver_groups(graph)
+    heads = [i for i, g in enumerate(groups) if g.kind.value == "head"]
+    with analysis_mode(model), mlp_in_hook(model):
+        emb = model.embed(batch.clean)
+        steps = [_receiver_grads(model, graph, task, batch, emb * scale, groups, factored=True)[0] for scale in (1.0, 0.5)]
+        ours = {}
+        for i in heads:
+            first, second = steps[0][i], steps[1][i]
+            ours[i] = first.add_(second).dense() if isinstance(first, HeadGradSum) else first + second
+        oracle = {i: torch.zeros_like(ours[i]) for i in heads}
+        model.set_use_split_qkv_input(True)
+        try:
+            for scale in (1.0, 0.5):
+                kept: dict[str, torch.Tensor] = {}
+
+                def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                    act.retain_grad()
+                    kept[hook.name] = act
+                    return act
+
+                leaf = (emb * scale).detach().requires_grad_(True)
+                names = [f"blocks.{g.layer}.hook_{c}_input" for g in (groups[i] for i in heads) for c in "qkv"]
+                logits = model.run_with_hooks(batch.clean, fwd_hooks=[("hook_embed", lambda a, hook: leaf)] + [(n, keep) for n in names])
+                task.metric(logits, batch).mean().backward()
+                for i in heads:
+                    layer = groups[i].layer
+                    oracle[i] += torch.cat([kept[f"blocks.{layer}.hook_{c}_input"].grad for c in "qkv"], dim=2)
+        finally:
+            model.set_use_split_qkv_input(False)
+    for i in heads:
+        torch.testing.assert_close(ours[i], oracle[i], rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("option", [o for o, spec in ARCHITECTURES.items() if not spec.get("attn_only") and not spec.get("gated_mlp")])
+def test_neuron_to_neuron_scores_in_rank_one_equal_the_dense_product(option: str) -> None:
+    """Neuron senders meet neuron receivers in rank one (no product over d_model per edge); with
+    neurons on both layers, EAP-IG's scores equal the dense product's (the per-prompt path, which
+    spreads every gradient over d_model), for every norm and option with a plain MLP."""
+    from ingest.edges.methods import compute_eap_ig
+
+    model = make_model(option)
+    graph = build_graph(model, option, {0: [2, 5, 7], 1: [1, 3, 8, 11]})
+    batch = random_batch(model)
+    rank_one = scores(compute_eap_ig(model, graph, TASK, batch, MethodConfig(steps=3)))
+    dense = scores(compute_eap_ig(model, graph, TASK, batch, MethodConfig(steps=3, per_prompt=True)))
+    pairs = [key for key in rank_one if ".N" in key[0] and ".N" in key[1]]
+    assert len(pairs) == 3 * 4
+    assert rank_one.keys() == dense.keys()
+    for key, value in dense.items():
+        assert rank_one[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
