@@ -1,7 +1,9 @@
 """Run the benchmarks: ``python -m bench [--smoke] [--only NAME ...] [--home DIR]``.
 
 - ``attribution``: EAP and EAP-IG(k) wall time against the bare passes they need (a forward pass
-  and a forward+backward to the activations, timed on the same model and batch): target <= 1.2x.
+  and a forward+backward to the activations, timed on the same model and batch): target <= 1.2x;
+  on the GPT-2-small shape by prompts (``--sizes``, default 8/32/128/512; ``--repeats``, default 3),
+  and neuron-level EAP against its contraction's matrix products (:mod:`bench.compute`).
 - ``loading``: edges/s into the embedded database through the store over Bolt, against ArcadeDB's
   own bulk path (``GraphBatch``, in-process) on the same edges with the run's properties and
   without any (the engine's ceiling); and edges/s deleting a run.
@@ -77,7 +79,7 @@ def bare_passes(model: Any, task: Any, batch: Any) -> tuple[Callable[[], None], 
     return forward, forward_backward
 
 
-def bench_attribution(smoke: bool) -> None:
+def bench_attribution(smoke: bool, sizes: tuple[int, ...] = (8, 32, 128, 512), repeats_by_size: int = 3) -> None:
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -122,30 +124,12 @@ def bench_attribution(smoke: bool) -> None:
                      "EAP s": t_eap, "EAP / (2f + fb)": t_eap / (2 * t_f + t_fb),
                      f"EAP-IG({k}) s": t_ig, f"EAP-IG / (2f + {k}fb)": t_ig / (2 * t_f + k * t_fb)})
     _table("attribution cost (8 prompts of each model's task; induction: 16 tokens; 2 threads; target ratio <= 1.2)", rows)
-    if not smoke:
-        _table("EAP-IG(5) on the GPT-2-small shape by prompts (16 tokens; one call each, split into passes by the activation budget; "
-               "target ratio <= 1.2 at every size)", _attribution_by_prompts(models[-1][1], models[-1][2], k))
+    from bench.compute import by_prompts, neuron_contraction
 
-
-def _attribution_by_prompts(model: Any, task: Any, k: int, sizes: tuple[int, ...] = (8, 32, 128)) -> list[dict[str, Any]]:
-    """EAP-IG's cost per prompt and its ratio to the bare passes as the batch grows (one run per size)."""
-    from ingest.edges.methods import MethodConfig, compute_eap_ig
-    from ingest.edges.shards import pass_bytes_per_prompt, prompt_chunk
-    from ingest.model.graph import build_graph
-
-    graph = build_graph(model, "bench")
-    rows = []
-    for n in sizes:
-        batch = task.make_batch(model, n, 0)
-        forward, forward_backward = bare_passes(model, task, batch)
-        forward()
-        t_f, t_fb = _time(forward, 1), _time(forward_backward, 1)
-        t_ig = _time(lambda: compute_eap_ig(model, graph, task, batch, MethodConfig(steps=k)), 1)
-        chunk = prompt_chunk(model, graph, batch)
-        rows.append({"prompts": n, "passes": -(-n // chunk), "estimated GB per pass": chunk * pass_bytes_per_prompt(model, graph, batch) / 1e9,
-                     "forward s": t_f, "fwd+bwd s": t_fb, f"EAP-IG({k}) s": t_ig, "s per prompt": t_ig / n,
-                     f"EAP-IG / (2f + {k}fb)": t_ig / (2 * t_f + k * t_fb)})
-    return rows
+    _table(f"EAP and EAP-IG({k}) on the GPT-2-small shape by prompts (16 tokens; one call each, split into passes by the activation "
+           f"budget; {1 if smoke else repeats_by_size} repetitions; target ratio <= 1.2 at every size)", by_prompts(smoke, sizes, repeats_by_size, k))
+    _table("neuron-level EAP (104 neurons per MLP, 64 prompts x 16 tokens) against float32 matrix products of its edge contraction's "
+           "shapes (target ratio <= 2)", neuron_contraction(smoke, repeats_by_size))
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -507,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision", "gpu"])
     p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
     p.add_argument("--device", help="precision: where to compute (default: auto)")
+    p.add_argument("--sizes", default="8,32,128,512", help="attribution: prompt counts of the by-prompts table (default 8,32,128,512)")
+    p.add_argument("--repeats", type=int, default=3, help="attribution: repetitions of the by-prompts and neuron tables (default 3)")
     p.add_argument("--explorer-run", help="explorer: time this run of --home instead of a synthetic 1.1M-edge one")
     a = p.parse_args(argv)
     # gpu runs only when asked for (it needs CUDA); everything else by default
@@ -515,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(a.home) if a.home else Path(tmp := tempfile.mkdtemp(prefix="atlas-bench-"))
     try:
         if "attribution" in only:
-            bench_attribution(a.smoke)
+            bench_attribution(a.smoke, tuple(int(x) for x in a.sizes.split(",")), a.repeats)
         if "peer" in only:
             bench_peer(a.smoke)
         if "loading" in only:

@@ -44,8 +44,7 @@ def pass_bytes_per_prompt(model: Any, graph: Any, batch: Any) -> int:
     difference and the stack being built), the receivers' gradients (the running sum and the
     current step's, in float32 at least), and what the forward keeps for the backward (per layer:
     the residual stream's intermediates, the MLP's hidden layer, one input copy per head and q/k/v
-    channel and its normalisation, the attention pattern). Measured on the GPT-2-small shape at 16
-    tokens: 117 MB per prompt of resident memory; this estimate says 140 MB."""
+    channel and its normalisation, the attention pattern)."""
     cfg = model.cfg
     first = next(iter(model.parameters()))
     element = first.element_size()
@@ -53,7 +52,12 @@ def pass_bytes_per_prompt(model: Any, graph: Any, batch: Any) -> int:
     d, heads = int(cfg.d_model), int(cfg.n_heads)
     d_mlp = int(cfg.d_mlp or 0)
     senders = pos * max(1, len(graph.senders)) * d * element * _ACTIVATION_COPIES
-    receivers = pos * max(1, len(graph.receivers)) * d * max(element, 4) * 2
+    # head and neuron gradients are summed factored (d_head or 1 value per receiver), spread over
+    # d_model one group at a time; the other receivers' gradients are summed whole
+    kinds = [getattr(r.kind, "value", r.kind) for r in graph.receivers]
+    factored = sum(k in ("head", "neuron") for k in kinds)
+    widest = max([3 * heads, *(len(ns) for ns in graph.neurons().values())]) if hasattr(graph, "neurons") else 3 * heads
+    receivers = pos * d * max(element, 4) * (2 * (len(kinds) - factored) + widest) + pos * factored * max(element, 4) * 2 * int(cfg.d_head or 1)
     per_layer = pos * element * (20 * d + 4 * d_mlp + 6 * heads * d + 3 * heads * pos)
     return int(senders + receivers + int(cfg.n_layers) * per_layer)
 
