@@ -388,10 +388,15 @@ def _serve(home: Path, bolt_port: int, http_port: int, heap: str) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    bulk = None
     try:
         if not (root / "databases" / EMBEDDED_DATABASE).exists():
             server.create_database(EMBEDDED_DATABASE)
         _ensure_reader(server, read_password(home, user=READER_USER))
+        from atlas.bulk import serve_bulk
+
+        bulk = serve_bulk(root, lambda: server.get_database(EMBEDDED_DATABASE),
+                          log=lambda line: print(f"atlas bulk: {line}", file=sys.stderr, flush=True))
         tmp = paths["state"].with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -404,6 +409,10 @@ def _serve(home: Path, bolt_port: int, http_port: int, heap: str) -> None:
         with contextlib.suppress(Exception):
             if paths["state"].exists() and json.loads(paths["state"].read_text()).get("pid") == os.getpid():
                 paths["state"].unlink()
+        with contextlib.suppress(Exception):
+            if bulk is not None:
+                bulk.close()
+                (root / "bulk.sock").unlink()
         server.stop()
 
 

@@ -14,9 +14,13 @@ This is the only module that imports ``neo4j``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -99,6 +103,27 @@ def _plain(value: Any) -> Any:
 def _chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
+
+
+WRITE_LOCK = "write.lock"
+
+
+@contextlib.contextmanager
+def home_write_lock(settings: StoreSettings, *, exclusive: bool = False) -> Iterator[None]:
+    """Hold the embedded home's writer lock (``HOME/write.lock``, 0600): shared by every write over
+    Bolt, exclusive for a bulk load (:mod:`atlas.bulk`). ArcadeDB's batch API appends to vertices'
+    edge lists outside the transactions Bolt writes use, so a Bolt write that touches the same
+    vertices meanwhile could lose its edges (measured: 50,000 of 300,000); the lock keeps them apart.
+    Nothing to hold for a server given by URI (no bulk path there)."""
+    if settings.uri is not None:
+        yield
+        return
+    fd = os.open(Path(settings.home) / WRITE_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class Store:
@@ -235,7 +260,8 @@ class Store:
         deadline, pause = time.monotonic() + TRANSIENT_RETRY_S, 0.05
         while True:
             try:
-                keys, rows, wrote = self._run_once(cypher, params, write, timeout)
+                with home_write_lock(self.settings) if write else contextlib.nullcontext():
+                    keys, rows, wrote = self._run_once(cypher, params, write, timeout)
                 break
             except neo4j.exceptions.Neo4jError as exc:
                 # a deadlock or a write conflict with another session (a transient error the
@@ -296,7 +322,7 @@ class Store:
 
         sent = 0
         try:
-            with self._session() as session:
+            with home_write_lock(self.settings), self._session() as session:
                 for batch in _chunks(rows, batch_size):
                     for attempt in range(6):
                         try:
@@ -336,7 +362,7 @@ class Store:
 
         counts: list[int] = []
         try:
-            with self._session() as session:
+            with home_write_lock(self.settings), self._session() as session:
                 for rows, params in batches:
                     counts.append(session.execute_write(work, params))
                     if progress is not None:
