@@ -34,13 +34,14 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from atlas.errors import StoreError, ValidationError
 from atlas.schema import RelType
+
+if TYPE_CHECKING:  # numpy and pandas only in the client: the daemon imports this module at every start
+    import numpy as np
+    import pandas as pd
 
 __all__ = ["bulk_socket", "bulk_min_edges", "write_edges_bulk", "serve_bulk", "BULK_MIN_EDGES", "SOCKET_NAME"]
 
@@ -104,6 +105,8 @@ def bulk_socket(settings: Any) -> Path | None:
 def _json_text(values: np.ndarray) -> np.ndarray:
     """Each value as JSON text (an object array): floats as Python's round-trip repr, integers and
     booleans as JSON writes them."""
+    import numpy as np
+
     listed = values.tolist()
     if values.dtype.kind == "f" and listed:
         return np.array(repr(listed)[1:-1].split(", "), dtype=object)
@@ -117,6 +120,8 @@ def _missing(value: Any) -> bool:
 def _bulkable(columns: Mapping[str, pd.Series]) -> bool:
     """Whether every column can travel as JSON with no missing value and no infinity (else Bolt,
     which stores a missing value as no property)."""
+    import numpy as np
+
     for values in columns.values():
         if values.dtype == object:
             if values.map(_missing).any():
@@ -136,6 +141,9 @@ def write_edges_bulk(path: Path, rel_type: str, pre_ids: pd.Series, post_ids: pd
         ValidationError: an edge names a component that is not in the database (nothing written).
         StoreError: the server refused or failed the write.
     """
+    import numpy as np
+    import pandas as pd
+
     if rel_type not in _REL_TYPES:
         raise ValidationError(f"unknown relationship type {rel_type!r}")
     if not _bulkable(columns):

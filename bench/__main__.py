@@ -12,6 +12,8 @@
 - ``scale``: a GPT-2-small-shaped model at neuron granularity (~1.07M edges, 64 prompts) end to
   end: compute, write, paths, hierarchy, compare, export and cookbook queries, each stage's time
   and peak memory of the atlas process and the database server (:mod:`bench.scale`).
+- ``startup``: a model-loading command's imports by package (``python -X importtime``), the embedded
+  server's start, ``atlas runs`` with the server down and up, ``atlas db stop`` (:mod:`bench.startup`).
 - ``demo``: ``atlas demo`` end to end in a fresh atlas home (target < 60 s).
 - ``precision``: bfloat16 and float16 scores against float32 on every zoo model (EAP, EAP-IG(5),
   exact patching) and on a GPT-2-small-shaped model (EAP, EAP-IG(5)): Spearman and the largest
@@ -513,7 +515,7 @@ def bench_precision(smoke: bool, device: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite runs this)")
-    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision", "gpu"])
+    p.add_argument("--only", action="append", choices=["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision", "startup", "gpu"])
     p.add_argument("--home", help="atlas home of the embedded database to load into (default: a fresh temporary one)")
     p.add_argument("--device", help="precision: where to compute (default: auto)")
     p.add_argument("--sizes", default="8,32,128,512", help="attribution: prompt counts of the by-prompts table (default 8,32,128,512)")
@@ -521,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--explorer-run", help="explorer: time this run of --home instead of a synthetic 1.1M-edge one")
     a = p.parse_args(argv)
     # gpu runs only when asked for (it needs CUDA); everything else by default
-    only = set(a.only or ["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision"])
+    only = set(a.only or ["attribution", "peer", "loading", "paths", "explorer", "scale", "demo", "precision", "startup"])
     tmp = None
     home = Path(a.home) if a.home else Path(tmp := tempfile.mkdtemp(prefix="atlas-bench-"))
     try:
@@ -544,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
             bench_demo(a.smoke)
         if "precision" in only:
             bench_precision(a.smoke, a.device)
+        if "startup" in only:
+            from bench.startup import bench_startup
+
+            _table("start-up, each in a fresh process (min / median / max; targets: a server start under 2 s, db stop only once exited)",
+                   bench_startup(a.smoke, a.repeats))
         if "gpu" in only:
             from bench.gpu import bench_gpu
 
