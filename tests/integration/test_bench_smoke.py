@@ -20,7 +20,10 @@ def test_bench_smoke(embedded: StoreSettings) -> None:
     proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--home", str(embedded.home)],
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for title in ("attribution cost", "peer: auto-circuit EAP vs atlas EAP", "loading into the embedded store", "pathways",
-                  "atlas demo end to end", "precision: bfloat16 and float16 scores against float32"):
+    for title in ("attribution cost", "EAP and EAP-IG(5) on the GPT-2-small shape by prompts", "neuron-level EAP",
+                  "peer: auto-circuit EAP vs atlas EAP", "loading into the embedded store", "pathways",
+                  "atlas demo end to end", "precision: bfloat16 and float16 scores against float32", "start-up"):
         assert f"## {title}" in proc.stdout
-    assert "EAP-IG / (2f + 5fb)" in proc.stdout and "atlas / GraphBatch" in proc.stdout and "atlas / engine alone" in proc.stdout and "GraphBatch, no properties" in proc.stdout
+    for column in ("EAP-IG / (2f + 5fb)", "ratio to bare (min/med/max)", "GEMM limit s (min/med/max)", "atlas, bulk socket (edges/s)",
+                   "atlas / engine", "atlas over Bolt (edges/s)", "GraphBatch, no properties", "atlas db stop (returns once the server has exited"):
+        assert column in proc.stdout, column
