@@ -185,17 +185,6 @@ def _norm_stats(ln: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
     return scale, xc / scale, centre, accumulate(norm.w.detach()) if hasattr(norm, "w") else None
 
 
-def _project_(g: torch.Tensor, xhat: torch.Tensor, centre: bool) -> torch.Tensor:
-    """In place, ``g - mean(g) - xhat * mean(g * xhat)`` (``centre``) or ``g - xhat * mean(g * xhat)``
-    over the last axis: the norm's Jacobian but for its gain and scale. ``g`` is ``[r, n, d]``
-    (receiver-major), ``xhat`` ``[n, d]``. With a centred ``xhat`` (mean 0) removing the mean first
-    leaves ``mean(g * xhat)`` unchanged."""
-    if centre:
-        g.sub_(g.mean(-1, keepdim=True))
-    along = torch.einsum("rnd,nd->rn", g, xhat) / g.shape[-1]
-    return g.addcmul_(along[..., None], xhat, value=-1.0)
-
-
 @dataclass
 class HeadGradSum:
     """The q/k/v input gradients of one layer's heads, summed over integration steps and kept
@@ -244,7 +233,7 @@ class NeuronGradSum:
     with ``a_t = (dm/dpre) / sigma_t``, ``W' = gain * W_in``, ``W''`` its columns less their means
     (none for RMS norms) and ``c_t = a_t * (xhat_t @ W')``. Rank one per position and step, so a
     neuron sender (itself ``dpost * W_out[s]``) meets it without either being spread over ``d_model``
-    (:func:`_neuron_pair_scores`)."""
+    (:class:`_NeuronSenders`)."""
 
     weight: torch.Tensor  # [d, k], the gain on its rows
     a: torch.Tensor  # [n, k], summed over steps

@@ -361,6 +361,13 @@ def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -
     probe = f"the run's prompts ({len(tokens)} = clean + corrupted)"
     extra: list[dict[str, Any]] = []
     quality: dict[int, dict[str, Any]] = {}
+    posts: dict[str, Any] = {}
+    if graph.neurons():  # every neuron layer's activations from one forward (one per layer took 60 s of a GPT-2-shape run)
+        wanted = {hook_name("post", layer) for layer in graph.neurons()}
+        with torch.no_grad():
+            _, cache = loaded.model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+        posts = {name: cache[name] for name in wanted}
+        del cache
     for kind, units_by_layer in (("neuron", graph.neurons()), ("feature", graph.features())):
         for layer, units in units_by_layer.items():
             if kind == "feature":
@@ -372,9 +379,7 @@ def _with_unit_stats(loaded: Any, nodes: pd.DataFrame, graph: Any, batch: Any) -
                 q = dictionary_quality(sae, x_in, x_out)
                 quality[layer] = {"fvuOnRun": q["fvu"], "l0OnRun": q["l0"], "deadOnRun": q["dead"]}
             else:
-                with torch.no_grad():
-                    _, cache = loaded.model.run_with_cache(tokens, names_filter=lambda n, l=layer: n == hook_name("post", l))
-                acts = cache[hook_name("post", layer)]
+                acts = posts[hook_name("post", layer)]
             rows = nodes[(nodes["kind"] == kind) & (nodes["layer"] == layer)].set_index(kind).loc[units].reset_index()
             extra += sparse_coding_rows(loaded.model, tokens, acts[:, :, units], rows.to_dict("records"), probe)
     if not extra:

@@ -22,6 +22,7 @@ from atlas.bulk import SOCKET_NAME, bulk_socket
 from atlas.config import StoreSettings
 from atlas.errors import ValidationError
 from atlas.records import RunRecord
+from atlas.schema import RelType
 from tests.conftest import model_stub
 
 pytestmark = pytest.mark.embedded_only
@@ -96,6 +97,27 @@ def test_the_bulk_path_stores_exactly_what_bolt_stores(store: Any, embedded: Sto
     assert len(z) == len(sparse) and z.isna().sum() == 1
 
 
+def test_position_resolved_edges_take_the_bulk_path_with_their_positions(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    edges, nodes = _graph("pos", heads=20, layers=3)
+    edges = pd.concat([edges.assign(srcPos=i, dstPos=i + 1) for i in range(3)], ignore_index=True)
+    edges["srcPos"] = edges["srcPos"].astype("int64")
+    edges["dstPos"] = edges["dstPos"].astype("int64")
+    cx.write_model(store, model_stub("pos", 3))
+    cx.write_components(store, nodes)
+    calls = _spy(monkeypatch)
+    stored = {}
+    for how in ("1", "0"):
+        monkeypatch.setenv("ATLAS_BULK", how)
+        cx.begin_run(store, RunRecord(run_id=f"pos-{how}", model_id="pos"))
+        cx.write_edges(store, edges, f"pos-{how}", rel_type=RelType.ATTRIBUTION_AT)
+        stored[how] = store.read(
+            "MATCH (a)-[e:ATTRIBUTION_AT {runId: $r}]->(b) RETURN a.componentId AS pre, b.componentId AS post, e.channel AS c, "
+            "e.srcPos AS i, e.dstPos AS j, e.score AS s ORDER BY pre, post, c, i", {"r": f"pos-{how}"})
+    assert calls == [len(edges)]
+    assert len(stored["1"]) == len(edges)
+    pd.testing.assert_frame_equal(stored["1"], stored["0"])
+
+
 def test_a_bulk_write_naming_a_missing_component_writes_nothing(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     edges, nodes = _graph("gap", heads=30)
     cx.write_model(store, model_stub("gap", 4))
@@ -157,6 +179,7 @@ import pandas as pd
 from atlas import connectome as cx
 from atlas.config import resolve_store_settings
 from atlas.records import RunRecord
+from atlas.schema import RelType
 from atlas.store import Store
 edges = pd.read_pickle(sys.argv[2])
 with Store.connect(resolve_store_settings(home=Path(sys.argv[1])), quiet=True) as store:
