@@ -35,7 +35,7 @@ from atlas.errors import (
 )
 from atlas.guard import check_statement
 
-__all__ = ["Store", "DEFAULT_BATCH", "EDGE_BATCH"]
+__all__ = ["Store", "DEFAULT_BATCH", "EDGE_BATCH", "home_write_lock"]
 
 DEFAULT_BATCH = 5000
 # how long a statement is tried again after a transient error (deadlock, write conflict), as the
@@ -118,7 +118,11 @@ def home_write_lock(settings: StoreSettings, *, exclusive: bool = False) -> Iter
     if settings.uri is not None:
         yield
         return
-    fd = os.open(Path(settings.home) / WRITE_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    path = Path(settings.home) / WRITE_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:  # e.g. a symbolic link planted there: refused, as the home's other files are
+        raise StoreError(f"cannot open the home's writer lock {path}: {exc.strerror or exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield

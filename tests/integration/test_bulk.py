@@ -209,3 +209,16 @@ def test_a_bulk_load_and_bolt_writes_at_once_lose_nothing(store: Any, embedded: 
     for run in runs:  # two bulk writers and one over Bolt at once, each run in full
         counts = store.read("MATCH ()-[e:ATTRIBUTION]->() WHERE e.runId = $r RETURN count(e) AS n", {"r": run})
         assert int(counts["n"][0]) == len(edges), run
+
+
+def test_a_planted_writer_lock_is_refused_in_one_line(tmp_path: Path) -> None:
+    from atlas.errors import StoreError
+    from atlas.store import home_write_lock
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "write.lock").symlink_to(tmp_path / "elsewhere")
+    settings = StoreSettings(uri=None, user=None, password=None, database=None, home=home)
+    with pytest.raises(StoreError, match="writer lock"), home_write_lock(settings):
+        pass
+    assert not (tmp_path / "elsewhere").exists()
