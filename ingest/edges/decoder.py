@@ -186,7 +186,26 @@ def _norm_stats(ln: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 @dataclass
-class HeadGradSum:
+class _FactoredSum:
+    """Input gradients of a receiver group summed over integration steps, kept factored: the part
+    linear in each step's gradient (``a``, summed) and each step's rank-one correction
+    (``along``: the normalised residual and its coefficient). Subclasses say how they are spread
+    over ``d_model`` (``dense``)."""
+
+    weight: torch.Tensor  # the projection read through the norm, the gain on its rows
+    a: torch.Tensor  # summed over steps
+    along: list[tuple[torch.Tensor, torch.Tensor]]  # per step: (xhat [n, d], its coefficient)
+    centre: bool
+    batch_shape: tuple[int, int]
+
+    def add_(self, other: _FactoredSum) -> _FactoredSum:
+        self.a.add_(other.a)
+        self.along.extend(other.along)
+        return self
+
+
+@dataclass
+class HeadGradSum(_FactoredSum):
     """The q/k/v input gradients of one layer's heads, summed over integration steps and kept
     factored: the dense ``[3 heads, n, d]`` tensor is built once, after the last step.
 
@@ -199,20 +218,11 @@ class HeadGradSum:
     projection reads the norm's output (:func:`_projected_input`), so no step multiplies by ``W``.
     """
 
-    weight: torch.Tensor  # [3h, d, e], the gain on its rows
-    a: torch.Tensor  # [3h, n, e], summed over steps
-    along: list[tuple[torch.Tensor, torch.Tensor]]  # per step: (xhat [n, d], c [3h, n])
-    centre: bool
-    batch_shape: tuple[int, int]
+    # weight [3h, d, e]; a [3h, n, e]; along: (xhat [n, d], c [3h, n]) per step
 
     @property
     def width(self) -> int:
         return int(self.a.shape[0])
-
-    def add_(self, other: HeadGradSum) -> HeadGradSum:
-        self.a.add_(other.a)
-        self.along.extend(other.along)
-        return self
 
     def dense(self) -> torch.Tensor:
         """``[b, p, 3 heads, d]``, a view of a receiver-major ``[3 heads, b, p, d]`` tensor."""
@@ -226,7 +236,7 @@ class HeadGradSum:
 
 
 @dataclass
-class NeuronGradSum:
+class NeuronGradSum(_FactoredSum):
     """The input gradients of one layer's selected neurons, summed over integration steps and kept
     factored (as :class:`HeadGradSum`, with one column of ``W_in`` per neuron instead of a head's
     ``W_Q``): neuron ``n``'s gradient at position ``i`` is ``abar[i, n] W''_n - sum_t xhat_t[i] c_t[i, n] / d``
@@ -235,20 +245,11 @@ class NeuronGradSum:
     neuron sender (itself ``dpost * W_out[s]``) meets it without either being spread over ``d_model``
     (:class:`_NeuronSenders`)."""
 
-    weight: torch.Tensor  # [d, k], the gain on its rows
-    a: torch.Tensor  # [n, k], summed over steps
-    along: list[tuple[torch.Tensor, torch.Tensor]]  # per step: (xhat [n, d], c [n, k])
-    centre: bool
-    batch_shape: tuple[int, int]
+    # weight [d, k]; a [n, k]; along: (xhat [n, d], c [n, k]) per step
 
     @property
     def width(self) -> int:
         return int(self.a.shape[1])
-
-    def add_(self, other: NeuronGradSum) -> NeuronGradSum:
-        self.a.add_(other.a)
-        self.along.extend(other.along)
-        return self
 
     def centred_weight(self) -> torch.Tensor:
         return self.weight - self.weight.mean(0, keepdim=True) if self.centre else self.weight
